@@ -1,0 +1,690 @@
+"""Model cards: one JSON file that fully describes a generative model.
+
+A card names the MONAI networks (class from :mod:`monai.networks.nets` and constructor kwargs), the
+noise schedule and the default sampler, the latent shape and scale factor, the conditioning variables
+(real-world unit and range, and how they map to the model's input), the output geometry, the label
+schema, the weight files with their checksums, and the licence and citation.
+
+Cards are validated when loaded: a malformed card raises :class:`~SynthBrainLib.errors.CardError`
+naming the card and the field, e.g. ``card brain-ldm: field 'output.spacing' must be 3 positive
+numbers, got [1, 1]``. Nothing in a card is executed: network classes are looked up in a fixed
+allow-list and kwargs are checked against the class signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .errors import CardError
+
+CARD_SCHEMA_VERSION = 1
+
+#: What a card can describe; each kind has one pipeline class.
+MODEL_KINDS = ("conditional_latent_diffusion", "label_generator", "label_to_image")
+
+#: Network classes a card may name. Only these are ever instantiated (no arbitrary imports).
+NETWORK_CLASSES = (
+    "AutoencoderKL",
+    "DiffusionModelUNet",
+    "SPADEAutoencoderKL",
+    "SPADEDiffusionModelUNet",
+    "SPADENet",
+)
+
+#: Sampler names and the ``monai.networks.schedulers`` class each one uses.
+SAMPLER_CLASSES = {
+    "ddpm": "DDPMScheduler",
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "rflow": "RFlowScheduler",
+}
+
+#: How the model was trained decides which samplers fit it.
+TRAINING_OBJECTIVES = {
+    "epsilon": ("ddpm", "ddim", "pndm"),
+    "v_prediction": ("ddpm", "ddim"),
+    "sample": ("ddpm", "ddim"),
+    "rflow": ("rflow",),
+}
+
+CONDITIONING_INPUTS = ("concat", "crossattn")
+WEIGHT_FORMATS = ("auto", "monai", "generative", "safetensors")
+NORMALISATION_STATUS = ("published", "assumed", "defined")
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Field reader: every access names its field in the error.
+# ----------------------------------------------------------------------------------------------
+class _Fields:
+    """Reads typed fields from a JSON object; errors name ``card <id>: field '<path>'``."""
+
+    def __init__(self, data: Any, path: str, card_id: str) -> None:
+        self.card_id = card_id
+        self.path = path
+        if not isinstance(data, dict):
+            self.fail("", f"must be an object, got {_short(data)}")
+        self.data: dict = data
+
+    def fail(self, key: str, message: str) -> None:
+        where = ".".join(p for p in (self.path, key) if p)
+        raise CardError(f"card {self.card_id}: field '{where}' {message}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def _get(self, key: str, required: bool, default: Any) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.fail(key, "is required")
+            return default
+        return self.data[key]
+
+    def str(self, key: str, required: bool = True, default: str | None = None, choices: Iterable[str] | None = None) -> str | None:
+        if self.data.get(key) is None:
+            return self._get(key, required, default)
+        value = self.data[key]
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"must be a non-empty string, got {_short(value)}")
+        if choices is not None and value not in choices:
+            self.fail(key, f"must be one of {', '.join(choices)}, got {_short(value)}")
+        return value
+
+    def number(self, key: str, required: bool = True, default: float | None = None, positive: bool = False) -> float | None:
+        value = self._get(key, required, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {_short(value)}")
+        if positive and value <= 0:
+            self.fail(key, f"must be positive, got {_short(value)}")
+        return float(value)
+
+    def integer(self, key: str, required: bool = True, default: int | None = None, minimum: int | None = None) -> int | None:
+        value = self._get(key, required, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be an integer, got {_short(value)}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def boolean(self, key: str, required: bool = True, default: bool | None = None) -> bool | None:
+        value = self._get(key, required, default)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {_short(value)}")
+        return value
+
+    def numbers(self, key: str, length: int | None = None, positive: bool = False, integer: bool = False, required: bool = True) -> tuple | None:
+        value = self._get(key, required, None)
+        if value is None:
+            return None
+        what = f"{length} " if length else ""
+        kind = "positive " if positive else ""
+        kind += "integers" if integer else "numbers"
+        ok = isinstance(value, list) and (length is None or len(value) == length) and len(value) > 0
+        if ok:
+            for v in value:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    ok = False
+                elif integer and not isinstance(v, int):
+                    ok = False
+                elif positive and v <= 0:
+                    ok = False
+        if not ok:
+            self.fail(key, f"must be a list of {what}{kind}, got {_short(value)}")
+        return tuple(int(v) if integer else float(v) for v in value)
+
+    def obj(self, key: str, required: bool = True) -> "_Fields | None":
+        value = self._get(key, required, None)
+        if value is None:
+            return None
+        return _Fields(value, ".".join(p for p in (self.path, key) if p), self.card_id)
+
+    def objects(self, key: str, required: bool = True) -> list["_Fields"]:
+        value = self._get(key, required, [])
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list of objects, got {_short(value)}")
+        base = ".".join(p for p in (self.path, key) if p)
+        return [_Fields(v, f"{base}[{i}]", self.card_id) for i, v in enumerate(value)]
+
+    def mapping(self, key: str, required: bool = True) -> dict | None:
+        value = self._get(key, required, None)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(key, f"must be an object, got {_short(value)}")
+        return value
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ----------------------------------------------------------------------------------------------
+# Card parts
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightFile:
+    """One checkpoint file of a model.
+
+    Attributes:
+        key: name the networks refer to (e.g. ``"diffusion"``).
+        file: file name inside the model folder (e.g. ``"model.pt"``).
+        sha256 / md5: expected checksums (lower-case hex) when known; verified on import and download.
+        url: where ``synthbrain models download`` fetches it from, if anywhere.
+        bundle_path: path inside a MONAI bundle folder (e.g. ``"models/model.pt"``).
+        format: ``auto`` (detect), ``monai`` (current key layout), ``generative`` (old
+            GenerativeModels layout, converted on load) or ``safetensors``.
+        size_bytes: expected size, when known.
+    """
+
+    key: str
+    file: str
+    sha256: str | None = None
+    md5: str | None = None
+    url: str | None = None
+    bundle_path: str | None = None
+    format: str = "auto"
+    size_bytes: int | None = None
+
+    @property
+    def has_checksum(self) -> bool:
+        return bool(self.sha256 or self.md5)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A network built from ``monai.networks.nets.<cls>(**kwargs)`` with weights ``weights``."""
+
+    name: str
+    cls: str
+    kwargs: Mapping[str, Any]
+    weights: str | None
+
+
+@dataclass(frozen=True)
+class ConditionVariable:
+    """One conditioning variable.
+
+    A continuous variable maps real units linearly: ``model = model_lo + (real - lo) / (hi - lo) *
+    (model_hi - model_lo)``. A categorical one maps each choice to a model value. ``normalisation``
+    says whether that mapping is ``published`` by the model's authors, ``assumed`` by us (the card's
+    ``note`` says what is unknown), or ``defined`` by whoever trained the model (known exactly).
+    """
+
+    name: str
+    label: str
+    kind: str  # "continuous" | "categorical"
+    unit: str
+    default: float | str
+    normalisation: str
+    note: str = ""
+    range: tuple[float, float] | None = None
+    model_range: tuple[float, float] = (0.0, 1.0)
+    choices: Mapping[str, float] | None = None
+    typical_range: tuple[float, float] | None = None
+
+    @property
+    def option(self) -> str:
+        """The CLI flag that sets this variable, e.g. ``--ventricular-volume``."""
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    variables: tuple[ConditionVariable, ...]
+    inputs: tuple[str, ...]  # subset of CONDITIONING_INPUTS
+
+    def variable(self, name: str) -> ConditionVariable:
+        for v in self.variables:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variables)
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    """The training noise schedule, as kwargs of the published ``monai.networks.schedulers`` class."""
+
+    cls: str
+    kwargs: Mapping[str, Any]
+    objective: str  # key of TRAINING_OBJECTIVES
+
+
+@dataclass(frozen=True)
+class Sampling:
+    default_sampler: str
+    default_steps: int
+    samplers: tuple[str, ...]
+    max_steps: int
+
+
+@dataclass(frozen=True)
+class Latent:
+    shape: tuple[int, ...]  # (C, X, Y, Z)
+    scale_factor: float
+
+
+@dataclass(frozen=True)
+class OutputGeometry:
+    """Voxel grid of the model's output: arrays are indexed [i, j, k], ``affine`` maps them to RAS mm."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    intensity_range: tuple[float, float]
+    modality: str
+    geometry_published: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    value: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Label-to-image models: the MR sequences they render and how a sequence is chosen.
+
+    ``mode`` is ``style_codes`` (a style latent drawn from per-sequence statistics stored in weight
+    ``weights``; SPADENet as in brainSPADE) or ``class_label`` (the sequence index is passed as the
+    diffusion UNet's ``class_labels``).
+    """
+
+    names: tuple[str, ...]
+    mode: str
+    weights: str | None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated model card. Build with :func:`load_card` or :meth:`from_dict`."""
+
+    id: str
+    name: str
+    version: str
+    kind: str
+    description: str
+    licence: str
+    citation: str
+    intended_use: str
+    source: Mapping[str, Any]
+    networks: Mapping[str, NetworkSpec]
+    weights: Mapping[str, WeightFile]
+    scheduler: Scheduler | None
+    sampling: Sampling | None
+    latent: Latent | None
+    conditioning: Conditioning
+    output: OutputGeometry
+    labels: tuple[LabelClass, ...] | None
+    sequences: Sequences | None
+    weights_public: bool
+    data: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    path: Path | None = field(default=None, compare=False)
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> "ModelCard":
+        card_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else "<unnamed>"
+        f = _Fields(data, "", card_id)
+        version = f.integer("schema_version")
+        if version != CARD_SCHEMA_VERSION:
+            f.fail("schema_version", f"must be {CARD_SCHEMA_VERSION}, got {version}")
+        model_id = f.str("id")
+        if not _ID.match(model_id):
+            f.fail("id", f"must be lower-case letters, digits, '.', '_' or '-', got {_short(model_id)}")
+        kind = f.str("kind", choices=MODEL_KINDS)
+
+        weights = _parse_weights(f)
+        networks = _parse_networks(f, weights)
+        scheduler = _parse_scheduler(f) if f.has("scheduler") else None
+        sampling = _parse_sampling(f, scheduler) if f.has("sampling") else None
+        latent = _parse_latent(f) if f.has("latent") else None
+        conditioning = _parse_conditioning(f)
+        output = _parse_output(f)
+        labels = _parse_labels(f) if f.has("labels") else None
+        sequences = _parse_sequences(f, weights) if f.has("sequences") else None
+
+        card = cls(
+            id=model_id,
+            name=f.str("name"),
+            version=f.str("version"),
+            kind=kind,
+            description=f.str("description"),
+            licence=f.str("licence"),
+            citation=f.str("citation"),
+            intended_use=f.str("intended_use"),
+            source=f.mapping("source"),
+            networks=networks,
+            weights=weights,
+            scheduler=scheduler,
+            sampling=sampling,
+            latent=latent,
+            conditioning=conditioning,
+            output=output,
+            labels=labels,
+            sequences=sequences,
+            weights_public=f.boolean("weights_public"),
+            data=json.loads(json.dumps(data)),
+            path=path,
+        )
+        _check_kind(card, f)
+        return card
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The card as JSON data (what was loaded)."""
+        return json.loads(json.dumps(self.data))
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.labels) if self.labels else ()
+
+    def summary(self) -> str:
+        return f"{self.id} ({self.name}, {self.kind}, card {self.version})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsers
+# ----------------------------------------------------------------------------------------------
+def _parse_weights(f: _Fields) -> dict[str, WeightFile]:
+    section = f.obj("weights")
+    out: dict[str, WeightFile] = {}
+    for key in section.data:
+        w = section.obj(key)
+        file = w.str("file")
+        if "/" in file or "\\" in file or file.startswith("."):
+            w.fail("file", f"must be a plain file name, got {_short(file)}")
+        sha256 = w.str("sha256", required=False)
+        md5 = w.str("md5", required=False)
+        if sha256 is not None and (len(sha256) != 64 or not _HEX.match(sha256)):
+            w.fail("sha256", f"must be 64 lower-case hex digits, got {_short(sha256)}")
+        if md5 is not None and (len(md5) != 32 or not _HEX.match(md5)):
+            w.fail("md5", f"must be 32 lower-case hex digits, got {_short(md5)}")
+        url = w.str("url", required=False)
+        if url is not None and not url.startswith(("http://", "https://")):
+            w.fail("url", f"must be an http(s) URL, got {_short(url)}")
+        out[key] = WeightFile(
+            key=key,
+            file=file,
+            sha256=sha256,
+            md5=md5,
+            url=url,
+            bundle_path=w.str("bundle_path", required=False),
+            format=w.str("format", required=False, default="auto", choices=WEIGHT_FORMATS),
+            size_bytes=w.integer("size_bytes", required=False, minimum=1),
+        )
+    files = [w.file for w in out.values()]
+    if len(set(files)) != len(files):
+        f.fail("weights", "names the same file twice")
+    return out
+
+
+def _parse_networks(f: _Fields, weights: Mapping[str, WeightFile]) -> dict[str, NetworkSpec]:
+    section = f.obj("networks")
+    if not section.data:
+        section.fail("", "must name at least one network")
+    out = {}
+    for name in section.data:
+        n = section.obj(name)
+        cls_name = n.str("class", choices=NETWORK_CLASSES)
+        kwargs = n.mapping("kwargs")
+        _check_kwargs(n, cls_name, kwargs)
+        weight_key = n.str("weights", required=False)
+        if weight_key is not None and weight_key not in weights:
+            n.fail("weights", f"names {_short(weight_key)}, which is not in 'weights' ({', '.join(weights) or 'none'})")
+        out[name] = NetworkSpec(name=name, cls=cls_name, kwargs=dict(kwargs), weights=weight_key)
+    return out
+
+
+def _check_kwargs(n: _Fields, cls_name: str, kwargs: Mapping[str, Any]) -> None:
+    import monai.networks.nets as nets  # deferred: importing monai costs a second
+
+    params = inspect.signature(getattr(nets, cls_name).__init__).parameters
+    kw_fields = _Fields(kwargs, f"{n.path}.kwargs", n.card_id)
+    for key in kwargs:
+        if key not in params or key == "self":
+            kw_fields.fail(key, f"is not an argument of monai.networks.nets.{cls_name}")
+    for pname, p in params.items():
+        if pname == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if p.default is inspect.Parameter.empty and pname not in kwargs:
+            kw_fields.fail(pname, f"is required by monai.networks.nets.{cls_name}")
+
+
+def _parse_scheduler(f: _Fields) -> Scheduler:
+    s = f.obj("scheduler")
+    cls_name = s.str("class", choices=tuple(SAMPLER_CLASSES.values()))
+    kwargs = s.mapping("kwargs")
+    k = _Fields(kwargs, "scheduler.kwargs", f.card_id)
+    k.integer("num_train_timesteps", minimum=1)
+    if cls_name != "RFlowScheduler":
+        k.str("schedule", choices=("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"))
+        if kwargs.get("schedule") != "cosine":
+            lo, hi = k.number("beta_start", positive=True), k.number("beta_end", positive=True)
+            if not lo < hi < 1:
+                k.fail("beta_end", f"must be above beta_start and below 1, got {hi}")
+    objective = s.str("objective", choices=tuple(TRAINING_OBJECTIVES))
+    if cls_name == "RFlowScheduler" and objective != "rflow":
+        s.fail("objective", f"must be 'rflow' for RFlowScheduler, got {_short(objective)}")
+    if objective != "rflow":
+        prediction = kwargs.get("prediction_type", "epsilon")
+        if prediction != objective:
+            k.fail("prediction_type", f"must equal scheduler.objective ({objective}), got {_short(prediction)}")
+    return Scheduler(cls=cls_name, kwargs=dict(kwargs), objective=objective)
+
+
+def _parse_sampling(f: _Fields, scheduler: Scheduler | None) -> Sampling:
+    s = f.obj("sampling")
+    if scheduler is None:
+        s.fail("", "needs a 'scheduler' section")
+    allowed = TRAINING_OBJECTIVES[scheduler.objective]
+    samplers = s.raw("samplers")
+    if not isinstance(samplers, list) or not samplers or any(x not in allowed for x in samplers):
+        s.fail("samplers", f"must be a non-empty list from {', '.join(allowed)}, got {_short(samplers)}")
+    default = s.str("default_sampler", choices=samplers)
+    max_steps = s.integer("max_steps", required=False, default=int(scheduler.kwargs["num_train_timesteps"]), minimum=1)
+    steps = s.integer("default_steps", minimum=1)
+    if steps > max_steps:
+        s.fail("default_steps", f"must be at most max_steps ({max_steps}), got {steps}")
+    return Sampling(default_sampler=default, default_steps=steps, samplers=tuple(samplers), max_steps=max_steps)
+
+
+def _parse_latent(f: _Fields) -> Latent:
+    s = f.obj("latent")
+    return Latent(shape=s.numbers("shape", length=4, positive=True, integer=True), scale_factor=s.number("scale_factor", positive=True))
+
+
+def _parse_conditioning(f: _Fields) -> Conditioning:
+    s = f.obj("conditioning")
+    inputs = s.raw("inputs", [])
+    if not isinstance(inputs, list) or any(x not in CONDITIONING_INPUTS for x in inputs):
+        s.fail("inputs", f"must be a list from {', '.join(CONDITIONING_INPUTS)}, got {_short(inputs)}")
+    variables = []
+    for v in s.objects("variables"):
+        name = v.str("name")
+        if not re.match(r"^[a-z][a-z0-9_]*$", name):
+            v.fail("name", f"must be a lower-case identifier, got {_short(name)}")
+        kind = v.str("kind", choices=("continuous", "categorical"))
+        common = dict(
+            name=name,
+            label=v.str("label"),
+            kind=kind,
+            unit=v.str("unit", required=kind == "continuous", default=""),
+            normalisation=v.str("normalisation", choices=NORMALISATION_STATUS),
+            note=v.str("note", required=False, default=""),
+        )
+        model_range = v.numbers("model_range", length=2, required=False) or (0.0, 1.0)
+        if not model_range[0] < model_range[1]:
+            v.fail("model_range", f"must be increasing, got {list(model_range)}")
+        if kind == "continuous":
+            lo, hi = v.numbers("range", length=2)
+            if not lo < hi:
+                v.fail("range", f"must be increasing, got {[lo, hi]}")
+            default = v.number("default")
+            if not lo <= default <= hi:
+                v.fail("default", f"must lie in range {lo:g}–{hi:g}, got {default:g}")
+            typical = v.numbers("typical_range", length=2, required=False)
+            if typical is not None and not lo <= typical[0] <= typical[1] <= hi:
+                v.fail("typical_range", f"must lie inside range {lo:g}–{hi:g}, got {list(typical)}")
+            variables.append(ConditionVariable(**common, range=(lo, hi), model_range=model_range, default=default, typical_range=typical))
+        else:
+            choices = v.mapping("choices")
+            cf = _Fields(choices, f"{v.path}.choices", f.card_id)
+            if not choices:
+                v.fail("choices", "must name at least one choice")
+            for key in choices:
+                value = cf.number(key)
+                if not model_range[0] <= value <= model_range[1]:
+                    cf.fail(key, f"must lie in model_range {model_range[0]:g}–{model_range[1]:g}, got {value:g}")
+            default = v.str("default", choices=list(choices))
+            variables.append(ConditionVariable(**common, choices={k: float(x) for k, x in choices.items()}, model_range=model_range, default=default))
+    names = [v.name for v in variables]
+    if len(set(names)) != len(names):
+        s.fail("variables", "names a variable twice")
+    if variables and not inputs:
+        s.fail("inputs", "must say how the variables enter the network (concat and/or crossattn)")
+    return Conditioning(variables=tuple(variables), inputs=tuple(inputs))
+
+
+def _parse_output(f: _Fields) -> OutputGeometry:
+    s = f.obj("output")
+    shape = s.numbers("shape", length=3, positive=True, integer=True)
+    spacing = s.numbers("spacing", length=3, positive=True)
+    affine_data = s.raw("affine")
+    try:
+        affine = np.asarray(affine_data, dtype=np.float64)
+        ok = affine.shape == (4, 4) and np.all(np.isfinite(affine)) and np.allclose(affine[3], [0, 0, 0, 1])
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        s.fail("affine", f"must be a 4x4 matrix with last row [0, 0, 0, 1], got {_short(affine_data)}")
+    if not np.allclose(np.linalg.norm(affine[:3, :3], axis=0), spacing, rtol=1e-4):
+        s.fail("affine", f"column norms {np.linalg.norm(affine[:3, :3], axis=0).round(4).tolist()} do not match spacing {list(spacing)}")
+    lo, hi = s.numbers("intensity_range", length=2)
+    if not lo < hi:
+        s.fail("intensity_range", f"must be increasing, got {[lo, hi]}")
+    return OutputGeometry(
+        shape=shape,
+        spacing=spacing,
+        affine=affine,
+        intensity_range=(lo, hi),
+        modality=s.str("modality"),
+        geometry_published=s.boolean("geometry_published"),
+        note=s.str("note", required=False, default=""),
+    )
+
+
+def _parse_labels(f: _Fields) -> tuple[LabelClass, ...]:
+    out = []
+    for i, c in enumerate(f.objects("labels")):
+        value = c.integer("value", minimum=0)
+        if value != i:
+            c.fail("value", f"must equal the channel index {i}, got {value}")
+        color = c.numbers("color", length=3, integer=True)
+        if any(not 0 <= x <= 255 for x in color):
+            c.fail("color", f"must be 3 integers in 0–255, got {list(color)}")
+        out.append(LabelClass(value=value, name=c.str("name"), color=color))
+    if len(out) < 2:
+        f.fail("labels", "must list at least two classes")
+    return tuple(out)
+
+
+def _parse_sequences(f: _Fields, weights: Mapping[str, WeightFile]) -> Sequences:
+    s = f.obj("sequences")
+    names = s.raw("names")
+    if not isinstance(names, list) or not names or any(not isinstance(n, str) or not n for n in names):
+        s.fail("names", f"must be a non-empty list of sequence names, got {_short(names)}")
+    mode = s.str("mode", choices=("style_codes", "class_label"))
+    key = s.str("weights", required=mode == "style_codes")
+    if key is not None and key not in weights:
+        s.fail("weights", f"names {_short(key)}, which is not in 'weights'")
+    return Sequences(names=tuple(names), mode=mode, weights=key)
+
+
+_REQUIRED_NETWORKS = {
+    "conditional_latent_diffusion": ("autoencoder", "diffusion"),
+    "label_generator": ("autoencoder", "diffusion"),
+}
+
+
+def _check_kind(card: ModelCard, f: _Fields) -> None:
+    """Cross-field rules that depend on the model kind."""
+    for name in _REQUIRED_NETWORKS.get(card.kind, ()):
+        if name not in card.networks:
+            f.fail("networks", f"must define '{name}' for kind {card.kind}")
+    if card.kind in _REQUIRED_NETWORKS:
+        for section, value in (("scheduler", card.scheduler), ("sampling", card.sampling), ("latent", card.latent)):
+            if value is None:
+                f.fail(section, f"is required for kind {card.kind}")
+        unet = card.networks["diffusion"].kwargs
+        extra = len(card.conditioning.variables) if "concat" in card.conditioning.inputs else 0
+        if unet.get("in_channels") != card.latent.shape[0] + extra:
+            f.fail("networks.diffusion.kwargs.in_channels", f"must be latent channels {card.latent.shape[0]} + {extra} concatenated conditions, got {unet.get('in_channels')}")
+        if "crossattn" in card.conditioning.inputs and unet.get("cross_attention_dim") != len(card.conditioning.variables):
+            f.fail("networks.diffusion.kwargs.cross_attention_dim", f"must equal the number of conditioning variables ({len(card.conditioning.variables)})")
+    if card.kind == "label_generator":
+        if card.labels is None:
+            f.fail("labels", "is required for kind label_generator")
+        ae = card.networks["autoencoder"].kwargs
+        if ae.get("in_channels") != len(card.labels):
+            f.fail("networks.autoencoder.kwargs.in_channels", f"must equal the number of label classes ({len(card.labels)})")
+    if card.kind == "label_to_image":
+        if card.labels is None or card.sequences is None:
+            f.fail("labels" if card.labels is None else "sequences", "is required for kind label_to_image")
+        if "generator" not in card.networks and "diffusion" not in card.networks:
+            f.fail("networks", "must define 'generator' (SPADENet) or 'autoencoder' + 'diffusion' (SPADE latent diffusion)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+def load_card(path: str | Path) -> ModelCard:
+    """Read and validate a card JSON file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CardError(f"cannot read card {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CardError(f"card {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    return ModelCard.from_dict(data, path=path)
+
+
+BUILTIN_CARD_DIR = Path(__file__).with_name("cards")
+
+
+def builtin_cards() -> dict[str, ModelCard]:
+    """Cards of the published models that ship with the package, by id."""
+    cards = {}
+    for p in sorted(BUILTIN_CARD_DIR.glob("*.json")):
+        card = load_card(p)
+        cards[card.id] = card
+    return cards

@@ -1,0 +1,235 @@
+"""Reading, verifying and loading checkpoints safely.
+
+* Files are read with ``torch.load(weights_only=True)`` or safetensors: nothing in a checkpoint is
+  ever executed.
+* Checksums (sha256, or the md5 that MONAI bundles publish) are verified when the card knows them.
+* Checkpoints written by the old GenerativeModels package (``generative`` 0.2.x, used for the MONAI
+  model-zoo brain bundles) are detected and converted to MONAI's current key layout.
+* Loading is strict: a checkpoint that does not fit the network names its missing and unexpected
+  keys, or the first mismatching shape.
+
+Why our own converter instead of MONAI's ``load_old_state_dict``: GenerativeModels 0.2.3's spatial
+``AttentionBlock`` (in AutoencoderKL and in DiffusionModelUNet self-attention) defines ``proj_attn``
+but never applies it in ``forward``. MONAI's converter copies ``proj_attn`` into ``attn.out_proj``,
+which *is* applied, so a converted model silently computes something else (max abs difference up
+to 3.2 on a trained autoencoder with attention; MONAI issue #8030). We set ``out_proj`` to the
+identity instead, which reproduces the old forward exactly; ``Testing/test_checkpoints.py`` checks
+the equivalence numerically against the old package for every network class we load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from .errors import CheckpointError
+
+#: Wrapper keys some training scripts put around the state dict.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "weights")
+
+
+# ----------------------------------------------------------------------------------------------
+# Hashing
+# ----------------------------------------------------------------------------------------------
+def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+    """Hex digests of a file, reading it once in 8 MiB chunks."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(8 << 20), b""):
+            for h in hashers.values():
+                h.update(chunk)
+    return {name: h.hexdigest() for name, h in hashers.items()}
+
+
+def file_sha256(path: str | Path) -> str:
+    return file_digests(path)["sha256"]
+
+
+def verify_file(path: str | Path, sha256: str | None = None, md5: str | None = None, label: str | None = None) -> str:
+    """Check a file against the known checksums; return its sha256.
+
+    Raises:
+        CheckpointError: a known checksum differs (the message gives both values).
+    """
+    algorithms = ("sha256", "md5") if md5 else ("sha256",)
+    digests = file_digests(path, algorithms)
+    name = label or Path(path).name
+    if sha256 and digests["sha256"] != sha256:
+        raise CheckpointError(f"{name}: sha256 {digests['sha256']} does not match the expected {sha256}; the file is corrupt or not the published weights")
+    if md5 and digests["md5"] != md5:
+        raise CheckpointError(f"{name}: md5 {digests['md5']} does not match the expected {md5}; the file is corrupt or not the published weights")
+    return digests["sha256"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict on the CPU.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(weights_only=True)``, which refuses pickled code. A checkpoint wrapped in a dict
+    (``{"state_dict": ...}``, ``{"model": ...}``) is unwrapped.
+
+    Raises:
+        CheckpointError: missing, truncated, not a checkpoint, or not a dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            data = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path.name} cannot be read as safetensors (truncated or corrupt): {_first_line(exc)}") from None
+    else:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(f"checkpoint {path.name} holds more than tensors and was refused (weights_only loading): {_first_line(exc)}") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {path.name} cannot be read (truncated or not a PyTorch checkpoint): {_first_line(exc)}") from None
+    return _flatten(data, path.name)
+
+
+def _flatten(data: object, name: str) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(data, Mapping) and not _all_tensors(data):
+            inner = [k for k in _WRAPPER_KEYS if isinstance(data.get(k), Mapping)]
+            if inner:
+                data = data[inner[0]]
+                continue
+        break
+    if not isinstance(data, Mapping) or not data or not _all_tensors(data):
+        raise CheckpointError(f"checkpoint {name} is not a state dict of tensors")
+    return {str(k): v for k, v in data.items()}
+
+
+def _all_tensors(data: Mapping) -> bool:
+    return all(isinstance(v, torch.Tensor) for v in data.values())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# GenerativeModels (0.2.x) -> MONAI key layout
+# ----------------------------------------------------------------------------------------------
+_SELF_ATTN_QKV = re.compile(r"^(.*)\.attn\.to_([qkv])\.(weight|bias)$")
+_SELF_ATTN_OUT = re.compile(r"^(.*)\.attn\.out_proj\.(weight|bias)$")
+_CROSS_ATTN_OUT = re.compile(r"^(.*)\.out_proj\.(weight|bias)$")
+
+
+def convert_generative_state_dict(old: Mapping[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map an old GenerativeModels state dict onto ``model``'s keys.
+
+    For every key the MONAI network expects, find where the old layout kept it:
+
+    ============================================  ==============================================
+    MONAI key                                     GenerativeModels 0.2.x key
+    ============================================  ==============================================
+    ``<block>.attn.to_{q,k,v}.{weight,bias}``     ``<block>.to_{q,k,v}.{weight,bias}``
+    ``<block>.attn.out_proj.{weight,bias}``       none: identity / zeros (``proj_attn`` was unused)
+    ``<...>.attn{1,2}.out_proj.{weight,bias}``    ``<...>.attn{1,2}.to_out.0.{weight,bias}``
+    ``<...>.postconv.<...>``                      ``<...>.conv.<...>``
+    anything else                                 the same key
+    ============================================  ==============================================
+
+    Returns:
+        The converted state dict (keys missing from ``old`` are left out) and the old keys that
+        were not used (``<block>.proj_attn.*`` is consumed on purpose and not listed).
+    """
+    expected = model.state_dict()
+    used: set[str] = set()
+    new: dict[str, torch.Tensor] = {}
+
+    def take(new_key: str, old_key: str) -> bool:
+        if old_key in old:
+            new[new_key] = old[old_key]
+            used.add(old_key)
+            return True
+        return False
+
+    for key, ref in expected.items():
+        if take(key, key):
+            continue
+        m = _SELF_ATTN_QKV.match(key)
+        if m and take(key, f"{m[1]}.to_{m[2]}.{m[3]}"):
+            continue
+        m = _SELF_ATTN_OUT.match(key)
+        if m and (f"{m[1]}.to_q.weight" in old or f"{m[1]}.proj_attn.weight" in old):
+            # The old AttentionBlock returned attention(x) + x without its proj_attn: identity here.
+            new[key] = torch.eye(ref.shape[0], dtype=ref.dtype) if m[2] == "weight" else torch.zeros_like(ref)
+            used.update(k for k in (f"{m[1]}.proj_attn.weight", f"{m[1]}.proj_attn.bias") if k in old)
+            continue
+        m = _CROSS_ATTN_OUT.match(key)
+        if m and take(key, f"{m[1]}.to_out.0.{m[2]}"):
+            continue
+        if ".postconv." in key and take(key, key.replace(".postconv.", ".conv.")):
+            continue
+    unused = [k for k in old if k not in used]
+    return new, unused
+
+
+# ----------------------------------------------------------------------------------------------
+# Strict loading
+# ----------------------------------------------------------------------------------------------
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], fmt: str = "auto", name: str = "checkpoint") -> str:
+    """Load ``state_dict`` into ``model`` strictly, converting the old layout when needed.
+
+    Args:
+        model: the MONAI network built from the card.
+        state_dict: as returned by :func:`read_state_dict`.
+        fmt: ``auto`` (detect), ``monai``/``safetensors`` (keys must match as they are) or
+            ``generative`` (always convert).
+        name: how to call the checkpoint in errors.
+
+    Returns:
+        The layout that was loaded: ``"monai"`` or ``"generative"``.
+
+    Raises:
+        CheckpointError: keys or shapes do not fit; the message names the missing and unexpected
+            keys (first three of each, with counts) or the first mismatching shape.
+    """
+    expected = model.state_dict()
+    direct_missing = [k for k in expected if k not in state_dict]
+    direct_unexpected = [k for k in state_dict if k not in expected]
+    if fmt in ("monai", "safetensors") or (fmt == "auto" and not direct_missing and not direct_unexpected):
+        layout, candidate, missing, unexpected = "monai", dict(state_dict), direct_missing, direct_unexpected
+    else:
+        candidate, unexpected = convert_generative_state_dict(state_dict, model)
+        missing = [k for k in expected if k not in candidate]
+        layout = "generative"
+        if fmt == "auto" and len(missing) + len(unexpected) > len(direct_missing) + len(direct_unexpected):
+            # Neither layout fits: report against the closer one (the checkpoint's own keys).
+            layout, missing, unexpected = "monai", direct_missing, direct_unexpected
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) ({_few(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
+        raise CheckpointError(f"{name} does not fit {type(model).__name__} as described by the card: " + "; ".join(parts))
+    for key, ref in expected.items():
+        if tuple(candidate[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{name} does not fit {type(model).__name__} as described by the card: {key} has shape {tuple(candidate[key].shape)} in the checkpoint and {tuple(ref.shape)} in the network"
+            )
+    model.load_state_dict(candidate, strict=True)
+    return layout
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (", ..." if len(keys) > n else "")

@@ -1,0 +1,307 @@
+"""The ``synthbrain`` command line.
+
+Errors a user can cause end the program with one line on stderr (``synthbrain: error: ...``) and
+exit status 2, without a traceback; nothing is written when the input is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ._version import __version__
+from .errors import OutputError, SynthBrainError
+
+EXIT_USER_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared option groups
+# ----------------------------------------------------------------------------------------------
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    name, value = text.split("=", 1)
+    return name.strip().replace("-", "_"), value.strip()
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> None:
+    p.add_argument("--model", required=True, metavar="ID", help="model id (see 'synthbrain models list') or a model folder")
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default: drawn and recorded in the provenance)")
+    if diffusion:
+        p.add_argument("--sampler", default=None, metavar="NAME", help="ddim | ddpm | pndm | rflow, as the model allows (default: the card's)")
+        p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
+    p.add_argument("--device", default="auto", metavar="D", help="auto (CUDA if present) | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .nii.gz, .nii or .nrrd (a .json provenance file is written beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--preview", metavar="PNG", default=None, help="also write a PNG of the axial, coronal and sagittal mid-slices")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_conditions(p: argparse.ArgumentParser, flags: Sequence[tuple[str, str, Callable]]) -> None:
+    for flag, help_text, kind in flags:
+        p.add_argument(flag, type=kind, default=None, help=help_text)
+    p.add_argument("--raw", type=_key_value, action="append", default=[], metavar="NAME=VALUE",
+                   help="give a condition in the model's own units (usually 0-1) instead of real units, e.g. --raw brain_volume=0.4")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the whole usage block by default)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="synthbrain", description="Synthesise brain MRI with published generative models. Every output is marked SYNTHETIC and carries its provenance.")
+    parser.add_argument("--version", action="version", version=f"synthbrain {__version__}")
+    parser.add_argument("--home", metavar="DIR", default=None, help="model cache folder (default: $SYNTHBRAIN_HOME or ~/.cache/synthbrain)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("generate", help="generate a brain image from age, sex and volumes", description="Generate a T1 brain with a conditional latent diffusion model (Brain LDM and its demo).")
+    _add_conditions(p, [
+        ("--age", "age in years (e.g. 45-82 for Brain LDM)", float),
+        ("--sex", "female | male", str),
+        ("--ventricular-volume", "ventricular CSF volume in mL", float),
+        ("--brain-volume", "brain volume (normalised for head size) in mL", float),
+    ])
+    _add_run_options(p)
+    p.set_defaults(handler=_cmd_generate)
+
+    p = sub.add_parser("labels", help="generate a tissue/lesion label map", description="Generate a brainSPADE3D-style label map conditioned on lesion volume fractions (0 = no lesion of that kind).")
+    _add_conditions(p, [
+        ("--wmh", "white-matter hyperintensity volume fraction", float),
+        ("--tumour", "non-enhancing tumour volume fraction", float),
+        ("--edema", "edema volume fraction", float),
+        ("--gdtumour", "gadolinium-enhancing tumour volume fraction", float),
+    ])
+    _add_run_options(p)
+    p.add_argument("--partial-volumes", metavar="OUT", default=None, help="also write the per-class probability maps (4D) to this file")
+    p.set_defaults(handler=_cmd_labels)
+
+    p = sub.add_parser("image-from-labels", help="synthesise an image that matches a label map", description="Render a label map (NIfTI/NRRD, any grid) as a T1, FLAIR or T2 image; the result lies on the input's grid.")
+    p.add_argument("labels", metavar="LABELS", help="label map or partial-volume maps (.nii.gz, .nii, .nrrd)")
+    p.add_argument("--sequence", default="T1", help="T1 | FLAIR | T2 (as the model allows; default T1)")
+    p.add_argument("--alignment", default="world", choices=("world", "centre"), help="map labels to the model grid by RAS coordinates (world) or by centring them (centre)")
+    _add_run_options(p)
+    p.set_defaults(handler=_cmd_image_from_labels)
+
+    models = sub.add_parser("models", help="list, import, download, verify models", description="Manage the model cache.")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION", parser_class=_Parser)
+    m = msub.add_parser("list", help="show known models, whether their weights are installed, and where")
+    m.set_defaults(handler=_cmd_models_list)
+    m = msub.add_parser("import", help="import a MONAI bundle folder, a model folder or a checkpoint", description="Import weights into the cache (copied once; checksums verified; loaded strictly before anything is written).")
+    m.add_argument("path", metavar="PATH")
+    m.add_argument("--model", metavar="ID", default=None, help="card id (needed for a single checkpoint; recognised for a bundle)")
+    m.add_argument("--component", metavar="KEY", default=None, help="which weights a single checkpoint holds, e.g. autoencoder or diffusion")
+    m.add_argument("--allow-unverified", action="store_true", help="accept weights whose checksum differs from the published one (your own weights); recorded in provenance")
+    m.set_defaults(handler=_cmd_models_import)
+    m = msub.add_parser("download", help="download a model's weights (checksum verified, resumable)")
+    m.add_argument("model", metavar="ID")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(handler=_cmd_models_download)
+    m = msub.add_parser("verify", help="re-hash installed weight files")
+    m.add_argument("model", metavar="ID", nargs="?", default=None)
+    m.set_defaults(handler=_cmd_models_verify)
+    m = msub.add_parser("path", help="print the cache folder, or a model's folder")
+    m.add_argument("model", metavar="ID", nargs="?", default=None)
+    m.set_defaults(handler=_cmd_models_path)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+class _Progress:
+    """tqdm bar driven by the pipelines' ``progress(step, total)`` callback."""
+
+    def __init__(self, enabled: bool, desc: str) -> None:
+        self.enabled, self.desc, self.bar = enabled, desc, None
+
+    def __call__(self, step: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit="step", file=sys.stderr)
+        self.bar.update(step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _store(args):
+    from .store import ModelStore
+
+    return ModelStore(home=args.home)
+
+
+def _planned_outputs(args, partial_volumes: str | None = None) -> None:
+    from .io import check_output_path, ensure_writable, output_paths
+
+    paths = output_paths(args.output, partial_volumes=partial_volumes)
+    if args.preview:
+        if not args.preview.lower().endswith(".png"):
+            raise OutputError(f"preview file {args.preview!r} must end in .png")
+        paths.append(Path(args.preview))
+    ensure_writable(paths, args.overwrite)
+
+
+def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
+    from .pipelines import load_pipeline
+
+    pipe = load_pipeline(args.model, device=args.device, store=_store(args))
+    if pipe.kind != kind:
+        raise SynthBrainError(f"model {pipe.card.id} is a {pipe.card.kind} model; '{args.command}' needs a {kind} model")
+    progress = _Progress(not args.quiet, pipe.card.id)
+    try:
+        result = call(pipe, progress)
+    finally:
+        progress.close()
+    return pipe, result
+
+
+def _finish(args, pipe, result, partial_volumes: str | None = None) -> int:
+    written = result.save(args.output, overwrite=args.overwrite, partial_volumes=partial_volumes)
+    if args.preview:
+        from .preview import montage, write_png
+
+        volume = result.image if result.image is not None else result.labels
+        written.append(write_png(args.preview, montage([volume])))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _conditions(args, names: Sequence[str]) -> tuple[dict, dict]:
+    values = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    raw = {}
+    for name, value in args.raw:
+        if name in raw:
+            raise SynthBrainError(f"--raw {name} was given twice")
+        raw[name] = value
+    return values, raw
+
+
+def _cmd_generate(args) -> int:
+    _planned_outputs(args)
+    values, raw = _conditions(args, ("age", "sex", "ventricular_volume", "brain_volume"))
+    pipe, result = _run(args, "conditional_latent_diffusion", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, **values))
+    return _finish(args, pipe, result)
+
+
+def _cmd_labels(args) -> int:
+    _planned_outputs(args, args.partial_volumes)
+    values, raw = _conditions(args, ("wmh", "tumour", "edema", "gdtumour"))
+    pipe, result = _run(args, "label_generator", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, **values))
+    for name, info in result.provenance.get("lesions", {}).items():
+        if info["requested"] and not info["present"]:
+            print(f"synthbrain: note: {name} was requested ({info['requested']:g}) but did not appear; try another seed", file=sys.stderr)
+    return _finish(args, pipe, result, args.partial_volumes)
+
+
+def _cmd_image_from_labels(args) -> int:
+    from .io import read_volume
+
+    _planned_outputs(args)
+    labels, affine = read_volume(args.labels)
+    pipe, result = _run(
+        args, "label_to_image",
+        lambda p, prog: p.generate(labels, affine=affine, sequence=args.sequence, seed=args.seed, sampler=args.sampler, steps=args.steps, alignment=args.alignment, progress=prog),
+    )
+    return _finish(args, pipe, result)
+
+
+def _cmd_models_list(args) -> int:
+    store = _store(args)
+    rows = [("MODEL", "KIND", "STATUS", "SIZE", "WHERE")]
+    for m in store.list():
+        if m.complete:
+            status = {"cache": "installed", "shipped": "shipped", "folder": "folder"}[m.location]
+        elif m.weights:
+            status = f"partial ({len(m.weights)}/{len(m.card.weights)} files)"
+        else:
+            status = "not installed" if m.card.weights_public else "not installed (weights not public)"
+        size = f"{m.size_bytes / 1e6:.1f} MB" if m.weights else "-"
+        rows.append((m.card.id, m.card.kind, status, size, str(m.folder) if m.weights else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(f"cache: {store.models_dir}")
+    return 0
+
+
+def _cmd_models_import(args) -> int:
+    installed = _store(args).import_path(args.path, model=args.model, component=args.component, allow_unverified=args.allow_unverified)
+    for key, rec in installed.weights.items():
+        print(f"{installed.card.id} {key}: {rec.path} (sha256 {rec.sha256[:12]}..., {rec.checksum})")
+    if not installed.complete:
+        print(f"{installed.card.id} still needs: {', '.join(installed.card.weights[k].file for k in installed.missing)}")
+    return 0
+
+
+def _cmd_models_download(args) -> int:
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        if args.quiet:
+            return
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(total=total, desc=name, unit="B", unit_scale=True, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    try:
+        installed = _store(args).download(args.model, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for key, rec in installed.weights.items():
+        print(f"{installed.card.id} {key}: {rec.path} ({rec.checksum})")
+    return 0
+
+
+def _cmd_models_verify(args) -> int:
+    rows = _store(args).verify(args.model)
+    bad = 0
+    for model, file, status in rows:
+        print(f"{model}  {file}  {status}")
+        bad += not status.startswith("ok")
+    if not rows:
+        print("no installed weights to verify")
+    if bad:
+        raise SynthBrainError(f"{bad} file(s) failed verification")
+    return 0
+
+
+def _cmd_models_path(args) -> int:
+    store = _store(args)
+    print(store.locate(args.model, require_complete=False).folder if args.model else store.models_dir)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except SynthBrainError as exc:
+        from .errors import SynthesisCancelled
+
+        print(f"synthbrain: error: {exc}", file=sys.stderr)
+        return EXIT_CANCELLED if isinstance(exc, SynthesisCancelled) else EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("synthbrain: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Conditioning values: real-world units (years, mL, female/male) to the model's input units and back.
+
+A card's :class:`~SynthBrainLib.cards.ConditionVariable` says how each variable maps. Users give real
+units; where the published normalisation is unknown (the card says ``normalisation: assumed``) they
+may instead give the model's own value ("raw", usually 0–1), which is passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .cards import ConditionVariable, Conditioning
+from .errors import ConditionError
+
+
+@dataclass(frozen=True)
+class ConditionValues:
+    """Resolved conditions of one call.
+
+    Attributes:
+        real: value of each variable in real units (a choice name for categorical variables; for a
+            raw value between two categories, the nearest choice).
+        model: value of each variable in model units, in the card's variable order.
+        given_as: ``"real"``, ``"raw"`` or ``"default"`` for each variable.
+    """
+
+    real: dict[str, float | str]
+    model: dict[str, float]
+    given_as: dict[str, str] = field(default_factory=dict)
+
+    def vector(self) -> list[float]:
+        """Model-unit values in the card's order (the tensor the network receives)."""
+        return list(self.model.values())
+
+    def describe(self, conditioning: Conditioning) -> str:
+        """Short human-readable text, e.g. ``age 70 years, sex female``."""
+        parts = []
+        for v in conditioning.variables:
+            value = self.real[v.name]
+            if isinstance(value, str):
+                parts.append(f"{v.name} {value}")
+            else:
+                parts.append(f"{v.name} {value:g}{(' ' + v.unit) if v.unit and v.unit != 'fraction' else ''}")
+        return ", ".join(parts)
+
+
+def _fmt_range(v: ConditionVariable) -> str:
+    lo, hi = v.range
+    return f"{lo:g}–{hi:g}" + (f" {v.unit}" if v.unit else "")
+
+
+def _number(name: str, value: Any, what: str = "") -> float:
+    if isinstance(value, bool):
+        raise ConditionError(f"{name}{what} {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConditionError(f"{name}{what} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConditionError(f"{name}{what} {value!r} is not a finite number")
+    return number
+
+
+def real_to_model(v: ConditionVariable, value: Any) -> tuple[float | str, float]:
+    """Validate a real-unit value; return (normalised real value, model value)."""
+    if v.kind == "categorical":
+        key = str(value).strip().lower() if isinstance(value, str) else value
+        if key not in v.choices:
+            raise ConditionError(f"{v.name} {value!r} is not one of {', '.join(v.choices)}")
+        return key, float(v.choices[key])
+    number = _number(v.name, value)
+    lo, hi = v.range
+    if not lo <= number <= hi:
+        raise ConditionError(f"{v.name} {number:g} is outside {_fmt_range(v)}")
+    mlo, mhi = v.model_range
+    return number, mlo + (number - lo) / (hi - lo) * (mhi - mlo)
+
+
+def model_to_real(v: ConditionVariable, model_value: float) -> float | str:
+    """Inverse mapping (for reporting a raw value in real units)."""
+    mlo, mhi = v.model_range
+    if v.kind == "categorical":
+        return min(v.choices, key=lambda k: abs(v.choices[k] - model_value))
+    lo, hi = v.range
+    return lo + (model_value - mlo) / (mhi - mlo) * (hi - lo)
+
+
+def resolve_conditions(
+    conditioning: Conditioning,
+    values: Mapping[str, Any] | None = None,
+    raw: Mapping[str, Any] | None = None,
+) -> ConditionValues:
+    """Check and convert one call's conditions.
+
+    Args:
+        conditioning: the card's conditioning section.
+        values: real-unit values by variable name; ``None`` entries mean "use the default".
+        raw: model-unit values by variable name, for variables whose published normalisation is
+            unknown or for reproducing a bundle's own numbers.
+
+    Raises:
+        ConditionError: unknown name, a variable given twice, a value that is not a number, or a
+            value outside the card's range (the message names the value and the range).
+    """
+    values = {k: v for k, v in (values or {}).items() if v is not None}
+    raw = {k: v for k, v in (raw or {}).items() if v is not None}
+    known = conditioning.names
+    for name in list(values) + list(raw):
+        if name not in known:
+            allowed = ", ".join(known) if known else "none"
+            raise ConditionError(f"unknown condition {name!r}; this model takes: {allowed}")
+    for name in values:
+        if name in raw:
+            raise ConditionError(f"{name} was given both in real units and as a raw model value; give one")
+
+    real: dict[str, float | str] = {}
+    model: dict[str, float] = {}
+    given: dict[str, str] = {}
+    for v in conditioning.variables:
+        if v.name in raw:
+            number = _number(v.name, raw[v.name], " (model units)")
+            mlo, mhi = v.model_range
+            if not mlo <= number <= mhi:
+                raise ConditionError(f"{v.name} (model units) {number:g} is outside {mlo:g}–{mhi:g}")
+            model[v.name] = number
+            real[v.name] = model_to_real(v, number)
+            given[v.name] = "raw"
+        else:
+            source = values.get(v.name, v.default)
+            real[v.name], model[v.name] = real_to_model(v, source)
+            given[v.name] = "real" if v.name in values else "default"
+    return ConditionValues(real=real, model=model, given_as=given)

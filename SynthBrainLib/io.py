@@ -1,0 +1,227 @@
+"""Reading label maps and writing synthetic volumes (NIfTI with nibabel, NRRD with SimpleITK).
+
+Arrays are indexed [i, j, k] (optionally with a leading channel axis) and come with a 4x4 affine
+mapping voxel indices to RAS millimetres, the NIfTI convention. NRRD stores LPS: we convert.
+
+Every written volume is marked synthetic (NIfTI ``descrip`` starts with ``SYNTHETIC``; NRRD key
+``SynthBrain.Synthetic:=true``), embeds its provenance (NIfTI comment extension, NRRD key
+``SynthBrain.Provenance``) and gets a provenance JSON sidecar. Files are written to a temporary
+name in the target folder and renamed into place, so a crash never leaves a half-written file, and
+an existing file is never replaced unless ``overwrite`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .checkpoints import file_sha256
+from .errors import OutputError, SynthBrainError
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NRRD_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def volume_suffix(path: str | Path) -> str:
+    name = str(path).lower()
+    for suffix in NIFTI_SUFFIXES + NRRD_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def check_output_path(path: str | Path, writable=(".nii.gz", ".nii", ".nrrd")) -> Path:
+    """Validate an output file name; returns it as a Path."""
+    path = Path(path)
+    if volume_suffix(path) not in writable:
+        raise OutputError(f"output file {str(path)!r} must end in {', '.join(writable)}")
+    return path
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``brain.nii.gz`` -> ``brain.json``: where the provenance record goes."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    stem = path.name[: -len(suffix)] if suffix else path.stem
+    return path.with_name(stem + ".json")
+
+
+def related_path(path: str | Path, tag: str) -> Path:
+    """``brain.nii.gz`` + ``labels`` -> ``brain_labels.nii.gz``."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    return path.with_name(path.name[: -len(suffix)] + f"_{tag}" + suffix)
+
+
+def ensure_writable(paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse (before any work is done) to replace existing files unless ``overwrite``."""
+    for p in paths:
+        if p.exists() and not overwrite:
+            raise OutputError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
+        if p.exists() and p.is_dir():
+            raise OutputError(f"{p} is a folder, not a file")
+
+
+def output_paths(path: str | Path, *, partial_volumes: str | Path | None = None) -> list[Path]:
+    """All files a result save will create (data files, then JSON sidecars)."""
+    data = [check_output_path(path)]
+    if partial_volumes is not None:
+        data.append(check_output_path(partial_volumes))
+    return data + [sidecar_path(p) for p in data]
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+def _tmp_name(dest: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=volume_suffix(dest) or ".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def _nifti_bytes_to(path: Path, array: np.ndarray, affine: np.ndarray, description: str, provenance: dict, is_label: bool) -> None:
+    import nibabel as nib
+
+    data = array if array.ndim == 3 else np.moveaxis(array, 0, -1)  # channels last in NIfTI
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    header = img.header
+    header.set_xyzt_units("mm")
+    header["descrip"] = description.encode("ascii", "replace")[:79]
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if is_label:
+        header.set_intent("label")
+    elif array.ndim == 4:
+        header.set_intent("vector")
+    header.extensions.append(nib.nifti1.Nifti1Extension("comment", json.dumps(provenance).encode("utf-8")))
+    nib.save(img, str(path))
+
+
+def _nrrd_to(path: Path, array: np.ndarray, affine: np.ndarray, description: str, provenance: dict) -> None:
+    import SimpleITK as sitk
+
+    if array.ndim == 3:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    else:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(3, 2, 1, 0)), isVector=True)
+    lps = _LPS @ np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    image.SetMetaData("SynthBrain.Synthetic", "true")
+    image.SetMetaData("SynthBrain.Description", description)
+    image.SetMetaData("SynthBrain.Provenance", json.dumps(provenance))
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(path))
+    writer.SetImageIO("NrrdImageIO")
+    writer.SetUseCompression(True)
+    writer.Execute(image)
+
+
+def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, provenance: dict[str, Any], *, overwrite: bool = False, is_label: bool = False) -> list[Path]:
+    """Write one synthetic volume and its provenance JSON sidecar atomically.
+
+    Args:
+        path: ``.nii``, ``.nii.gz`` or ``.nrrd``.
+        array: (X, Y, Z) or (C, X, Y, Z). Images are stored as float32, labels as uint8.
+        affine: 4x4 voxel-to-RAS mm.
+        provenance: JSON-ready record; stored in the header and in ``<name>.json``.
+        overwrite: replace existing files.
+        is_label: store as a uint8 label map.
+
+    Returns:
+        [data file, sidecar].
+    """
+    path = check_output_path(path)
+    side = sidecar_path(path)
+    ensure_writable([path, side], overwrite)
+    array = np.asarray(array)
+    array = array.astype(np.uint8) if is_label else array.astype(np.float32)
+    model_id = provenance.get("model", {}).get("id", "?")
+    description = f"SYNTHETIC {model_id} seed={provenance.get('seed')} (SynthBrain)"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_data, tmp_side = _tmp_name(path), _tmp_name(side)
+    try:
+        if volume_suffix(path) in NIFTI_SUFFIXES:
+            _nifti_bytes_to(tmp_data, array, affine, description, provenance, is_label)
+        else:
+            _nrrd_to(tmp_data, array, affine, description, provenance)
+        record = dict(provenance, file=path.name, sha256_of_data=file_sha256(tmp_data))
+        tmp_side.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        os.replace(tmp_data, path)
+        os.replace(tmp_side, side)
+    except BaseException:
+        tmp_data.unlink(missing_ok=True)
+        tmp_side.unlink(missing_ok=True)
+        raise
+    return [path, side]
+
+
+def write_result(result, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None) -> list[Path]:
+    """Save a :class:`~SynthBrainLib.results.SynthesisResult` (image, or labels for label generators)."""
+    targets = output_paths(path, partial_volumes=partial_volumes)
+    ensure_writable(targets, overwrite)
+    if partial_volumes is not None and result.partial_volumes is None:
+        raise OutputError("this result has no partial volumes to write")
+    written: list[Path] = []
+    if result.image is not None:
+        written += write_volume(path, result.image, result.affine, result.provenance, overwrite=overwrite)
+    else:
+        written += write_volume(path, result.labels, result.affine, result.provenance, overwrite=overwrite, is_label=True)
+    if partial_volumes is not None:
+        written += write_volume(partial_volumes, result.partial_volumes, result.affine, result.provenance, overwrite=overwrite)
+    return sorted(written, key=lambda p: p.suffix == ".json")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI / NRRD / MetaImage volume.
+
+    Returns:
+        (array, affine): array (X, Y, Z) or, for 4D / vector images, (C, X, Y, Z); affine 4x4
+        voxel-to-RAS mm.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SynthBrainError(f"input file {path} does not exist")
+    suffix = volume_suffix(path)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            array = np.asanyarray(img.dataobj)
+            affine = np.asarray(img.affine, dtype=np.float64)
+            if array.ndim == 5 and array.shape[3] == 1:
+                array = array[:, :, :, 0, :]
+            if array.ndim == 4:
+                array = np.moveaxis(array, -1, 0)
+        elif suffix in NRRD_SUFFIXES:
+            import SimpleITK as sitk
+
+            image = sitk.ReadImage(str(path))
+            array = sitk.GetArrayFromImage(image)
+            array = array.transpose(2, 1, 0) if image.GetNumberOfComponentsPerPixel() == 1 else array.transpose(3, 2, 1, 0)
+            spacing = np.asarray(image.GetSpacing())
+            lps = np.eye(4)
+            lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * spacing
+            lps[:3, 3] = image.GetOrigin()
+            affine = _LPS @ lps
+        else:
+            raise SynthBrainError(f"input file {str(path)!r} must be NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr, .mha, .mhd)")
+    except SynthBrainError:
+        raise
+    except Exception as exc:  # nibabel / ITK raise many types for unreadable files
+        raise SynthBrainError(f"cannot read {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    if array.ndim not in (3, 4):
+        raise SynthBrainError(f"{path} has {array.ndim} dimensions; expected a 3D volume or 4D partial volumes")
+    return array, affine

@@ -1,0 +1,84 @@
+"""One pipeline class per model kind, and :func:`load_pipeline` to get the right one by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..cards import ModelCard
+from ..checkpoints import read_state_dict
+from ..errors import CheckpointError
+from ..networks import load_networks
+from .base import SynthesisPipeline
+from .label_to_image import LabelToImagePipeline
+from .latent_diffusion import ConditionalBrainPipeline, LabelGeneratorPipeline, LatentDiffusionPipeline
+
+PIPELINES: dict[str, type[SynthesisPipeline]] = {
+    "conditional_latent_diffusion": ConditionalBrainPipeline,
+    "label_generator": LabelGeneratorPipeline,
+    "label_to_image": LabelToImagePipeline,
+}
+
+
+def pipeline_class(card: ModelCard) -> type[SynthesisPipeline]:
+    return PIPELINES[card.kind]
+
+
+def read_style_codes(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
+    """Per-sequence style statistics of a SPADE card: ``<SEQ>.mean`` and ``<SEQ>.std``, each (z_dim,)."""
+    codes = read_state_dict(path)
+    z_dim = card.networks["generator"].kwargs.get("z_dim") if "generator" in card.networks else None
+    for seq in card.sequences.names:
+        for stat in ("mean", "std"):
+            key = f"{seq}.{stat}"
+            if key not in codes:
+                raise CheckpointError(f"style codes {Path(path).name} lack '{key}' (sequences: {', '.join(card.sequences.names)})")
+            if codes[key].ndim != 1 or (z_dim is not None and codes[key].shape[0] != z_dim):
+                raise CheckpointError(f"style codes {Path(path).name}: '{key}' has shape {tuple(codes[key].shape)}, expected ({z_dim},)")
+    return codes
+
+
+def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None) -> SynthesisPipeline:
+    """Load a model by id (installed or shipped) or by model-folder path, on ``device``.
+
+    Example::
+
+        pipe = load_pipeline("brain-ldm-demo")
+        result = pipe.generate(age=70, sex="female", seed=1)
+
+    Raises:
+        ModelNotFoundError: unknown model or weights not installed (the message says how to install).
+        CheckpointError: a weight file is corrupt or does not fit the card's network.
+        DeviceError: the device is not available.
+    """
+    from ..device import resolve_device
+    from ..store import ModelStore
+
+    resolve_device(device)  # fail on a bad device before loading gigabytes
+    store = store or ModelStore()
+    installed = store.locate(model)
+    card = installed.card
+    paths = {k: w.path for k, w in installed.weights.items()}
+    networks, layouts = load_networks(card, paths)
+    tensors = {}
+    if card.sequences is not None and card.sequences.weights:
+        tensors[card.sequences.weights] = read_style_codes(card, paths[card.sequences.weights])
+    info = installed.provenance()
+    for name, spec in card.networks.items():
+        if spec.weights in info:
+            info[spec.weights]["layout"] = layouts.get(name)
+    return pipeline_class(card)(card, networks, device=device, half=half, weights_info=info, tensors=tensors)
+
+
+__all__ = [
+    "SynthesisPipeline",
+    "LatentDiffusionPipeline",
+    "ConditionalBrainPipeline",
+    "LabelGeneratorPipeline",
+    "LabelToImagePipeline",
+    "PIPELINES",
+    "load_pipeline",
+    "pipeline_class",
+    "read_style_codes",
+]

@@ -1,0 +1,107 @@
+"""What a pipeline call returns: arrays, their geometry, and where they came from."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+
+
+@dataclass
+class SynthesisResult:
+    """The output of one synthesis call.
+
+    Attributes:
+        image: float32 (X, Y, Z) synthetic image, or ``None`` for a label generator.
+        affine: 4x4 voxel [i, j, k] to RAS mm matrix of every array here.
+        provenance: JSON-ready record (see :func:`build_provenance`); ``provenance["synthetic"]`` is
+            always ``True``.
+        labels: uint8 (X, Y, Z) label map (argmax of ``partial_volumes``) when the model makes labels.
+        partial_volumes: float32 (C, X, Y, Z) class probabilities summing to 1 per voxel.
+        label_names: class name of each label value / channel.
+    """
+
+    image: np.ndarray | None
+    affine: np.ndarray
+    provenance: dict[str, Any]
+    labels: np.ndarray | None = None
+    partial_volumes: np.ndarray | None = None
+    label_names: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        arr = self.image if self.image is not None else self.labels
+        return tuple(arr.shape)
+
+    def save(self, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None) -> list[Path]:
+        """Write the image (or, for a label generator, the label map) and its provenance JSON.
+
+        Args:
+            path: ``.nii``, ``.nii.gz`` or ``.nrrd`` file.
+            overwrite: replace existing files; without it an existing file is an error.
+            partial_volumes: also write the (C, X, Y, Z) class probabilities to this file.
+
+        Returns:
+            The files written (data files first, then their JSON sidecars).
+        """
+        from .io import write_result
+
+        return write_result(self, path, overwrite=overwrite, partial_volumes=partial_volumes)
+
+
+def build_provenance(
+    *,
+    card,
+    weights: dict[str, Any],
+    conditions: dict[str, Any] | None,
+    seed: int | None,
+    sampler: str | None,
+    steps: int | None,
+    device: str,
+    precision: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The provenance record stored beside every output (JSON sidecar, NIfTI/NRRD header, MRML attribute)."""
+    import monai
+    import torch
+
+    record = {
+        "synthetic": True,
+        "generator": f"SynthBrain {__version__}",
+        "model": {
+            "id": card.id,
+            "name": card.name,
+            "card_version": card.version,
+            "kind": card.kind,
+            "citation": card.citation,
+            "licence": card.licence,
+        },
+        "weights": weights,
+        "conditions": conditions,
+        "seed": seed,
+        "sampler": sampler,
+        "steps": steps,
+        "device": device,
+        "precision": precision,
+        "versions": {
+            "synthbrain": __version__,
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        record.update(extra)
+    return record

@@ -1,0 +1,135 @@
+"""The one reverse-diffusion loop every pipeline uses, and the schedulers it steps with.
+
+Schedulers come from :mod:`monai.networks.schedulers` (DDPM, DDIM, PNDM, rectified flow), built
+from the card's training noise schedule. The loop is ours rather than
+``monai.inferers.LatentDiffusionInferer.sample`` because the published Brain LDM feeds its
+conditions twice per step (concatenated channels *and* cross-attention context), which the inferer
+does not do, and because interactive use needs a progress callback and a cancel check every step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
+from .device import Precision
+from .errors import ConditionError, SynthesisCancelled
+
+ProgressCallback = Callable[[int, int], None]
+CancelFlag = Callable[[], bool] | threading.Event | None
+
+#: Extra kwargs that DDPM/DDIM/PNDM forward to their beta-schedule function.
+_SCHEDULE_ARGS = ("beta_start", "beta_end", "sig_range")
+
+
+def is_cancelled(cancel: CancelFlag) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+def check_cancel(cancel: CancelFlag) -> None:
+    """Raise :class:`SynthesisCancelled` when the flag is set (checked between steps)."""
+    if is_cancelled(cancel):
+        raise SynthesisCancelled()
+
+
+def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None) -> tuple[str, int]:
+    """Validate a sampler name and step count against the card; fill in its defaults."""
+    name = (sampler or sampling.default_sampler).lower()
+    if name not in SAMPLER_CLASSES:
+        raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
+    if name not in sampling.samplers:
+        why = f"it was trained with the {scheduler.objective} objective" if name not in TRAINING_OBJECTIVES[scheduler.objective] else "its card does not list it"
+        raise ConditionError(f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}")
+    n = sampling.default_steps if steps is None else steps
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= sampling.max_steps:
+        raise ConditionError(f"steps {steps!r} is outside 1–{sampling.max_steps}")
+    return name, n
+
+
+def make_scheduler(schedule: Scheduler, sampler: str, steps: int, device: torch.device, sample_numel: int | None = None):
+    """Build the ``monai.networks.schedulers`` object for ``sampler`` with ``steps`` inference steps.
+
+    The card's training schedule (``num_train_timesteps``, betas, prediction type, clipping) is
+    passed to whichever class the sampler uses; arguments a class does not take are left out
+    (e.g. PNDM has no ``clip_sample``).
+    """
+    import monai.networks.schedulers as schedulers
+
+    cls = getattr(schedulers, SAMPLER_CLASSES[sampler])
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "schedule_args"}
+    takes_schedule_args = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+    kwargs = {k: v for k, v in schedule.kwargs.items() if k in accepted or (takes_schedule_args and k in _SCHEDULE_ARGS)}
+    scheduler = cls(**kwargs)
+    if sampler == "rflow":
+        scheduler.set_timesteps(num_inference_steps=steps, device=device, input_img_size_numel=sample_numel)
+    else:
+        scheduler.set_timesteps(num_inference_steps=steps, device=device)
+    return scheduler
+
+
+def denoise(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    noise: torch.Tensor,
+    *,
+    sampler: str,
+    precision: Precision,
+    concat: torch.Tensor | None = None,
+    unet_kwargs: Mapping[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelFlag = None,
+    total: int | None = None,
+) -> torch.Tensor:
+    """Run the reverse process from ``noise`` to a clean latent.
+
+    Args:
+        unet: the diffusion network (``DiffusionModelUNet`` or ``SPADEDiffusionModelUNet``).
+        scheduler: from :func:`make_scheduler`, with its timesteps set.
+        noise: starting latent, shape (B, C, X, Y, Z), float32 on the pipeline's device.
+        sampler: the scheduler's sampler name (selects the step signature).
+        precision: autocast policy for the network calls.
+        concat: conditioning channels (B, K, X, Y, Z) concatenated to the latent at every step,
+            built once by the caller.
+        unet_kwargs: other network inputs, built once: ``context`` (B, 1, K) for cross-attention,
+            ``seg`` for SPADE, ``class_labels``.
+        generator: noise source for stochastic samplers (DDPM), seeded by the caller.
+        progress: called as ``progress(step, total)`` after each step (step counts from 1).
+        cancel: checked before every step; when set, :class:`SynthesisCancelled` is raised.
+        total: the ``total`` passed to ``progress`` (default: the number of steps).
+
+    Returns:
+        The final latent, float32, same shape as ``noise``.
+    """
+    kwargs = dict(unet_kwargs or {})
+    timesteps = scheduler.timesteps
+    n = len(timesteps)
+    total = n if total is None else total
+    x = noise
+    batch = noise.shape[0]
+    with torch.inference_mode():
+        for i, t in enumerate(timesteps):
+            check_cancel(cancel)
+            model_input = torch.cat([x, concat], dim=1) if concat is not None else x
+            t_batch = torch.full((batch,), int(t), device=x.device, dtype=torch.long)
+            with precision.autocast():
+                output = unet(model_input, timesteps=t_batch, **kwargs)
+            output = output.float()
+            if sampler == "rflow":
+                next_t = int(timesteps[i + 1]) if i + 1 < n else 0
+                x, _ = scheduler.step(output, int(t), x, next_t)
+            elif sampler == "ddpm":
+                x, _ = scheduler.step(output, int(t), x, generator=generator)
+            else:
+                x, _ = scheduler.step(output, int(t), x)
+            if progress is not None:
+                progress(i + 1, total)
+    return x

@@ -1,0 +1,471 @@
+"""The model store: where cards and weights live, and how they get there.
+
+Three places hold models:
+
+* the **cache** (``$SYNTHBRAIN_HOME/models/<id>/``, default ``~/.cache/synthbrain``): models
+  imported from a MONAI bundle, a checkpoint or a model folder, or downloaded. Each folder has the
+  weight files and ``install.json`` (what each file is, its sha256 and whether it matched a
+  published checksum). A file already there with the same sha256 is never copied again.
+* **shipped** models (``Resources/Models/<id>/`` beside the package, or the folders in
+  ``$SYNTHBRAIN_SHIPPED_MODELS``): card.json plus weights, used in place.
+* any **model folder** (card.json plus weights) given by path.
+
+Cards of published models ship inside the package (``SynthBrainLib/cards``); their weights must be
+imported or downloaded into the cache.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .cards import ModelCard, WeightFile, builtin_cards, load_card
+from .checkpoints import file_digests, read_state_dict, load_weights
+from .errors import CardError, CheckpointError, ModelNotFoundError, SynthBrainError
+
+CARD_FILE = "card.json"
+INSTALL_FILE = "install.json"
+REPO_SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def default_home() -> Path:
+    env = os.environ.get("SYNTHBRAIN_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "synthbrain"
+
+
+def shipped_dirs() -> list[Path]:
+    dirs = [Path(p).expanduser() for p in os.environ.get("SYNTHBRAIN_SHIPPED_MODELS", "").split(os.pathsep) if p]
+    return dirs + [REPO_SHIPPED_DIR]
+
+
+@dataclass
+class WeightRecord:
+    """One weight file of an installed model.
+
+    ``checksum`` is ``verified`` (matched the card's published sha256/md5), ``unpublished`` (the
+    card knows no checksum; sha256 recorded at install), or ``mismatch-accepted`` (the user imported
+    different weights on purpose with ``allow_unverified``).
+    """
+
+    key: str
+    path: Path
+    sha256: str
+    size: int
+    checksum: str
+    source: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"file": self.path.name, "sha256": self.sha256, "size": self.size, "checksum": self.checksum, "source": self.source}
+
+
+@dataclass
+class InstalledModel:
+    """A card and the local weight files it needs."""
+
+    card: ModelCard
+    folder: Path
+    location: str  # "cache" | "shipped" | "folder"
+    weights: dict[str, WeightRecord] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> list[str]:
+        return [k for k in self.card.weights if k not in self.weights]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(w.size for w in self.weights.values())
+
+    def provenance(self) -> dict[str, Any]:
+        return {k: {"file": w.path.name, "sha256": w.sha256, "checksum": w.checksum, "location": self.location} for k, w in self.weights.items()}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checksum_status(weight: WeightFile, digests: dict[str, str]) -> str | None:
+    """``verified`` / ``unpublished`` / ``None`` (mismatch) for a file's digests."""
+    if not weight.has_checksum:
+        return "unpublished"
+    if weight.sha256 and digests.get("sha256") != weight.sha256:
+        return None
+    if weight.md5 and digests.get("md5") != weight.md5:
+        return None
+    return "verified"
+
+
+class ModelStore:
+    """Find, import, download and verify models.
+
+    Args:
+        home: cache root (default ``$SYNTHBRAIN_HOME`` or ``~/.cache/synthbrain``); models go in
+            ``home/models``.
+        shipped: folders with shipped models (default: ``$SYNTHBRAIN_SHIPPED_MODELS`` and the
+            repository's ``Resources/Models``).
+    """
+
+    def __init__(self, home: str | Path | None = None, shipped: Iterable[str | Path] | None = None) -> None:
+        self.home = Path(home).expanduser() if home is not None else default_home()
+        self.shipped = [Path(p) for p in shipped] if shipped is not None else shipped_dirs()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    # ---- cards ----------------------------------------------------------------------------
+    def _shipped_folders(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for base in self.shipped:
+            if base.is_dir():
+                for card_path in sorted(base.glob(f"*/{CARD_FILE}")):
+                    found.setdefault(card_path.parent.name, card_path.parent)
+        return found
+
+    def cards(self) -> dict[str, ModelCard]:
+        """Every card known here: built-in (published models), shipped, and imported custom ones."""
+        cards = dict(builtin_cards())
+        for model_id, folder in self._shipped_folders().items():
+            cards.setdefault(model_id, load_card(folder / CARD_FILE))
+        if self.models_dir.is_dir():
+            for card_path in sorted(self.models_dir.glob(f"*/{CARD_FILE}")):
+                if card_path.parent.name not in cards:
+                    cards[card_path.parent.name] = load_card(card_path)
+        return cards
+
+    def card(self, model_id: str) -> ModelCard:
+        cards = self.cards()
+        if model_id not in cards:
+            raise ModelNotFoundError(f"model {model_id!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
+        return cards[model_id]
+
+    # ---- locating --------------------------------------------------------------------------
+    def locate(self, model: str | Path, *, require_complete: bool = True) -> InstalledModel:
+        """Find a model by id (cache, then shipped) or by folder path; check its weight files.
+
+        Raises:
+            ModelNotFoundError: unknown id, or weights not installed (the message says how to get them).
+            CheckpointError: an installed file changed since it was installed / shipped.
+        """
+        path = Path(str(model)).expanduser()
+        if path.is_dir() and (path / CARD_FILE).is_file():
+            installed = self._folder_model(path, "folder")
+        else:
+            model_id = str(model)
+            cache = self.models_dir / model_id
+            shipped = self._shipped_folders()
+            if (cache / INSTALL_FILE).is_file():
+                installed = self._cache_model(cache, self.card(model_id))
+            elif model_id in shipped:
+                installed = self._folder_model(shipped[model_id], "shipped")
+            else:
+                card = self.card(model_id)
+                installed = InstalledModel(card=card, folder=cache, location="cache")
+        if require_complete and not installed.complete:
+            raise ModelNotFoundError(self._how_to_install(installed))
+        return installed
+
+    def _how_to_install(self, installed: InstalledModel) -> str:
+        card = installed.card
+        missing = ", ".join(card.weights[k].file for k in installed.missing)
+        if not card.weights_public:
+            return f"weights of {card.id} ({missing}) are not installed and not public; if you have them, run: synthbrain models import PATH --model {card.id}"
+        hint = f"synthbrain models download {card.id}" if any(card.weights[k].url for k in installed.missing) else f"synthbrain models import PATH --model {card.id}"
+        if card.source.get("type") == "monai-bundle":
+            hint += f" (or: synthbrain models import <{card.source.get('bundle')} bundle folder>)"
+        return f"weights of {card.id} ({missing}) are not installed; run: {hint}"
+
+    def _folder_model(self, folder: Path, location: str) -> InstalledModel:
+        """A card.json + weights folder, used in place; every present file is hashed and checked."""
+        card = load_card(folder / CARD_FILE)
+        installed = InstalledModel(card=card, folder=folder, location=location)
+        for key, weight in card.weights.items():
+            path = folder / weight.file
+            if not path.is_file():
+                continue
+            digests = file_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
+            status = checksum_status(weight, digests)
+            if status is None:
+                raise CheckpointError(f"{path}: checksum does not match card {card.id} (sha256 {digests['sha256']}); the file is corrupt or was replaced")
+            installed.weights[key] = WeightRecord(key, path, digests["sha256"], path.stat().st_size, status, source=location)
+        return installed
+
+    def _cache_model(self, folder: Path, card: ModelCard) -> InstalledModel:
+        """A cached model: trust install.json while size and mtime are unchanged, else re-hash."""
+        record = json.loads((folder / INSTALL_FILE).read_text(encoding="utf-8"))
+        installed = InstalledModel(card=card, folder=folder, location="cache")
+        for key, entry in record.get("weights", {}).items():
+            if key not in card.weights:
+                continue
+            path = folder / entry["file"]
+            if not path.is_file():
+                continue
+            stat = path.stat()
+            if stat.st_size != entry["size"] or abs(stat.st_mtime - entry.get("mtime", 0)) > 1e-3:
+                digest = file_digests(path)["sha256"]
+                if digest != entry["sha256"]:
+                    raise CheckpointError(f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']}); run: synthbrain models verify {card.id}")
+            installed.weights[key] = WeightRecord(key, path, entry["sha256"], entry["size"], entry["checksum"], entry.get("source", ""))
+        return installed
+
+    # ---- listing and verifying -------------------------------------------------------------
+    def list(self) -> list[InstalledModel]:
+        """Every known model with whatever of its weights is present (complete or not)."""
+        return [self.locate(model_id, require_complete=False) for model_id in sorted(self.cards())]
+
+    def verify(self, model: str | None = None) -> list[tuple[str, str, str]]:
+        """Re-hash installed files. Returns (model, file, status) rows; status ``ok`` or a reason."""
+        rows = []
+        targets = [model] if model else sorted(self.cards())
+        for model_id in targets:
+            installed = self.locate(model_id, require_complete=False) if model else self._safe_locate(model_id)
+            if installed is None:
+                rows.append((model_id, "-", "changed since install"))
+                continue
+            for key, weight in installed.card.weights.items():
+                rec = installed.weights.get(key)
+                if rec is None:
+                    if installed.location != "cache" or (installed.folder / INSTALL_FILE).exists() or model:
+                        rows.append((model_id, weight.file, "missing"))
+                    continue
+                digests = file_digests(rec.path, ("sha256", "md5") if weight.md5 else ("sha256",))
+                if digests["sha256"] != rec.sha256:
+                    rows.append((model_id, rec.path.name, f"sha256 {digests['sha256']} differs from installed {rec.sha256}"))
+                elif rec.checksum == "verified" and checksum_status(weight, digests) != "verified":
+                    rows.append((model_id, rec.path.name, "does not match the card's published checksum"))
+                else:
+                    rows.append((model_id, rec.path.name, f"ok ({rec.checksum})"))
+        return rows
+
+    def _safe_locate(self, model_id: str) -> InstalledModel | None:
+        try:
+            return self.locate(model_id, require_complete=False)
+        except CheckpointError:
+            return None
+
+    # ---- importing -------------------------------------------------------------------------
+    def import_path(
+        self,
+        path: str | Path,
+        *,
+        model: str | None = None,
+        component: str | None = None,
+        allow_unverified: bool = False,
+        check_load: bool = True,
+    ) -> InstalledModel:
+        """Import a MONAI bundle folder, a model folder (card.json + weights) or one checkpoint.
+
+        Args:
+            path: the bundle folder (``configs/inference.json`` + ``models/*.pt``), a folder with
+                ``card.json``, or a checkpoint file (``.pt``/``.pth``/``.ckpt``/``.safetensors``).
+            model: card id; required for a single checkpoint, optional for a bundle (it is
+                recognised from its network definitions).
+            component: which of the card's weights a single checkpoint is (e.g. ``diffusion``).
+            allow_unverified: accept files whose checksum differs from the card's published one
+                (your own fine-tuned weights); recorded as ``mismatch-accepted``.
+            check_load: build each network and load its checkpoint strictly before installing.
+
+        Nothing is written to the cache unless every file passes.
+        """
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise ModelNotFoundError(f"{path} does not exist")
+        if path.is_dir() and (path / "configs" / "inference.json").is_file():
+            card, sources = self._bundle_sources(path, model)
+        elif path.is_dir() and (path / CARD_FILE).is_file():
+            card = load_card(path / CARD_FILE)
+            if model and model != card.id:
+                raise CardError(f"{path / CARD_FILE} describes {card.id!r}, not {model!r}")
+            sources = {k: path / w.file for k, w in card.weights.items() if (path / w.file).is_file()}
+            if not sources:
+                raise ModelNotFoundError(f"{path} has a card but none of its weight files ({', '.join(w.file for w in card.weights.values())})")
+        elif path.is_file():
+            if not model:
+                raise ModelNotFoundError(f"importing the single checkpoint {path.name} needs --model ID (and --component if the model has several)")
+            card = self.card(model)
+            keys = list(card.weights)
+            if component is None and len(keys) == 1:
+                component = keys[0]
+            if component not in card.weights:
+                raise ModelNotFoundError(f"component {component!r} is not a weight of {card.id}; choose one of {', '.join(keys)}")
+            sources = {component: path}
+        else:
+            raise ModelNotFoundError(f"{path} is neither a MONAI bundle folder, a model folder with {CARD_FILE}, nor a checkpoint file")
+        return self._install(card, sources, source_label=str(path), allow_unverified=allow_unverified, check_load=check_load, copy_card=path.is_dir() and (path / CARD_FILE).is_file())
+
+    def _bundle_sources(self, bundle: Path, model: str | None) -> tuple[ModelCard, dict[str, Path]]:
+        """Match a bundle's configs/inference.json (read as JSON, never executed) to a card."""
+        try:
+            config = json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CardError(f"{bundle}/configs/inference.json cannot be read as JSON: {exc}") from None
+        candidates = [c for c in self.cards().values() if c.source.get("type") == "monai-bundle"]
+        if model:
+            candidates = [self.card(model)]
+        problems = []
+        for card in candidates:
+            diff = _bundle_difference(card, config)
+            if diff is None:
+                sources = {}
+                for key, weight in card.weights.items():
+                    src = bundle / (weight.bundle_path or f"models/{weight.file}")
+                    if not src.is_file():
+                        raise ModelNotFoundError(f"bundle {bundle} lacks {weight.bundle_path or weight.file} (weights '{key}' of {card.id})")
+                    sources[key] = src
+                return card, sources
+            problems.append(f"{card.id}: {diff}")
+        detail = "; ".join(problems) if problems else "no card describes a MONAI bundle"
+        raise CardError(f"bundle {bundle} does not match a known model ({detail})")
+
+    def _install(self, card: ModelCard, sources: dict[str, Path], *, source_label: str, allow_unverified: bool, check_load: bool, copy_card: bool) -> InstalledModel:
+        records: dict[str, tuple[Path, dict[str, str], str]] = {}
+        for key, src in sources.items():
+            weight = card.weights[key]
+            digests = file_digests(src, ("sha256", "md5"))
+            status = checksum_status(weight, digests)
+            if status is None:
+                if not allow_unverified:
+                    expected = f"sha256 {weight.sha256}" if weight.sha256 else f"md5 {weight.md5}"
+                    got = f"sha256 {digests['sha256']}" if weight.sha256 else f"md5 {digests['md5']}"
+                    raise CheckpointError(f"{src.name} is not the published {card.id} '{key}' checkpoint ({got}, expected {expected}); pass --allow-unverified to import your own weights anyway")
+                status = "mismatch-accepted"
+            records[key] = (src, digests, status)
+        if check_load:
+            self._check_loadable(card, {k: v[0] for k, v in records.items()})
+
+        folder = self.models_dir / card.id
+        folder.mkdir(parents=True, exist_ok=True)
+        install_path = folder / INSTALL_FILE
+        existing = json.loads(install_path.read_text(encoding="utf-8")).get("weights", {}) if install_path.is_file() else {}
+        entries = dict(existing)
+        for key, (src, digests, status) in records.items():
+            name = card.weights[key].file if src.suffix != ".safetensors" else Path(card.weights[key].file).stem + ".safetensors"
+            dest = folder / name
+            if not (dest.is_file() and dest.stat().st_size == src.stat().st_size and file_digests(dest)["sha256"] == digests["sha256"]):
+                if src.resolve() != dest.resolve():
+                    _atomic_copy(src, dest)
+            stat = dest.stat()
+            entries[key] = {
+                "file": dest.name,
+                "sha256": digests["sha256"],
+                "size": stat.st_size,
+                "mtime": stat.st_mtime,
+                "checksum": status,
+                "source": f"imported from {source_label}",
+            }
+        if copy_card and card.id not in builtin_cards():
+            _atomic_write_text(folder / CARD_FILE, json.dumps(card.to_dict(), indent=2))
+        _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "installed": _now(), "weights": entries}, indent=2))
+        return self.locate(card.id, require_complete=False)
+
+    @staticmethod
+    def _check_loadable(card: ModelCard, paths: dict[str, Path]) -> None:
+        """Build each network whose weights are being imported and load them strictly."""
+        from .networks import build_network
+
+        for spec in card.networks.values():
+            if spec.weights in paths:
+                net = build_network(spec, card.id)
+                load_weights(net, read_state_dict(paths[spec.weights]), card.weights[spec.weights].format, name=f"{paths[spec.weights].name} ({card.id} {spec.weights})")
+                del net
+        if card.sequences is not None and card.sequences.weights in paths:
+            from .pipelines import read_style_codes
+
+            read_style_codes(card, paths[card.sequences.weights])
+
+    # ---- downloading -----------------------------------------------------------------------
+    def download(self, model: str, *, progress: Callable[[str, int, int | None], None] | None = None) -> InstalledModel:
+        """Download the card's weight files that are not installed yet (resuming partial ones)."""
+        from .download import download_file
+
+        card = self.card(model)
+        installed = self.locate(model, require_complete=False)
+        todo = [k for k in installed.missing]
+        if not todo:
+            return installed
+        no_url = [card.weights[k].file for k in todo if not card.weights[k].url]
+        if no_url:
+            why = "the weights are not public" if not card.weights_public else "the card gives no URL"
+            raise ModelNotFoundError(f"cannot download {', '.join(no_url)} of {card.id}: {why}; use: synthbrain models import PATH --model {card.id}")
+        folder = self.models_dir / card.id
+        folder.mkdir(parents=True, exist_ok=True)
+        install_path = folder / INSTALL_FILE
+        entries = json.loads(install_path.read_text(encoding="utf-8")).get("weights", {}) if install_path.is_file() else {}
+        for key in todo:
+            weight = card.weights[key]
+            dest = folder / weight.file
+            cb = (lambda done, total, _f=weight.file: progress(_f, done, total)) if progress else None
+            digest = download_file(weight.url, dest, sha256=weight.sha256, md5=weight.md5, progress=cb)
+            stat = dest.stat()
+            entries[key] = {
+                "file": dest.name,
+                "sha256": digest,
+                "size": stat.st_size,
+                "mtime": stat.st_mtime,
+                "checksum": "verified" if weight.has_checksum else "unpublished",
+                "source": f"downloaded from {weight.url}",
+            }
+            _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "installed": _now(), "weights": entries}, indent=2))
+        return self.locate(model, require_complete=False)
+
+
+def _atomic_copy(src: Path, dest: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _bundle_difference(card: ModelCard, config: dict) -> str | None:
+    """``None`` when the bundle's network definitions equal the card's, else the first difference."""
+    keys = card.source.get("network_keys", {})
+    for name, spec in card.networks.items():
+        config_key = keys.get(name)
+        definition = config.get(config_key) if config_key else None
+        if not isinstance(definition, dict):
+            return f"configs/inference.json has no '{config_key}' network definition"
+        target = str(definition.get("_target_", ""))
+        if target.rsplit(".", 1)[-1] != spec.cls:
+            return f"'{config_key}' is {target or 'unnamed'}, the card expects {spec.cls}"
+        given = {k: v for k, v in definition.items() if not k.startswith("_")}
+        for k in sorted(set(given) | set(spec.kwargs)):
+            if _normalise(given.get(k)) != _normalise(spec.kwargs.get(k)):
+                return f"'{config_key}.{k}' is {json.dumps(given.get(k))}, the card has {json.dumps(spec.kwargs.get(k))}"
+    return None
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    return value
+
+
+__all__ = ["ModelStore", "InstalledModel", "WeightRecord", "default_home", "SynthBrainError"]

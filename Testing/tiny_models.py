@@ -1,0 +1,135 @@
+"""Scaled-down cards of every pipeline kind, and model folders with random weights, for tests.
+
+The cards keep the published cards' conditioning, schedules, label schema and sources and shrink
+only the networks and grids, so the same code paths run in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from SynthBrainLib.cards import ModelCard, builtin_cards
+from SynthBrainLib.networks import build_networks
+
+
+def _affine(shape, spacing):
+    a = np.diag([*spacing, 1.0])
+    a[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * np.asarray(spacing)
+    return a.tolist()
+
+
+def tiny_brain_card(model_id: str = "tiny-brain-ldm") -> dict:
+    """Brain LDM card (conditions, schedule, bundle source) with a 16^3 output and small networks."""
+    card = copy.deepcopy(builtin_cards()["brain-ldm"].to_dict())
+    card["id"] = model_id
+    card["name"] = "Tiny Brain LDM (tests)"
+    for w in card["weights"].values():
+        w.pop("url", None)
+    card["networks"]["autoencoder"]["kwargs"].update(channels=[8, 8], num_res_blocks=1, norm_num_groups=4, attention_levels=[False, False])
+    card["networks"]["diffusion"]["kwargs"].update(channels=[8, 16], num_res_blocks=1, norm_num_groups=4, attention_levels=[False, True], num_head_channels=[0, 16])
+    card["latent"]["shape"] = [3, 8, 8, 8]
+    card["output"].update(shape=[16, 16, 16], spacing=[2.0, 2.0, 2.0], affine=_affine([16, 16, 16], [2.0, 2.0, 2.0]))
+    card["sampling"]["default_steps"] = 4
+    return card
+
+
+def tiny_labels_card(model_id: str = "tiny-labels") -> dict:
+    card = copy.deepcopy(builtin_cards()["brainspade3d-labels"].to_dict())
+    card["id"] = model_id
+    card["name"] = "Tiny label generator (tests)"
+    card["networks"]["autoencoder"]["kwargs"].update(channels=[8, 8], num_res_blocks=[1, 1], norm_num_groups=4, latent_channels=4, attention_levels=[False, False])
+    card["networks"]["diffusion"]["kwargs"].update(in_channels=4, out_channels=4, channels=[8, 16], attention_levels=[False, True], num_res_blocks=1, num_head_channels=[8, 16], norm_num_groups=4)
+    card["latent"] = {"shape": [4, 8, 8, 8], "scale_factor": 0.5}
+    card["output"].update(shape=[16, 16, 16], spacing=[2.0, 2.0, 2.0], affine=_affine([16, 16, 16], [2.0, 2.0, 2.0]))
+    card["sampling"]["default_steps"] = 4
+    return card
+
+
+def tiny_spade_card(model_id: str = "tiny-spade") -> dict:
+    """SPADENet label-to-image card (style codes per sequence)."""
+    card = copy.deepcopy(builtin_cards()["brainspade3d-image"].to_dict())
+    card["id"] = model_id
+    card["name"] = "Tiny SPADE (tests)"
+    card["networks"]["generator"]["kwargs"].update(input_shape=[16, 16, 16], channels=[8, 16], z_dim=8, spade_intermediate_channels=8)
+    card["output"].update(shape=[16, 16, 16], spacing=[2.0, 2.0, 2.0], affine=_affine([16, 16, 16], [2.0, 2.0, 2.0]))
+    return card
+
+
+def tiny_spade_ldm_card(model_id: str = "tiny-spade-ldm") -> dict:
+    """SPADE latent-diffusion label-to-image card (sequence as class label)."""
+    card = tiny_spade_card(model_id)
+    card["weights"] = {"autoencoder": {"file": "autoencoder.pt"}, "diffusion": {"file": "diffusion.pt"}}
+    card["networks"] = {
+        "autoencoder": {"class": "SPADEAutoencoderKL", "weights": "autoencoder", "kwargs": {
+            "spatial_dims": 3, "label_nc": 10, "in_channels": 1, "out_channels": 1, "latent_channels": 3, "channels": [8, 8],
+            "num_res_blocks": [1, 1], "norm_num_groups": 4, "attention_levels": [False, False],
+            "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False}},
+        "diffusion": {"class": "SPADEDiffusionModelUNet", "weights": "diffusion", "kwargs": {
+            "spatial_dims": 3, "label_nc": 10, "in_channels": 3, "out_channels": 3, "channels": [8, 16], "num_res_blocks": 1,
+            "attention_levels": [False, False], "norm_num_groups": 4, "num_class_embeds": 3}},
+    }
+    card["scheduler"] = {"class": "DDIMScheduler", "objective": "epsilon", "kwargs": {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0195, "clip_sample": False}}
+    card["sampling"] = {"default_sampler": "ddim", "default_steps": 3, "samplers": ["ddim", "ddpm", "pndm"]}
+    card["latent"] = {"shape": [3, 8, 8, 8], "scale_factor": 1.0}
+    card["sequences"] = {"names": ["T1", "FLAIR", "T2"], "mode": "class_label"}
+    return card
+
+
+def rflow_card(model_id: str = "tiny-rflow") -> dict:
+    """Tiny Brain LDM trained (notionally) with rectified flow."""
+    card = tiny_brain_card(model_id)
+    card["scheduler"] = {"class": "RFlowScheduler", "objective": "rflow", "kwargs": {"num_train_timesteps": 1000, "use_discrete_timesteps": False}}
+    card["sampling"] = {"default_sampler": "rflow", "default_steps": 4, "samplers": ["rflow"]}
+    return card
+
+
+def perturb(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+    """Add noise to every parameter (MONAI zero-initialises the UNet's last conv: outputs would be 0)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return module
+
+
+def write_model_folder(card_dict: dict, folder: Path, seed: int = 0, fmt: str = "pt") -> Path:
+    """card.json + random (perturbed) weights with their sha256 in the card; returns the folder."""
+    from safetensors.torch import save_file
+
+    from SynthBrainLib.checkpoints import file_sha256
+
+    folder.mkdir(parents=True, exist_ok=True)
+    card_dict = copy.deepcopy(card_dict)
+    card = ModelCard.from_dict(card_dict)
+    torch.manual_seed(seed)
+    nets = build_networks(card)
+    for name, net in nets.items():
+        perturb(net, seed)
+        key = card.networks[name].weights
+        fname = card.weights[key].file
+        if fmt == "safetensors":
+            fname = Path(fname).stem + ".safetensors"
+            card_dict["weights"][key]["file"] = fname
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / fname))
+        else:
+            torch.save(net.state_dict(), folder / fname)
+        card_dict["weights"][key]["sha256"] = file_sha256(folder / fname)
+        card_dict["weights"][key].pop("md5", None)
+    if card.sequences is not None and card.sequences.mode == "style_codes":
+        z = card.networks["generator"].kwargs["z_dim"]
+        g = torch.Generator().manual_seed(seed)
+        codes = {}
+        for i, seq in enumerate(card.sequences.names):
+            codes[f"{seq}.mean"] = torch.randn(z, generator=g) + i
+            codes[f"{seq}.std"] = torch.full((z,), 0.5)
+        fname = card.weights[card.sequences.weights].file
+        save_file(codes, str(folder / fname))
+        card_dict["weights"][card.sequences.weights]["sha256"] = file_sha256(folder / fname)
+    card_dict["weights_public"] = True
+    (folder / "card.json").write_text(json.dumps(card_dict, indent=2))
+    return folder
