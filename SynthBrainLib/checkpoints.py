@@ -143,6 +143,7 @@ def convert_generative_state_dict(old: Mapping[str, torch.Tensor], model: torch.
     ``<block>.attn.out_proj.{weight,bias}``       none: identity / zeros (``proj_attn`` was unused)
     ``<...>.attn{1,2}.out_proj.{weight,bias}``    ``<...>.attn{1,2}.to_out.0.{weight,bias}``
     ``<...>.postconv.<...>``                      ``<...>.conv.<...>``
+    ``<...>.param_free_norm.<p>`` (SPADE)         ``<...>.param_free_norm.N.<p>`` (was an ADN)
     anything else                                 the same key
     ============================================  ==============================================
 
@@ -177,6 +178,8 @@ def convert_generative_state_dict(old: Mapping[str, torch.Tensor], model: torch.
         if m and take(key, f"{m[1]}.to_out.0.{m[2]}"):
             continue
         if ".postconv." in key and take(key, key.replace(".postconv.", ".conv.")):
+            continue
+        if ".param_free_norm." in key and take(key, key.replace(".param_free_norm.", ".param_free_norm.N.")):
             continue
     unused = [k for k in old if k not in used]
     return new, unused
@@ -227,7 +230,30 @@ def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
                 f"{name} does not fit {type(model).__name__} as described by the card: {key} has shape {tuple(candidate[key].shape)} in the checkpoint and {tuple(ref.shape)} in the network"
             )
     model.load_state_dict(candidate, strict=True)
+    if layout == "generative":
+        match_generative_numerics(model)
     return layout
+
+
+def match_generative_numerics(model: torch.nn.Module) -> int:
+    """Reproduce GenerativeModels 0.2.x arithmetic that differs beyond the key layout.
+
+    GenerativeModels' ``SPADEAutoencoderKL`` built the parameter-free GroupNorm inside each SPADE
+    block with torch's default ``eps=1e-5``, ignoring ``norm_eps``; MONAI passes ``norm_eps``
+    (default 1e-6). That shifts a trained decoder's output by ~1e-4, so for checkpoints in the old
+    layout we restore 1e-5. Returns the number of norms changed.
+    """
+    from monai.networks.blocks.spade_norm import SPADE
+    from monai.networks.nets import SPADEAutoencoderKL
+
+    if not isinstance(model, SPADEAutoencoderKL):
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, SPADE) and isinstance(module.param_free_norm, torch.nn.GroupNorm):
+            module.param_free_norm.eps = 1e-5
+            changed += 1
+    return changed
 
 
 def _few(keys: list[str], n: int = 3) -> str:
