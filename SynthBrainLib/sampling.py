@@ -22,6 +22,9 @@ from .errors import ConditionError, SynthesisCancelled
 ProgressCallback = Callable[[int, int], None]
 CancelFlag = Callable[[], bool] | threading.Event | None
 
+#: Fewest steps each sampler can take (PNDM's Runge-Kutta warm-up needs 4 timesteps).
+MIN_STEPS = {"ddpm": 1, "ddim": 1, "pndm": 4, "rflow": 1}
+
 #: Extra kwargs that DDPM/DDIM/PNDM forward to their beta-schedule function.
 _SCHEDULE_ARGS = ("beta_start", "beta_end", "sig_range")
 
@@ -49,8 +52,9 @@ def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | Non
         why = f"it was trained with the {scheduler.objective} objective" if name not in TRAINING_OBJECTIVES[scheduler.objective] else "its card does not list it"
         raise ConditionError(f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}")
     n = sampling.default_steps if steps is None else steps
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= sampling.max_steps:
-        raise ConditionError(f"steps {steps!r} is outside 1–{sampling.max_steps}")
+    lo = MIN_STEPS[name]
+    if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= sampling.max_steps:
+        raise ConditionError(f"steps {n!r} is outside {lo}–{sampling.max_steps}" + (f" for the {name} sampler" if lo > 1 else ""))
     return name, n
 
 

@@ -234,34 +234,44 @@ class ModelStore:
         return [self.locate(model_id, require_complete=False) for model_id in sorted(self.cards())]
 
     def verify(self, model: str | None = None) -> list[tuple[str, str, str]]:
-        """Re-hash installed files. Returns (model, file, status) rows; status ``ok`` or a reason."""
+        """Re-hash installed and shipped weight files.
+
+        Returns:
+            (model, file, status) rows; status starts with ``ok`` or says what is wrong (missing,
+            changed since install, not the published weights).
+        """
         rows = []
-        targets = [model] if model else sorted(self.cards())
-        for model_id in targets:
-            installed = self.locate(model_id, require_complete=False) if model else self._safe_locate(model_id)
-            if installed is None:
-                rows.append((model_id, "-", "changed since install"))
-                continue
-            for key, weight in installed.card.weights.items():
-                rec = installed.weights.get(key)
-                if rec is None:
-                    if installed.location != "cache" or (installed.folder / INSTALL_FILE).exists() or model:
-                        rows.append((model_id, weight.file, "missing"))
+        for model_id in [model] if model else sorted(self.cards()):
+            card = self.card(model_id)
+            files = self._installed_files(model_id, card)
+            if not files and model:
+                rows.append((model_id, "-", "not installed"))
+            for weight, path, recorded in files:
+                if not path.is_file():
+                    rows.append((model_id, path.name, "missing"))
                     continue
-                digests = file_digests(rec.path, ("sha256", "md5") if weight.md5 else ("sha256",))
-                if digests["sha256"] != rec.sha256:
-                    rows.append((model_id, rec.path.name, f"sha256 {digests['sha256']} differs from installed {rec.sha256}"))
-                elif rec.checksum == "verified" and checksum_status(weight, digests) != "verified":
-                    rows.append((model_id, rec.path.name, "does not match the card's published checksum"))
+                digests = file_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
+                if recorded is not None and digests["sha256"] != recorded["sha256"]:
+                    rows.append((model_id, path.name, f"changed since install (sha256 {digests['sha256']}, installed {recorded['sha256']})"))
+                    continue
+                status = checksum_status(weight, digests)
+                accepted = recorded is not None and recorded.get("checksum") == "mismatch-accepted"
+                if status is None and not accepted:
+                    rows.append((model_id, path.name, "does not match the card's published checksum"))
                 else:
-                    rows.append((model_id, rec.path.name, f"ok ({rec.checksum})"))
+                    rows.append((model_id, path.name, f"ok ({recorded['checksum'] if recorded else status})"))
         return rows
 
-    def _safe_locate(self, model_id: str) -> InstalledModel | None:
-        try:
-            return self.locate(model_id, require_complete=False)
-        except CheckpointError:
-            return None
+    def _installed_files(self, model_id: str, card: ModelCard) -> list[tuple[WeightFile, Path, dict | None]]:
+        """(weight, file, install record or None) for whatever is installed or shipped."""
+        install = self.models_dir / model_id / INSTALL_FILE
+        if install.is_file():
+            entries = json.loads(install.read_text(encoding="utf-8")).get("weights", {})
+            return [(card.weights[k], install.parent / e["file"], e) for k, e in entries.items() if k in card.weights]
+        folder = self._shipped_folders().get(model_id)
+        if folder is None:
+            return []
+        return [(w, folder / w.file, None) for w in card.weights.values() if (folder / w.file).is_file()]
 
     # ---- importing -------------------------------------------------------------------------
     def import_path(

@@ -133,3 +133,30 @@ def write_model_folder(card_dict: dict, folder: Path, seed: int = 0, fmt: str = 
     card_dict["weights_public"] = True
     (folder / "card.json").write_text(json.dumps(card_dict, indent=2))
     return folder
+
+
+def write_old_format_bundle(card_dict: dict, folder: Path, seed: int = 0) -> Path:
+    """A folder laid out like the MONAI model-zoo bundle, with checkpoints written by the old
+    GenerativeModels package (monai-generative 0.2.3), as the published Brain LDM bundle has."""
+    import generative.networks.nets as old_nets
+
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    (folder / "models").mkdir(exist_ok=True)
+    config = {
+        "imports": ["$import torch"],
+        "load_old": 1,
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "load_autoencoder": "$__import__('os').system('echo pwned > PWNED')",
+    }
+    keys = card_dict["source"]["network_keys"]
+    torch.manual_seed(seed)
+    for name, spec in card_dict["networks"].items():
+        kwargs = dict(spec["kwargs"])
+        config[keys[name]] = {"_target_": f"monai.networks.nets.{spec['class']}", **kwargs}
+        kwargs["num_channels"] = kwargs.pop("channels")
+        kwargs.pop("use_flash_attention", None)
+        net = perturb(getattr(old_nets, spec["class"])(**kwargs), seed)
+        bundle_path = card_dict["weights"][spec["weights"]]["bundle_path"]
+        torch.save(net.state_dict(), folder / bundle_path)
+    (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
+    return folder

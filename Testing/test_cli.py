@@ -1,0 +1,156 @@
+"""The synthbrain command line: the happy paths and a one-line error for every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from SynthBrainLib.cli import main
+from tiny_models import tiny_brain_card, write_old_format_bundle
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; argparse's own errors exit via SystemExit, ours return a code."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", "")
+    return tmp_path / "home"
+
+
+def test_import_bundle_then_generate(tmp_path, capsys, home, monkeypatch):
+    """The acceptance path of the core issue, on a scaled-down Brain LDM bundle with old checkpoints."""
+    card = tiny_brain_card()
+    shipped = tmp_path / "cards"
+    (shipped / card["id"]).mkdir(parents=True)
+    (shipped / card["id"] / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", str(shipped))
+    bundle = write_old_format_bundle(card, tmp_path / "bundle")
+
+    code, out, err = run(capsys, "--home", home, "models", "import", bundle, "--allow-unverified")
+    assert code == 0, err
+    assert "tiny-brain-ldm diffusion:" in out and "mismatch-accepted" in out
+
+    out_file = tmp_path / "out" / "brain.nii.gz"
+    code, out, err = run(capsys, "--home", home, "generate", "--model", "tiny-brain-ldm", "--age", 70, "--sex", "male",
+                         "--steps", 2, "--device", "cpu", "--seed", 3, "-o", out_file, "--preview", tmp_path / "out" / "brain.png", "--quiet")
+    assert code == 0, err
+    img = nib.load(str(out_file))
+    assert img.shape == (16, 16, 16) and np.allclose(img.header.get_zooms(), 2.0)
+    assert img.header["descrip"].tobytes().decode().startswith("SYNTHETIC tiny-brain-ldm seed=3")
+    prov = json.loads((tmp_path / "out" / "brain.json").read_text())
+    assert prov["synthetic"] and prov["steps"] == 2 and prov["conditions"]["real_units"]["age"] == 70.0
+    assert prov["weights"]["diffusion"]["layout"] == "generative"
+    assert (tmp_path / "out" / "brain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code, out, _ = run(capsys, "--home", home, "models", "list")
+    assert code == 0 and any(line.startswith("tiny-brain-ldm") and "installed" in line for line in out.splitlines())
+    code, out, _ = run(capsys, "--home", home, "models", "verify", "tiny-brain-ldm")
+    assert code == 0 and out.count("ok (mismatch-accepted)") == 2
+    code, out, _ = run(capsys, "--home", home, "models", "path", "tiny-brain-ldm")
+    assert out.strip() == str(home / "models" / "tiny-brain-ldm")
+
+
+def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
+    labels = tmp_path / "labels.nrrd"
+    code, out, err = run(capsys, "labels", "--model", model_folders["labels"], "--wmh", 0.05, "--seed", 1, "--steps", 4,
+                         "-o", labels, "--partial-volumes", tmp_path / "pv.nii.gz", "--quiet")
+    assert code == 0, err
+    assert {Path(p).name for p in out.split()} == {"labels.nrrd", "pv.nii.gz", "labels.json", "pv.json"}
+    image = tmp_path / "flair.nii.gz"
+    code, out, err = run(capsys, "image-from-labels", labels, "--model", model_folders["spade"], "--sequence", "FLAIR",
+                         "--seed", 2, "-o", image, "--quiet")
+    assert code == 0, err
+    from SynthBrainLib.io import read_volume
+
+    lab, lab_affine = read_volume(labels)
+    img, img_affine = read_volume(image)
+    assert img.shape == lab.shape and np.allclose(img_affine, lab_affine, atol=1e-5)
+    assert json.loads((tmp_path / "flair.json").read_text())["sequence"] == "FLAIR"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--age", "300"], "age 300 is outside 45–82 years"),
+        (["--sex", "other"], "sex 'other' is not one of female, male"),
+        (["--ventricular-volume", "-5"], "ventricular_volume -5 is outside 0–100 mL"),
+        (["--raw", "brain_volume=2"], "brain_volume (model units) 2 is outside 0–1"),
+        (["--raw", "age"], "argument --raw: 'age' is not NAME=VALUE"),
+        (["--steps", "0"], "steps 0 is outside 1–1000"),
+        (["--steps", "many"], "argument --steps: invalid int value: 'many'"),
+        (["--sampler", "euler"], "sampler 'euler' is not one of ddpm, ddim, pndm, rflow"),
+        (["--seed", "-4"], "seed -4 is outside 0–"),
+        (["--device", "mps"], "device 'mps' is not supported"),
+        (["--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+    ],
+)
+def test_bad_generate_input_gives_one_line_and_no_file(tmp_path, capsys, model_folders, args, message):
+    out_file = tmp_path / "o.nii.gz"
+    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet", *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused_before_work(tmp_path, capsys, model_folders):
+    out_file = tmp_path / "o.nii.gz"
+    out_file.write_bytes(b"precious")
+    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet")
+    assert code == 2 and "o.nii.gz already exists; pass --overwrite" in err
+    assert out_file.read_bytes() == b"precious" and not (tmp_path / "o.json").exists()
+    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet", "--overwrite", "--steps", 1)
+    assert code == 0 and out_file.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--model", "nope", "-o", "{tmp}/x.nii.gz"], "model 'nope' is not known"),
+        (["generate", "--model", "brain-ldm", "-o", "{tmp}/x.nii.gz"], "weights of brain-ldm (autoencoder.pt, model.pt) are not installed; run: synthbrain models download brain-ldm"),
+        (["generate", "--model", "{brain}", "-o", "{tmp}/x.png"], "output file '{tmp}/x.png' must end in .nii.gz, .nii, .nrrd"),
+        (["generate", "--model", "{labels}", "-o", "{tmp}/x.nii.gz"], "is a label_generator model; 'generate' needs a conditional_latent_diffusion model"),
+        (["labels", "--model", "{labels}", "--wmh", "0.5", "-o", "{tmp}/x.nii.gz"], "wmh 0.5 is outside 0–0.0923 fraction"),
+        (["image-from-labels", "{tmp}/missing.nii.gz", "--model", "{spade}", "-o", "{tmp}/x.nii.gz"], "missing.nii.gz does not exist"),
+        (["image-from-labels", "{labelfile}", "--model", "{spade}", "--sequence", "PD", "-o", "{tmp}/x.nii.gz"], "sequence 'PD' is not one of T1, FLAIR, T2"),
+        (["models", "import", "{tmp}/nothing"], "nothing does not exist"),
+        (["models", "download", "brainspade3d-image"], "weights are not public"),
+    ],
+)
+def test_bad_input_messages(tmp_path, capsys, home, model_folders, argv, message):
+    work = tmp_path / "work"
+    work.mkdir()
+    label_file = tmp_path / "lab.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), str(label_file))
+    fill = {"tmp": work, "brain": model_folders["brain"], "labels": model_folders["labels"], "spade": model_folders["spade"], "labelfile": label_file}
+    argv = ["--home", str(home)] + [a.format(**{k: str(v) for k, v in fill.items()}) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message.format(tmp=work) in lines[0], err
+    assert list(work.iterdir()) == []
+
+
+def test_console_script_help_and_error():
+    exe = shutil.which("synthbrain") or str(Path(sys.executable).with_name("synthbrain"))
+    for sub in ([], ["generate"], ["labels"], ["image-from-labels"], ["models"], ["models", "import"]):
+        res = subprocess.run([exe, *sub, "--help"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and "usage: synthbrain" in res.stdout
+    res = subprocess.run([exe, "generate", "--model", "nope", "-o", "x.nii.gz"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "model 'nope' is not known" in res.stderr

@@ -1,0 +1,64 @@
+"""Real units to model units, ranges and raw values."""
+
+from __future__ import annotations
+
+import pytest
+
+from SynthBrainLib.cards import builtin_cards
+from SynthBrainLib.conditioning import resolve_conditions
+from SynthBrainLib.errors import ConditionError
+
+
+@pytest.fixture(scope="module")
+def ldm():
+    return builtin_cards()["brain-ldm"].conditioning
+
+
+def test_real_units_map_linearly(ldm):
+    c = resolve_conditions(ldm, {"age": 82, "sex": "Male", "ventricular_volume": 50, "brain_volume": 1400})
+    assert c.model == pytest.approx({"sex": 1.0, "age": 1.0, "ventricular_volume": 0.5, "brain_volume": 0.5})
+    assert c.real["sex"] == "male"
+    assert c.given_as == {"sex": "real", "age": "real", "ventricular_volume": "real", "brain_volume": "real"}
+    assert c.vector() == pytest.approx([1.0, 1.0, 0.5, 0.5])
+
+
+def test_defaults_fill_missing_values(ldm):
+    c = resolve_conditions(ldm, {"age": 45})
+    assert c.model["age"] == 0.0
+    assert c.given_as["brain_volume"] == "default"
+    assert c.model["brain_volume"] == pytest.approx(0.4)
+
+
+def test_raw_values_bypass_the_assumed_mapping(ldm):
+    c = resolve_conditions(ldm, {"age": 60}, raw={"brain_volume": 0.25, "sex": 1})
+    assert c.model["brain_volume"] == 0.25 and c.given_as["brain_volume"] == "raw"
+    assert c.real["brain_volume"] == pytest.approx(1200.0)
+    assert c.real["sex"] == "male"
+
+
+@pytest.mark.parametrize(
+    "values, raw, message",
+    [
+        ({"age": 300}, None, "age 300 is outside 45–82 years"),
+        ({"age": 44.9}, None, "age 44.9 is outside 45–82 years"),
+        ({"ventricular_volume": -1}, None, "ventricular_volume -1 is outside 0–100 mL"),
+        ({"sex": "other"}, None, "sex 'other' is not one of female, male"),
+        ({"age": "old"}, None, "age 'old' is not a number"),
+        ({"age": float("nan")}, None, "age nan is not a finite number"),
+        ({"height": 180}, None, "unknown condition 'height'; this model takes: sex, age, ventricular_volume, brain_volume"),
+        (None, {"age": 1.5}, "age (model units) 1.5 is outside 0–1"),
+        ({"age": 60}, {"age": 0.5}, "age was given both in real units and as a raw model value; give one"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_range(ldm, values, raw, message):
+    with pytest.raises(ConditionError) as err:
+        resolve_conditions(ldm, values, raw)
+    assert str(err.value) == message
+
+
+def test_lesion_fractions_identity_mapping():
+    cond = builtin_cards()["brainspade3d-labels"].conditioning
+    c = resolve_conditions(cond, {"wmh": 0.05, "edema": 0.2})
+    assert c.model == pytest.approx({"wmh": 0.05, "tumour": 0.0, "edema": 0.2, "gdtumour": 0.0})
+    with pytest.raises(ConditionError, match="wmh 0.5 is outside 0–0.0923 fraction"):
+        resolve_conditions(cond, {"wmh": 0.5})

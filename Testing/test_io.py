@@ -1,0 +1,141 @@
+"""NIfTI / NRRD writing and reading: geometry, SYNTHETIC marking, provenance, no overwrite, atomicity."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SynthBrainLib.errors import OutputError
+from SynthBrainLib.io import read_volume, sidecar_path, write_volume
+from SynthBrainLib.results import SynthesisResult
+
+
+def _oblique_affine():
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.9, 1.1, 2.5])
+    affine[:3, 3] = [-40.5, 12.25, -7.0]
+    return affine
+
+
+PROV = {"synthetic": True, "model": {"id": "tiny"}, "seed": 7}
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd"])
+def test_image_geometry_round_trip(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    image = rng.random((7, 9, 5), dtype=np.float32)
+    affine = _oblique_affine()
+    path = tmp_path / f"img{suffix}"
+    written = write_volume(path, image, affine, PROV)
+    assert written == [path, sidecar_path(path)]
+    back, back_affine = read_volume(path)
+    assert back.dtype == np.float32 and back.shape == image.shape
+    assert np.allclose(back, image)
+    assert np.allclose(back_affine, affine, atol=1e-5)
+    record = json.loads(sidecar_path(path).read_text())
+    assert record["synthetic"] is True and record["seed"] == 7 and record["file"] == path.name and len(record["sha256_of_data"]) == 64
+
+
+def test_nifti_marks_synthetic_and_embeds_provenance(tmp_path):
+    path = tmp_path / "brain.nii.gz"
+    write_volume(path, np.zeros((4, 4, 4), np.float32), np.eye(4), PROV)
+    img = nib.load(str(path))
+    assert img.header["descrip"].tobytes().decode().startswith("SYNTHETIC tiny seed=7")
+    comments = [e for e in img.header.extensions if e.get_code() == 6]
+    assert json.loads(comments[0].get_content())["synthetic"] is True
+    assert img.header.get_xyzt_units()[0] == "mm"
+
+
+def test_nrrd_marks_synthetic(tmp_path):
+    path = tmp_path / "brain.nrrd"
+    write_volume(path, np.zeros((4, 4, 4), np.float32), np.eye(4), PROV)
+    image = sitk.ReadImage(str(path))
+    assert image.GetMetaData("SynthBrain.Synthetic") == "true"
+    assert json.loads(image.GetMetaData("SynthBrain.Provenance"))["model"]["id"] == "tiny"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_labels_are_uint8_and_partial_volumes_4d(tmp_path, suffix):
+    labels = np.arange(60, dtype=np.int64).reshape(3, 4, 5) % 10
+    pv = np.eye(10, dtype=np.float32)[labels].transpose(3, 0, 1, 2)
+    affine = _oblique_affine()
+    result = SynthesisResult(image=None, affine=affine, provenance=PROV, labels=labels.astype(np.uint8), partial_volumes=pv)
+    written = result.save(tmp_path / f"labels{suffix}", partial_volumes=tmp_path / f"pv{suffix}")
+    assert [p.name for p in written] == [f"labels{suffix}", f"pv{suffix}", "labels.json", "pv.json"]
+    back, back_affine = read_volume(tmp_path / f"labels{suffix}")
+    assert back.dtype == np.uint8 and np.array_equal(back, labels)
+    assert np.allclose(back_affine, affine, atol=1e-5)
+    pv_back, _ = read_volume(tmp_path / f"pv{suffix}")
+    assert pv_back.shape == pv.shape and np.allclose(pv_back, pv)
+
+
+def test_existing_files_are_never_overwritten(tmp_path):
+    path = tmp_path / "a.nii.gz"
+    write_volume(path, np.zeros((3, 3, 3), np.float32), np.eye(4), PROV)
+    before = path.read_bytes()
+    with pytest.raises(OutputError, match="a.nii.gz already exists; pass --overwrite"):
+        write_volume(path, np.ones((3, 3, 3), np.float32), np.eye(4), PROV)
+    assert path.read_bytes() == before
+    # the sidecar alone existing also blocks the write
+    other = tmp_path / "b.nii.gz"
+    sidecar_path(other).write_text("{}")
+    with pytest.raises(OutputError, match="b.json already exists"):
+        write_volume(other, np.zeros((3, 3, 3), np.float32), np.eye(4), PROV)
+    assert not other.exists()
+    write_volume(path, np.ones((3, 3, 3), np.float32), np.eye(4), PROV, overwrite=True)
+    assert np.all(read_volume(path)[0] == 1)
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    import SynthBrainLib.io as sio
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sio, "_nifti_bytes_to", explode)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_volume(tmp_path / "x.nii.gz", np.zeros((3, 3, 3), np.float32), np.eye(4), PROV)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["out.png", "out.mgz", "out"])
+def test_bad_output_extension(tmp_path, name):
+    with pytest.raises(OutputError, match="must end in .nii.gz, .nii, .nrrd"):
+        write_volume(tmp_path / name, np.zeros((3, 3, 3), np.float32), np.eye(4), PROV)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_volume_errors(tmp_path):
+    from SynthBrainLib.errors import SynthBrainError
+
+    with pytest.raises(SynthBrainError, match="does not exist"):
+        read_volume(tmp_path / "none.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(SynthBrainError, match="cannot read"):
+        read_volume(bad)
+    with pytest.raises(SynthBrainError, match="must be NIfTI"):
+        (tmp_path / "x.png").write_bytes(b"x")
+        read_volume(tmp_path / "x.png")
+
+
+def test_nrrd_and_nifti_agree_in_itk(tmp_path):
+    """Independent check of the RAS/LPS handling: ITK reads our NIfTI (its own conversion) and our NRRD."""
+    image = np.random.default_rng(1).random((6, 8, 5), dtype=np.float32)
+    affine = _oblique_affine()
+    write_volume(tmp_path / "a.nii.gz", image, affine, PROV)
+    write_volume(tmp_path / "b.nrrd", image, affine, PROV)
+    a, b = sitk.ReadImage(str(tmp_path / "a.nii.gz")), sitk.ReadImage(str(tmp_path / "b.nrrd"))
+    assert np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    assert np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-5)
+    assert np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5)
+    assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    # and the physical point of voxel (1, 2, 3) is the affine's, in LPS
+    ras = affine @ np.array([1, 2, 3, 1.0])
+    assert np.allclose(b.TransformIndexToPhysicalPoint((1, 2, 3)), [-ras[0], -ras[1], ras[2]], atol=1e-4)

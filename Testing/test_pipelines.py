@@ -1,0 +1,251 @@
+"""Every pipeline kind on tiny random-weight models: determinism, progress, cancel, samplers, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from SynthBrainLib import (
+    ConditionalBrainPipeline,
+    ConditionError,
+    DeviceError,
+    LabelGeneratorPipeline,
+    LabelToImagePipeline,
+    SynthesisCancelled,
+    load_pipeline,
+)
+from SynthBrainLib.device import resolve_device
+
+
+@pytest.fixture(scope="module")
+def pipes(model_folders):
+    return {name: load_pipeline(str(folder), device="cpu") for name, folder in model_folders.items()}
+
+
+def _output(result):
+    return result.image if result.image is not None else result.partial_volumes
+
+
+def test_pipeline_classes(pipes):
+    assert isinstance(pipes["brain"], ConditionalBrainPipeline)
+    assert isinstance(pipes["labels"], LabelGeneratorPipeline)
+    assert isinstance(pipes["spade"], LabelToImagePipeline) and isinstance(pipes["spade_ldm"], LabelToImagePipeline)
+
+
+@pytest.mark.parametrize("name", ["brain", "labels", "rflow"])
+@pytest.mark.parametrize("sampler", [None, "ddpm", "ddim", "pndm"])
+def test_same_seed_same_output_different_seed_different(pipes, name, sampler):
+    pipe = pipes[name]
+    if sampler is not None and sampler not in pipe.card.sampling.samplers:
+        with pytest.raises(ConditionError, match=f"sampler '{sampler}' does not fit this model"):
+            pipe.generate(seed=1, sampler=sampler, steps=3)
+        return
+    a = pipe.generate(seed=1, sampler=sampler, steps=4)
+    b = pipe.generate(seed=1, sampler=sampler, steps=4)
+    c = pipe.generate(seed=2, sampler=sampler, steps=4)
+    assert np.array_equal(_output(a), _output(b))
+    assert not np.allclose(_output(a), _output(c))
+    assert a.provenance["seed"] == 1 and a.provenance["sampler"] == (sampler or pipe.card.sampling.default_sampler)
+
+
+def test_conditions_change_the_output(pipes):
+    pipe = pipes["brain"]
+    young = pipe.generate(seed=3, age=45)
+    old = pipe.generate(seed=3, age=82)
+    assert not np.allclose(young.image, old.image)
+    assert old.provenance["conditions"]["model_units"]["age"] == 1.0
+    assert old.provenance["conditions"]["real_units"]["age"] == 82.0
+
+
+def test_brain_result_geometry_and_provenance(pipes):
+    pipe = pipes["brain"]
+    r = pipe.generate(seed=5, age=70, sex="male", raw={"brain_volume": 0.3})
+    assert r.image.shape == (16, 16, 16) and r.image.dtype == np.float32
+    assert r.image.min() >= 0.0 and r.image.max() <= 1.0
+    assert np.allclose(r.affine, pipe.card.output.affine)
+    p = r.provenance
+    assert p["synthetic"] is True and p["model"]["id"] == "tiny-brain-ldm"
+    assert p["conditions"]["given_as"]["brain_volume"] == "raw" and p["conditions"]["model_units"]["brain_volume"] == 0.3
+    assert p["conditions"]["normalisation"]["age"] == "assumed"
+    assert set(p["weights"]) == {"autoencoder", "diffusion"} and len(p["weights"]["diffusion"]["sha256"]) == 64
+    assert p["steps"] == 4 and p["versions"]["monai"]
+
+
+def test_progress_reports_every_step_and_decode(pipes):
+    calls = []
+    pipes["brain"].generate(seed=1, steps=3, progress=lambda s, t: calls.append((s, t)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()
+    pipes["labels"].generate(seed=1, sampler="pndm", steps=4, progress=lambda s, t: calls.append((s, t)))
+    total = calls[-1][1]
+    assert [s for s, _ in calls] == list(range(1, total + 1)) and all(t == total for _, t in calls)
+
+
+class _CountingUNet(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+
+def test_cancel_stops_within_one_step(pipes):
+    pipe = pipes["brain"]
+    original = pipe.networks["diffusion"]
+    counter = _CountingUNet(original)
+    pipe.networks["diffusion"] = counter
+    try:
+        event = threading.Event()
+
+        def progress(step, total):
+            if step == 2:
+                event.set()
+
+        with pytest.raises(SynthesisCancelled):
+            pipe.generate(seed=1, steps=10, progress=progress, cancel=event)
+        assert counter.calls == 2  # the step after the flag was set never ran
+        with pytest.raises(SynthesisCancelled):
+            pipe.generate(seed=1, cancel=lambda: True)
+        assert counter.calls == 2
+    finally:
+        pipe.networks["diffusion"] = original
+
+
+def test_cancel_before_decoding(pipes):
+    pipe = pipes["labels"]
+    flag = {"stop": False}
+
+    def progress(step, total):
+        flag["stop"] = step == total - 1  # after the last diffusion step, before decoding
+
+    with pytest.raises(SynthesisCancelled):
+        pipe.generate(seed=1, steps=2, sampler="ddim", progress=progress, cancel=lambda: flag["stop"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": 0}, "steps 0 is outside 1–1000"),
+        ({"steps": 5000}, "steps 5000 is outside 1–1000"),
+        ({"sampler": "euler"}, "sampler 'euler' is not one of ddpm, ddim, pndm, rflow"),
+        ({"sampler": "rflow"}, "sampler 'rflow' does not fit this model (it was trained with the epsilon objective)"),
+        ({"seed": -1}, "seed -1 is outside 0–"),
+        ({"sampler": "pndm", "steps": 3}, "steps 3 is outside 4–1000 for the pndm sampler"),
+        ({"age": 300}, "age 300 is outside 45–82 years"),
+    ],
+)
+def test_bad_arguments(pipes, kwargs, message):
+    with pytest.raises(ConditionError) as err:
+        pipes["brain"].generate(**kwargs)
+    assert str(err.value).startswith(message)
+
+
+def test_label_generator_outputs(pipes):
+    r = pipes["labels"].generate(seed=4, wmh=0.05, steps=2, sampler="ddim")
+    assert r.image is None and r.labels.dtype == np.uint8 and r.labels.shape == (16, 16, 16)
+    assert r.partial_volumes.shape == (10, 16, 16, 16)
+    assert np.allclose(r.partial_volumes.sum(axis=0), 1.0, atol=1e-5)
+    assert np.array_equal(r.partial_volumes.argmax(axis=0), r.labels)
+    lesions = r.provenance["lesions"]
+    assert set(lesions) == {"wmh", "tumour", "edema", "gdtumour"}
+    count = int((r.labels == 6).sum())
+    assert lesions["wmh"]["present"] == (count > 0) and lesions["wmh"]["requested"] == 0.05
+    assert lesions["wmh"]["fraction"] == pytest.approx(count / max(int((r.labels > 0).sum()), 1))
+    assert r.label_names[6] == "wmh"
+
+
+def _label_map(shape=(20, 24, 18), seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint8)
+    labels[3:-3, 3:-3, 3:-3] = rng.integers(1, 10, size=tuple(s - 6 for s in shape))
+    return labels
+
+
+@pytest.mark.parametrize("name", ["spade", "spade_ldm"])
+def test_label_to_image_returns_the_input_grid(pipes, name):
+    pipe = pipes[name]
+    labels = _label_map()
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) * np.array([1.2, 1.5, 1.8])
+    affine = np.eye(4)
+    affine[:3, :3] = rot
+    affine[:3, 3] = [14.0, -12.0, -15.0]
+    r = pipe.generate(labels, affine=affine, sequence="flair", seed=2)
+    assert r.image.shape == labels.shape and r.image.dtype == np.float32
+    assert np.allclose(r.affine, affine)
+    assert r.provenance["sequence"] == "FLAIR"
+    assert r.provenance["input"]["shape"] == list(labels.shape)
+    again = pipe.generate(labels, affine=affine, sequence="FLAIR", seed=2)
+    assert np.array_equal(r.image, again.image)
+    t1 = pipe.generate(labels, affine=affine, sequence="T1", seed=2)
+    assert not np.allclose(r.image, t1.image)
+
+
+def test_label_to_image_on_model_grid_needs_no_affine(pipes):
+    pipe = pipes["spade"]
+    labels = _label_map((16, 16, 16))
+    r = pipe.generate(labels, seed=1)
+    assert np.allclose(r.affine, pipe.card.output.affine)
+    pv = np.eye(10, dtype=np.float32)[labels].transpose(3, 0, 1, 2)
+    assert np.allclose(pipe.generate(pv, seed=1).image, r.image, atol=1e-5)
+
+
+def test_label_to_image_centre_alignment_moves_labels_into_view(pipes):
+    pipe = pipes["spade"]
+    labels = _label_map((16, 16, 16))
+    far = pipe.card.output.affine.copy()
+    far[:3, 3] += 500.0  # drawn far from the model's field of view
+    in_view = pipe.generate(labels, affine=pipe.card.output.affine, seed=1)
+    centred = pipe.generate(labels, affine=far, seed=1, alignment="centre")
+    world = pipe.generate(labels, affine=far, seed=1, alignment="world")
+    assert np.allclose(centred.image, in_view.image, atol=1e-4)
+    assert not np.allclose(world.image, in_view.image, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "labels, affine, kwargs, message",
+    [
+        (np.full((16, 16, 16), 12, np.uint8), None, {}, "label value 12 is not in the model's schema (0–9: 0 background, 1 csf"),
+        (np.zeros((5, 16, 16, 16), np.float32), None, {}, "partial volumes have 5 channels; the model's schema has 10"),
+        (np.zeros((8, 8, 8), np.uint8), None, {}, "labels of shape (8, 8, 8) need an affine"),
+        (np.zeros((16, 16, 16), np.uint8), np.zeros((4, 4)), {}, "affine must be an invertible 4x4"),
+        (np.zeros((16, 16, 16), np.uint8), None, {"sequence": "DWI"}, "sequence 'DWI' is not one of T1, FLAIR, T2"),
+        (np.zeros((16, 16, 16), np.uint8), None, {"alignment": "best"}, "alignment 'best' is not one of world, centre"),
+    ],
+)
+def test_label_to_image_bad_inputs(pipes, labels, affine, kwargs, message):
+    with pytest.raises(ConditionError) as err:
+        pipes["spade"].generate(labels, affine=affine, **kwargs)
+    assert str(err.value).startswith(message)
+
+
+def test_wrong_pipeline_class_is_refused(model_folders):
+    with pytest.raises(ConditionError, match="is a label_generator model; ConditionalBrainPipeline runs conditional_latent_diffusion models"):
+        ConditionalBrainPipeline.from_pretrained(str(model_folders["labels"]), device="cpu")
+
+
+def test_from_card_builds_untrained_pipeline(pipes):
+    pipe = ConditionalBrainPipeline.from_card(pipes["brain"].card, device="cpu")
+    r = pipe.generate(seed=0, steps=1)
+    assert r.provenance["weights"] == {"random_untrained": True}
+
+
+def test_devices():
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_device("CPU") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="device 'mps' is not supported: Apple MPS lacks the 3D operations"):
+        resolve_device("mps")
+    with pytest.raises(DeviceError, match="device 'tpu' is not one of auto, cpu, cuda, cuda:N"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="device 'cuda:1' was requested but CUDA is not available"):
+            resolve_device("cuda:1")
+
+
+def test_half_precision_is_cuda_only(model_folders):
+    with pytest.raises(DeviceError, match="half precision is only available on CUDA"):
+        load_pipeline(str(model_folders["brain"]), device="cpu", half=True)
