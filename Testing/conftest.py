@@ -43,3 +43,79 @@ def model_folders(tmp_path_factory):
         "spade_ldm": write_model_folder(tiny_spade_ldm_card(), base / "tiny-spade-ldm"),
         "rflow": write_model_folder(rflow_card(), base / "tiny-rflow"),
     }
+
+
+# ---- Slicer module tests (Testing/test_slicer_*.py) --------------------------------------------
+# Added for the SynthBrain Slicer module. slicer-core is imported inside the fixtures, so the
+# library tests still run where it is not installed; the Slicer test files import it at the top
+# and fail (not skip) without it.
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODULE_DIR = REPO_ROOT / "SynthBrain"
+
+
+@pytest.fixture
+def mrml_app():
+    """A MRML scene wired like Slicer's: application logic with the Colors, Volumes,
+    Segmentations, SubjectHierarchy and Sequences module logics, installed as ``slicer.mrmlScene``
+    and ``slicer.modules.<name>.logic()`` (which ``slicer.util`` helpers need). Restored afterwards.
+
+    Yields a namespace with ``scene`` and the logics (``volumes``, ``segmentations``, ``sequences``).
+    """
+    import types
+
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    color_logic = app_logic.GetColorLogic()
+    color_logic.SetMRMLScene(scene)
+    color_logic.AddDefaultColorNodes()
+    app_logic.SetModuleLogic("Colors", color_logic)
+
+    def register(logic, name):
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLApplicationLogic(app_logic)
+        app_logic.SetModuleLogic(name, logic)
+        return logic
+
+    logics = {
+        "volumes": register(slicer.vtkSlicerVolumesLogic(), "Volumes"),
+        "segmentations": register(slicer.vtkSlicerSegmentationsModuleLogic(), "Segmentations"),
+        "subjecthierarchy": register(slicer.vtkSlicerSubjectHierarchyModuleLogic(), "SubjectHierarchy"),
+        "sequences": register(slicer.vtkSlicerSequencesLogic(), "Sequences"),
+    }
+    saved = {name: getattr(slicer, name) for name in ("mrmlScene", "modules") if hasattr(slicer, name)}
+    slicer.mrmlScene = scene
+    slicer.modules = types.SimpleNamespace(**{name: types.SimpleNamespace(logic=(lambda l=logic: l)) for name, logic in logics.items()})
+    try:
+        yield types.SimpleNamespace(scene=scene, app_logic=app_logic, **logics)
+    finally:
+        for name in ("mrmlScene", "modules"):
+            if name in saved:
+                setattr(slicer, name, saved[name])
+            elif hasattr(slicer, name):
+                delattr(slicer, name)
+        scene.Clear(1)
+
+
+@pytest.fixture
+def tiny_store(model_folders, tmp_path):
+    """A ModelStore whose shipped models are the tiny model folders (empty user cache in tmp_path)."""
+    from SynthBrainLib.store import ModelStore
+
+    base = model_folders["brain"].parent
+    return ModelStore(home=tmp_path / "synthbrain-home", shipped=[base])
+
+
+@pytest.fixture
+def slicer_logic(mrml_app, tiny_store):
+    """The module's SynthBrainLogic on the test scene, with the tiny models, on the CPU."""
+    if str(MODULE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODULE_DIR))
+    from SynthBrainSlicer.logic import SynthBrainLogic
+
+    logic = SynthBrainLogic(scene=mrml_app.scene, store=tiny_store, sequencesLogic=mrml_app.sequences)
+    logic.device = "cpu"
+    return logic

@@ -1,0 +1,447 @@
+"""SynthBrainLogic: synthesis into the MRML scene, usable from the Python console (no Qt).
+
+Console example (inside Slicer)::
+
+    from SynthBrain import SynthBrainLogic
+    logic = SynthBrainLogic()
+    brain = logic.generateBrain(age=72, sex="female", seed=3)            # volume node
+    labels = logic.generateLabels(wmh=0.03, seed=4)                      # segmentation node
+    flair = logic.synthesizeFromSegmentation(labels, sequence="FLAIR")   # volume node
+    sweep = logic.ageSweep(50, 80, 7, sex="male", seed=3)                # sequence node
+
+Every call takes ``progress(step, total)`` and ``cancel`` (a ``threading.Event`` or a callable).
+Each ``generate...`` call is a :class:`~SynthBrainSlicer.tasks.Task` run in the calling thread;
+the module widget runs the same tasks' ``compute`` in a worker thread and their ``apply`` on the
+main thread. Nothing is added to the scene unless the computation succeeds.
+
+SynthBrainLib (and so torch) is imported when first needed, not when Slicer loads the module.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import environment, scene as mrml
+from .tasks import ProgressCallback, Task, is_set
+
+BRAIN_KIND = "conditional_latent_diffusion"
+LABELS_KIND = "label_generator"
+IMAGE_KIND = "label_to_image"
+KIND_NAMES = {BRAIN_KIND: "conditioned brain", LABELS_KIND: "label generator", IMAGE_KIND: "label-to-image"}
+#: The condition an age sweep varies.
+AGE = "age"
+
+
+def _errors():
+    from SynthBrainLib import errors
+
+    return errors
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the Model panel shows about one card."""
+
+    id: str
+    name: str
+    kind: str
+    installed: bool
+    location: str
+    folder: str
+    sizeBytes: int
+    missing: tuple[str, ...] = ()
+    error: str = ""
+
+    @property
+    def summary(self) -> str:
+        if self.error:
+            return f"unusable: {self.error}"
+        if not self.installed:
+            return f"not installed (missing {', '.join(self.missing)})"
+        return f"installed ({self.location}), {self.sizeBytes / 1e6:.1f} MB, {self.folder}"
+
+
+class SynthBrainLogic:
+    """Synthesis into a MRML scene.
+
+    Args:
+        scene: the MRML scene results go to (default: ``slicer.mrmlScene`` at call time).
+        store: a ``SynthBrainLib.ModelStore`` (default: the user's cache plus the models shipped
+            with this module).
+        pipelineLoader: ``loader(model, device=..., store=...)`` returning a pipeline (default
+            ``SynthBrainLib.load_pipeline``); tests inject tiny models this way.
+        sequencesLogic: Slicer's Sequences logic, which creates the sweep browser's proxy volume
+            (default ``slicer.modules.sequences.logic()`` when available).
+    """
+
+    def __init__(self, scene=None, store=None, pipelineLoader: Callable | None = None, sequencesLogic=None) -> None:
+        self._scene = scene
+        self._store = store
+        self._loader = pipelineLoader
+        self._sequencesLogic = sequencesLogic
+        self._pipelines: dict[tuple[str, str], Any] = {}
+        self._pipelineLock = threading.Lock()
+        self._cards: dict[str, Any] | None = None
+        self._statuses: dict[str, ModelStatus] | None = None
+        #: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; used when a call passes no device.
+        self.device = "auto"
+
+    # ---- environment ---------------------------------------------------------------------------
+    @property
+    def scene(self):
+        if self._scene is not None:
+            return self._scene
+        import slicer
+
+        return slicer.mrmlScene
+
+    @property
+    def store(self):
+        if self._store is None:
+            environment.ensure_library_on_path()
+            from SynthBrainLib.store import ModelStore, shipped_dirs
+
+            extra = [d for d in environment.shipped_model_dirs() if d not in shipped_dirs()]
+            self._store = ModelStore(shipped=[*extra, *shipped_dirs()])
+        return self._store
+
+    def sequencesLogic(self):
+        if self._sequencesLogic is not None:
+            return self._sequencesLogic
+        import slicer
+
+        modules = getattr(slicer, "modules", None)
+        sequences = getattr(modules, "sequences", None)
+        return sequences.logic() if sequences is not None else None
+
+    @staticmethod
+    def missingDependencies() -> list[str]:
+        """Python requirements not satisfied yet (torch first); empty when ready."""
+        return environment.missing_requirements()
+
+    @staticmethod
+    def installDependencies() -> None:
+        """Install missing requirements (torch via the PyTorch extension). Shows no dialog."""
+        environment.install_dependencies()
+
+    # ---- models --------------------------------------------------------------------------------
+    def refreshModels(self) -> None:
+        """Forget cached cards and statuses (after an import, or when model folders changed)."""
+        self._cards = None
+        self._statuses = None
+
+    def cards(self) -> dict[str, Any]:
+        if self._cards is None:
+            self._cards = dict(self.store.cards())
+        return self._cards
+
+    def card(self, modelId: str, kind: str | None = None):
+        cards = self.cards()
+        if modelId not in cards:
+            raise _errors().ModelNotFoundError(f"model {modelId!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
+        card = cards[modelId]
+        if kind is not None and card.kind != kind:
+            raise _errors().ConditionError(f"model {modelId} is a {KIND_NAMES.get(card.kind, card.kind)} model, not a {KIND_NAMES[kind]} model")
+        return card
+
+    def listModels(self, kind: str | None = None) -> list[ModelStatus]:
+        """Every known card (of ``kind``) with its install status, installed models first."""
+        if self._statuses is None:
+            statuses = {}
+            for modelId, card in sorted(self.cards().items()):
+                try:
+                    found = self.store.locate(modelId, require_complete=False)
+                except _errors().SynthBrainError as exc:
+                    statuses[modelId] = ModelStatus(modelId, card.name, card.kind, False, "", "", 0, (), str(exc))
+                    continue
+                missing = tuple(card.weights[k].file for k in found.missing)
+                statuses[modelId] = ModelStatus(modelId, card.name, card.kind, found.complete, found.location, str(found.folder), found.size_bytes, missing)
+            self._statuses = statuses
+        rows = [s for s in self._statuses.values() if kind is None or s.kind == kind]
+        return sorted(rows, key=lambda s: (not s.installed, s.id))
+
+    def modelStatus(self, modelId: str) -> ModelStatus:
+        for status in self.listModels():
+            if status.id == modelId:
+                return status
+        raise _errors().ModelNotFoundError(f"model {modelId!r} is not known")
+
+    def defaultModel(self, kind: str) -> str | None:
+        """An installed model of ``kind``: imported or downloaded ones before shipped demos."""
+        installed = [s for s in self.listModels(kind) if s.installed]
+        installed.sort(key=lambda s: (s.location == "shipped", s.id))
+        return installed[0].id if installed else None
+
+    def _model(self, model: str | None, kind: str) -> str:
+        modelId = model or self.defaultModel(kind)
+        if modelId is None:
+            raise _errors().ModelNotFoundError(f"no {KIND_NAMES[kind]} model is installed; import one in the Model section (or: synthbrain models import PATH)")
+        self.card(modelId, kind)
+        return modelId
+
+    def importModel(self, path: str | Path, model: str | None = None, component: str | None = None, allowUnverified: bool = False):
+        """Import a MONAI bundle folder, a model folder (card.json + weights) or one checkpoint."""
+        installed = self.store.import_path(path, model=model, component=component, allow_unverified=allowUnverified)
+        self.refreshModels()
+        self.clearPipelines(installed.card.id)
+        return installed
+
+    # ---- devices and pipelines ------------------------------------------------------------------
+    @staticmethod
+    def deviceInfo() -> dict[str, Any]:
+        """``{"cuda": bool, "name": str | None, "memoryGB": float | None, "text": str}``."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"cuda": False, "name": None, "memoryGB": None, "text": "no CUDA GPU found: synthesis runs on the CPU"}
+        props = torch.cuda.get_device_properties(0)
+        memory = props.total_memory / 1e9
+        return {"cuda": True, "name": props.name, "memoryGB": memory, "text": f"GPU: {props.name}, {memory:.1f} GB"}
+
+    def pipeline(self, modelId: str, device: str | None = None):
+        """The loaded pipeline of a model on a device, cached (loading weights takes seconds)."""
+        device = device or self.device
+        key = (modelId, device)
+        with self._pipelineLock:
+            if key not in self._pipelines:
+                if self._loader is not None:
+                    loader = self._loader
+                else:
+                    from SynthBrainLib import load_pipeline as loader
+                # One copy of a model at a time: switching device frees the other copy's (GPU) memory.
+                self._drop(lambda k: k[0] == modelId)
+                self._pipelines[key] = loader(modelId, device=device, store=self.store)
+            return self._pipelines[key]
+
+    def clearPipelines(self, modelId: str | None = None) -> None:
+        """Drop cached pipelines (of one model) so that their memory can be freed."""
+        with self._pipelineLock:
+            self._drop(lambda k: modelId is None or k[0] == modelId)
+
+    def _drop(self, which: Callable[[tuple[str, str]], bool]) -> None:
+        keys = [k for k in self._pipelines if which(k)]
+        for key in keys:
+            del self._pipelines[key]
+        if keys:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    # ---- validation on the main thread (fast feedback, before any thread starts) -----------------
+    def _check(self, card, conditions: dict[str, Any], raw, sampler, steps, device) -> None:
+        from SynthBrainLib.conditioning import resolve_conditions
+        from SynthBrainLib.device import resolve_device
+        from SynthBrainLib.sampling import resolve_sampler
+
+        resolve_device(device or self.device)
+        resolve_conditions(card.conditioning, conditions, raw)
+        if card.sampling is not None:
+            resolve_sampler(card.sampling, card.scheduler, sampler, steps)
+
+    @staticmethod
+    def _seed(seed: int | None) -> int:
+        from SynthBrainLib.pipelines.base import SynthesisPipeline
+
+        return SynthesisPipeline.resolve_seed(seed)
+
+    # ---- tasks ---------------------------------------------------------------------------------
+    def brainTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
+                  device: str | None = None, raw: dict[str, float] | None = None, **conditions: Any) -> Task:
+        """A conditioned brain: ``compute`` gives a SynthesisResult, ``apply`` a volume node."""
+        modelId = self._model(model, BRAIN_KIND)
+        card = self.card(modelId)
+        self._check(card, conditions, raw, sampler, steps, device)
+        seed = self._seed(seed)
+        scene = self.scene
+
+        def compute(progress, cancel):
+            pipe = self.pipeline(modelId, device)
+            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **conditions)
+
+        def apply(result):
+            name = f"SynthBrain {card.output.modality} {_description(result)} seed {seed}"
+            return mrml.add_result_volume(scene, result.image, result.affine, name, result.provenance)
+
+        return Task(f"{modelId} brain", compute, apply)
+
+    def labelsTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
+                   device: str | None = None, raw: dict[str, float] | None = None, **conditions: Any) -> Task:
+        """A label map from the label generator: ``apply`` gives a schema segmentation node."""
+        modelId = self._model(model, LABELS_KIND)
+        card = self.card(modelId)
+        self._check(card, conditions, raw, sampler, steps, device)
+        seed = self._seed(seed)
+        scene = self.scene
+
+        def compute(progress, cancel):
+            pipe = self.pipeline(modelId, device)
+            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **conditions)
+
+        def apply(result):
+            real = (result.provenance.get("conditions") or {}).get("real_units", {})
+            lesions = ", ".join(f"{k} {v:g}" for k, v in real.items() if isinstance(v, (int, float)) and v)
+            name = f"SynthBrain labels {lesions or 'healthy'} seed {seed}"
+            return mrml.labels_to_segmentation(scene, result.labels, result.affine, card.labels, name, result.provenance)
+
+        return Task(f"{modelId} labels", compute, apply)
+
+    def synthesisTask(self, segmentationNode, *, sequence: str = "T1", model: str | None = None, referenceVolumeNode=None,
+                      seed: int | None = None, sampler: str | None = None, steps: int | None = None, device: str | None = None,
+                      alignment: str = "world") -> Task:
+        """An image rendered from a (painted) segmentation, on the segmentation's own grid.
+
+        The segmentation is read here, on the main thread: into a label map with the model's
+        label values, on ``referenceVolumeNode``'s grid or else the segmentation's reference
+        geometry (the volume it was painted on). The pipeline resamples it to model space,
+        synthesises, and resamples the image back, so the new volume overlays the segmentation
+        voxel for voxel (it is put under the segmentation's parent transform too).
+        """
+        if segmentationNode is None:
+            raise _errors().ConditionError("select a segmentation to synthesise from")
+        modelId = self._model(model, IMAGE_KIND)
+        card = self.card(modelId)
+        names = card.sequences.names if card.sequences is not None else ()
+        if str(sequence).strip().lower() not in [n.lower() for n in names]:
+            raise _errors().ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)} (model {modelId})")
+        self._check(card, {}, None, sampler, steps, device)
+        labels, affine = mrml.segmentation_to_labels(segmentationNode, card.labels, referenceVolumeNode)
+        worldAffine = mrml.to_world(segmentationNode, affine)
+        parent = segmentationNode.GetParentTransformNode()
+        source = {"segmentation": segmentationNode.GetName(), "reference_volume": referenceVolumeNode.GetName() if referenceVolumeNode else None}
+        seed = self._seed(seed)
+        scene = self.scene
+
+        def compute(progress, cancel):
+            pipe = self.pipeline(modelId, device)
+            return pipe.generate(labels, affine=worldAffine, sequence=sequence, seed=seed, sampler=sampler, steps=steps,
+                                 alignment=alignment, progress=progress, cancel=cancel)
+
+        def apply(result):
+            provenance = dict(result.provenance, slicer=source)
+            seq = result.provenance.get("sequence", sequence)
+            name = f"SynthBrain {seq} from {source['segmentation']} seed {seed}"
+            return mrml.add_result_volume(scene, result.image, affine, name, provenance, parent_transform=parent)
+
+        return Task(f"{modelId} {sequence}", compute, apply)
+
+    def ageSweepTask(self, ageFrom: float, ageTo: float, count: int, *, model: str | None = None, seed: int | None = None,
+                     sampler: str | None = None, steps: int | None = None, device: str | None = None, **conditions: Any) -> Task:
+        """The same brain (same seed and other conditions) at ``count`` ages from ``ageFrom`` to ``ageTo``.
+
+        ``apply`` gives a sequence node indexed by age (its browser's ID is the sequence's
+        ``SynthBrain.SequenceBrowser`` attribute).
+        """
+        modelId = self._model(model, BRAIN_KIND)
+        card = self.card(modelId)
+        if AGE not in card.conditioning.names:
+            raise _errors().ConditionError(f"model {modelId} has no '{AGE}' condition to sweep")
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 2 <= int(count) <= 200:
+            raise _errors().ConditionError(f"an age sweep needs 2 to 200 steps, got {count!r}")
+        if AGE in conditions:
+            raise _errors().ConditionError("give the sweep's ages as ageFrom and ageTo, not age")
+        ages = [round(float(a), 3) for a in np.linspace(float(ageFrom), float(ageTo), int(count))]
+        for age in (ages[0], ages[-1]):
+            self._check(card, {**conditions, AGE: age}, None, sampler, steps, device)
+        seed = self._seed(seed)
+        unit = card.conditioning.variable(AGE).unit
+        scene = self.scene
+        sequencesLogic = self.sequencesLogic()
+
+        def compute(progress, cancel):
+            pipe = self.pipeline(modelId, device)
+            results = []
+            for index, age in enumerate(ages):
+                if is_set(cancel):
+                    raise _errors().SynthesisCancelled()
+
+                def item_progress(step, total, _i=index):
+                    if progress is not None:
+                        progress(_i * total + step, len(ages) * total)
+
+                results.append(pipe.generate(seed=seed, sampler=sampler, steps=steps, progress=item_progress, cancel=cancel, **conditions, **{AGE: age}))
+            return results
+
+        def apply(results):
+            name = f"SynthBrain age sweep {ages[0]:g}-{ages[-1]:g} {unit} seed {seed}"
+            items = [(f"{age:g}", r.image, r.affine, r.provenance) for age, r in zip(ages, results)]
+            summary = dict(results[0].provenance, conditions=None, description=name,
+                           sweep={"variable": AGE, "unit": unit, "values": ages, "fixed": {k: v for k, v in conditions.items()}})
+            sequence, _, _ = mrml.add_volume_sequence(scene, items, name, AGE, unit, summary, sequencesLogic)
+            return sequence
+
+        return Task(f"{modelId} age sweep", compute, apply)
+
+    # ---- label templates (main thread, instant) ----------------------------------------------------
+    def _schemaModel(self, model: str | None):
+        """The card whose label schema templates follow: the label-to-image model's by default."""
+        if model is not None:
+            card = self.card(model)
+        else:
+            modelId = self.defaultModel(IMAGE_KIND) or self.defaultModel(LABELS_KIND)
+            if modelId is None:
+                raise _errors().ModelNotFoundError("no label-to-image or label generator model is installed; import one in the Model section")
+            card = self.card(modelId)
+        if not card.labels:
+            raise _errors().ConditionError(f"model {card.id} has no label schema")
+        return card
+
+    def templateFromNode(self, node, *, model: str | None = None, name: str | None = None):
+        """A new schema segmentation (to paint on) from a label-map volume or a segmentation.
+
+        Label-map values must follow the schema; segments are matched to classes by name. The
+        input node is not modified.
+        """
+        card = self._schemaModel(model)
+        scene = self.scene
+        name = name or f"SynthBrain template from {node.GetName()}"
+        if node.IsA("vtkMRMLLabelMapVolumeNode"):
+            return mrml.labelmap_to_segmentation(scene, node, card.labels, name)
+        if node.IsA("vtkMRMLSegmentationNode"):
+            return mrml.segmentation_to_schema(scene, node, card.labels, name)
+        raise _errors().ConditionError(f"{node.GetName()} is a {node.GetClassName()}; select a segmentation or a label-map volume")
+
+    def paintVolume(self, segmentationNode, *, model: str | None = None):
+        """A scalar volume of the template's label values on its grid, to paint on in the Segment Editor."""
+        card = self._schemaModel(model)
+        return mrml.label_volume(self.scene, segmentationNode, card.labels, f"{segmentationNode.GetName()} grid")
+
+    # ---- console API ---------------------------------------------------------------------------------
+    def generateBrain(self, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+        """A synthetic brain volume node, e.g. ``generateBrain(age=72, sex="female", seed=3)``.
+
+        Keyword arguments: the model's conditions in real units (unset ones take the card's
+        defaults), ``model``, ``seed``, ``sampler``, ``steps``, ``device``, ``raw``.
+        """
+        return self.brainTask(**kwargs).run(progress, cancel)
+
+    def generateLabels(self, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+        """A synthetic label-map segmentation node, e.g. ``generateLabels(wmh=0.03, seed=4)``."""
+        return self.labelsTask(**kwargs).run(progress, cancel)
+
+    def synthesizeFromSegmentation(self, segmentationNode, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+        """A synthetic image volume node aligned with ``segmentationNode``, e.g. ``sequence="FLAIR"``."""
+        return self.synthesisTask(segmentationNode, **kwargs).run(progress, cancel)
+
+    def ageSweep(self, ageFrom: float, ageTo: float, count: int, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+        """A sequence node of the same brain at ``count`` ages (with a browser to scrub through it)."""
+        return self.ageSweepTask(ageFrom, ageTo, count, **kwargs).run(progress, cancel)
+
+
+def _description(result) -> str:
+    text = str(result.provenance.get("description") or "")
+    return text.replace("_", " ")
+
+
+def sliderSettings(variable) -> dict[str, float]:
+    """Slider range, step and decimals for a card's continuous condition (no hard-coded ranges)."""
+    lo, hi = variable.range
+    step = 10 ** math.floor(math.log10((hi - lo) / 100.0)) if hi > lo else 1.0
+    decimals = max(0, -int(math.floor(math.log10(step))))
+    return {"minimum": float(lo), "maximum": float(hi), "singleStep": float(step), "decimals": decimals, "default": float(variable.default)}

@@ -1,0 +1,139 @@
+"""Running a synthesis off Slicer's main thread and applying its result on it.
+
+A :class:`Task` is one synthesis split where the threads meet:
+
+* ``compute(progress, cancel)`` calls SynthBrainLib only (no MRML, no Qt), so it may run in a worker
+  thread; PyTorch releases the GIL while it computes, so the application stays responsive.
+* ``apply(payload)`` creates the result nodes; MRML is not thread-safe, so it runs on the main
+  thread.
+
+Nothing touches the scene before ``apply``, and ``apply`` is skipped when the task was cancelled,
+so a cancelled or failed task leaves the scene exactly as it was.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def cancelled_error() -> Exception:
+    # Deferred import: SynthBrainLib needs torch, which Slicer may not have when the module loads.
+    from SynthBrainLib.errors import SynthesisCancelled
+
+    return SynthesisCancelled()
+
+
+def is_set(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+@dataclass
+class Task:
+    """One synthesis: a thread-safe ``compute`` and a main-thread ``apply``."""
+
+    title: str
+    compute: Callable[[Optional[ProgressCallback], Any], Any]
+    apply: Callable[[Any], Any]
+
+    def run(self, progress: ProgressCallback | None = None, cancel=None):
+        """Compute then apply, in the calling thread (console scripting, tests)."""
+        payload = self.compute(progress, cancel)
+        if is_set(cancel):
+            raise cancelled_error()
+        return self.apply(payload)
+
+
+class BackgroundRun:
+    """Run ``task.compute`` in a daemon thread; the main thread polls and then calls :meth:`finish`.
+
+    The worker never touches Qt or MRML: progress goes into plain attributes that the widget reads
+    from a timer on the main thread.
+
+    Example (what the module widget does)::
+
+        run = BackgroundRun(logic.brainTask(age=70)).start()
+        ...                       # every 100 ms: progressBar.value = run.fraction
+        run.cancel()              # Cancel button: the pipeline stops at its next step
+        if run.done:
+            node = run.finish()   # main thread; raises SynthesisCancelled or the task's error
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.cancelEvent = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._step = 0
+        self._total = 0
+        self._payload: Any = None
+        self._error: Exception | None = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, name=f"SynthBrain: {task.title}", daemon=True)
+
+    def start(self) -> "BackgroundRun":
+        self._thread.start()
+        return self
+
+    def _progress(self, step: int, total: int) -> None:
+        with self._lock:
+            self._step, self._total = int(step), int(total)
+
+    def _work(self) -> None:
+        try:
+            self._payload = self.task.compute(self._progress, self.cancelEvent)
+        except Exception as exc:  # handed over to the main thread, which reports it
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop; the result, if any, is then discarded."""
+        self.cancelEvent.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancelEvent.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        with self._lock:
+            return self._step, self._total
+
+    @property
+    def fraction(self) -> float:
+        step, total = self.progress
+        return min(max(step / total, 0.0), 1.0) if total else 0.0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def finish(self):
+        """On the main thread, once :attr:`done`: apply the result and return its node(s).
+
+        Raises:
+            SynthesisCancelled: :meth:`cancel` was called (even after the computation ended);
+                nothing is added to the scene.
+            Exception: whatever the computation raised.
+        """
+        if not self.done:
+            raise RuntimeError("the run has not finished yet")
+        if self._finished:
+            raise RuntimeError("the run was already finished")
+        self._finished = True
+        if self.cancelled:
+            raise cancelled_error()
+        if self._error is not None:
+            raise self._error
+        return self.task.apply(self._payload)

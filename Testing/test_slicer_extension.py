@@ -1,0 +1,164 @@
+"""The extension's packaging: CMake files, catalog entry, icon, requirements, module folder, docs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+MODULE_DIR = REPO / "SynthBrain"
+TOP_CMAKE = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+MODULE_CMAKE = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+
+#: Slicer's extension catalog entry schema v1.0.2 (Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json).
+CATALOG_SCHEMA = {
+    "required": ["$schema", "category", "scm_url"],
+    "properties": {
+        "$schema": {"type": str},
+        "category": {"type": str},
+        "scm_url": {"type": str},
+        "scm_revision": {"type": str},
+        "scm_type": {"type": str, "enum": ["git", "local"]},
+        "build_dependencies": {"type": list, "items": str},
+        "dicom_support_rule": {"type": str},
+        "build_subdirectory": {"type": str},
+        "enabled": {"type": bool},
+        "tier": {"type": int, "minimum": 1, "maximum": 5},
+    },
+}
+
+
+def cmake_set(text: str, name: str) -> str:
+    match = re.search(rf'set\({name}\s+"([^"]*)"\)', text)
+    assert match, f"{name} is not set"
+    return match.group(1)
+
+
+def cmake_list(text: str, name: str) -> list[str]:
+    match = re.search(rf"set\({name}\s+(.*?)\)", text, re.S)
+    assert match, name
+    return [item.replace("${MODULE_NAME}", "SynthBrain") for item in match.group(1).split()]
+
+
+def module_categories() -> list[str]:
+    tree = ast.parse((MODULE_DIR / "SynthBrain.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "self.parent.categories":
+            return ast.literal_eval(node.value)
+    raise AssertionError("no categories")
+
+
+def test_top_level_cmake_has_the_extension_fields():
+    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert cmake_set(TOP_CMAKE, field).strip(), field
+    assert cmake_set(TOP_CMAKE, "EXTENSION_DEPENDS") == "PyTorch"
+    assert cmake_set(TOP_CMAKE, "EXTENSION_ICONURL").endswith("SynthBrain/Resources/Icons/SynthBrain.png")
+    for line in ("project(SynthBrain)", "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(SynthBrain)",
+                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+        assert line in TOP_CMAKE, line
+    assert TOP_CMAKE.index("find_package(Slicer") < TOP_CMAKE.index("add_subdirectory(SynthBrain)") < TOP_CMAKE.index("Slicer_EXTENSION_CPACK")
+
+
+def test_module_cmake_lists_every_script_and_resource():
+    scripts = set(cmake_list(MODULE_CMAKE, "MODULE_PYTHON_SCRIPTS"))
+    resources = set(cmake_list(MODULE_CMAKE, "MODULE_PYTHON_RESOURCES"))
+    on_disk_scripts = {"SynthBrain.py"} | {f"SynthBrainSlicer/{p.name}" for p in (MODULE_DIR / "SynthBrainSlicer").glob("*.py")}
+    assert scripts == on_disk_scripts
+    dev_only = {"Resources/Icons/make_icon.py"}
+    on_disk_resources = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
+                         if p.is_file() and "__pycache__" not in p.parts} - dev_only
+    assert resources == on_disk_resources
+    for item in scripts | resources:
+        assert (MODULE_DIR / item).is_file(), item
+    build = re.search(r"slicerMacroBuildScriptedModule\((.*?)\)", MODULE_CMAKE, re.S).group(1)
+    for word in ("NAME ${MODULE_NAME}", "SCRIPTS ${MODULE_PYTHON_SCRIPTS}", "RESOURCES ${MODULE_PYTHON_RESOURCES}", "WITH_GENERIC_TESTS"):
+        assert word in build, word
+    testing = re.search(r"if\(BUILD_TESTING\)(.*?)endif\(\)", MODULE_CMAKE, re.S)
+    assert testing and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in testing.group(1)
+
+
+def test_module_cmake_ships_the_library_and_demo_models():
+    glob = re.search(r"file\(GLOB_RECURSE _synthbrain_shipped_files(.*?)\)", MODULE_CMAKE, re.S).group(1)
+    assert "${_synthbrain_root}/SynthBrainLib/*.py" in glob and "${_synthbrain_root}/Resources/Models/*" in glob
+    # every kind of data file the pip package ships (pyproject package-data) ships in Slicer too
+    package_data = re.search(r'SynthBrainLib = \[(.*?)\]', (REPO / "pyproject.toml").read_text()).group(1)
+    for pattern in re.findall(r'"([^"]+)"', package_data):
+        assert f"${{_synthbrain_root}}/SynthBrainLib/*{Path(pattern).suffix}" in glob, pattern
+    assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/${_dir}" in MODULE_CMAKE
+    assert "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/${_file}" in MODULE_CMAKE
+
+
+def test_only_the_module_file_at_the_top_of_the_module_folder():
+    """Slicer loads every *.py at the top of a module folder as a module: helpers live in SynthBrainSlicer/."""
+    assert sorted(p.name for p in MODULE_DIR.glob("*.py")) == ["SynthBrain.py"]
+
+
+def test_catalog_entry_follows_schema_v1_0_2():
+    entry = json.loads((REPO / "SynthBrain.json").read_text(encoding="utf-8"))
+    assert entry["$schema"] == "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json#"
+    for key in CATALOG_SCHEMA["required"]:
+        assert key in entry, key
+    for key, value in entry.items():
+        assert key in CATALOG_SCHEMA["properties"], f"{key} is not allowed (additionalProperties: false)"
+        rule = CATALOG_SCHEMA["properties"][key]
+        assert isinstance(value, rule["type"]) and not (rule["type"] is int and isinstance(value, bool)), key
+        if "enum" in rule:
+            assert value in rule["enum"], key
+        if "items" in rule:
+            assert all(isinstance(v, rule["items"]) for v in value), key
+        if "minimum" in rule:
+            assert rule["minimum"] <= value <= rule["maximum"], key
+    assert entry["build_dependencies"] == [cmake_set(TOP_CMAKE, "EXTENSION_DEPENDS")]
+    assert entry["category"] == cmake_set(TOP_CMAKE, "EXTENSION_CATEGORY") == module_categories()[0]
+    assert entry["scm_url"].startswith("https://") and entry["scm_revision"]
+
+
+def read_png(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        chunks.setdefault(tag, b"")
+        chunks[tag] += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert depth == 8 and colour in (2, 6) and interlace == 0
+    channels = 3 if colour == 2 else 4
+    raw = zlib.decompress(chunks[b"IDAT"])
+    stride = width * channels
+    rows, previous = [], np.zeros(stride, np.int32)
+    for r in range(height):
+        kind, line = raw[r * (stride + 1)], np.frombuffer(raw[r * (stride + 1) + 1:(r + 1) * (stride + 1)], np.uint8).astype(np.int32)
+        assert kind in (0, 2), "the test decoder knows filters 0 and 2"
+        current = line if kind == 0 else (line + previous) % 256
+        rows.append(current)
+        previous = current
+    return np.array(rows, np.uint8).reshape(height, width, channels)
+
+
+def test_icon_is_a_real_128_pixel_picture():
+    image = read_png(MODULE_DIR / "Resources" / "Icons" / "SynthBrain.png")
+    assert image.shape[:2] == (128, 128)
+    colours, counts = np.unique(image[..., :3].reshape(-1, 3), axis=0, return_counts=True)
+    assert len(colours) > 100 and counts.max() < 0.6 * 128 * 128  # not blank, not a flat placeholder
+    assert (MODULE_DIR / "Resources" / "Icons" / "NOTICE_MNI152.txt").is_file()  # rendered from the MNI template
+
+
+def test_docs_show_install_paths_and_console_api():
+    docs = (REPO / "docs" / "slicer.md").read_text(encoding="utf-8")
+    for phrase in ("Extensions Manager", "Additional module paths", "--additional-module-paths", "PyTorchUtils", "pip_ensure",
+                   "SynthBrainTest", "ctest", "Reload and Test", "pytest Testing/test_slicer_*.py"):
+        assert phrase in docs, phrase
+    logic = ast.parse((MODULE_DIR / "SynthBrainSlicer" / "logic.py").read_text(encoding="utf-8"))
+    methods = {f.name for f in ast.walk(logic) if isinstance(f, ast.FunctionDef)}
+    for called in set(re.findall(r"logic\.(\w+)\(", docs)):
+        assert called in methods, f"docs call logic.{called}, which does not exist"
+    for name in ("generateBrain", "generateLabels", "synthesizeFromSegmentation", "ageSweep"):
+        assert f"logic.{name}(" in docs
