@@ -89,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(handler=_cmd_image_from_labels)
 
+    p = sub.add_parser("train", help="train a demo model on the MNI152 phantom population", description="Train one of the shipped demo models from scratch with a fixed seed (CPU recipe; ~30-45 min each on 2 cores).")
+    p.add_argument("model", choices=("brain-ldm-demo", "labels-demo", "label2image-demo"), help="which demo model")
+    p.add_argument("--out", required=True, metavar="DIR", help="model folder to write (card.json, weights, training.json)")
+    p.add_argument("--subjects", type=int, default=320, metavar="N", help="phantom subjects to train on (default 320)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="phantom population seed (default 0)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="F", help="multiply every step budget (e.g. 0.01 for a smoke run)")
+    p.add_argument("--minutes", type=float, default=None, metavar="M", help="wall-clock cap per network")
+    p.add_argument("--data", metavar="DIR", default=None, help="phantom dataset cache (default $SYNTHBRAIN_HOME/phantoms)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="measure a model on held-out phantoms and write a report", description="Evaluate a model (controllability, lesions, diversity, FLAIR lesion Dice) on held-out MNI152 phantoms; writes MODEL.md, MODEL.json and MODEL.png.")
+    p.add_argument("model", metavar="MODEL", help="model id or folder")
+    p.add_argument("--out", default="docs/evaluation", metavar="DIR", help="report folder (default docs/evaluation)")
+    p.add_argument("--samples", type=int, default=32, metavar="N", help="cases to generate (default 32)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
+    p.add_argument("--device", default="cpu", metavar="D")
+    p.set_defaults(handler=_cmd_evaluate)
+
     models = sub.add_parser("models", help="list, import, download, verify models", description="Manage the model cache.")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION", parser_class=_Parser)
     m = msub.add_parser("list", help="show known models, whether their weights are installed, and where")
@@ -217,10 +236,35 @@ def _cmd_image_from_labels(args) -> int:
     return _finish(args, pipe, result)
 
 
+def _cmd_train(args) -> int:
+    from .training import train_demo
+
+    if args.subjects < 8:
+        raise SynthBrainError(f"--subjects {args.subjects} is too few; use at least 8")
+    if not 0 < args.scale <= 10:
+        raise SynthBrainError(f"--scale {args.scale:g} is outside 0–10")
+    card = train_demo(args.model, args.out, subjects=args.subjects, seed=args.seed, scale=args.scale, minutes=args.minutes,
+                      data_dir=args.data, overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(Path(args.out) / "card.json")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_model
+
+    if args.samples < 4:
+        raise SynthBrainError(f"--samples {args.samples} is too few; use at least 4")
+    evaluate_model(args.model, args.out, samples=args.samples, steps=args.steps, device=args.device, log=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
 def _cmd_models_list(args) -> int:
     store = _store(args)
     rows = [("MODEL", "KIND", "STATUS", "SIZE", "WHERE")]
-    for m in store.list():
+    for model_id, m, problem in store.list():
+        if m is None:
+            rows.append((model_id, store.card(model_id).kind, "changed since install: run 'synthbrain models verify'", "-", "-"))
+            continue
         if m.complete:
             status = {"cache": "installed", "shipped": "shipped", "folder": "folder"}[m.location]
         elif m.weights:

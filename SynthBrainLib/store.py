@@ -104,6 +104,19 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+_DIGEST_CACHE: dict[tuple[str, int, int, tuple[str, ...]], dict[str, str]] = {}
+
+
+def cached_digests(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """:func:`file_digests`, remembered per (path, size, mtime) for this process: shipped models are
+    checked on every lookup, and re-hashing unchanged files each time would make the Slicer panel slow."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, algorithms)
+    if key not in _DIGEST_CACHE:
+        _DIGEST_CACHE[key] = file_digests(path, algorithms)
+    return _DIGEST_CACHE[key]
+
+
 def checksum_status(weight: WeightFile, digests: dict[str, str]) -> str | None:
     """``verified`` / ``unpublished`` / ``None`` (mismatch) for a file's digests."""
     if not weight.has_checksum:
@@ -203,7 +216,7 @@ class ModelStore:
             path = folder / weight.file
             if not path.is_file():
                 continue
-            digests = file_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
+            digests = cached_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
             status = checksum_status(weight, digests)
             if status is None:
                 raise CheckpointError(f"{path}: checksum does not match card {card.id} (sha256 {digests['sha256']}); the file is corrupt or was replaced")
@@ -229,9 +242,19 @@ class ModelStore:
         return installed
 
     # ---- listing and verifying -------------------------------------------------------------
-    def list(self) -> list[InstalledModel]:
-        """Every known model with whatever of its weights is present (complete or not)."""
-        return [self.locate(model_id, require_complete=False) for model_id in sorted(self.cards())]
+    def list(self) -> list[tuple[str, InstalledModel | None, str]]:
+        """Every known model: (id, what is installed or None, problem or "").
+
+        A model whose files changed since install is listed with the problem instead of failing
+        the whole listing.
+        """
+        rows = []
+        for model_id in sorted(self.cards()):
+            try:
+                rows.append((model_id, self.locate(model_id, require_complete=False), ""))
+            except CheckpointError as exc:
+                rows.append((model_id, None, str(exc)))
+        return rows
 
     def verify(self, model: str | None = None) -> list[tuple[str, str, str]]:
         """Re-hash installed and shipped weight files.
