@@ -1,0 +1,53 @@
+"""Small, explicit metrics for the evaluation reports (MS-SSIM is MONAI's)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+
+def pearson(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(a, b) -> float:
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return pearson(ra, rb)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
+
+
+def ms_ssim_pairs(volumes: list[np.ndarray], max_pairs: int = 64, seed: int = 0) -> tuple[float, float]:
+    """Mean and std of MS-SSIM over pairs of volumes (all pairs, or ``max_pairs`` random ones).
+
+    3D, data range 1, Gaussian kernel 5 and four scales: the demo grids (64 voxels) are too small
+    for MONAI's default 11-voxel kernel over five scales.
+    """
+    from monai.metrics import MultiScaleSSIMMetric
+
+    metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=5, weights=(0.0448, 0.2856, 0.3001, 0.2363))
+    pairs = list(itertools.combinations(range(len(volumes)), 2))
+    if len(pairs) > max_pairs:
+        rng = np.random.default_rng(seed)
+        pairs = [pairs[i] for i in rng.choice(len(pairs), max_pairs, replace=False)]
+    values = []
+    for i, j in pairs:
+        x = torch.from_numpy(np.ascontiguousarray(volumes[i], np.float32))[None, None]
+        y = torch.from_numpy(np.ascontiguousarray(volumes[j], np.float32))[None, None]
+        values.append(float(metric(x, y).mean()))
+    return float(np.mean(values)), float(np.std(values))
+
+
+def is_monotonic_increasing(values, tolerance: float = 0.0) -> bool:
+    v = np.asarray(values, np.float64)
+    return bool(np.all(np.diff(v) >= -tolerance))

@@ -1,0 +1,333 @@
+"""Recipes that train the shipped demo models on the MNI152 phantom population.
+
+``synthbrain train brain-ldm-demo --out Resources/Models/brain-ldm-demo`` (and ``labels-demo``,
+``label2image-demo``) builds the phantom dataset (cached), trains the networks with a fixed seed
+and writes a model folder: ``card.json`` (with the sha256 of every weight file), the weights as
+safetensors and ``training.json`` (the command, data statistics, loss curves, timings). The cards
+use the same schema and the same loading code as the published models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..cards import ModelCard, NetworkSpec
+from ..checkpoints import file_sha256
+from ..store import default_home
+from .data import PhantomTrainingData, load_training_data
+from .trainers import (
+    FitConfig,
+    encode_means,
+    style_statistics,
+    train_image_autoencoder,
+    train_label_autoencoder,
+    train_latent_diffusion,
+    train_spade,
+)
+
+DEMO_IDS = ("brain-ldm-demo", "labels-demo", "label2image-demo")
+Log = Callable[[str], None]
+
+LABEL_COLOURS = [
+    (0, "background", [0, 0, 0]), (1, "csf", [84, 160, 227]), (2, "gm", [128, 174, 128]), (3, "wm", [241, 214, 145]),
+    (4, "dgm", [177, 122, 101]), (5, "brainstem", [111, 184, 210]), (6, "wmh", [255, 255, 0]), (7, "tumour", [230, 30, 30]),
+    (8, "edema", [90, 200, 90]), (9, "gdtumour", [200, 0, 200]),
+]
+SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205, "clip_sample": False}
+LICENCE = "Apache-2.0 (SynthBrain). Trained only on phantoms derived from the MNI ICBM152 2009a template (see the MNI notice shipped with SynthBrainLib/phantoms)."
+CITATION = "SynthBrain demo model trained on MNI152-derived phantoms. Architecture after Pinaya et al., Brain imaging generation with latent diffusion models, DGM4MICCAI 2022, and Fernandez et al., A 3D generative model of pathological multi-modal MR images and segmentations, DGM4MICCAI 2023."
+INTENDED_USE = "Demonstration and software testing only: trained on synthetic phantoms, not on patients. Not for research conclusions about anatomy, nor for clinical use."
+
+
+@dataclass
+class Budget:
+    """Steps per network; ``scale`` shrinks every budget (e.g. 0.02 for a smoke run)."""
+
+    scale: float = 1.0
+    minutes: float | None = None
+
+    def config(self, steps: int, **kwargs) -> FitConfig:
+        return FitConfig(steps=max(1, int(round(steps * self.scale))), minutes=self.minutes, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Card pieces
+# ----------------------------------------------------------------------------------------------
+def _output(data: PhantomTrainingData, modality: str) -> dict:
+    return {
+        "shape": list(data.shape),
+        "spacing": [float(s) for s in data.spacing],
+        "affine": np.asarray(data.affine).round(6).tolist(),
+        "intensity_range": [0.0, 1.0],
+        "modality": modality,
+        "geometry_published": True,
+        "note": "Phantom grid: RAS, centred on the MNI152 brain; images skull-stripped, intensities in [0, 1].",
+    }
+
+
+def _continuous(name: str, label: str, unit: str, lo: float, hi: float, default: float, note: str) -> dict:
+    return {"name": name, "label": label, "kind": "continuous", "unit": unit, "range": [lo, hi], "default": default, "normalisation": "defined", "note": note}
+
+
+def _rounded_range(values: np.ndarray, step: float, pad: float = 0.1) -> tuple[float, float]:
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo
+    lo = max(0.0, np.floor((lo - pad * span) / step) * step)
+    hi = np.ceil((hi + pad * span) / step) * step
+    return float(lo), float(hi)
+
+
+def _base_card(model_id: str, name: str, kind: str, description: str, data: PhantomTrainingData) -> dict:
+    return {
+        "schema_version": 1,
+        "id": model_id,
+        "name": name,
+        "version": "1.0.0",
+        "kind": kind,
+        "description": description,
+        "licence": LICENCE,
+        "citation": CITATION,
+        "intended_use": INTENDED_USE,
+        "source": {"type": "synthbrain-demo", "training_command": f"synthbrain train {model_id}", "phantoms": data.describe()},
+        "weights_public": True,
+    }
+
+
+def _network(cls: str, weights: str, kwargs: dict) -> dict:
+    return {"class": cls, "weights": weights, "kwargs": kwargs}
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes
+# ----------------------------------------------------------------------------------------------
+IMAGE_AE = {
+    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "latent_channels": 3, "channels": [16, 32, 64], "num_res_blocks": 1,
+    "norm_num_groups": 8, "norm_eps": 1e-06, "attention_levels": [False, False, False],
+    "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False,
+}
+LABEL_AE = dict(IMAGE_AE, in_channels=10, out_channels=10, latent_channels=4)
+
+
+def _unet(latent_channels: int, n_conditions: int, concat: bool) -> dict:
+    return {
+        "spatial_dims": 3, "in_channels": latent_channels + (n_conditions if concat else 0), "out_channels": latent_channels,
+        "channels": [32, 64, 64], "num_res_blocks": 1, "attention_levels": [False, False, True], "num_head_channels": [0, 0, 32],
+        "norm_num_groups": 16, "norm_eps": 1e-06, "resblock_updown": True, "with_conditioning": True, "transformer_num_layers": 1,
+        "cross_attention_dim": n_conditions, "upcast_attention": True,
+    }
+
+
+def _scale_factor(latents: np.ndarray) -> float:
+    """1 / std of the latents, so diffusion sees unit variance (Rombach et al.); rounded for the card."""
+    return float(np.round(1.0 / latents.std(), 4))
+
+
+def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+    """T1 autoencoder + conditional latent diffusion (sex, age, ventricular and brain volume)."""
+    ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", IMAGE_AE, "autoencoder")
+    ae, ae_report = train_image_autoencoder(ae_spec, data.images[:, :1], budget.config(900, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=1), log=log)
+    latents = encode_means(ae, data.images[:, :1])
+    scale = _scale_factor(latents)
+
+    vent_lo, vent_hi = _rounded_range(data.ventricular_ml, 5.0)
+    brain_lo, brain_hi = _rounded_range(data.brain_ml, 50.0)
+    variables = [
+        {"name": "sex", "label": "Sex", "kind": "categorical", "choices": {"female": 0.0, "male": 1.0}, "default": "female", "normalisation": "defined", "note": "0 = female, 1 = male, as the phantoms were made."},
+        _continuous("age", "Age", "years", 45.0, 82.0, 65.0, "Linear map of 45-82 years to 0-1 (the phantoms' age range)."),
+        _continuous("ventricular_volume", "Ventricular volume", "mL", vent_lo, vent_hi, float(np.round(np.median(data.ventricular_ml))),
+                    f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with SynthBrainLib.phantoms.measure (lateral + third ventricles)."),
+        _continuous("brain_volume", "Brain volume", "mL", brain_lo, brain_hi, float(np.round(np.median(data.brain_ml))),
+                    f"Linear map of {brain_lo:g}-{brain_hi:g} mL to 0-1; tissue volume measured on each phantom's T1 (not head-size normalised)."),
+    ]
+    cond = np.stack([
+        data.sex.astype(np.float32),
+        (data.age - 45.0) / 37.0,
+        (data.ventricular_ml - vent_lo) / (vent_hi - vent_lo),
+        (data.brain_ml - brain_lo) / (brain_hi - brain_lo),
+    ], axis=1).astype(np.float32)
+    unet_kwargs = _unet(3, 4, concat=True)
+    unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(4000, batch=8, lr=2.5e-4, seed=2), log=log)
+
+    card = _base_card(
+        "brain-ldm-demo", "Brain LDM demo (MNI152 phantoms)", "conditional_latent_diffusion",
+        "Small conditional latent diffusion model with Brain LDM's interface (sex, age, ventricular volume, brain volume; conditions concatenated and as cross-attention context) trained on this repository's MNI152 phantom population at 2.5 mm.",
+        data,
+    )
+    card.update(
+        weights={"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
+        networks={"autoencoder": _network("AutoencoderKL", "autoencoder", IMAGE_AE), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
+        scheduler={"class": "DDIMScheduler", "objective": "epsilon", "kwargs": SCHEDULE},
+        sampling={"default_sampler": "ddim", "default_steps": 50, "samplers": ["ddim", "ddpm", "pndm"], "max_steps": 1000},
+        latent={"shape": [3, *latents.shape[2:]], "scale_factor": scale},
+        conditioning={"inputs": ["concat", "crossattn"], "variables": variables},
+        output=_output(data, "T1w"),
+    )
+    states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
+    log_record = {"autoencoder": ae_report.as_json(), "diffusion": unet_report.as_json(), "latent_std": float(latents.std())}
+    return card, states, log_record
+
+
+def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+    """Label autoencoder (10-class partial volumes) + latent diffusion conditioned on lesion fractions."""
+    pv = data.partial_volumes
+    freq = pv.mean(axis=(0, 2, 3, 4))
+    class_weights = np.clip((freq[1:].mean() / np.maximum(freq, 1e-6)) ** 0.5, 1.0, 10.0).astype(np.float32)
+    class_weights[0] = 1.0
+    ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", LABEL_AE, "autoencoder")
+    ae, ae_report = train_label_autoencoder(ae_spec, pv, budget.config(900, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=3), class_weights=class_weights, log=log)
+    latents = encode_means(ae, pv)
+    scale = _scale_factor(latents)
+
+    names = ("wmh", "tumour", "edema", "gdtumour")
+    labels = {"wmh": "White-matter hyperintensities", "tumour": "Tumour (non-enhancing core)", "edema": "Edema", "gdtumour": "Enhancing tumour"}
+    variables, columns = [], []
+    for j, name in enumerate(names):
+        values = data.lesion_fractions[:, j]
+        hi = float(np.ceil(values.max() * 1.1 * 1000) / 1000) or 0.01
+        variables.append(_continuous(name, labels[name], "fraction", 0.0, hi, 0.0,
+                                     f"Lesion volume / brain volume (voxels labelled {name} over non-background voxels); 0 asks for none. Linear map of 0-{hi:g} to 0-1."))
+        columns.append(values / hi)
+    cond = np.stack(columns, axis=1).astype(np.float32)
+    unet_kwargs = _unet(4, 4, concat=True)
+    unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
+    schedule = dict(SCHEDULE, beta_end=0.0195)
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(4000, batch=8, lr=2.5e-4, seed=4), log=log)
+
+    card = _base_card(
+        "labels-demo", "Label generator demo (MNI152 phantoms)", "label_generator",
+        "brainSPADE3D-style label generator: latent diffusion over 10-class partial-volume label maps (background, csf, gm, wm, dgm, brainstem, wmh, tumour, edema, gdtumour) conditioned on the four lesion volume fractions, trained on this repository's MNI152 phantoms at 2.5 mm. Unlike brainSPADE3D (cross-attention only), conditions also enter as concatenated channels.",
+        data,
+    )
+    card.update(
+        weights={"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
+        networks={"autoencoder": _network("AutoencoderKL", "autoencoder", LABEL_AE), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
+        scheduler={"class": "DDIMScheduler", "objective": "epsilon", "kwargs": schedule},
+        sampling={"default_sampler": "ddim", "default_steps": 50, "samplers": ["ddim", "ddpm", "pndm"], "max_steps": 1000},
+        latent={"shape": [4, *latents.shape[2:]], "scale_factor": scale},
+        conditioning={"inputs": ["concat", "crossattn"], "variables": variables},
+        output=_output(data, "labels"),
+        labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
+    )
+    for v in card["conditioning"]["variables"]:
+        v["model_range"] = [0.0, 1.0]
+    states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
+    return card, states, {"autoencoder": ae_report.as_json(), "diffusion": unet_report.as_json(), "class_weights": class_weights.round(3).tolist(), "latent_std": float(latents.std())}
+
+
+SPADE = {
+    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "label_nc": 10, "channels": [16, 32, 64, 64], "z_dim": 16,
+    "is_vae": True, "spade_intermediate_channels": 32, "norm": "INSTANCE", "upsampling_mode": "nearest",
+}
+
+
+def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+    """SPADENet from partial volumes to T1 / FLAIR / T2; the sequence is a style code."""
+    kwargs = dict(SPADE, input_shape=list(data.shape))
+    spec = NetworkSpec("generator", "SPADENet", kwargs, "generator")
+    model, report = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log)
+    codes = style_statistics(model, data.images, data.sequences)
+    card = _base_card(
+        "label2image-demo", "Label-to-image demo (MNI152 phantoms)", "label_to_image",
+        "SPADE generator (MONAI SPADENet: VAE style encoder + SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a style code drawn from per-sequence statistics of the encoder. Trained on this repository's MNI152 phantoms.",
+        data,
+    )
+    card.update(
+        weights={"generator": {"file": "generator.safetensors", "format": "safetensors"}, "style": {"file": "style_codes.safetensors", "format": "safetensors"}},
+        networks={"generator": _network("SPADENet", "generator", kwargs)},
+        conditioning={"inputs": [], "variables": []},
+        output=_output(data, "MR"),
+        labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
+        sequences={"names": list(data.sequences), "mode": "style_codes", "weights": "style"},
+    )
+    return card, {"generator": model.state_dict(), "style": codes}, {"generator": report.as_json()}
+
+
+RECIPES = {"brain-ldm-demo": train_brain_ldm_demo, "labels-demo": train_labels_demo, "label2image-demo": train_label2image_demo}
+
+
+# ----------------------------------------------------------------------------------------------
+def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.Tensor]], training: dict, overwrite: bool = False) -> ModelCard:
+    """Write weights (safetensors), card.json with their sha256, and training.json; atomically per file.
+
+    The card is validated before anything is written.
+    """
+    from safetensors.torch import save_file
+
+    from ..errors import OutputError
+
+    out = Path(out)
+    if (out / "card.json").exists() and not overwrite:
+        raise OutputError(f"{out / 'card.json'} already exists; pass --overwrite to replace the model")
+    out.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for key, state in states.items():
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=".", suffix=".safetensors")
+            os.close(fd)
+            save_file({k: v.detach().float().contiguous() for k, v in state.items()}, tmp, metadata={"synthbrain_model": card["id"], "synthetic_training_data": "MNI152 phantoms"})
+            card["weights"][key]["sha256"] = file_sha256(tmp)
+            card["weights"][key]["size_bytes"] = Path(tmp).stat().st_size
+            staged.append((Path(tmp), out / card["weights"][key]["file"]))
+        model_card = ModelCard.from_dict(card)
+        for name, payload in (("card.json", card), ("training.json", training)):
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=".", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh, indent=2)
+            staged.append((Path(tmp), out / name))
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return model_card
+
+
+def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int = 0, scale: float = 1.0, minutes: float | None = None,
+               data_dir: str | Path | None = None, overwrite: bool = False, log: Log = print) -> ModelCard:
+    """Train one demo model end to end and write its model folder.
+
+    Args:
+        model_id: one of :data:`DEMO_IDS`.
+        out: model folder to write (e.g. ``Resources/Models/brain-ldm-demo``).
+        subjects: phantom subjects to train on (generated once, cached under ``data_dir``).
+        seed: phantom population seed.
+        scale: multiplies every step budget (1.0 = the shipped recipe).
+        minutes: wall-clock cap per network.
+    """
+    from ..errors import OutputError, SynthBrainError
+
+    if model_id not in RECIPES:
+        raise SynthBrainError(f"no training recipe for {model_id!r}; choose one of {', '.join(DEMO_IDS)}")
+    if (Path(out) / "card.json").exists() and not overwrite:
+        raise OutputError(f"{Path(out) / 'card.json'} already exists; pass --overwrite to replace the model")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    start = time.time()
+    data_dir = Path(data_dir) if data_dir else default_home() / "phantoms"
+    data = load_training_data(subjects, seed=seed, cache=data_dir, log=log)
+    log(f"{model_id}: {len(data)} phantom subjects loaded ({time.time() - start:.0f} s)")
+    card, states, record = RECIPES[model_id](data, Budget(scale=scale, minutes=minutes), log)
+    training = {
+        "model": model_id,
+        "command": " ".join(["synthbrain", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)] + (["--scale", str(scale)] if scale != 1.0 else [])),
+        "synthbrain": __version__,
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} CPU(s), {platform.python_version()}",
+        "seconds_total": round(time.time() - start, 1),
+        "data": data.describe(),
+        "networks": record,
+    }
+    card_obj = write_model_folder(Path(out), card, states, training, overwrite=overwrite)
+    log(f"{model_id}: written to {out} in {time.time() - start:.0f} s")
+    return card_obj
