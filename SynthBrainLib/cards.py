@@ -241,6 +241,22 @@ class ConditionVariable:
     model_range: tuple[float, float] = (0.0, 1.0)
     choices: Mapping[str, float] | None = None
     typical_range: tuple[float, float] | None = None
+    default_from: Mapping[str, Any] | None = None
+
+    def typical_default(self, values: Mapping[str, float]) -> float | None:
+        """The default given other variables, when the card has a ``default_from`` model.
+
+        ``default_from = {"intercept": a, "coefficients": {"age": b, "sex": c}}`` gives
+        ``a + b * age + c * sex`` (real units for continuous variables, model value for categorical
+        ones), clipped to the range: e.g. the ventricular volume typical for an age.
+        """
+        if not self.default_from:
+            return None
+        value = float(self.default_from["intercept"])
+        for name, coef in self.default_from["coefficients"].items():
+            value += float(coef) * float(values[name])
+        lo, hi = self.range
+        return float(min(max(value, lo), hi))
 
     @property
     def option(self) -> str:
@@ -552,7 +568,15 @@ def _parse_conditioning(f: _Fields) -> Conditioning:
             typical = v.numbers("typical_range", length=2, required=False)
             if typical is not None and not lo <= typical[0] <= typical[1] <= hi:
                 v.fail("typical_range", f"must lie inside range {lo:g}–{hi:g}, got {list(typical)}")
-            variables.append(ConditionVariable(**common, range=(lo, hi), model_range=model_range, default=default, typical_range=typical))
+            default_from = v.obj("default_from", required=False)
+            if default_from is not None:
+                default_from.number("intercept")
+                coefficients = default_from.mapping("coefficients")
+                cf = _Fields(coefficients, f"{default_from.path}.coefficients", f.card_id)
+                for key in coefficients:
+                    cf.number(key)
+                default_from = default_from.data
+            variables.append(ConditionVariable(**common, range=(lo, hi), model_range=model_range, default=default, typical_range=typical, default_from=default_from))
         else:
             choices = v.mapping("choices")
             cf = _Fields(choices, f"{v.path}.choices", f.card_id)
@@ -567,6 +591,11 @@ def _parse_conditioning(f: _Fields) -> Conditioning:
     names = [v.name for v in variables]
     if len(set(names)) != len(names):
         s.fail("variables", "names a variable twice")
+    for i, v in enumerate(variables):
+        for ref in (v.default_from or {}).get("coefficients", {}):
+            target = next((w for w in variables if w.name == ref), None)
+            if target is None or target.default_from:
+                s.fail(f"variables[{i}].default_from.coefficients.{ref}", "must name a variable that has a plain default")
     if variables and not inputs:
         s.fail("inputs", "must say how the variables enter the network (concat and/or crossattn)")
     return Conditioning(variables=tuple(variables), inputs=tuple(inputs))

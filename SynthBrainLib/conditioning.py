@@ -118,7 +118,9 @@ def resolve_conditions(
     real: dict[str, float | str] = {}
     model: dict[str, float] = {}
     given: dict[str, str] = {}
-    for v in conditioning.variables:
+    # Variables whose default depends on others (default_from) are resolved after those others.
+    ordered = sorted(conditioning.variables, key=lambda v: v.default_from is not None and v.name not in values and v.name not in raw)
+    for v in ordered:
         if v.name in raw:
             number = _number(v.name, raw[v.name], " (model units)")
             mlo, mhi = v.model_range
@@ -127,8 +129,17 @@ def resolve_conditions(
             model[v.name] = number
             real[v.name] = model_to_real(v, number)
             given[v.name] = "raw"
+        elif v.name in values:
+            real[v.name], model[v.name] = real_to_model(v, values[v.name])
+            given[v.name] = "real"
+        elif v.default_from:
+            inputs = {n: (model[n] if isinstance(real[n], str) else real[n]) for n in v.default_from["coefficients"]}
+            real[v.name], model[v.name] = real_to_model(v, v.typical_default(inputs))
+            given[v.name] = "default for " + ", ".join(f"{n} {real[n] if isinstance(real[n], str) else format(real[n], 'g')}" for n in inputs)
         else:
-            source = values.get(v.name, v.default)
-            real[v.name], model[v.name] = real_to_model(v, source)
-            given[v.name] = "real" if v.name in values else "default"
-    return ConditionValues(real=real, model=model, given_as=given)
+            real[v.name], model[v.name] = real_to_model(v, v.default)
+            given[v.name] = "default"
+    order = [v.name for v in conditioning.variables]
+    return ConditionValues(
+        real={n: real[n] for n in order}, model={n: model[n] for n in order}, given_as={n: given[n] for n in order}
+    )

@@ -62,3 +62,21 @@ def test_lesion_fractions_identity_mapping():
     assert c.model == pytest.approx({"wmh": 0.05, "tumour": 0.0, "edema": 0.2, "gdtumour": 0.0})
     with pytest.raises(ConditionError, match="wmh 0.5 is outside 0–0.0923 fraction"):
         resolve_conditions(cond, {"wmh": 0.5})
+
+
+def test_default_from_other_variables():
+    from SynthBrainLib.cards import ModelCard
+    from tiny_models import tiny_brain_card
+
+    data = tiny_brain_card()
+    data["conditioning"]["variables"][2]["default_from"] = {"intercept": -50.0, "coefficients": {"age": 1.0, "sex": 5.0}}
+    cond = ModelCard.from_dict(data).conditioning
+    c = resolve_conditions(cond, {"age": 80, "sex": "male"})
+    assert c.real["ventricular_volume"] == pytest.approx(35.0)
+    assert c.given_as["ventricular_volume"] == "default for age 80, sex male"
+    assert resolve_conditions(cond, {"age": 45}).real["ventricular_volume"] == 0.0  # clipped to the range
+    assert resolve_conditions(cond, {"age": 80, "ventricular_volume": 12}).real["ventricular_volume"] == 12.0
+    assert list(c.real) == ["sex", "age", "ventricular_volume", "brain_volume"]
+    data["conditioning"]["variables"][2]["default_from"]["coefficients"] = {"height": 1.0}
+    with pytest.raises(Exception, match="default_from.coefficients.height' must name a variable that has a plain default"):
+        ModelCard.from_dict(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -76,7 +77,7 @@ def load_training_data(n: int, *, seed: int = 0, cache: Path, spacing_mm: float 
     missing = [i for i in range(n) if not (folder / subject_filename(i)).exists()]
     if missing:
         log(f"building {len(missing)} phantom subjects in {folder} (resumable)")
-        build_dataset(PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape), n, folder, progress=False)
+        build_dataset(PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape), n, folder, workers=min(2, os.cpu_count() or 1), progress=False)
     records = [load_subject(folder / subject_filename(i)) for i in range(n)]
     sequences = ("T1", "FLAIR", "T2")
     metas = [r["meta"] for r in records]

@@ -133,10 +133,29 @@ def _scale_factor(latents: np.ndarray) -> float:
     return float(np.round(1.0 / latents.std(), 4))
 
 
+def age_typical_defaults(data: PhantomTrainingData) -> dict[str, dict]:
+    """Least-squares ``default_from`` models of the measured volumes on age (years) and sex (0/1).
+
+    An unset volume then defaults to what is typical for the requested age and sex, so that
+    "older" means older anatomy; a volume the user sets is used as given.
+    """
+    design = np.stack([np.ones(len(data)), data.age, data.sex.astype(np.float64)], axis=1)
+    out = {}
+    for name, values in (("ventricular_volume", data.ventricular_ml), ("brain_volume", data.brain_ml)):
+        coef, *_ = np.linalg.lstsq(design, values.astype(np.float64), rcond=None)
+        residual = values - design @ coef
+        out[name] = {
+            "intercept": round(float(coef[0]), 4),
+            "coefficients": {"age": round(float(coef[1]), 5), "sex": round(float(coef[2]), 4)},
+            "note": f"least-squares fit on the {len(data)} training phantoms (residual sd {residual.std():.1f} mL)",
+        }
+    return out
+
+
 def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """T1 autoencoder + conditional latent diffusion (sex, age, ventricular and brain volume)."""
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", IMAGE_AE, "autoencoder")
-    ae, ae_report = train_image_autoencoder(ae_spec, data.images[:, :1], budget.config(900, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=1), log=log)
+    ae, ae_report = train_image_autoencoder(ae_spec, data.images[:, :1], budget.config(800, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=1), log=log)
     latents = encode_means(ae, data.images[:, :1])
     scale = _scale_factor(latents)
 
@@ -150,6 +169,8 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
         _continuous("brain_volume", "Brain volume", "mL", brain_lo, brain_hi, float(np.round(np.median(data.brain_ml))),
                     f"Linear map of {brain_lo:g}-{brain_hi:g} mL to 0-1; tissue volume measured on each phantom's T1 (not head-size normalised)."),
     ]
+    for v, typical in zip(variables[2:], age_typical_defaults(data).values()):
+        v["default_from"] = typical
     cond = np.stack([
         data.sex.astype(np.float32),
         (data.age - 45.0) / 37.0,
@@ -158,7 +179,7 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
     ], axis=1).astype(np.float32)
     unet_kwargs = _unet(3, 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(4000, batch=8, lr=2.5e-4, seed=2), log=log)
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(3500, batch=8, lr=2.5e-4, seed=2), log=log)
 
     card = _base_card(
         "brain-ldm-demo", "Brain LDM demo (MNI152 phantoms)", "conditional_latent_diffusion",
@@ -186,7 +207,7 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
     class_weights = np.clip((freq[1:].mean() / np.maximum(freq, 1e-6)) ** 0.5, 1.0, 10.0).astype(np.float32)
     class_weights[0] = 1.0
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", LABEL_AE, "autoencoder")
-    ae, ae_report = train_label_autoencoder(ae_spec, pv, budget.config(900, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=3), class_weights=class_weights, log=log)
+    ae, ae_report = train_label_autoencoder(ae_spec, pv, budget.config(800, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=3), class_weights=class_weights, log=log)
     latents = encode_means(ae, pv)
     scale = _scale_factor(latents)
 
@@ -203,7 +224,7 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
     unet_kwargs = _unet(4, 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
     schedule = dict(SCHEDULE, beta_end=0.0195)
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(4000, batch=8, lr=2.5e-4, seed=4), log=log)
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(3500, batch=8, lr=2.5e-4, seed=4), log=log)
 
     card = _base_card(
         "labels-demo", "Label generator demo (MNI152 phantoms)", "label_generator",
