@@ -255,42 +255,38 @@ class SynthBrainLogic:
     def brainTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
                   device: str | None = None, raw: dict[str, float] | None = None, **conditions: Any) -> Task:
         """A conditioned brain: ``compute`` gives a SynthesisResult, ``apply`` a volume node."""
-        modelId = self._model(model, BRAIN_KIND)
-        card = self.card(modelId)
-        self._check(card, conditions, raw, sampler, steps, device)
-        seed = self._seed(seed)
-        scene = self.scene
 
-        def compute(progress, cancel):
-            pipe = self.pipeline(modelId, device)
-            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **conditions)
-
-        def apply(result):
+        def apply(scene, card, seed, result):
             name = f"SynthBrain {card.output.modality} {_description(result)} seed {seed}"
             return mrml.add_result_volume(scene, result.image, result.affine, name, result.provenance)
 
-        return Task(f"{modelId} brain", compute, apply)
+        return self._conditionedTask(BRAIN_KIND, "brain", apply, model, seed, sampler, steps, device, raw, conditions)
 
     def labelsTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
                    device: str | None = None, raw: dict[str, float] | None = None, **conditions: Any) -> Task:
         """A label map from the label generator: ``apply`` gives a schema segmentation node."""
-        modelId = self._model(model, LABELS_KIND)
-        card = self.card(modelId)
-        self._check(card, conditions, raw, sampler, steps, device)
-        seed = self._seed(seed)
-        scene = self.scene
 
-        def compute(progress, cancel):
-            pipe = self.pipeline(modelId, device)
-            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **conditions)
-
-        def apply(result):
+        def apply(scene, card, seed, result):
             real = (result.provenance.get("conditions") or {}).get("real_units", {})
             lesions = ", ".join(f"{k} {v:g}" for k, v in real.items() if isinstance(v, (int, float)) and v)
             name = f"SynthBrain labels {lesions or 'healthy'} seed {seed}"
             return mrml.labels_to_segmentation(scene, result.labels, result.affine, card.labels, name, result.provenance)
 
-        return Task(f"{modelId} labels", compute, apply)
+        return self._conditionedTask(LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, raw, conditions)
+
+    def _conditionedTask(self, kind, what, apply, model, seed, sampler, steps, device, raw, conditions) -> Task:
+        """Validate on the calling thread, generate in ``compute``, add nodes in ``apply``."""
+        modelId = self._model(model, kind)
+        card = self.card(modelId)
+        self._check(card, conditions, raw, sampler, steps, device)
+        seed = self._seed(seed)
+        scene = self.scene
+
+        def compute(progress, cancel):
+            pipe = self.pipeline(modelId, device)
+            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **conditions)
+
+        return Task(f"{modelId} {what}", compute, lambda result: apply(scene, card, seed, result))
 
     def synthesisTask(self, segmentationNode, *, sequence: str = "T1", model: str | None = None, referenceVolumeNode=None,
                       seed: int | None = None, sampler: str | None = None, steps: int | None = None, device: str | None = None,

@@ -1,0 +1,87 @@
+"""Semantic checks on the shipped demo models (Resources/Models): they must do what their cards say.
+
+These use the trained weights, so each check could fail if training went wrong: ventricles grow
+with age, painted lesions appear where painted, and asking for no lesion gives none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from SynthBrainLib import load_pipeline
+from SynthBrainLib.phantoms import PhantomPopulation, SubjectSpec, measure_ventricular_volume_ml, paint_lesion
+from SynthBrainLib.store import REPO_SHIPPED_DIR, ModelStore
+
+DEMOS = ("brain-ldm-demo", "labels-demo", "label2image-demo")
+
+
+@pytest.fixture(scope="module")
+def store():
+    return ModelStore(home=REPO_SHIPPED_DIR.parent / ".unused-cache", shipped=[REPO_SHIPPED_DIR])
+
+
+def test_demo_models_are_shipped_and_verified(store):
+    for model_id in DEMOS:
+        installed = store.locate(model_id)
+        assert installed.location == "shipped"
+        assert {w.checksum for w in installed.weights.values()} == {"verified"}
+    total = sum(store.locate(m).size_bytes for m in DEMOS)
+    assert total < 40e6, f"demo weights are {total / 1e6:.1f} MB; the budget is 40 MB"
+
+
+def test_older_age_gives_larger_ventricles(store):
+    """Mean over seeds of the ventricular volume measured on images generated at 50 and at 80 years.
+
+    Only age and sex are given: the volumes take the card's age-typical defaults (default_from),
+    as a user who asks for an older brain expects.
+    """
+    pipe = load_pipeline("brain-ldm-demo", device="cpu", store=store)
+    assert pipe.card.conditioning.variable("ventricular_volume").default_from
+    young, old = [], []
+    for seed in range(3):
+        for age, out in ((50, young), (80, old)):
+            image = pipe.generate(seed=seed, age=age, sex="female", steps=25).image
+            out.append(measure_ventricular_volume_ml(image, pipe.card.output.affine))
+    assert np.mean(old) > np.mean(young) + 2.0, (young, old)
+
+
+def test_no_lesion_requested_gives_none(store):
+    pipe = load_pipeline("labels-demo", device="cpu", store=store)
+    lesion_values = [pipe.card.label_names.index(n) for n in ("wmh", "tumour", "edema", "gdtumour")]
+    for seed in range(3):
+        result = pipe.generate(seed=seed, steps=25)
+        brain = np.count_nonzero(result.labels)
+        lesions = np.count_nonzero(np.isin(result.labels, lesion_values))
+        assert brain > 10_000
+        assert lesions / brain < 1e-3, f"seed {seed}: {lesions} lesion voxels requested none"
+
+
+def test_requested_wmh_appears(store):
+    pipe = load_pipeline("labels-demo", device="cpu", store=store)
+    wmh = pipe.card.conditioning.variable("wmh").range[1] * 0.6
+    fractions = [pipe.generate(seed=seed, wmh=wmh, steps=25).provenance["lesions"]["wmh"]["fraction"] for seed in range(3)]
+    assert min(fractions) > 0.002, fractions
+
+
+def test_painted_lesion_shows_where_painted(store):
+    pipe = load_pipeline("label2image-demo", device="cpu", store=store)
+    card = pipe.card
+    pop = PhantomPopulation(seed=0, spacing_mm=card.output.spacing[0], shape=tuple(card.output.shape))
+    healthy = pop.make(SubjectSpec(age=60, sex="female", deformation_seed=123456))
+    wm = card.label_names.index("wm")
+    deep = np.argwhere(ndi.binary_erosion(healthy.labels == wm, iterations=3))
+    centre = deep[len(deep) // 2]
+    grid = np.indices(healthy.labels.shape)
+    mask = (sum((grid[a] - centre[a]) ** 2 for a in range(3)) <= 3.0**2) & (healthy.labels == wm)
+    painted = paint_lesion(healthy.labels, mask, "wmh")
+    flair = pipe.generate(painted, affine=healthy.affine, sequence="FLAIR", seed=0).image
+    normal_wm = ndi.binary_erosion(painted == wm, iterations=1)
+    assert flair[mask].mean() > flair[normal_wm].mean() + 4 * flair[normal_wm].std()
+    detected = (flair > flair[normal_wm].mean() + 3 * flair[normal_wm].std()) & (painted > 0)
+    dice = 2 * np.logical_and(detected, mask).sum() / (detected.sum() + mask.sum())
+    assert dice > 0.6, dice
+    # the same label map without the lesion has no hyperintensity there
+    plain = pipe.generate(healthy.labels, affine=healthy.affine, sequence="FLAIR", seed=0).image
+    assert plain[mask].mean() < flair[mask].mean() - 0.1
