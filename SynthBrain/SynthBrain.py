@@ -120,6 +120,7 @@ class SynthBrainParameterNode:
     sweepAgeFrom: Annotated[float, WithinRange(*AGE_BOUNDS)] = 50.0
     sweepAgeTo: Annotated[float, WithinRange(*AGE_BOUNDS)] = 80.0
     sweepSteps: Annotated[int, WithinRange(2, 200)] = 7
+    sweepTypicalVolumes: bool = True
     # Lesion painting
     labelModel: str = ""
     wmh: Annotated[float, WithinRange(*FRACTION_BOUNDS)] = 0.0
@@ -564,6 +565,10 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _sweepTask(self):
         p = self._parameterNode
         conditions = {k: v for k, v in self._brainConditions().items() if k != core.AGE}
+        card = self._card("brainModel")
+        if p.sweepTypicalVolumes and card is not None:
+            # Conditions with an age-typical default are left unset so that they follow the age.
+            conditions = {k: v for k, v in conditions.items() if not (k in card.conditioning.names and card.conditioning.variable(k).default_from)}
         return self.logic.ageSweepTask(p.sweepAgeFrom, p.sweepAgeTo, p.sweepSteps, model=p.brainModel or None, seed=p.seed,
                                        sampler=p.sampler.samplerName, steps=p.steps, **conditions)
 

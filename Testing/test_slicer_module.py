@@ -196,3 +196,25 @@ def test_module_logic_class_runs_on_mrml(module, mrml_app, tiny_store):
     assert volume.GetAttribute("SynthBrain.Synthetic") == "true"
     assert sweep.GetNumberOfDataNodes() == 2
     assert np.isfinite(slicer.util.arrayFromVolume(volume)).all()
+
+
+def test_age_sweep_lets_age_typical_volumes_follow_age(module):
+    """With 'Volumes typical for each age' on, conditions that have a default_from are left unset."""
+    from SynthBrainLib.cards import ModelCard
+    from tiny_models import tiny_brain_card
+
+    data = tiny_brain_card()
+    data["conditioning"]["variables"][2]["default_from"] = {"intercept": -50.0, "coefficients": {"age": 1.0}}
+    card = ModelCard.from_dict(data)
+    calls = []
+    widget = module.SynthBrainWidget.__new__(module.SynthBrainWidget)
+    widget._parameterNode = types.SimpleNamespace(sweepAgeFrom=50.0, sweepAgeTo=80.0, sweepSteps=4, brainModel="tiny-brain-ldm", seed=3,
+                                                  sampler=module.Sampler.DEFAULT, steps=5, sweepTypicalVolumes=True)
+    widget.logic = types.SimpleNamespace(ageSweepTask=lambda *a, **k: calls.append((a, k)))
+    widget._card = lambda field: card
+    widget._brainConditions = lambda: {"age": 60.0, "sex": "female", "ventricular_volume": 20.0, "brain_volume": 1300.0}
+    widget._sweepTask()
+    assert "ventricular_volume" not in calls[-1][1] and calls[-1][1]["brain_volume"] == 1300.0 and "age" not in calls[-1][1]
+    widget._parameterNode.sweepTypicalVolumes = False
+    widget._sweepTask()
+    assert calls[-1][1]["ventricular_volume"] == 20.0

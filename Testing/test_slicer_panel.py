@@ -32,6 +32,7 @@ SUFFIX_CLASSES = [
     ("Button", {"QPushButton"}),
     ("Slider", {"ctkSliderWidget"}),
     ("SpinBox", {"QSpinBox"}),
+    ("CheckBox", {"QCheckBox"}),
     ("Label", {"QLabel"}),
     ("Selector", {"QComboBox", "ctkComboBox", "qMRMLNodeComboBox"}),
     ("ProgressBar", {"QProgressBar"}),
@@ -41,6 +42,7 @@ SUFFIX_CLASSES = [
 TYPE_CLASSES = {
     "float": {"ctkSliderWidget", "QDoubleSpinBox"},
     "int": {"QSpinBox", "QSlider"},
+    "bool": {"QCheckBox"},
     "enum": {"QComboBox"},
     "str": {"ctkComboBox"},  # model ids: SynthBrain.py's ModelComboBoxToStrConnector
     "node": {"qMRMLNodeComboBox"},
@@ -114,6 +116,8 @@ def field_types() -> dict[str, tuple[str, ast.expr]]:
             kind = "float"
         elif text == "str":
             kind = "str"
+        elif text == "bool":
+            kind = "bool"
         elif text in enums:
             kind = "enum"
         elif "vtkMRML" in text:
