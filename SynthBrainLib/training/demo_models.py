@@ -128,6 +128,18 @@ def _unet(latent_channels: int, n_conditions: int, concat: bool) -> dict:
     }
 
 
+def _latent_diffusion_sections(ae_kwargs: dict, unet_kwargs: dict, schedule: dict, latents: np.ndarray, scale: float, variables: list[dict]) -> dict:
+    """Card sections shared by the two latent-diffusion demos (weights, networks, sampling, latent)."""
+    return {
+        "weights": {"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
+        "networks": {"autoencoder": _network("AutoencoderKL", "autoencoder", ae_kwargs), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
+        "scheduler": {"class": "DDIMScheduler", "objective": "epsilon", "kwargs": schedule},
+        "sampling": {"default_sampler": "ddim", "default_steps": 50, "samplers": ["ddim", "ddpm", "pndm"], "max_steps": 1000},
+        "latent": {"shape": [latents.shape[1], *latents.shape[2:]], "scale_factor": scale},
+        "conditioning": {"inputs": ["concat", "crossattn"], "variables": variables},
+    }
+
+
 def _scale_factor(latents: np.ndarray) -> float:
     """1 / std of the latents, so diffusion sees unit variance (Rombach et al.); rounded for the card."""
     return float(np.round(1.0 / latents.std(), 4))
@@ -186,15 +198,7 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
         "Small conditional latent diffusion model with Brain LDM's interface (sex, age, ventricular volume, brain volume; conditions concatenated and as cross-attention context) trained on this repository's MNI152 phantom population at 2.5 mm.",
         data,
     )
-    card.update(
-        weights={"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
-        networks={"autoencoder": _network("AutoencoderKL", "autoencoder", IMAGE_AE), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
-        scheduler={"class": "DDIMScheduler", "objective": "epsilon", "kwargs": SCHEDULE},
-        sampling={"default_sampler": "ddim", "default_steps": 50, "samplers": ["ddim", "ddpm", "pndm"], "max_steps": 1000},
-        latent={"shape": [3, *latents.shape[2:]], "scale_factor": scale},
-        conditioning={"inputs": ["concat", "crossattn"], "variables": variables},
-        output=_output(data, "T1w"),
-    )
+    card.update(_latent_diffusion_sections(IMAGE_AE, unet_kwargs, SCHEDULE, latents, scale, variables), output=_output(data, "T1w"))
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
     log_record = {"autoencoder": ae_report.as_json(), "diffusion": unet_report.as_json(), "latent_std": float(latents.std())}
     return card, states, log_record
@@ -232,12 +236,7 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
         data,
     )
     card.update(
-        weights={"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
-        networks={"autoencoder": _network("AutoencoderKL", "autoencoder", LABEL_AE), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
-        scheduler={"class": "DDIMScheduler", "objective": "epsilon", "kwargs": schedule},
-        sampling={"default_sampler": "ddim", "default_steps": 50, "samplers": ["ddim", "ddpm", "pndm"], "max_steps": 1000},
-        latent={"shape": [4, *latents.shape[2:]], "scale_factor": scale},
-        conditioning={"inputs": ["concat", "crossattn"], "variables": variables},
+        _latent_diffusion_sections(LABEL_AE, unet_kwargs, schedule, latents, scale, variables),
         output=_output(data, "labels"),
         labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
     )
