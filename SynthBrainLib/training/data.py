@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,21 +79,31 @@ def load_training_data(n: int, *, seed: int = 0, cache: Path, spacing_mm: float 
     if missing:
         log(f"building {len(missing)} phantom subjects in {folder} (resumable)")
         build_dataset(PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape), n, folder, workers=min(2, os.cpu_count() or 1), progress=False)
-    records = [load_subject(folder / subject_filename(i)) for i in range(n)]
     sequences = ("T1", "FLAIR", "T2")
-    metas = [r["meta"] for r in records]
-    import json
-
     manifest = json.loads((folder / "manifest.json").read_text())
+    shape = tuple(manifest["shape"])
+    # Filled in place, one subject at a time: stacking a list of loaded subjects would hold every
+    # array twice (13 GB peak for 320 subjects instead of ~3.5 GB).
+    images = np.empty((n, len(sequences), *shape), np.float32)
+    partial_volumes = np.empty((n, 10, *shape), np.float16)
+    metas, specs, affine = [], [], None
+    for i in range(n):
+        record = load_subject(folder / subject_filename(i))
+        for j, seq in enumerate(sequences):
+            images[i, j] = record["images"][seq]
+        partial_volumes[i] = record["partial_volumes"]
+        metas.append(record["meta"])
+        specs.append(record["spec"])
+        affine = record["affine"] if affine is None else affine
     return PhantomTrainingData(
-        images=np.stack([np.stack([r["images"][s] for s in sequences]) for r in records]).astype(np.float32),
-        partial_volumes=np.stack([r["partial_volumes"] for r in records]).astype(np.float16),
-        sex=np.array([1 if r["spec"].sex == "male" else 0 for r in records]),
-        age=np.array([r["spec"].age for r in records], np.float32),
+        images=images,
+        partial_volumes=partial_volumes,
+        sex=np.array([1 if spec.sex == "male" else 0 for spec in specs]),
+        age=np.array([spec.age for spec in specs], np.float32),
         ventricular_ml=np.array([m["measured_ventricular_volume_ml"] for m in metas], np.float32),
         brain_ml=np.array([m["measured_brain_volume_ml"] for m in metas], np.float32),
         lesion_fractions=np.array([m["conditioning"] for m in metas], np.float32),
-        affine=np.asarray(records[0]["affine"], np.float64),
+        affine=np.asarray(affine, np.float64),
         sequences=sequences,
         manifest=manifest,
     )

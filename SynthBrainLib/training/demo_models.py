@@ -112,11 +112,13 @@ def _network(cls: str, weights: str, kwargs: dict) -> dict:
 # Recipes
 # ----------------------------------------------------------------------------------------------
 IMAGE_AE = {
-    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "latent_channels": 3, "channels": [16, 32, 64], "num_res_blocks": 1,
+    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "latent_channels": 8, "channels": [16, 32, 64], "num_res_blocks": 1,
     "norm_num_groups": 8, "norm_eps": 1e-06, "attention_levels": [False, False, False],
     "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False,
 }
-LABEL_AE = dict(IMAGE_AE, in_channels=10, out_channels=10, latent_channels=4)
+LABEL_AE = dict(IMAGE_AE, in_channels=10, out_channels=10)
+#: Autoencoders train on random crops of this size (1/8 of the 64x80x64 grid): see trainers.batch_tensor.
+AE_PATCH = (32, 40, 32)
 
 
 def _unet(latent_channels: int, n_conditions: int, concat: bool) -> dict:
@@ -167,7 +169,7 @@ def age_typical_defaults(data: PhantomTrainingData) -> dict[str, dict]:
 def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """T1 autoencoder + conditional latent diffusion (sex, age, ventricular and brain volume)."""
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", IMAGE_AE, "autoencoder")
-    ae, ae_report = train_image_autoencoder(ae_spec, data.images[:, :1], budget.config(800, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=1), log=log)
+    ae, ae_report = train_image_autoencoder(ae_spec, data.images[:, :1], budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=1), patch=AE_PATCH, log=log)
     latents = encode_means(ae, data.images[:, :1])
     scale = _scale_factor(latents)
 
@@ -189,9 +191,9 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
         (data.ventricular_ml - vent_lo) / (vent_hi - vent_lo),
         (data.brain_ml - brain_lo) / (brain_hi - brain_lo),
     ], axis=1).astype(np.float32)
-    unet_kwargs = _unet(3, 4, concat=True)
+    unet_kwargs = _unet(IMAGE_AE["latent_channels"], 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(3500, batch=8, lr=2.5e-4, seed=2), log=log)
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=2), log=log)
 
     card = _base_card(
         "brain-ldm-demo", "Brain LDM demo (MNI152 phantoms)", "conditional_latent_diffusion",
@@ -211,7 +213,7 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
     class_weights = np.clip((freq[1:].mean() / np.maximum(freq, 1e-6)) ** 0.5, 1.0, 10.0).astype(np.float32)
     class_weights[0] = 1.0
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", LABEL_AE, "autoencoder")
-    ae, ae_report = train_label_autoencoder(ae_spec, pv, budget.config(800, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=3), class_weights=class_weights, log=log)
+    ae, ae_report = train_label_autoencoder(ae_spec, pv, budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=3), class_weights=class_weights, patch=AE_PATCH, log=log)
     latents = encode_means(ae, pv)
     scale = _scale_factor(latents)
 
@@ -225,10 +227,10 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
                                      f"Lesion volume / brain volume (voxels labelled {name} over non-background voxels); 0 asks for none. Linear map of 0-{hi:g} to 0-1."))
         columns.append(values / hi)
     cond = np.stack(columns, axis=1).astype(np.float32)
-    unet_kwargs = _unet(4, 4, concat=True)
+    unet_kwargs = _unet(LABEL_AE["latent_channels"], 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
     schedule = dict(SCHEDULE, beta_end=0.0195)
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(3500, batch=8, lr=2.5e-4, seed=4), log=log)
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=4), log=log)
 
     card = _base_card(
         "labels-demo", "Label generator demo (MNI152 phantoms)", "label_generator",
@@ -332,7 +334,6 @@ def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int
         raise SynthBrainError(f"no training recipe for {model_id!r}; choose one of {', '.join(DEMO_IDS)}")
     if (Path(out) / "card.json").exists() and not overwrite:
         raise OutputError(f"{Path(out) / 'card.json'} already exists; pass --overwrite to replace the model")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     start = time.time()
     data_dir = Path(data_dir) if data_dir else default_home() / "phantoms"
     data = load_training_data(subjects, seed=seed, cache=data_dir, log=log)
