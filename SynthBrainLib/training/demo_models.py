@@ -280,10 +280,55 @@ RECIPES = {"brain-ldm-demo": train_brain_ldm_demo, "labels-demo": train_labels_d
 
 
 # ----------------------------------------------------------------------------------------------
-def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.Tensor]], training: dict, overwrite: bool = False) -> ModelCard:
-    """Write weights (safetensors), card.json with their sha256, and training.json; atomically per file.
+#: Shipped weights are stored in float16 (networks still run in float32): it halves the download
+#: (the three demos stay under 40 MB) at a cost that train_demo measures and records (storage_check).
+STORAGE_DTYPE = torch.float16
 
-    The card is validated before anything is written.
+
+def _stored(states: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype) -> dict[str, dict[str, torch.Tensor]]:
+    return {key: {k: v.detach().to(dtype).contiguous() for k, v in state.items()} for key, state in states.items()}
+
+
+def storage_check(card: dict, states: dict[str, dict[str, torch.Tensor]], data: PhantomTrainingData, dtype: torch.dtype = STORAGE_DTYPE) -> dict[str, Any]:
+    """Output difference between float32 weights and weights rounded to ``dtype`` (same seeds).
+
+    Images: max abs difference and PSNR (data range 1); label maps: voxels whose argmax changes.
+    """
+    from ..pipelines import pipeline_class
+
+    model_card = ModelCard.from_dict(json.loads(json.dumps(card)))
+    outputs = []
+    for variant in (states, _stored(states, dtype)):
+        networks = {}
+        for name, spec in model_card.networks.items():
+            from ..networks import build_network
+
+            net = build_network(spec, model_card.id)
+            net.load_state_dict({k: v.float() for k, v in variant[spec.weights].items()})
+            networks[name] = net
+        tensors = {k: {n: t.float() for n, t in variant[k].items()} for k in variant if k not in {s.weights for s in model_card.networks.values()}}
+        pipe = pipeline_class(model_card)(model_card, networks, device="cpu", tensors=tensors)
+        if model_card.kind == "label_to_image":
+            labels = data.partial_volumes[0].astype(np.float32).argmax(0)
+            results = [pipe.generate(labels, affine=data.affine, sequence=seq, seed=0) for seq in model_card.sequences.names]
+        else:
+            results = [pipe.generate(seed=seed, steps=10) for seed in range(2)]
+        outputs.append(results)
+    record: dict[str, Any] = {"dtype": str(dtype).replace("torch.", ""), "compared_outputs": len(outputs[0])}
+    if model_card.kind == "label_generator":
+        changed = [float(np.mean(a.labels != b.labels)) for a, b in zip(*outputs)]
+        record["label_voxels_changed_fraction"] = max(changed)
+    else:
+        diff = [float(np.abs(a.image - b.image).max()) for a, b in zip(*outputs)]
+        mse = [float(np.mean((a.image - b.image) ** 2)) for a, b in zip(*outputs)]
+        record["max_abs_difference"] = max(diff)
+        record["psnr_db"] = min(10 * np.log10(1.0 / max(m, 1e-20)) for m in mse)
+    return record
+
+
+def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.Tensor]], training: dict, overwrite: bool = False, dtype: torch.dtype = STORAGE_DTYPE) -> ModelCard:
+    """Write weights (safetensors in ``dtype``), card.json with their sha256, and training.json;
+    atomically per file. The card is validated before anything is written.
     """
     from safetensors.torch import save_file
 
@@ -298,7 +343,7 @@ def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.
         for key, state in states.items():
             fd, tmp = tempfile.mkstemp(dir=out, prefix=".", suffix=".safetensors")
             os.close(fd)
-            save_file({k: v.detach().float().contiguous() for k, v in state.items()}, tmp, metadata={"synthbrain_model": card["id"], "synthetic_training_data": "MNI152 phantoms"})
+            save_file({k: v.detach().to(dtype).contiguous() for k, v in state.items()}, tmp, metadata={"synthbrain_model": card["id"], "synthetic_training_data": "MNI152 phantoms"})
             card["weights"][key]["sha256"] = file_sha256(tmp)
             card["weights"][key]["size_bytes"] = Path(tmp).stat().st_size
             staged.append((Path(tmp), out / card["weights"][key]["file"]))
@@ -349,6 +394,8 @@ def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int
         "data": data.describe(),
         "networks": record,
     }
+    training["storage"] = storage_check(card, states, data)
+    log(f"{model_id}: float16 storage check {training['storage']}")
     card_obj = write_model_folder(Path(out), card, states, training, overwrite=overwrite)
     log(f"{model_id}: written to {out} in {time.time() - start:.0f} s")
     return card_obj
