@@ -39,19 +39,22 @@ NETWORK_CLASSES = (
     "SPADENet",
 )
 
-#: Sampler names and the ``monai.networks.schedulers`` class each one uses.
+#: Sampler names and the scheduler class each one uses: ``monai.networks.schedulers`` classes, and
+#: DPM-Solver++(2M), which MONAI lacks, from :mod:`SynthBrainLib.schedulers` (built on MONAI's
+#: ``Scheduler`` base with the card's noise schedule).
 SAMPLER_CLASSES = {
     "ddpm": "DDPMScheduler",
     "ddim": "DDIMScheduler",
     "pndm": "PNDMScheduler",
     "rflow": "RFlowScheduler",
+    "dpm++2m": "DPMSolverPP2MScheduler",
 }
 
 #: How the model was trained decides which samplers fit it.
 TRAINING_OBJECTIVES = {
-    "epsilon": ("ddpm", "ddim", "pndm"),
-    "v_prediction": ("ddpm", "ddim"),
-    "sample": ("ddpm", "ddim"),
+    "epsilon": ("ddpm", "ddim", "pndm", "dpm++2m"),
+    "v_prediction": ("ddpm", "ddim", "dpm++2m"),
+    "sample": ("ddpm", "ddim", "dpm++2m"),
     "rflow": ("rflow",),
 }
 

@@ -32,13 +32,23 @@ def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> N
     p.add_argument("--model", required=True, metavar="ID", help="model id (see 'synthbrain models list') or a model folder")
     p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default: drawn and recorded in the provenance)")
     if diffusion:
-        p.add_argument("--sampler", default=None, metavar="NAME", help="ddim | ddpm | pndm | rflow, as the model allows (default: the card's)")
+        p.add_argument("--sampler", default=None, metavar="NAME", help="ddim | ddpm | pndm | rflow | dpm++2m, as the model allows (default: the card's)")
         p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
     p.add_argument("--device", default="auto", metavar="D", help="auto (CUDA if present) | cpu | cuda | cuda:N (default: auto)")
+    _add_speed_options(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .nii.gz, .nii or .nrrd (a .json provenance file is written beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--preview", metavar="PNG", default=None, help="also write a PNG of the axial, coronal and sagittal mid-slices")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default=None, metavar="P",
+                   help="auto | float32 | mixed | bfloat16 | float16 (auto: float32 on the CPU, float16 on CUDA; mixed: bfloat16 except the noisiest denoising steps, "
+                        "as accurate as float32 in our measurements; bfloat16 and mixed are fast on CPUs with AVX-512 BF16/AMX)")
+    p.add_argument("--decode", default="auto", metavar="MODE", help="auto | full | tiled: tiled decoding bounds memory (auto: tiled when a full decode would need over half the machine's memory)")
+    p.add_argument("--preview-steps", type=int, default=None, metavar="N",
+                   help="quick preview: the preview sampler (dpm++2m where the model allows it) with N steps, unless --sampler/--steps say otherwise")
 
 
 def _add_conditions(p: argparse.ArgumentParser, flags: Sequence[tuple[str, str, Callable]]) -> None:
@@ -108,6 +118,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", metavar="D")
     p.set_defaults(handler=_cmd_evaluate)
 
+    p = sub.add_parser("batch", help="make many samples (resumable; shard with torchrun)",
+                       description="Generate N images (or label maps) with conditions from a CSV or drawn from ranges; sample i gets a seed derived from --seed and i. "
+                                   "Finished samples are skipped on a restart; manifest.csv lists every file with its conditions and provenance. "
+                                   "Shard over processes with: torchrun --nproc-per-node K -m SynthBrainLib.cli batch ... (each rank makes its share).")
+    p.add_argument("--model", required=True, metavar="ID", help="model id or folder (a conditional_latent_diffusion or label_generator model)")
+    p.add_argument("-n", "--count", type=int, default=None, metavar="N", help="number of samples (default: the rows of --conditions)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (sample_00000.nii.gz, ... with JSON sidecars, batch.json, manifest.csv)")
+    p.add_argument("--conditions", metavar="CSV", default=None, help="one row per sample, columns named like the conditions (real units; empty = default)")
+    p.add_argument("--range", dest="ranges", action="append", default=[], metavar="NAME=LO:HI|NAME=A,B",
+                   help="draw a condition per sample, e.g. --range age=45:82 --range sex=female,male (repeatable)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="base seed; sample i uses a seed derived from (N, i) (default 0)")
+    p.add_argument("--sampler", default=None, metavar="NAME", help="sampler (default: the card's)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
+    p.add_argument("--device", default="auto", metavar="D", help="auto | cpu | cuda | cuda:N; under torchrun, auto/cuda use cuda:LOCAL_RANK")
+    _add_speed_options(p)
+    p.add_argument("--format", default="nii.gz", metavar="EXT", help="nii.gz | nii | nrrd (default nii.gz)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_batch)
+
+    p = sub.add_parser("bench", help="measure speed and memory against the model-zoo reference path",
+                       description="Per-step latency, end-to-end time and peak memory of each synthesis path (each in its own process; warm-up excluded; medians), "
+                                   "and the same for the reference path (the MONAI bundle's plain DDIM 50-step float32 loop with a full decode), with each path's speed-up and "
+                                   "output difference (PSNR, MS-SSIM, max abs) against it. Models without installed weights are built from their card with random (perturbed) weights.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model ids or folders, e.g. brain-ldm brain-ldm-demo")
+    p.add_argument("--path", dest="paths", action="append", default=[], metavar="NAME=SAMPLER:STEPS:PRECISION:DECODE",
+                   help="a path to measure (repeatable), e.g. fast=dpm++2m:15:bfloat16:auto, preview=preview, or 'reference' (default: reference, default, fast, preview)")
+    p.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per path (default 3)")
+    p.add_argument("--reference-repeats", type=int, default=1, metavar="N", help="timed runs of the reference path (default 1: it is the slow one)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="noise seed shared by all paths (default 0)")
+    p.add_argument("--device", default="cpu", metavar="D", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--random-weights", action="store_true", help="use perturbed random weights even when trained weights are installed")
+    p.add_argument("--decode-check", action="store_true", help="also measure decoding alone: full float32 vs tiled float32 / bfloat16 (time, peak memory, difference)")
+    p.add_argument("--quality", type=int, default=0, metavar="N",
+                   help="instead of timing: compare samplers/steps/precisions with the 50-step DDIM float32 result on N seeds x conditions (PSNR, MS-SSIM, measured volumes)")
+    p.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON")
+    p.add_argument("--markdown", metavar="FILE", default=None, help="write the tables as Markdown")
+    p.set_defaults(handler=_cmd_bench)
+
     models = sub.add_parser("models", help="list, import, download, verify models", description="Manage the model cache.")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION", parser_class=_Parser)
     m = msub.add_parser("list", help="show known models, whether their weights are installed, and where")
@@ -174,9 +222,13 @@ def _planned_outputs(args, partial_volumes: str | None = None) -> None:
 def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
     from .pipelines import load_pipeline
 
-    pipe = load_pipeline(args.model, device=args.device, store=_store(args))
+    if args.preview_steps is not None and args.preview_steps < 1:
+        raise SynthBrainError(f"--preview-steps {args.preview_steps} must be at least 1")
+    pipe = load_pipeline(args.model, device=args.device, store=_store(args), precision=args.precision, decode=args.decode)
     if pipe.kind != kind:
         raise SynthBrainError(f"model {pipe.card.id} is a {pipe.card.kind} model; '{args.command}' needs a {kind} model")
+    if args.preview_steps is not None:
+        pipe.preview_steps = args.preview_steps
     progress = _Progress(not args.quiet, pipe.card.id)
     try:
         result = call(pipe, progress)
@@ -210,14 +262,14 @@ def _conditions(args, names: Sequence[str]) -> tuple[dict, dict]:
 def _cmd_generate(args) -> int:
     _planned_outputs(args)
     values, raw = _conditions(args, ("age", "sex", "ventricular_volume", "brain_volume"))
-    pipe, result = _run(args, "conditional_latent_diffusion", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, **values))
+    pipe, result = _run(args, "conditional_latent_diffusion", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, preview=args.preview_steps is not None, **values))
     return _finish(args, pipe, result)
 
 
 def _cmd_labels(args) -> int:
     _planned_outputs(args, args.partial_volumes)
     values, raw = _conditions(args, ("wmh", "tumour", "edema", "gdtumour"))
-    pipe, result = _run(args, "label_generator", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, **values))
+    pipe, result = _run(args, "label_generator", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, preview=args.preview_steps is not None, **values))
     for name, info in result.provenance.get("lesions", {}).items():
         if info["requested"] and not info["present"]:
             print(f"synthbrain: note: {name} was requested ({info['requested']:g}) but did not appear; try another seed", file=sys.stderr)
@@ -231,7 +283,8 @@ def _cmd_image_from_labels(args) -> int:
     labels, affine = read_volume(args.labels)
     pipe, result = _run(
         args, "label_to_image",
-        lambda p, prog: p.generate(labels, affine=affine, sequence=args.sequence, seed=args.seed, sampler=args.sampler, steps=args.steps, alignment=args.alignment, progress=prog),
+        lambda p, prog: p.generate(labels, affine=affine, sequence=args.sequence, seed=args.seed, sampler=args.sampler, steps=args.steps, alignment=args.alignment, progress=prog,
+                                   preview=args.preview_steps is not None),
     )
     return _finish(args, pipe, result)
 
@@ -255,6 +308,85 @@ def _cmd_evaluate(args) -> int:
     if args.samples < 4:
         raise SynthBrainError(f"--samples {args.samples} is too few; use at least 4")
     evaluate_model(args.model, args.out, samples=args.samples, steps=args.steps, device=args.device, log=lambda line: print(line, file=sys.stderr, flush=True))
+    return 0
+
+
+def _cmd_batch(args) -> int:
+    import os
+
+    from . import batch
+    from .pipelines import load_pipeline
+
+    if args.preview_steps is not None:
+        raise SynthBrainError("--preview-steps is not available for batches; use --sampler/--steps")
+    rank, world = batch.rank_and_world()
+    device = args.device
+    if world > 1 and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    store = _store(args)
+    card = store.locate(args.model, require_complete=False).card
+    rows = batch.read_conditions_csv(args.conditions) if args.conditions else None
+    ranges = [batch.Range.parse(r) for r in args.ranges]
+    suffix = batch.suffix_of(args.format)
+    pipe = None
+    from .device import Precision, resolve_device
+
+    precision = Precision.for_device(resolve_device(device), None, args.precision)
+    settings = {"model_id": card.id, "precision": precision.name, "decode": args.decode}
+    plan = batch.plan_batch(card, args.model, count=args.count, base_seed=args.seed, rows=rows, ranges=ranges, sampler=args.sampler, steps=args.steps,
+                            suffix=suffix, settings=settings)
+    pipe = load_pipeline(args.model, device=device, store=store, precision=args.precision, decode=args.decode)
+    progress = _Progress(not args.quiet, f"{card.id} rank {rank}/{world}" if world > 1 else card.id)
+    try:
+        report = batch.run_batch(pipe, plan, args.out, rank=rank, world=world, progress=progress, log=lambda line: print(line, file=sys.stderr, flush=True))
+    finally:
+        progress.close()
+    if rank == 0:
+        print(report["manifest"])
+        if report["missing"]:
+            raise SynthBrainError(f"{len(report['missing'])} of {plan.count} samples are missing (e.g. sample {report['missing'][0]}); run the same command again to finish")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import json
+
+    from . import bench
+
+    for flag, value, lo in (("--repeats", args.repeats, 1), ("--reference-repeats", args.reference_repeats, 0), ("--quality", args.quality, 0)):
+        if value < lo or value > 1000:
+            raise SynthBrainError(f"{flag} {value} is outside {lo}–1000")
+    from .device import resolve_device
+
+    device = str(resolve_device(args.device))
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.quality:
+        from .sampler_study import format_quality_table, quality_study
+
+        report = {"quality": [quality_study(m, samples=args.quality, device=device, log=log) for m in args.models]}
+        text = "\n\n".join(format_quality_table(q) for q in report["quality"])
+    else:
+        paths = [bench.parse_path(p) for p in args.paths] or None
+        if paths is not None and args.reference_repeats == 0:
+            paths = [p for p in paths if not p.reference]
+        elif paths is None and args.reference_repeats == 0:
+            raise SynthBrainError("--reference-repeats 0 needs --path: the default paths include the reference")
+        report = bench.bench(args.models, paths=paths, repeats=args.repeats, reference_repeats=max(args.reference_repeats, 1), seed=args.seed,
+                             device=device, random_weights=args.random_weights, log=log)
+        text = bench.format_table(report)
+        if args.decode_check:
+            store = _store(args)
+            tileable = [m for m in args.models if "autoencoder" in store.locate(m, require_complete=False).card.networks]
+            report["decode"] = [bench.bench_decode(m, device=device, random_weights=args.random_weights, log=log) for m in tileable]
+            text += "\n\n" + "\n\n".join(bench.format_decode_table(d) for d in report["decode"])
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
     return 0
 
 

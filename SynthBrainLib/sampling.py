@@ -1,6 +1,7 @@
 """The one reverse-diffusion loop every pipeline uses, and the schedulers it steps with.
 
-Schedulers come from :mod:`monai.networks.schedulers` (DDPM, DDIM, PNDM, rectified flow), built
+Schedulers come from :mod:`monai.networks.schedulers` (DDPM, DDIM, PNDM, rectified flow) and, for
+DPM-Solver++(2M), from :mod:`SynthBrainLib.schedulers` (on MONAI's ``Scheduler`` base), all built
 from the card's training noise schedule. The loop is ours rather than
 ``monai.inferers.LatentDiffusionInferer.sample`` because the published Brain LDM feeds its
 conditions twice per step (concatenated channels *and* cross-attention context), which the inferer
@@ -9,7 +10,9 @@ does not do, and because interactive use needs a progress callback and a cancel 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import math
 import threading
 from typing import Any, Callable, Mapping
 
@@ -23,7 +26,7 @@ ProgressCallback = Callable[[int, int], None]
 CancelFlag = Callable[[], bool] | threading.Event | None
 
 #: Fewest steps each sampler can take (PNDM's Runge-Kutta warm-up needs 4 timesteps).
-MIN_STEPS = {"ddpm": 1, "ddim": 1, "pndm": 4, "rflow": 1}
+MIN_STEPS = {"ddpm": 1, "ddim": 1, "pndm": 4, "rflow": 1, "dpm++2m": 1}
 
 #: Extra kwargs that DDPM/DDIM/PNDM forward to their beta-schedule function.
 _SCHEDULE_ARGS = ("beta_start", "beta_end", "sig_range")
@@ -65,9 +68,12 @@ def make_scheduler(schedule: Scheduler, sampler: str, steps: int, device: torch.
     passed to whichever class the sampler uses; arguments a class does not take are left out
     (e.g. PNDM has no ``clip_sample``).
     """
-    import monai.networks.schedulers as schedulers
+    import monai.networks.schedulers as monai_schedulers
 
-    cls = getattr(schedulers, SAMPLER_CLASSES[sampler])
+    from . import schedulers as own_schedulers
+
+    name = SAMPLER_CLASSES[sampler]
+    cls = getattr(monai_schedulers, name, None) or getattr(own_schedulers, name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "schedule_args"}
     takes_schedule_args = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
     kwargs = {k: v for k, v in schedule.kwargs.items() if k in accepted or (takes_schedule_args and k in _SCHEDULE_ARGS)}
@@ -77,6 +83,17 @@ def make_scheduler(schedule: Scheduler, sampler: str, steps: int, device: torch.
     else:
         scheduler.set_timesteps(num_inference_steps=steps, device=device)
     return scheduler
+
+
+def noise_ratio(scheduler: Any, sampler: str, t: Any) -> float:
+    """sigma_t / alpha_t of the sample at timestep ``t``: sqrt((1 - abar_t) / abar_t) for the
+    DDPM-family schedules; t / (T - t) for rectified flow (x_t = (1 - t/T) x_0 + t/T noise)."""
+    if sampler == "rflow":
+        T = float(scheduler.num_train_timesteps)
+        tt = float(t)
+        return math.inf if tt >= T else tt / (T - tt)
+    ac = float(scheduler.alphas_cumprod[int(t)])
+    return math.sqrt(max(1.0 - ac, 0.0) / ac) if ac > 0 else math.inf
 
 
 def denoise(
@@ -100,7 +117,8 @@ def denoise(
         scheduler: from :func:`make_scheduler`, with its timesteps set.
         noise: starting latent, shape (B, C, X, Y, Z), float32 on the pipeline's device.
         sampler: the scheduler's sampler name (selects the step signature).
-        precision: autocast policy for the network calls.
+        precision: autocast dtype and memory layout of the network calls (``mixed``: per step,
+            by :func:`noise_ratio`).
         concat: conditioning channels (B, K, X, Y, Z) concatenated to the latent at every step,
             built once by the caller.
         unet_kwargs: other network inputs, built once: ``context`` (B, 1, K) for cross-attention,
@@ -119,21 +137,31 @@ def denoise(
     total = n if total is None else total
     x = noise
     batch = noise.shape[0]
-    with torch.inference_mode():
-        for i, t in enumerate(timesteps):
-            check_cancel(cancel)
-            model_input = torch.cat([x, concat], dim=1) if concat is not None else x
-            t_batch = torch.full((batch,), int(t), device=x.device, dtype=torch.long)
-            with precision.autocast():
-                output = unet(model_input, timesteps=t_batch, **kwargs)
-            output = output.float()
-            if sampler == "rflow":
-                next_t = int(timesteps[i + 1]) if i + 1 < n else 0
-                x, _ = scheduler.step(output, int(t), x, next_t)
-            elif sampler == "ddpm":
-                x, _ = scheduler.step(output, int(t), x, generator=generator)
-            else:
-                x, _ = scheduler.step(output, int(t), x)
-            if progress is not None:
-                progress(i + 1, total)
+    # One autocast context per run of steps in the same precision: autocast then casts the
+    # weights to bfloat16/float16 once per run instead of once per step (553 M weights: ~8%).
+    autocast = contextlib.ExitStack()
+    current: Precision | None = None
+    try:
+        with torch.inference_mode():
+            for i, t in enumerate(timesteps):
+                check_cancel(cancel)
+                step_precision = precision.for_noise_ratio(noise_ratio(scheduler, sampler, t))
+                if step_precision != current:
+                    autocast.close()
+                    autocast.enter_context(step_precision.autocast())
+                    current = step_precision
+                model_input = precision.layout(torch.cat([x, concat], dim=1) if concat is not None else x)
+                t_batch = torch.full((batch,), int(t), device=x.device, dtype=torch.long)
+                output = unet(model_input, timesteps=t_batch, **kwargs).float().contiguous()
+                if sampler == "rflow":
+                    next_t = int(timesteps[i + 1]) if i + 1 < n else 0
+                    x, _ = scheduler.step(output, int(t), x, next_t)
+                elif sampler == "ddpm":
+                    x, _ = scheduler.step(output, int(t), x, generator=generator)
+                else:
+                    x, _ = scheduler.step(output, int(t), x)
+                if progress is not None:
+                    progress(i + 1, total)
+    finally:
+        autocast.close()
     return x

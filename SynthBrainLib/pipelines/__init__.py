@@ -39,13 +39,19 @@ def read_style_codes(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
     return codes
 
 
-def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None) -> SynthesisPipeline:
+def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options) -> SynthesisPipeline:
     """Load a model by id (installed or shipped) or by model-folder path, on ``device``.
+
+    ``options`` go to the pipeline: ``precision`` (auto | float32 | bfloat16 | float16), ``decode``
+    (auto | full | tiled), ``tiles``, ``cache_size``, ``compile``, ``sdpa``
+    (see :class:`~SynthBrainLib.pipelines.base.SynthesisPipeline`).
 
     Example::
 
         pipe = load_pipeline("brain-ldm-demo")
         result = pipe.generate(age=70, sex="female", seed=1)
+        fast = load_pipeline("brain-ldm-demo", precision="bfloat16", cache_size=16)
+        preview = fast.generate(age=70, seed=1, preview=True)
 
     Raises:
         ModelNotFoundError: unknown model or weights not installed (the message says how to install).
@@ -55,7 +61,9 @@ def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", hal
     from ..device import resolve_device
     from ..store import ModelStore
 
-    resolve_device(device)  # fail on a bad device before loading gigabytes
+    from ..device import Precision
+
+    Precision.for_device(resolve_device(device), half, options.get("precision"))  # fail on a bad device or precision before loading gigabytes
     store = store or ModelStore()
     installed = store.locate(model)
     card = installed.card
@@ -68,7 +76,7 @@ def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", hal
     for name, spec in card.networks.items():
         if spec.weights in info:
             info[spec.weights]["layout"] = layouts.get(name)
-    return pipeline_class(card)(card, networks, device=device, half=half, weights_info=info, tensors=tensors)
+    return pipeline_class(card)(card, networks, device=device, half=half, weights_info=info, tensors=tensors, **options)
 
 
 __all__ = [

@@ -1,19 +1,29 @@
-"""What every pipeline shares: device and precision, seeds, weights and provenance."""
+"""What every pipeline shares: device and precision, seeds, weights, decoding, caching and provenance."""
 
 from __future__ import annotations
 
+import copy
+import json
 import secrets
-from typing import Any, ClassVar, Mapping
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
 
 from ..cards import ModelCard
+from .. import decoding
+from ..decoding import TileSettings, check_decode_mode
 from ..device import Precision, describe_device, resolve_device
 from ..errors import ConditionError
 from ..networks import build_networks
-from ..results import build_provenance
+from ..results import SynthesisResult, build_provenance
 from ..sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler
+
+#: ``compile`` option values: ``torch.compile`` mode for the diffusion UNet (``reduce-overhead``
+#: adds CUDA graphs on CUDA).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 MAX_SEED = 2**63 - 1
 
@@ -25,13 +35,32 @@ class SynthesisPipeline:
         card: the validated model card.
         networks: the card's networks by name (weights already loaded).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
-        half: fp16 autocast on CUDA (default on CUDA; refused on the CPU).
+        half: fp16 autocast on CUDA (default on CUDA; refused on the CPU). Kept for compatibility;
+            ``precision`` says more.
+        precision: ``auto`` (float32 on the CPU, float16 autocast on CUDA) | ``float32`` |
+            ``bfloat16`` (autocast; fast on CPUs with AVX-512 BF16/AMX) | ``float16`` (CUDA only).
+        decode: ``auto`` | ``full`` | ``tiled``: how latents are decoded (see
+            :mod:`SynthBrainLib.decoding`; ``auto`` tiles only when a full decode would need more
+            than half of the machine's memory); recorded in provenance.
+        tiles: window size, overlap, blending and GroupNorm statistics of tiled decoding.
+        cache_size: keep this many results in an in-memory LRU cache keyed by (model and weights,
+            resolved conditions, seed, sampler, steps, precision, decoding); a repeated request is
+            answered from it with a copy. 0 (default) disables it.
+        compile: ``torch.compile`` the diffusion UNet with this mode (``default``,
+            ``reduce-overhead`` = CUDA graphs on CUDA, ``max-autotune``); ``None`` (default) does not.
+        sdpa: use scaled-dot-product attention in the networks' attention blocks (MONAI's
+            ``use_flash_attention``); ``None`` = on CUDA only (no gain measured on the CPU).
         weights_info: per weight key, what was loaded (file, sha256, whether its checksum matched a
             published one, key layout); recorded in every result's provenance.
         tensors: extra tensors the card refers to (e.g. per-sequence style codes), by weight key.
     """
 
     kind: ClassVar[str] = ""
+
+    #: ``generate(preview=True)``: the sampler (when the card allows it) and step count of the quick
+    #: preview. Chosen from the step/quality measurements in docs/benchmarks.md.
+    preview_sampler: str = "dpm++2m"
+    preview_steps: int = 10
 
     def __init__(
         self,
@@ -40,37 +69,65 @@ class SynthesisPipeline:
         *,
         device: str | torch.device = "auto",
         half: bool | None = None,
+        precision: str | None = None,
+        decode: str = "auto",
+        tiles: TileSettings | None = None,
+        cache_size: int = 0,
+        compile: str | None = None,
+        sdpa: bool | None = None,
         weights_info: Mapping[str, Any] | None = None,
         tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
         if card.kind != self.kind:
             raise ConditionError(f"model {card.id} is a {card.kind} model; {type(self).__name__} runs {self.kind} models")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or not 0 <= cache_size <= 10_000:
+            raise ConditionError(f"cache_size {cache_size!r} is outside 0–10000")
+        if compile is not None and compile not in COMPILE_MODES:
+            raise ConditionError(f"compile {compile!r} is not one of {', '.join(COMPILE_MODES)}")
         self.card = card
         self.device = resolve_device(device)
-        self.precision = Precision.for_device(self.device, half)
-        self.networks = {name: net.to(self.device).eval() for name, net in networks.items()}
+        self.precision = Precision.for_device(self.device, half, precision)
+        self.decode_mode = check_decode_mode(decode)
+        self.tiles = tiles or TileSettings()
+        self.tiles.check()
+        self.networks = {name: self.precision.prepare(net.to(self.device).eval()) for name, net in networks.items()}
+        self.sdpa = self.device.type == "cuda" if sdpa is None else bool(sdpa)
+        if self.sdpa:
+            for net in self.networks.values():
+                use_sdpa(net)
+        self.compile = compile
+        if compile is not None and "diffusion" in self.networks:
+            self.networks["diffusion"] = torch.compile(self.networks["diffusion"], mode=compile)
         self.weights_info = dict(weights_info) if weights_info is not None else {"random_untrained": True}
         self.tensors = {k: {n: t.to(self.device) for n, t in v.items()} for k, v in (tensors or {}).items()}
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, SynthesisResult] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model: str, *, device: str | torch.device = "auto", half: bool | None = None, store=None) -> "SynthesisPipeline":
-        """Load an installed or shipped model by id, or a model folder (card.json + weights) by path."""
+    def from_pretrained(cls, model: str, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options: Any) -> "SynthesisPipeline":
+        """Load an installed or shipped model by id, or a model folder (card.json + weights) by path.
+
+        ``options``: ``precision``, ``decode``, ``tiles``, ``cache_size``, ``compile``, ``sdpa``
+        (see the class).
+        """
         from . import load_pipeline
 
-        pipe = load_pipeline(model, device=device, half=half, store=store)
+        pipe = load_pipeline(model, device=device, half=half, store=store, **options)
         if not isinstance(pipe, cls):
             raise ConditionError(f"model {pipe.card.id} is a {pipe.card.kind} model; {cls.__name__} runs {cls.kind} models")
         return pipe
 
     @classmethod
-    def from_card(cls, card: ModelCard, *, device: str | torch.device = "auto", half: bool | None = None, seed: int = 0) -> "SynthesisPipeline":
+    def from_card(cls, card: ModelCard, *, device: str | torch.device = "auto", half: bool | None = None, seed: int = 0, **options: Any) -> "SynthesisPipeline":
         """A pipeline with the card's architecture and *random* weights (tests, benchmarks).
 
         Provenance records ``weights: {"random_untrained": true}``: outputs are noise-like.
+        ``options`` as for :meth:`from_pretrained`.
         """
         torch.manual_seed(seed)
-        return cls(card, build_networks(card), device=device, half=half)
+        return cls(card, build_networks(card), device=device, half=half, **options)
 
     # ---- helpers for subclasses --------------------------------------------------------------
     @staticmethod
@@ -92,6 +149,8 @@ class SynthesisPipeline:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def provenance(self, *, conditions=None, seed=None, sampler=None, steps=None, extra=None) -> dict[str, Any]:
+        if self.compile is not None:
+            extra = dict(extra or {}, compile=self.compile)
         return build_provenance(
             card=self.card,
             weights=self.weights_info,
@@ -115,7 +174,7 @@ class SynthesisPipeline:
         decoder_inputs: tuple = (),
         progress: ProgressCallback | None = None,
         cancel: CancelFlag = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Latent diffusion with the card's ``diffusion`` UNet, then the ``autoencoder`` decoder.
 
         Args:
@@ -127,7 +186,7 @@ class SynthesisPipeline:
             cancel: checked before every step and before decoding.
 
         Returns:
-            Decoder output (1, C, X, Y, Z), float32, on the CPU.
+            Decoder output (1, C, X, Y, Z), float32, on the CPU, and how it was decoded (for provenance).
         """
         card = self.card
         check_cancel(cancel)
@@ -149,10 +208,65 @@ class SynthesisPipeline:
             total=total,
         )
         check_cancel(cancel)
-        with torch.inference_mode(), self.precision.autocast():
-            decoded = self.networks["autoencoder"].decode_stage_2_outputs(latent / card.latent.scale_factor, *decoder_inputs)
+        decoded, how = decoding.decode(
+            self.networks["autoencoder"], latent / card.latent.scale_factor, self.precision, mode=self.decode_mode,
+            output_shape=card.output.shape, decoder_inputs=decoder_inputs, settings=self.tiles,
+        )
         self.report(progress, total, total)
-        return decoded.float().cpu()
+        return decoded.cpu(), how
+
+    # ---- preview and cache ----------------------------------------------------------------------
+    def preview_settings(self, sampler: str | None, steps: int | None) -> tuple[str | None, int | None]:
+        """Sampler and steps of a preview: the given ones, else :attr:`preview_sampler` (when the card
+        allows it, else the card's default) and :attr:`preview_steps`."""
+        sampling = self.card.sampling
+        if sampling is None:
+            return sampler, steps
+        if sampler is None:
+            sampler = self.preview_sampler if self.preview_sampler in sampling.samplers else sampling.default_sampler
+        if steps is None:
+            from ..sampling import MIN_STEPS
+
+            steps = max(self.preview_steps, MIN_STEPS.get(sampler.lower(), 1))
+        return sampler, steps
+
+    def cache_key(self, **parts: Any) -> str | None:
+        """Key of a request in the result cache (``None`` when caching is off): the model and its
+        weight digests, the pipeline's precision and decoding, and ``parts`` (resolved conditions,
+        seed, sampler, steps, ...)."""
+        if self.cache_size <= 0:
+            return None
+        weights = {k: v.get("sha256") for k, v in self.weights_info.items() if isinstance(v, dict)} or {"random": id(self)}
+        identity = {
+            "model": self.card.id, "card_version": self.card.version, "weights": weights, "precision": self.precision.name,
+            "decode": self.decode_mode, "tiles": self.tiles.record(self.precision), "compile": self.compile, "sdpa": self.sdpa,
+        }
+        return json.dumps({**identity, **parts}, sort_keys=True, default=_jsonable)
+
+    def cached(self, key: str | None, make: Callable[[], SynthesisResult], progress: ProgressCallback | None = None) -> SynthesisResult:
+        """``make()``, or a copy of the cached result for ``key``; results are stored as copies, so
+        callers may change what they get back."""
+        if key is None:
+            return make()
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                result = copy.deepcopy(hit)
+        if hit is not None:
+            self.report(progress, 1, 1)
+            return result
+        result = make()
+        with self._cache_lock:
+            self._cache[key] = copy.deepcopy(result)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
 
     @staticmethod
     def report(progress: ProgressCallback | None, step: int, total: int) -> None:
@@ -161,3 +275,24 @@ class SynthesisPipeline:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.card.id!r}, device={str(self.device)!r})"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+def use_sdpa(module: torch.nn.Module) -> int:
+    """Switch MONAI attention blocks to ``torch.nn.functional.scaled_dot_product_attention``
+    (their ``use_flash_attention`` path); returns how many blocks were switched."""
+    count = 0
+    for m in module.modules():
+        if hasattr(m, "use_flash_attention") and not getattr(m, "save_attn", False) and getattr(m, "rel_positional_embedding", None) is None:
+            if not isinstance(getattr(m, "use_flash_attention"), bool):
+                continue
+            m.use_flash_attention = True
+            count += 1
+    return count

@@ -45,6 +45,7 @@ class LabelToImagePipeline(SynthesisPipeline):
         alignment: str = "world",
         progress: ProgressCallback | None = None,
         cancel: CancelFlag = None,
+        preview: bool = False,
     ) -> SynthesisResult:
         """Synthesise an image that matches ``labels``.
 
@@ -58,7 +59,8 @@ class LabelToImagePipeline(SynthesisPipeline):
             alignment: ``world`` maps the labels to the model grid by their RAS coordinates;
                 ``centre`` first moves the centre of the labelled region onto the grid centre (for
                 label maps drawn in another space).
-            progress / cancel: as for the other pipelines.
+            progress / cancel / preview: as for the other pipelines (``preview`` changes only SPADE
+                latent-diffusion cards; the SPADE GAN is one network evaluation anyway).
 
         Returns:
             :class:`SynthesisResult` with ``image`` float32 on the input grid and the input affine.
@@ -69,6 +71,20 @@ class LabelToImagePipeline(SynthesisPipeline):
             raise ConditionError(f"alignment {alignment!r} is not one of {', '.join(ALIGNMENTS)}")
         seed = self.resolve_seed(seed)
         pv_in, in_affine = self._check_labels(labels, affine)
+        if "diffusion" in self.networks:
+            if preview:
+                sampler, steps = self.preview_settings(sampler, steps)
+            sampler, steps = resolve_sampler(card.sampling, card.scheduler, sampler, steps)
+        key = self.cache_key(
+            kind="label_to_image", labels=hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(), labels_shape=list(np.shape(labels)),
+            labels_dtype=str(np.asarray(labels).dtype), affine=np.asarray(in_affine).round(9).tolist(), sequence=seq, alignment=alignment,
+            seed=seed, sampler=sampler, steps=steps, preview=bool(preview),
+        )
+        return self.cached(key, lambda: self._render(labels, pv_in, in_affine, seq, alignment, seed, sampler, steps, preview, progress, cancel), progress)
+
+    def _render(self, labels, pv_in, in_affine, seq, alignment, seed, sampler, steps, preview, progress, cancel) -> SynthesisResult:
+        """Resample to the model grid, synthesise, resample back; the result with its provenance."""
+        card = self.card
         in_shape = pv_in.shape[1:]
         model_shape, model_affine = card.output.shape, card.output.affine
         # Where the model grid sits in the input's world: identity for "world"; a shift for "centre".
@@ -87,9 +103,9 @@ class LabelToImagePipeline(SynthesisPipeline):
 
         check_cancel(cancel)
         if "generator" in self.networks:
-            image, sampler, steps = self._spade_gan(seg, seq, seed, progress), None, None
+            image, sampler, steps, how = self._spade_gan(seg, seq, seed, progress), None, None, None
         else:
-            image, sampler, steps = self._spade_ldm(seg, seq, seed, sampler, steps, progress, cancel)
+            image, how = self._spade_ldm(seg, seq, seed, sampler, steps, progress, cancel)
         lo, hi = card.output.intensity_range
         image = np.clip(image, lo, hi)
         if not same_grid(in_shape, in_affine, model_shape, placed_affine):
@@ -108,6 +124,8 @@ class LabelToImagePipeline(SynthesisPipeline):
                 },
                 "postprocess": f"clipped to [{lo:g}, {hi:g}]; resampled (trilinear) from the model grid to the input grid",
                 "description": f"{seq} from labels",
+                "preview": bool(preview),
+                **({"decode": how} if how is not None else {}),
             },
         )
         return SynthesisResult(image=image.astype(np.float32), affine=np.asarray(in_affine, dtype=np.float64).copy(), provenance=provenance)
@@ -163,13 +181,12 @@ class LabelToImagePipeline(SynthesisPipeline):
         self.report(progress, 1, 1)
         return out[0, 0].float().cpu().numpy()
 
-    def _spade_ldm(self, seg, seq, seed, sampler, steps, progress, cancel) -> tuple[np.ndarray, str, int]:
+    def _spade_ldm(self, seg, seq, seed, sampler, steps, progress, cancel) -> tuple[np.ndarray, dict[str, Any]]:
         card = self.card
-        sampler, steps = resolve_sampler(card.sampling, card.scheduler, sampler, steps)
         unet_kwargs: dict[str, Any] = {"seg": seg}
         if card.sequences.mode == "class_label":
             unet_kwargs["class_labels"] = torch.tensor([card.sequences.names.index(seq)], device=self.device)
-        out = self.diffuse_and_decode(
+        out, how = self.diffuse_and_decode(
             seed=seed, sampler=sampler, steps=steps, unet_kwargs=unet_kwargs, decoder_inputs=(seg,), progress=progress, cancel=cancel
         )
-        return out[0, 0].numpy(), sampler, steps
+        return out[0, 0].numpy(), how

@@ -28,8 +28,9 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         steps: int,
         progress: ProgressCallback | None,
         cancel: CancelFlag,
-    ) -> torch.Tensor:
-        """Run diffusion and decoding; return the decoder output (1, C, X, Y, Z) float32 on the CPU."""
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Run diffusion and decoding; return the decoder output (1, C, X, Y, Z) float32 on the CPU
+        and how it was decoded."""
         card = self.card
         vector = torch.tensor(cond.vector(), dtype=torch.float32, device=self.device).view(1, 1, -1)
         concat = None
@@ -43,10 +44,23 @@ class LatentDiffusionPipeline(SynthesisPipeline):
             seed=seed, sampler=sampler, steps=steps, concat=concat, unet_kwargs=unet_kwargs, progress=progress, cancel=cancel
         )
 
-    def _resolve(self, conditions: Mapping[str, Any], raw: Mapping[str, Any] | None, seed, sampler, steps):
+    def _resolve(self, conditions: Mapping[str, Any], raw: Mapping[str, Any] | None, seed, sampler, steps, preview: bool = False):
         cond = resolve_conditions(self.card.conditioning, conditions, raw)
+        if preview:
+            sampler, steps = self.preview_settings(sampler, steps)
         sampler, steps = resolve_sampler(self.card.sampling, self.card.scheduler, sampler, steps)
         return cond, self.resolve_seed(seed), sampler, steps
+
+    def _generate(self, kind: str, conditions, raw, seed, sampler, steps, preview, progress, cancel, finish) -> SynthesisResult:
+        """Resolve the request, answer it from the cache or run it, and build the result with ``finish(cond, seed, sampler, steps, decoded, extra)``."""
+        cond, seed, sampler, steps = self._resolve(conditions, raw, seed, sampler, steps, preview)
+        key = self.cache_key(kind=kind, conditions=self._conditions_record(cond), seed=seed, sampler=sampler, steps=steps, preview=bool(preview))
+
+        def make() -> SynthesisResult:
+            decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel)
+            return finish(cond, seed, sampler, steps, decoded, {"decode": how, "preview": bool(preview)})
+
+        return self.cached(key, make, progress)
 
     def _conditions_record(self, cond: ConditionValues) -> dict[str, Any]:
         return {
@@ -79,6 +93,7 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
         raw: Mapping[str, float] | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelFlag = None,
+        preview: bool = False,
         **conditions: Any,
     ) -> SynthesisResult:
         """Generate one image.
@@ -86,8 +101,11 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
         Args:
             seed: noise seed; the same seed, conditions, sampler and device give the same image.
                 ``None`` draws a seed (recorded in the provenance).
-            sampler: ``ddim`` | ``ddpm`` | ``pndm`` | ``rflow`` as the card allows (default: card's).
+            sampler: ``ddim`` | ``ddpm`` | ``pndm`` | ``rflow`` | ``dpm++2m`` as the card allows
+                (default: card's).
             steps: number of sampling steps (default: card's).
+            preview: a quick low-step result for interactive use: unless given, ``sampler`` and
+                ``steps`` are the pipeline's :attr:`preview_sampler` / :attr:`preview_steps`.
             raw: model-unit values (usually 0–1) for variables whose real-unit mapping is unknown,
                 e.g. ``raw={"brain_volume": 0.4}``.
             progress: ``progress(step, total)`` after each diffusion step and after decoding.
@@ -103,18 +121,19 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
             ConditionError: unknown condition, value outside the card's range, bad sampler or steps.
             SynthesisCancelled: the cancel flag was set.
         """
-        cond, seed, sampler, steps = self._resolve(conditions, raw, seed, sampler, steps)
-        decoded = self._sample_decoded(cond, seed, sampler, steps, progress, cancel)
-        lo, hi = self.card.output.intensity_range
-        image = decoded[0, 0].clamp(lo, hi).numpy().astype(np.float32)
-        provenance = self.provenance(
-            conditions=self._conditions_record(cond),
-            seed=seed,
-            sampler=sampler,
-            steps=steps,
-            extra={"postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]", "description": cond.describe(self.card.conditioning)},
-        )
-        return SynthesisResult(image=image, affine=self.card.output.affine.copy(), provenance=provenance)
+        def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
+            lo, hi = self.card.output.intensity_range
+            image = decoded[0, 0].clamp(lo, hi).numpy().astype(np.float32)
+            provenance = self.provenance(
+                conditions=self._conditions_record(cond),
+                seed=seed,
+                sampler=sampler,
+                steps=steps,
+                extra={"postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]", "description": cond.describe(self.card.conditioning), **extra},
+            )
+            return SynthesisResult(image=image, affine=self.card.output.affine.copy(), provenance=provenance)
+
+        return self._generate("image", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish)
 
 
 class LabelGeneratorPipeline(LatentDiffusionPipeline):
@@ -135,6 +154,7 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
         raw: Mapping[str, float] | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelFlag = None,
+        preview: bool = False,
         **conditions: Any,
     ) -> SynthesisResult:
         """Generate one label map; arguments as :meth:`ConditionalBrainPipeline.generate`.
@@ -146,23 +166,25 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
             :class:`SynthesisResult` with ``labels`` uint8 (X, Y, Z), ``partial_volumes`` float32
             (C, X, Y, Z) and ``image`` ``None``.
         """
-        cond, seed, sampler, steps = self._resolve(conditions, raw, seed, sampler, steps)
-        decoded = self._sample_decoded(cond, seed, sampler, steps, progress, cancel)
-        pv = torch.softmax(decoded[0], dim=0).numpy().astype(np.float32)
-        labels = pv.argmax(axis=0).astype(np.uint8)
-        names = self.card.label_names
-        provenance = self.provenance(
-            conditions=self._conditions_record(cond),
-            seed=seed,
-            sampler=sampler,
-            steps=steps,
-            extra={
-                "labels": {str(i): n for i, n in enumerate(names)},
-                "lesions": lesion_report(labels, names, cond.real, self.card.output.spacing),
-                "description": cond.describe(self.card.conditioning),
-            },
-        )
-        return SynthesisResult(image=None, affine=self.card.output.affine.copy(), provenance=provenance, labels=labels, partial_volumes=pv, label_names=names)
+        def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
+            pv = torch.softmax(decoded[0], dim=0).numpy().astype(np.float32)
+            labels = pv.argmax(axis=0).astype(np.uint8)
+            names = self.card.label_names
+            provenance = self.provenance(
+                conditions=self._conditions_record(cond),
+                seed=seed,
+                sampler=sampler,
+                steps=steps,
+                extra={
+                    "labels": {str(i): n for i, n in enumerate(names)},
+                    "lesions": lesion_report(labels, names, cond.real, self.card.output.spacing),
+                    "description": cond.describe(self.card.conditioning),
+                    **extra,
+                },
+            )
+            return SynthesisResult(image=None, affine=self.card.output.affine.copy(), provenance=provenance, labels=labels, partial_volumes=pv, label_names=names)
+
+        return self._generate("labels", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish)
 
 
 def lesion_report(labels: np.ndarray, names: tuple[str, ...], requested: Mapping[str, Any], spacing) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,433 @@
+"""Decoding latents to volumes: in one piece, or tiled to bound memory.
+
+A full decode of Brain LDM's 160x224x160 output holds several 128-channel float32 tensors of the
+full grid at once (12.7 GB peak on the CPU). Most of that memory - and about 80% of the work - is in
+the decoder's last resolution level. The tiled decode therefore runs the decoder in two parts:
+
+* the **head** (``post_quant_conv`` and every decoder block before the last ``Upsample``) on the whole
+  latent, exactly as the full decode does (for Brain LDM its output is 128 x 80 x 112 x 80, 0.37 GB);
+* the **tail** (last upsampling, last-level residual blocks, output norm and convolution) window by
+  window with :func:`monai.inferers.sliding_window_inference`: overlapping slabs of the head's
+  output, each decoded to a 2x zoomed output window. The blending weights (``roi_weight_map``) are
+  ~0 on the few voxels next to a window edge - where zero padding spoils the tail's convolutions -
+  and rise with a cosine ramp across the rest of the shared band, so spoiled values never count.
+
+With frozen GroupNorm statistics the tail is a local operator, so the tiled decode equals the full
+decode to float rounding. ``norm="global"`` (default) therefore first measures every tail
+GroupNorm's statistics over the whole volume - pass ``k`` runs the tail up to GroupNorm ``k`` over
+non-overlapping windows with a halo, earlier GroupNorms frozen - and then freezes them all for the
+blended pass. On CPUs with native bfloat16 (and on CUDA) these statistics passes run in bfloat16
+autocast (``fast_stats``): 2-3x cheaper, and the decode still matches the full one to ~70 dB.
+``norm="window"`` (each window normalises with its own statistics) is faster but visibly wrong on
+trained decoders (~22-33 dB on the demo model); it is kept only for comparison.
+Measurements: docs/benchmarks.md.
+
+Only ``monai.networks.nets.AutoencoderKL`` decoders can be tiled; SPADE autoencoders (whose decoder
+blocks also take the label map) always decode in one piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from .device import Precision
+from .errors import ConditionError
+
+#: Values of the ``decode`` option.
+DECODE_MODES = ("auto", "full", "tiled")
+
+#: ``decode="auto"`` tiles when a full decode is estimated to need more than this fraction of the
+#: device's total memory (RAM on the CPU, GPU memory on CUDA).
+AUTO_TILE_MEMORY_FRACTION = 0.5
+
+#: Estimated peak bytes of a full decode per output voxel and channel of the decoder's last level
+#: (measured for Brain LDM: 12.7 GB for 160x224x160 voxels x 128 channels in float32 = 17.3 B).
+FULL_DECODE_BYTES_PER_VOXEL_CHANNEL = {"float32": 17.3, "half": 9.6}
+
+NORM_MODES = ("window", "global")
+BLENDS = ("ramp", "gaussian", "constant")
+
+#: Head-grid voxels at a window border that the zero padding of the tail's convolutions reaches,
+#: when not computed from the tail (Brain LDM's decoder: 6 output voxels = 3 head voxels).
+BORDER = 3
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """How a tiled decode cuts the work.
+
+    Attributes:
+        max_window_voxels: output voxels per window; ``None`` chooses by precision (1 M in float32,
+            2 M in bfloat16/float16: Brain LDM's decoder tail needs about 2.2 kB per output voxel in
+            float32 and 1.2 kB in bfloat16).
+        overlap: fraction of a window shared with its neighbour along each cut axis (0-0.9); at
+            least ``2 * border + 2`` head voxels are always shared so blending can skip borders.
+        blend: ``ramp`` (cosine ramp that gives the border band ~0 weight), ``gaussian``
+            (MONAI's Gaussian importance map, no border band) or ``constant``.
+        norm: ``global`` (GroupNorm statistics of the whole volume, measured first) or ``window``
+            (each window's own statistics: faster, wrong on trained decoders; for comparison).
+        fast_stats: measure the ``global`` statistics in bfloat16 autocast where the device
+            computes bfloat16 natively; ``False`` measures them in the decode's precision (slower;
+            matches the full decode to float rounding).
+    """
+
+    max_window_voxels: int | None = None
+    overlap: float = 0.25
+    blend: str = "ramp"
+    norm: str = "global"
+    fast_stats: bool = True
+
+    def check(self) -> None:
+        v = self.max_window_voxels
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 4096):
+            raise ConditionError(f"max_window_voxels {v!r} is outside 4096–unlimited")
+        if not isinstance(self.overlap, (int, float)) or not 0.0 <= self.overlap <= 0.9:
+            raise ConditionError(f"tile overlap {self.overlap!r} is outside 0–0.9")
+        if self.blend not in BLENDS:
+            raise ConditionError(f"tile blend {self.blend!r} is not one of {', '.join(BLENDS)}")
+        if self.norm not in NORM_MODES:
+            raise ConditionError(f"tile norm {self.norm!r} is not one of {', '.join(NORM_MODES)}")
+
+    def window_voxels(self, precision: Precision) -> int:
+        if self.max_window_voxels is not None:
+            return self.max_window_voxels
+        return 1_000_000 if not precision.autocasting else 2_000_000
+
+    def stats_precision(self, precision: Precision) -> Precision:
+        """Precision of the statistics passes."""
+        from dataclasses import replace
+
+        from .device import cpu_has_bf16
+
+        native = precision.device.type == "cuda" or cpu_has_bf16()
+        if self.fast_stats and native and precision.dtype == torch.float32:
+            return replace(precision, dtype=torch.bfloat16)
+        return precision
+
+    def record(self, precision: Precision) -> dict[str, Any]:
+        rec = {"max_window_voxels": self.window_voxels(precision), "overlap": self.overlap, "blend": self.blend, "norm": self.norm}
+        if self.norm == "global":
+            rec["stats_precision"] = self.stats_precision(precision).short
+        return rec
+
+
+def full_decode_bytes(autoencoder: torch.nn.Module, output_shape: Sequence[int], precision: Precision) -> int:
+    """Estimated peak memory (bytes) of a full decode to ``output_shape``: output voxels x channels
+    of the decoder's last level x :data:`FULL_DECODE_BYTES_PER_VOXEL_CHANNEL`."""
+    channels = getattr(autoencoder, "decoder", None)
+    channels = max(getattr(channels, "channels", (128,)) or (128,))
+    per = FULL_DECODE_BYTES_PER_VOXEL_CHANNEL["float32" if not precision.autocasting else "half"]
+    return int(math.prod(int(s) for s in output_shape) * channels * per)
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of the device: GPU memory on CUDA, physical RAM on the CPU (Linux /proc,
+    else ``os.sysconf``)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 16 * 2**30
+
+
+def check_decode_mode(mode: str) -> str:
+    text = str(mode).strip().lower() if isinstance(mode, str) else mode
+    if text not in DECODE_MODES:
+        raise ConditionError(f"decode {mode!r} is not one of {', '.join(DECODE_MODES)}")
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# Splitting the decoder
+# ----------------------------------------------------------------------------------------------
+def split_decoder(autoencoder: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module, int] | None:
+    """(head, tail, zoom) of an ``AutoencoderKL``, or ``None`` when it cannot be tiled.
+
+    ``head(z)`` = ``post_quant_conv`` + decoder blocks before the last ``Upsample``; ``tail`` = the
+    rest; ``zoom`` = output voxels per head voxel along each axis (2).
+    """
+    from monai.networks.nets import AutoencoderKL
+    from monai.networks.blocks import Upsample
+
+    if type(autoencoder) is not AutoencoderKL or getattr(autoencoder, "use_checkpoint", False):
+        return None
+    blocks = list(autoencoder.decoder.blocks)
+    ups = [i for i, b in enumerate(blocks) if isinstance(b, Upsample) or type(b).__name__ == "Upsample"]
+    if not ups:
+        return None
+    cut = ups[-1]
+    head = torch.nn.Sequential(autoencoder.post_quant_conv, *blocks[:cut])
+    tail = torch.nn.Sequential(*blocks[cut:])
+    return head, tail, 2
+
+
+def tail_border(tail: torch.nn.Module, zoom: int) -> int:
+    """Head voxels next to a window edge whose tail output the zero padding reaches: the summed
+    radius of the tail's convolutions (output voxels), divided by the zoom, rounded up."""
+    radius = 0
+    for m in tail.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            radius += max((k - 1) // 2 * d for k, d in zip(m.kernel_size, m.dilation))
+    return max(math.ceil(radius / zoom), 1)
+
+
+def window_shape(grid: Sequence[int], zoom: int, max_window_voxels: int, border: int = BORDER) -> tuple[int, ...]:
+    """Window (head-grid voxels) whose zoomed output fits ``max_window_voxels``: the whole grid if
+    it fits, else slabs across the longest axis (thickest slabs, least overlap work), cutting a
+    second axis only when a slab of the shortest window (``4 * border + 4``, twice the smallest
+    shared band) is still too big."""
+    min_window = 4 * border + 4
+    roi = list(grid)
+    per_voxel = zoom ** len(grid)
+    for axis in sorted(range(len(roi)), key=lambda a: -roi[a]):
+        voxels = per_voxel * math.prod(roi)
+        if voxels <= max_window_voxels:
+            break
+        if roi[axis] <= min_window:
+            continue
+        other = voxels // roi[axis]
+        roi[axis] = max(min(max_window_voxels // other, roi[axis]), min_window)
+    return tuple(roi)
+
+
+# ----------------------------------------------------------------------------------------------
+# GroupNorm with frozen (whole-volume) statistics
+# ----------------------------------------------------------------------------------------------
+class _GroupStats:
+    """Running sums of x and x^2 per (batch, group), float64."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.s1: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, groups: int) -> None:
+        b = x.shape[0]
+        xg = x.detach().double().reshape(b, groups, x.shape[1] // groups, -1)
+        s1, s2 = xg.sum((-1, -2)), (xg * xg).sum((-1, -2))
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+        self.n += xg.shape[-1] * xg.shape[-2]
+
+    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.s1 / self.n
+        return mean, (self.s2 / self.n - mean * mean).clamp_min(0.0)
+
+
+def _frozen_norm(gn: torch.nn.GroupNorm, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """GroupNorm of ``x`` with given per-(batch, group) mean and variance, as a per-channel affine map."""
+    b, c = x.shape[:2]
+    per = c // gn.num_groups
+    inv = (var + gn.eps).rsqrt()
+    scale = inv.repeat_interleave(per, dim=1)  # (B, C) float64
+    shift = -(mean * inv).repeat_interleave(per, dim=1)
+    if gn.affine:
+        w, bias = gn.weight.double(), gn.bias.double()
+        shift = shift * w + bias
+        scale = scale * w
+    shape = (b, c) + (1,) * (x.ndim - 2)
+    return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
+
+
+class _StopPass(Exception):
+    """Ends a statistics pass once the GroupNorm being measured has seen its input."""
+
+
+@contextlib.contextmanager
+def _norm_hooks(norms: list[torch.nn.GroupNorm], stats: dict[int, tuple[torch.Tensor, torch.Tensor]], measure: tuple[int, _GroupStats, tuple[slice, ...]] | None = None) -> Iterator[None]:
+    """GroupNorms ``norms[i]`` with ``i`` in ``stats`` use those statistics; with ``measure = (k,
+    sums, core)``, norm ``k``'s input is added to ``sums`` over ``core`` and the pass stops there."""
+    handles = []
+    try:
+        for i, gn in enumerate(norms):
+            if i in stats:
+                mean, var = stats[i]
+                handles.append(gn.register_forward_hook(lambda m, args, out, mean=mean, var=var: _frozen_norm(m, args[0], mean, var)))
+        if measure is not None:
+            k, sums, core = measure
+
+            def pre_hook(m, args):
+                sums.add(args[0][(slice(None), slice(None), *core)], m.num_groups)
+                raise _StopPass
+
+            handles.append(norms[k].register_forward_pre_hook(pre_hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _partition(features: torch.Tensor, roi: Sequence[int], zoom: int, halo: int) -> Iterator[tuple[torch.Tensor, tuple[slice, ...]]]:
+    """Non-overlapping ``roi`` cores of the head grid, each with ``halo`` voxels of context (at
+    least the tail's border), as (window, core slices of the window's output)."""
+    grid = features.shape[2:]
+    for origin in itertools.product(*[range(0, g, r) for g, r in zip(grid, roi)]):
+        lo = [max(o - halo, 0) for o in origin]
+        hi = [min(o + r + halo, g) for o, r, g in zip(origin, roi, grid)]
+        window = features[(slice(None), slice(None), *[slice(a, b) for a, b in zip(lo, hi)])]
+        core = tuple(slice((o - a) * zoom, (min(o + r, g) - a) * zoom) for o, a, r, g in zip(origin, lo, roi, grid))
+        yield window, core
+
+
+def _global_norm_stats(tail: torch.nn.Module, norms: list[torch.nn.GroupNorm], features: torch.Tensor, roi: Sequence[int], zoom: int, border: int,
+                       precision: Precision) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Whole-volume statistics of every tail GroupNorm, in order: pass ``k`` runs the tail up to
+    norm ``k`` window by window (exact cores, norms before ``k`` frozen to their measured values)."""
+    stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for k in range(len(norms)):
+        sums = _GroupStats()
+        for window, core in _partition(features, roi, zoom, border + 1):
+            with _norm_hooks(norms, stats, (k, sums, core)), precision.autocast():
+                try:
+                    tail(precision.layout(window))
+                except _StopPass:
+                    pass
+        stats[k] = sums.mean_var()
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+def decode_full(autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, decoder_inputs: tuple = ()) -> torch.Tensor:
+    """``autoencoder.decode_stage_2_outputs(latent, *decoder_inputs)`` in ``precision``; float32 output."""
+    with torch.inference_mode(), precision.autocast():
+        out = autoencoder.decode_stage_2_outputs(precision.layout(latent), *decoder_inputs)
+    return out.float().contiguous()
+
+
+def decode_tiled(autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, settings: TileSettings | None = None) -> torch.Tensor:
+    """Decode ``latent`` (B, C, x, y, z) with the head on the whole latent and the tail by windows.
+
+    Returns:
+        float32 (B, C_out, X, Y, Z), the same shape as :func:`decode_full`.
+
+    Raises:
+        ConditionError: the autoencoder cannot be tiled (not an ``AutoencoderKL``).
+    """
+    from monai.inferers import sliding_window_inference
+
+    settings = settings or TileSettings()
+    settings.check()
+    parts = split_decoder(autoencoder)
+    if parts is None:
+        raise ConditionError(f"decode 'tiled' needs a monai AutoencoderKL decoder; this model has {type(autoencoder).__name__}: use decode 'full'")
+    head, tail, zoom = parts
+    with torch.inference_mode():
+        with precision.autocast():
+            features = head(precision.layout(latent))
+        features = features.float().contiguous()
+        grid = tuple(features.shape[2:])
+        border = tail_border(tail, zoom)
+        roi = window_shape(grid, zoom, settings.window_voxels(precision), border)
+        overlaps = window_overlaps(grid, roi, settings.overlap, border)
+        norms = [m for m in tail.modules() if isinstance(m, torch.nn.GroupNorm)]
+        stats = {}
+        if settings.norm == "global" and norms:
+            stats_precision = settings.stats_precision(precision)
+            stats_roi = window_shape(grid, zoom, settings.window_voxels(stats_precision), border)
+            stats = _global_norm_stats(tail, norms, features, stats_roi, zoom, border, stats_precision)
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            with precision.autocast():
+                out = tail(precision.layout(window))
+            return out.float().contiguous()
+
+        if settings.blend == "gaussian":
+            blend = {"mode": "gaussian"}
+        else:
+            blend = {"roi_weight_map": blend_weights(grid, roi, overlaps, settings.blend, border)}
+        with _norm_hooks(norms, stats):
+            return sliding_window_inference(features, roi_size=roi, sw_batch_size=1, predictor=predictor, overlap=overlaps, **blend).float()
+
+
+def window_overlaps(grid: Sequence[int], roi: Sequence[int], overlap: float, border: int = BORDER) -> tuple[float, ...]:
+    """Per-axis overlap fractions for ``sliding_window_inference``: ``overlap`` of the window, and at
+    least ``2 * border + 2`` voxels, along the axes that are cut; 0 along the others."""
+    out = []
+    for g, r in zip(grid, roi):
+        if r >= g:
+            out.append(0.0)
+            continue
+        shared = min(max(math.ceil(r * overlap), 2 * border + 2), r - 1)
+        interval = r - shared
+        out.append(1.0 - (interval + 0.5) / r)  # int(r * (1 - o)) == interval
+    return tuple(out)
+
+
+def blend_weights(grid: Sequence[int], roi: Sequence[int], overlaps: Sequence[float], blend: str = "ramp", border: int = BORDER) -> torch.Tensor:
+    """Window weights (1, 1, *roi) for blending.
+
+    1 along the axes a window spans whole. Along cut axes (``ramp``): ~0 (1e-6) on the ``border``
+    voxels next to each window edge, whose values the zero padding of the convolutions spoils,
+    then a cosine ramp up to 1 over the rest of the shared band; the neighbour's weight is 1 there,
+    so spoiled values never count. A window edge on the volume boundary has no neighbour: its tiny
+    weights normalise to 1. ``constant``: 1 everywhere.
+    """
+    profiles = []
+    for g, r, o in zip(grid, roi, overlaps):
+        p = torch.ones(r, dtype=torch.float64)
+        if r < g and blend == "ramp":
+            shared = r - int(r * (1 - o))
+            d = torch.minimum(torch.arange(r, dtype=torch.float64), r - 1 - torch.arange(r, dtype=torch.float64))
+            ramp = ((d - border + 1) / max(shared - 2 * border, 1)).clamp(0.0, 1.0)
+            p = (0.5 - 0.5 * torch.cos(math.pi * ramp)).clamp_min(1e-6)
+        profiles.append(p)
+    w = profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
+    return w.float()[None, None]
+
+
+def decode(
+    autoencoder: torch.nn.Module,
+    latent: torch.Tensor,
+    precision: Precision,
+    *,
+    mode: str = "auto",
+    output_shape: Sequence[int] | None = None,
+    decoder_inputs: tuple = (),
+    settings: TileSettings | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Decode with the chosen ``mode`` and say how it was done (for provenance).
+
+    Args:
+        autoencoder: the card's autoencoder.
+        latent: (B, C, x, y, z) float32, already divided by the card's scale factor.
+        precision: autocast dtype / memory layout.
+        mode: ``full``, ``tiled`` or ``auto``: tiled when the decoder can be tiled and a full
+            decode is estimated (:func:`full_decode_bytes`) to need more than
+            :data:`AUTO_TILE_MEMORY_FRACTION` of the device's total memory. That depends only on
+            the machine, so a given machine always makes the same choice (and provenance records it).
+        output_shape: the card's output shape (X, Y, Z), for ``auto``.
+        decoder_inputs: extra decoder arguments (SPADE: the label map); only with ``full``.
+        settings: window size, overlap, blending and GroupNorm statistics of a tiled decode.
+
+    Returns:
+        (decoded float32 (B, C_out, X, Y, Z) on the latent's device, record of the mode used).
+    """
+    mode = check_decode_mode(mode)
+    settings = settings or TileSettings()
+    if mode == "auto":
+        tileable = not decoder_inputs and split_decoder(autoencoder) is not None
+        need = full_decode_bytes(autoencoder, output_shape, precision) if tileable and output_shape else 0
+        mode = "tiled" if need > AUTO_TILE_MEMORY_FRACTION * device_memory_bytes(precision.device) else "full"
+    if mode == "tiled":
+        if decoder_inputs:
+            raise ConditionError("decode 'tiled' is not available for SPADE decoders (they take the label map); use decode 'full'")
+        return decode_tiled(autoencoder, latent, precision, settings), {"mode": "tiled", **settings.record(precision)}
+    return decode_full(autoencoder, latent, precision, decoder_inputs), {"mode": "full"}

@@ -1,0 +1,247 @@
+"""Quality cost of fewer steps, other samplers and lower precision, measured on trained models.
+
+``synthbrain bench MODEL --quality N`` draws N requests (seed i, conditions spread over the card's
+ranges), makes the **reference** for each - the model-zoo path: DDIM, 50 steps, float32, full
+decode (the bundle's plain loop, :func:`SynthBrainLib.bench.reference_sample`) - and then every
+candidate (sampler, steps, precision) for the same request, and reports per candidate:
+
+* images: PSNR and 3D MS-SSIM against the reference (data range 1), mean over requests;
+* Brain LDM-like models: the ventricular volume measured on each image
+  (:func:`SynthBrainLib.phantoms.measure.measure_ventricular_volume_ml`): Pearson r and mean
+  absolute difference against the reference's measurements, and r against the requested volume;
+* label generators: Dice of the label maps against the reference (mean over classes present) and
+  r of the lesion volume against the reference's;
+* label-to-image models (no sampler): PSNR / MS-SSIM of each precision against float32.
+
+Two extra candidates give the scale of "no difference": DDIM with 100 steps (how much the reference
+itself moves with more steps) and DPM-Solver++ with 100 steps (close to the exact ODE solution).
+Every candidate, and the reference, is also compared with that converged sample
+(``*_vs_converged``): a candidate at least as close to it as the reference is at least as accurate a
+solution of the sampling ODE as the reference path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .bench import benchmark_labels, ms_ssim, psnr, reference_sample
+
+
+@dataclass(frozen=True)
+class Candidate:
+    sampler: str | None
+    steps: int | None
+    precision: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.sampler} {self.steps} {self.precision}" if self.sampler else self.precision
+
+
+#: The candidate that stands for the exact solution of the sampling ODE.
+CONVERGED = Candidate("dpm++2m", 100, "float32")
+
+
+def default_candidates(card, bf16: bool) -> list[Candidate]:
+    if card.sampling is None:
+        return [Candidate(None, None, "float32")] + ([Candidate(None, None, "bfloat16")] if bf16 else [])
+    out = [Candidate("ddim", n, "float32") for n in (10, 20, 30, 100)]
+    if "dpm++2m" in card.sampling.samplers:
+        out += [Candidate("dpm++2m", n, "float32") for n in (5, 8, 10, 15, 20, 100)]
+    if bf16:
+        out += [Candidate("ddim", 50, "bfloat16")]
+        if "dpm++2m" in card.sampling.samplers:
+            out += [Candidate("dpm++2m", n, "bfloat16") for n in (10, 15)]
+    return out
+
+
+def study_requests(card, n: int) -> list[dict[str, Any]]:
+    """N requests: seed i and conditions spread evenly over each continuous variable's typical (else
+    full) range in a shuffled order per variable, categorical variables alternating."""
+    rng = np.random.default_rng(1234)
+    requests = []
+    columns = {}
+    for v in card.conditioning.variables:
+        if v.kind == "continuous":
+            lo, hi = v.typical_range or v.range
+            values = lo + (np.arange(n) + 0.5) / n * (hi - lo)
+            columns[v.name] = [float(round(x, 3)) for x in rng.permutation(values)]
+        else:
+            choices = list(v.choices)
+            columns[v.name] = [choices[i % len(choices)] for i in range(n)]
+    for i in range(n):
+        requests.append({"seed": i, "conditions": {k: col[i] for k, col in columns.items()}})
+    return requests
+
+
+def _generate(pipe, candidate: Candidate, request: dict[str, Any], labels: np.ndarray | None) -> np.ndarray:
+    if pipe.card.kind == "label_to_image":
+        return pipe.generate(labels, seed=request["seed"]).image[None]
+    r = pipe.generate(seed=request["seed"], sampler=candidate.sampler, steps=candidate.steps, **request["conditions"])
+    return r.image[None] if r.image is not None else r.partial_volumes
+
+
+def _measure(card, out: np.ndarray) -> float | None:
+    """A volume measured on one output: ventricular volume (images of brain models) or total lesion
+    volume (label maps), in mL."""
+    spacing_ml = float(np.prod(card.output.spacing)) / 1000.0
+    if card.kind == "conditional_latent_diffusion":
+        from .phantoms.measure import measure_ventricular_volume_ml
+
+        return measure_ventricular_volume_ml(out[0], card.output.affine)
+    if card.kind == "label_generator":
+        labels = out.argmax(0)
+        lesion = [card.label_names.index(n) for n in ("wmh", "tumour", "edema", "gdtumour") if n in card.label_names]
+        return float(np.isin(labels, lesion).sum() * spacing_ml)
+    return None
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    la, lb = a.argmax(0), b.argmax(0)
+    scores = []
+    for c in range(1, a.shape[0]):
+        x, y = la == c, lb == c
+        if x.any() or y.any():
+            scores.append(2.0 * np.logical_and(x, y).sum() / (x.sum() + y.sum()))
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def quality_study(model: str, *, samples: int = 8, device: str = "cpu", candidates: Sequence[Candidate] | None = None,
+                  log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Run the study for one model (weights must be installed). Returns a JSON-ready report."""
+    from .device import cpu_has_bf16
+    from .pipelines import load_pipeline
+
+    pipes: dict[str, Any] = {}
+
+    def pipe_for(precision: str):
+        if precision not in pipes:
+            pipes[precision] = load_pipeline(model, device=device, precision=precision, decode="full")
+        return pipes[precision]
+
+    base = pipe_for("float32")
+    card = base.card
+    bf16 = device.startswith("cuda") or cpu_has_bf16()
+    candidates = list(candidates or default_candidates(card, bf16))
+    requests = study_requests(card, samples)
+    labels_in = None
+    if card.kind == "label_to_image":
+        labels_in = benchmark_labels(card)
+    reference, ref_measure, ref_seconds = [], [], []
+    for req in requests:
+        t = time.perf_counter()
+        if card.kind == "label_to_image":
+            ref = _generate(base, Candidate(None, None, "float32"), req, labels_in)
+        else:
+            ref = reference_sample(base, req["seed"], conditions=req["conditions"])
+            for net in base.networks.values():  # reference_sample used NCDHW: back to the pipeline's layout
+                base.precision.prepare(net)
+        ref_seconds.append(time.perf_counter() - t)
+        reference.append(ref)
+        ref_measure.append(_measure(card, ref))
+    log(f"{card.id}: reference ({samples} requests) {np.mean(ref_seconds):.2f} s each")
+    requested = []
+    for req in requests:
+        if card.kind == "conditional_latent_diffusion" and "ventricular_volume" in req["conditions"]:
+            requested.append(req["conditions"]["ventricular_volume"])
+    rows = []
+    outputs: dict[str, list[np.ndarray]] = {}
+    for cand in candidates:
+        pipe = pipe_for(cand.precision)
+        psnrs, ssims, dices, measures, seconds = [], [], [], [], []
+        outputs[cand.name] = []
+        for req, ref in zip(requests, reference):
+            t = time.perf_counter()
+            out = _generate(pipe, cand, req, labels_in)
+            outputs[cand.name].append(out)
+            seconds.append(time.perf_counter() - t)
+            if card.kind == "label_generator":
+                dices.append(_dice(out, ref))
+                psnrs.append(psnr(out, ref, 1.0))
+            else:
+                psnrs.append(psnr(out, ref, 1.0))
+                ssims.append(ms_ssim(out[0], ref[0]))
+            measures.append(_measure(card, out))
+        row: dict[str, Any] = {"candidate": cand.name, "sampler": cand.sampler, "steps": cand.steps, "precision": cand.precision,
+                               "seconds_mean": float(np.mean(seconds)), "psnr_db_mean": float(np.mean(psnrs)), "psnr_db_min": float(np.min(psnrs))}
+        if ssims:
+            row.update(ms_ssim_mean=float(np.mean(ssims)), ms_ssim_min=float(np.min(ssims)))
+        if dices:
+            row.update(dice_mean=float(np.mean(dices)), dice_min=float(np.min(dices)))
+        if measures and measures[0] is not None:
+            row.update(volume_r_vs_reference=_pearson(measures, ref_measure), volume_mean_abs_diff_ml=float(np.mean(np.abs(np.subtract(measures, ref_measure)))))
+            if requested:
+                row["volume_r_vs_requested"] = _pearson(measures, requested)
+        log(f"  {cand.name}: {row['seconds_mean']:.2f} s, PSNR {row['psnr_db_mean']:.1f} dB" + (f", MS-SSIM {row['ms_ssim_mean']:.4f}" if ssims else "") +
+            (f", Dice {row['dice_mean']:.3f}" if dices else "") + (f", volume r {row['volume_r_vs_reference']:.3f}" if "volume_r_vs_reference" in row else ""))
+        rows.append(row)
+    converged = outputs.get(CONVERGED.name)
+    report_extra: dict[str, Any] = {}
+    if converged is not None:
+        def closeness(outs: list[np.ndarray]) -> dict[str, float]:
+            res = {"psnr_db_vs_converged": float(np.mean([psnr(o, c, 1.0) for o, c in zip(outs, converged)]))}
+            if card.kind == "label_generator":
+                res["dice_vs_converged"] = float(np.mean([_dice(o, c) for o, c in zip(outs, converged)]))
+            else:
+                res["ms_ssim_vs_converged"] = float(np.mean([ms_ssim(o[0], c[0]) for o, c in zip(outs, converged)]))
+            return res
+
+        report_extra["reference_vs_converged"] = closeness(reference)
+        for row in rows:
+            if row["candidate"] != CONVERGED.name:
+                row.update(closeness(outputs[row["candidate"]]))
+    report = {"model": card.id, "samples": samples, "requests": requests, **report_extra, "reference": "ddim 50 float32 full decode (bundle loop)" if card.sampling else "float32",
+              "reference_seconds_mean": float(np.mean(ref_seconds)), "candidates": rows}
+    if ref_measure and ref_measure[0] is not None and requested:
+        report["reference_volume_r_vs_requested"] = _pearson(ref_measure, requested)
+    return report
+
+
+def format_quality_table(report: dict[str, Any]) -> str:
+    """One Markdown table per model (times are in the JSON report: the speed table of
+    :func:`SynthBrainLib.bench.format_table` is the one to quote)."""
+    head = f"**{report['model']}**: {report['samples']} requests; reference = {report['reference']}"
+    if "reference_volume_r_vs_requested" in report:
+        head += f"; reference ventricular volume vs requested: r = {report['reference_volume_r_vs_requested']:.3f}"
+    cols = ["candidate", "PSNR vs reference, mean / min (dB)"]
+    has = lambda key: any(key in r for r in report["candidates"])  # noqa: E731
+    if has("ms_ssim_mean"):
+        cols.append("MS-SSIM vs reference, mean / min")
+    if has("dice_mean"):
+        cols.append("Dice vs reference, mean / min")
+    if has("volume_r_vs_reference"):
+        cols += ["volume r vs reference", "volume |diff| (mL)"]
+    if has("volume_r_vs_requested"):
+        cols.append("volume r vs requested")
+    close_key = "ms_ssim_vs_converged" if has("ms_ssim_vs_converged") else "dice_vs_converged"
+    if has("psnr_db_vs_converged"):
+        cols.append("vs converged: PSNR (dB) / " + ("MS-SSIM" if close_key == "ms_ssim_vs_converged" else "Dice"))
+        ref = report.get("reference_vs_converged", {})
+        head += f"; reference vs converged (dpm++2m 100): PSNR {ref.get('psnr_db_vs_converged', float('nan')):.1f} dB / {ref.get(close_key, float('nan')):.4f}"
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in report["candidates"]:
+        cells = [r["candidate"], f"{r['psnr_db_mean']:.1f} / {r['psnr_db_min']:.1f}"]
+        if has("ms_ssim_mean"):
+            cells.append(f"{r['ms_ssim_mean']:.4f} / {r['ms_ssim_min']:.4f}")
+        if has("dice_mean"):
+            cells.append(f"{r['dice_mean']:.3f} / {r['dice_min']:.3f}")
+        if has("volume_r_vs_reference"):
+            cells += [f"{r.get('volume_r_vs_reference', float('nan')):.3f}", f"{r.get('volume_mean_abs_diff_ml', float('nan')):.2f}"]
+        if has("volume_r_vs_requested"):
+            cells.append(f"{r.get('volume_r_vs_requested', float('nan')):.3f}")
+        if has("psnr_db_vs_converged"):
+            cells.append("-" if "psnr_db_vs_converged" not in r else f"{r['psnr_db_vs_converged']:.1f} / {r[close_key]:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

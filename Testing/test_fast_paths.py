@@ -1,0 +1,223 @@
+"""Speed options on tiny models: precision, memory layout, DPM-Solver++, tiled decoding, preview, cache, SDPA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from SynthBrainLib import ConditionError, DeviceError, load_pipeline
+from SynthBrainLib.decoding import TileSettings, blend_weights, decode, decode_full, decode_tiled, window_overlaps, window_shape
+from SynthBrainLib.device import Precision
+from SynthBrainLib.networks import build_network
+from SynthBrainLib.pipelines.base import use_sdpa
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def brain(model_folders):
+    return load_pipeline(str(model_folders["brain"]), device="cpu")
+
+
+# ---- precision --------------------------------------------------------------------------------
+def test_precision_options():
+    assert Precision.for_device(CPU).name == "float32+channels_last_3d"
+    assert Precision.for_device(CPU, None, "bfloat16").name == "bfloat16-autocast+channels_last_3d"
+    assert Precision.for_device(CPU, False, "float32").short == "float32"
+    with pytest.raises(DeviceError, match="half precision is only available on CUDA devices"):
+        Precision.for_device(CPU, None, "float16")
+    with pytest.raises(DeviceError, match="precision 'fp8' is not one of auto, float32, mixed, bfloat16, float16"):
+        Precision.for_device(CPU, None, "fp8")
+    with pytest.raises(DeviceError, match="half=True contradicts precision 'bfloat16'"):
+        Precision.for_device(CPU, True, "bfloat16")
+
+
+def test_mixed_precision_runs_noisy_steps_in_float32(model_folders, brain):
+    from SynthBrainLib.sampling import make_scheduler, noise_ratio
+
+    mixed = Precision.for_device(CPU, None, "mixed")
+    assert mixed.name == "mixed(float32 above sigma/alpha 2, else bfloat16-autocast)+channels_last_3d" and mixed.short == "mixed"
+    sch = make_scheduler(brain.card.scheduler, "dpm++2m", 10, CPU)
+    dtypes = [mixed.for_noise_ratio(noise_ratio(sch, "dpm++2m", t)).dtype for t in sch.timesteps]
+    assert dtypes[0] == torch.float32 and dtypes[-1] == torch.bfloat16 and dtypes == sorted(dtypes, key=lambda d: d == torch.bfloat16)
+    assert noise_ratio(sch, "rflow", 500) == 1.0 and noise_ratio(sch, "ddim", 999) > 50
+    pipe = load_pipeline(str(model_folders["brain"]), device="cpu", precision="mixed")
+    a, b = pipe.generate(seed=4, steps=3), pipe.generate(seed=4, steps=3)
+    assert np.array_equal(a.image, b.image) and a.provenance["precision"] == mixed.name
+
+
+def test_bfloat16_is_deterministic_and_close_to_float32(model_folders, brain):
+    fast = load_pipeline(str(model_folders["brain"]), device="cpu", precision="bfloat16")
+    a, b = fast.generate(seed=4, steps=3), fast.generate(seed=4, steps=3)
+    assert np.array_equal(a.image, b.image)
+    assert a.provenance["precision"] == "bfloat16-autocast+channels_last_3d"
+    ref = brain.generate(seed=4, steps=3)
+    assert np.abs(a.image - ref.image).max() < 0.1
+
+
+def test_channels_last_matches_contiguous_layout(model_folders, brain):
+    plain = load_pipeline(str(model_folders["brain"]), device="cpu")
+    plain.precision = Precision(CPU, torch.float32, channels_last=False)
+    for net in plain.networks.values():
+        net.to(memory_format=torch.contiguous_format)
+    a, b = plain.generate(seed=2, steps=3), brain.generate(seed=2, steps=3)
+    assert np.abs(a.image - b.image).max() < 1e-4
+
+
+# ---- DPM-Solver++ in the pipelines --------------------------------------------------------------
+def test_dpm_solver_in_pipeline(brain, model_folders):
+    calls = []
+    a = brain.generate(seed=1, sampler="dpm++2m", steps=5, progress=lambda s, t: calls.append((s, t)))
+    b = brain.generate(seed=1, sampler="dpm++2m", steps=5)
+    assert np.array_equal(a.image, b.image) and a.provenance["sampler"] == "dpm++2m" and a.provenance["steps"] == 5
+    assert calls == [(i, 6) for i in range(1, 7)]
+    labels = load_pipeline(str(model_folders["labels"]), device="cpu")  # brainSPADE card: not listed
+    with pytest.raises(ConditionError, match="sampler 'dpm\\+\\+2m' does not fit this model \\(its card does not list it\\)"):
+        labels.generate(seed=1, sampler="dpm++2m", steps=3)
+
+
+# ---- tiled decoding -----------------------------------------------------------------------------
+def _tiny_autoencoder(brain):
+    spec = brain.card.networks["autoencoder"]
+    torch.manual_seed(0)
+    ae = build_network(spec)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in ae.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return ae
+
+
+def test_window_geometry():
+    assert window_shape((80, 112, 80), 2, 10**9) == (80, 112, 80)
+    assert window_shape((80, 112, 80), 2, 2_000_000) == (80, 39, 80)  # slabs across the longest axis
+    roi = window_shape((20, 40, 18), 2, 20 * 16 * 18 * 8)
+    assert roi == (20, 16, 18)
+    ov = window_overlaps((20, 40, 18), roi, 0.25)
+    assert ov[0] == 0.0 and ov[2] == 0.0 and int(16 * (1 - ov[1])) == 8  # 8 shared voxels = 2 * BORDER + 2
+    w = blend_weights((20, 40, 18), roi, ov)
+    assert w.shape == (1, 1, 20, 16, 18) and float(w.min()) > 0
+    profile = w[0, 0, 0, :, 0]
+    assert profile[:3].max() < 1e-5 and profile[-3:].max() < 1e-5 and float(profile[8]) == 1.0
+
+
+@pytest.mark.parametrize("norm, fast_stats, tolerance", [("global", False, 1e-4), ("global", True, 0.05), ("window", False, 0.5)])
+def test_tiled_decode_matches_full_decode(brain, norm, fast_stats, tolerance):
+    ae = _tiny_autoencoder(brain)
+    prec = Precision(CPU)
+    latent = torch.randn(1, 3, 20, 40, 18, generator=torch.Generator().manual_seed(0))
+    full = decode_full(ae, latent, prec)
+    settings = TileSettings(max_window_voxels=20 * 16 * 18 * 8, norm=norm, fast_stats=fast_stats)
+    tiled = decode_tiled(ae, latent, prec, settings)
+    assert tiled.shape == full.shape == (1, 1, 40, 80, 36)
+    diff = (tiled - full).abs()
+    assert float(diff.max()) < tolerance, float(diff.max())
+    mse = float((diff**2).mean())
+    rng = float(full.max() - full.min())
+    assert 10 * np.log10(rng**2 / mse) > (30.0 if norm == "window" else 50.0)
+
+
+def test_decode_modes_and_provenance(model_folders, brain):
+    tiled = load_pipeline(str(model_folders["brain"]), device="cpu", decode="tiled")
+    r = tiled.generate(seed=1, steps=2)
+    assert r.provenance["decode"]["mode"] == "tiled" and r.provenance["decode"]["norm"] == "global"
+    assert brain.generate(seed=1, steps=2).provenance["decode"] == {"mode": "full"}  # auto: small outputs decode whole
+    with pytest.raises(ConditionError, match="decode 'sliced' is not one of auto, full, tiled"):
+        load_pipeline(str(model_folders["brain"]), device="cpu", decode="sliced")
+    spade = load_pipeline(str(model_folders["spade_ldm"]), device="cpu", decode="tiled")
+    with pytest.raises(ConditionError, match="decode 'tiled' is not available for SPADE decoders"):
+        spade.generate(np.zeros((16, 16, 16), np.uint8), seed=1)
+    ae = _tiny_autoencoder(brain)
+    out, how = decode(ae, torch.zeros(1, 3, 8, 8, 8), Precision(CPU), mode="auto", output_shape=(16, 16, 16))
+    assert how == {"mode": "full"} and out.shape == (1, 1, 16, 16, 16)
+    with pytest.raises(ConditionError, match="tile overlap 1.5 is outside 0–0.9"):
+        TileSettings(overlap=1.5).check()
+
+
+# ---- preview and cache --------------------------------------------------------------------------
+class _CountingUNet(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+
+def test_preview_uses_the_preview_sampler_and_steps(brain):
+    r = brain.generate(seed=3, preview=True, age=60)
+    assert (r.provenance["sampler"], r.provenance["steps"], r.provenance["preview"]) == ("dpm++2m", brain.preview_steps, True)
+    r = brain.generate(seed=3, preview=True, steps=2)
+    assert r.provenance["steps"] == 2
+
+
+def test_cache_answers_repeats_with_copies(model_folders):
+    pipe = load_pipeline(str(model_folders["brain"]), device="cpu", cache_size=2)
+    counter = _CountingUNet(pipe.networks["diffusion"])
+    pipe.networks["diffusion"] = counter
+    a = pipe.generate(seed=1, steps=3, age=60)
+    assert counter.calls == 3
+    progress = []
+    b = pipe.generate(seed=1, steps=3, age=60, progress=lambda s, t: progress.append((s, t)))
+    assert counter.calls == 3 and progress == [(1, 1)]
+    assert np.array_equal(a.image, b.image) and a.provenance == b.provenance
+    b.image[:] = 0  # callers get copies
+    assert np.array_equal(pipe.generate(seed=1, steps=3, age=60).image, a.image)
+    pipe.generate(seed=2, steps=3, age=60)  # another seed: a miss
+    pipe.generate(seed=1, steps=3, age=61)  # other conditions: a miss; evicts seed 1 / age 60 (size 2)
+    assert counter.calls == 9
+    pipe.generate(seed=1, steps=3, age=60)
+    assert counter.calls == 12
+    pipe.generate(seed=1, age=60, preview=True)  # a preview is another request
+    assert counter.calls == 12 + pipe.preview_steps
+    with pytest.raises(ConditionError, match="cache_size -1 is outside 0–10000"):
+        load_pipeline(str(model_folders["brain"]), device="cpu", cache_size=-1)
+
+
+def test_label_to_image_cache(model_folders):
+    pipe = load_pipeline(str(model_folders["spade"]), device="cpu", cache_size=4)
+    labels = np.zeros((16, 16, 16), np.uint8)
+    labels[4:12, 4:12, 4:12] = 3
+    a = pipe.generate(labels, seed=1)
+    labels2 = labels.copy()
+    labels2[5, 5, 5] = 2
+    assert pipe.generate(labels, seed=1).provenance == a.provenance
+    other = pipe.generate(labels2, seed=1)  # other labels: a miss
+    assert other.provenance["input"]["labels_sha256"] != a.provenance["input"]["labels_sha256"]
+    assert len(pipe._cache) == 2
+
+
+# ---- attention ----------------------------------------------------------------------------------
+def test_sdpa_attention_matches_math_attention(model_folders, brain):
+    pipe = load_pipeline(str(model_folders["brain"]), device="cpu", sdpa=True)
+    assert pipe.sdpa
+    assert use_sdpa(pipe.networks["diffusion"]) > 0
+    a, b = pipe.generate(seed=5, steps=3), brain.generate(seed=5, steps=3)
+    assert np.abs(a.image - b.image).max() < 1e-4
+
+
+def test_compile_mode_is_checked(model_folders):
+    with pytest.raises(ConditionError, match="compile 'fastest' is not one of default, reduce-overhead, max-autotune"):
+        load_pipeline(str(model_folders["brain"]), device="cpu", compile="fastest")
+
+
+# ---- command line -------------------------------------------------------------------------------
+def test_generate_speed_flags(model_folders, tmp_path, capsys):
+    import json
+
+    from SynthBrainLib.cli import main
+
+    out = tmp_path / "b.nii.gz"
+    code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(out), "--quiet", "--seed", "2",
+                 "--precision", "bfloat16", "--decode", "tiled", "--preview-steps", "2"])
+    assert code == 0, capsys.readouterr().err
+    side = json.loads((tmp_path / "b.json").read_text())
+    assert (side["sampler"], side["steps"], side["preview"]) == ("dpm++2m", 2, True)
+    assert side["precision"].startswith("bfloat16") and side["decode"]["mode"] == "tiled"
+    code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(tmp_path / "c.nii.gz"), "--quiet", "--precision", "half"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "synthbrain: error: precision 'half' is not one of auto, float32, mixed, bfloat16, float16"
+    code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(tmp_path / "c.nii.gz"), "--quiet", "--preview-steps", "0"])
+    assert code == 2 and "--preview-steps 0 must be at least 1" in capsys.readouterr().err
