@@ -87,9 +87,12 @@ class Sampler(enum.Enum):
     DDPM = "ddpm"
     PNDM = "pndm"
     RFLOW = "rflow"
+    DPMPP2M = "dpm++2m"
 
     def label(self):
-        return "Model default" if self is Sampler.DEFAULT else self.value.upper()
+        if self is Sampler.DEFAULT:
+            return "Model default"
+        return "DPM-Solver++(2M)" if self is Sampler.DPMPP2M else self.value.upper()
 
     @property
     def samplerName(self):
@@ -116,6 +119,7 @@ class SynthBrainParameterNode:
     seed: Annotated[int, WithinRange(0, MAX_SEED)] = 1
     sampler: Sampler = Sampler.DEFAULT
     steps: Annotated[int, WithinRange(1, 10000)] = 50
+    preview: bool = False
     # Age sweep
     sweepAgeFrom: Annotated[float, WithinRange(*AGE_BOUNDS)] = 50.0
     sweepAgeTo: Annotated[float, WithinRange(*AGE_BOUNDS)] = 80.0
@@ -560,6 +564,8 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _brainTask(self):
         p = self._parameterNode
+        if p.preview:  # the pipeline's preview sampler and steps, not the Advanced ones
+            return self.logic.brainTask(model=p.brainModel or None, seed=p.seed, preview=True, **self._brainConditions())
         return self.logic.brainTask(model=p.brainModel or None, seed=p.seed, sampler=p.sampler.samplerName, steps=p.steps, **self._brainConditions())
 
     def _sweepTask(self):

@@ -55,8 +55,10 @@ def default_candidates(card, bf16: bool) -> list[Candidate]:
         out += [Candidate("dpm++2m", n, "float32") for n in (5, 8, 10, 15, 20, 100)]
     if bf16:
         out += [Candidate("ddim", 50, "bfloat16")]
+        out += [Candidate("ddim", 50, "mixed")]
         if "dpm++2m" in card.sampling.samplers:
             out += [Candidate("dpm++2m", n, "bfloat16") for n in (10, 15)]
+            out += [Candidate("dpm++2m", n, "mixed") for n in (10, 15, 20)]
     return out
 
 

@@ -104,6 +104,28 @@ def test_generate_brain_matches_library_and_carries_provenance(slicer_logic, mrm
     assert mrml.node_parent_folder_name(mrml_app.scene, node) == "SynthBrain"
 
 
+def test_preview_uses_the_preview_sampler_and_repeats_come_from_the_cache(slicer_logic, mrml_app, model_folders):
+    pipe = slicer_logic.pipeline("tiny-brain-ldm", "cpu")
+    first = slicer_logic.generateBrain(model="tiny-brain-ldm", age=60, seed=2, device="cpu", preview=True)
+    provenance = json.loads(first.GetAttribute("SynthBrain.Provenance"))
+    assert (provenance["sampler"], provenance["steps"]) == pipe.preview_settings(None, None)
+    expected = load_pipeline(str(model_folders["brain"]), device="cpu").generate(age=60, seed=2, preview=True)
+    assert np.array_equal(mrml.volume_array(first), expected.image)
+
+    calls = []
+    unet = pipe.networks["diffusion"]
+    handle = unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        slicer_logic.generateBrain(model="tiny-brain-ldm", age=70, seed=2, device="cpu", preview=True)
+        assert calls, "a new age must be computed"
+        calls.clear()
+        again = slicer_logic.generateBrain(model="tiny-brain-ldm", age=60, seed=2, device="cpu", preview=True)  # slider moved back
+    finally:
+        handle.remove()
+    assert not calls and again is not first  # answered from the cache, as a new node
+    assert np.array_equal(mrml.volume_array(again), mrml.volume_array(first))
+
+
 def test_generate_labels_gives_schema_segmentation(slicer_logic, model_folders):
     seg = slicer_logic.generateLabels(model="tiny-labels", wmh=0.03, seed=4)
     expected = load_pipeline(str(model_folders["labels"]), device="cpu").generate(wmh=0.03, seed=4)

@@ -67,6 +67,10 @@ class ModelStatus:
         return f"installed ({self.location}), {self.sizeBytes / 1e6:.1f} MB, {self.folder}"
 
 
+#: Results each loaded pipeline keeps (a 64x80x64 demo brain is 1.3 MB; a full-size one 23 MB).
+RESULT_CACHE_SIZE = 8
+
+
 class SynthBrainLogic:
     """Synthesis into a MRML scene.
 
@@ -216,7 +220,11 @@ class SynthBrainLogic:
                     from SynthBrainLib import load_pipeline as loader
                 # One copy of a model at a time: switching device frees the other copy's (GPU) memory.
                 self._drop(lambda k: k[0] == modelId)
-                self._pipelines[key] = loader(modelId, device=device, store=self.store)
+                pipe = loader(modelId, device=device, store=self.store)
+                if isinstance(getattr(pipe, "cache_size", None), int):
+                    # Keep recent results: moving a slider back to an earlier value is then instant.
+                    pipe.cache_size = max(pipe.cache_size, RESULT_CACHE_SIZE)
+                self._pipelines[key] = pipe
             return self._pipelines[key]
 
     def clearPipelines(self, modelId: str | None = None) -> None:
@@ -253,17 +261,20 @@ class SynthBrainLogic:
 
     # ---- tasks ---------------------------------------------------------------------------------
     def brainTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
-                  device: str | None = None, raw: dict[str, float] | None = None, **conditions: Any) -> Task:
-        """A conditioned brain: ``compute`` gives a SynthesisResult, ``apply`` a volume node."""
+                  device: str | None = None, raw: dict[str, float] | None = None, preview: bool = False, **conditions: Any) -> Task:
+        """A conditioned brain: ``compute`` gives a SynthesisResult, ``apply`` a volume node.
+
+        ``preview``: the pipeline's quick preview (few DPM-Solver++ steps) unless ``sampler``/``steps`` are given.
+        """
 
         def apply(scene, card, seed, result):
             name = f"SynthBrain {card.output.modality} {_description(result)} seed {seed}"
             return mrml.add_result_volume(scene, result.image, result.affine, name, result.provenance)
 
-        return self._conditionedTask(BRAIN_KIND, "brain", apply, model, seed, sampler, steps, device, raw, conditions)
+        return self._conditionedTask(BRAIN_KIND, "brain", apply, model, seed, sampler, steps, device, raw, conditions, preview)
 
     def labelsTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
-                   device: str | None = None, raw: dict[str, float] | None = None, **conditions: Any) -> Task:
+                   device: str | None = None, raw: dict[str, float] | None = None, preview: bool = False, **conditions: Any) -> Task:
         """A label map from the label generator: ``apply`` gives a schema segmentation node."""
 
         def apply(scene, card, seed, result):
@@ -272,9 +283,9 @@ class SynthBrainLogic:
             name = f"SynthBrain labels {lesions or 'healthy'} seed {seed}"
             return mrml.labels_to_segmentation(scene, result.labels, result.affine, card.labels, name, result.provenance)
 
-        return self._conditionedTask(LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, raw, conditions)
+        return self._conditionedTask(LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, raw, conditions, preview)
 
-    def _conditionedTask(self, kind, what, apply, model, seed, sampler, steps, device, raw, conditions) -> Task:
+    def _conditionedTask(self, kind, what, apply, model, seed, sampler, steps, device, raw, conditions, preview=False) -> Task:
         """Validate on the calling thread, generate in ``compute``, add nodes in ``apply``."""
         modelId = self._model(model, kind)
         card = self.card(modelId)
@@ -284,7 +295,8 @@ class SynthBrainLogic:
 
         def compute(progress, cancel):
             pipe = self.pipeline(modelId, device)
-            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **conditions)
+            options = {"preview": True} if preview else {}
+            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions)
 
         return Task(f"{modelId} {what}", compute, lambda result: apply(scene, card, seed, result))
 
@@ -413,7 +425,7 @@ class SynthBrainLogic:
         """A synthetic brain volume node, e.g. ``generateBrain(age=72, sex="female", seed=3)``.
 
         Keyword arguments: the model's conditions in real units (unset ones take the card's
-        defaults), ``model``, ``seed``, ``sampler``, ``steps``, ``device``, ``raw``.
+        defaults), ``model``, ``seed``, ``sampler``, ``steps``, ``device``, ``raw``, ``preview``.
         """
         return self.brainTask(**kwargs).run(progress, cancel)
 

@@ -130,13 +130,17 @@ def _unet(latent_channels: int, n_conditions: int, concat: bool) -> dict:
     }
 
 
+#: Default sampler and steps of the latent-diffusion demos (the card's sampling defaults).
+DEMO_SAMPLING = {"default_sampler": "ddim", "default_steps": 50}
+
+
 def _latent_diffusion_sections(ae_kwargs: dict, unet_kwargs: dict, schedule: dict, latents: np.ndarray, scale: float, variables: list[dict]) -> dict:
     """Card sections shared by the two latent-diffusion demos (weights, networks, sampling, latent)."""
     return {
         "weights": {"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
         "networks": {"autoencoder": _network("AutoencoderKL", "autoencoder", ae_kwargs), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
         "scheduler": {"class": "DDIMScheduler", "objective": "epsilon", "kwargs": schedule},
-        "sampling": {"default_sampler": "ddim", "default_steps": 50, "samplers": ["ddim", "ddpm", "pndm"], "max_steps": 1000},
+        "sampling": {**DEMO_SAMPLING, "samplers": ["ddim", "ddpm", "pndm", "dpm++2m"], "max_steps": 1000},
         "latent": {"shape": [latents.shape[1], *latents.shape[2:]], "scale_factor": scale},
         "conditioning": {"inputs": ["concat", "crossattn"], "variables": variables},
     }
