@@ -11,6 +11,7 @@ from SynthBrainLib.decoding import TileSettings, blend_weights, decode, decode_f
 from SynthBrainLib.device import Precision
 from SynthBrainLib.networks import build_network
 from SynthBrainLib.pipelines.base import use_sdpa
+from tiny_models import CountingUNet
 
 CPU = torch.device("cpu")
 
@@ -136,16 +137,6 @@ def test_decode_modes_and_provenance(model_folders, brain):
 
 
 # ---- preview and cache --------------------------------------------------------------------------
-class _CountingUNet(torch.nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls = inner, 0
-
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        return self.inner(*args, **kwargs)
-
-
 def test_preview_uses_the_preview_sampler_and_steps(brain):
     r = brain.generate(seed=3, preview=True, age=60)
     assert (r.provenance["sampler"], r.provenance["steps"], r.provenance["preview"]) == ("dpm++2m", brain.preview_steps, True)
@@ -155,7 +146,7 @@ def test_preview_uses_the_preview_sampler_and_steps(brain):
 
 def test_cache_answers_repeats_with_copies(model_folders):
     pipe = load_pipeline(str(model_folders["brain"]), device="cpu", cache_size=2)
-    counter = _CountingUNet(pipe.networks["diffusion"])
+    counter = CountingUNet(pipe.networks["diffusion"])
     pipe.networks["diffusion"] = counter
     a = pipe.generate(seed=1, steps=3, age=60)
     assert counter.calls == 3

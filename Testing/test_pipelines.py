@@ -18,6 +18,7 @@ from SynthBrainLib import (
     load_pipeline,
 )
 from SynthBrainLib.device import resolve_device
+from tiny_models import CountingUNet
 
 
 @pytest.fixture(scope="module")
@@ -84,20 +85,10 @@ def test_progress_reports_every_step_and_decode(pipes):
     assert [s for s, _ in calls] == list(range(1, total + 1)) and all(t == total for _, t in calls)
 
 
-class _CountingUNet(torch.nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.calls = inner, 0
-
-    def forward(self, *args, **kwargs):
-        self.calls += 1
-        return self.inner(*args, **kwargs)
-
-
 def test_cancel_stops_within_one_step(pipes):
     pipe = pipes["brain"]
     original = pipe.networks["diffusion"]
-    counter = _CountingUNet(original)
+    counter = CountingUNet(original)
     pipe.networks["diffusion"] = counter
     try:
         event = threading.Event()

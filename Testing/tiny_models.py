@@ -160,3 +160,15 @@ def write_old_format_bundle(card_dict: dict, folder: Path, seed: int = 0) -> Pat
         torch.save(net.state_dict(), folder / bundle_path)
     (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
     return folder
+
+
+class CountingUNet(torch.nn.Module):
+    """Wraps a network and counts its forward calls (to see whether a result came from a cache)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
