@@ -63,9 +63,9 @@ class TileSettings:
     """How a tiled decode cuts the work.
 
     Attributes:
-        max_window_voxels: output voxels per window; ``None`` chooses by precision (1 M in float32,
-            2 M in bfloat16/float16: Brain LDM's decoder tail needs about 2.2 kB per output voxel in
-            float32 and 1.2 kB in bfloat16).
+        max_window_voxels: output voxels per window; ``None`` chooses by precision (0.5 M in
+            float32, 1 M in bfloat16/float16), which keeps Brain LDM's 160x224x160 decode under 4 GB
+            on the CPU (docs/benchmarks.md).
         overlap: fraction of a window shared with its neighbour along each cut axis (0-0.9); at
             least ``2 * border + 2`` head voxels are always shared so blending can skip borders.
         blend: ``ramp`` (cosine ramp that gives the border band ~0 weight), ``gaussian``
@@ -97,7 +97,9 @@ class TileSettings:
     def window_voxels(self, precision: Precision) -> int:
         if self.max_window_voxels is not None:
             return self.max_window_voxels
-        return 1_000_000 if not precision.autocasting else 2_000_000
+        # Measured on Brain LDM's decoder (160x224x160, CPU): bfloat16 windows of 2 M voxels peaked at
+        # 5.7 GB, of 1 M at 3.3 GB (the 4 GB target); float32 needs about twice the bytes per voxel.
+        return 500_000 if not precision.autocasting else 1_000_000
 
     def stats_precision(self, precision: Precision) -> Precision:
         """Precision of the statistics passes."""

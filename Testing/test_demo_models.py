@@ -85,3 +85,28 @@ def test_painted_lesion_shows_where_painted(store):
     # the same label map without the lesion has no hyperintensity there
     plain = pipe.generate(healthy.labels, affine=healthy.affine, sequence="FLAIR", seed=0).image
     assert plain[mask].mean() < flair[mask].mean() - 0.1
+
+
+def test_each_sequence_has_its_own_contrast(store):
+    """A painted WMH is darker than white matter on T1 and brighter on FLAIR; CSF is darkest on T1
+    and FLAIR and brightest on T2 (the phantoms' MR contrasts the model was trained on)."""
+    pipe = load_pipeline("label2image-demo", device="cpu", store=store)
+    card = pipe.card
+    pop = PhantomPopulation(seed=0, spacing_mm=card.output.spacing[0], shape=tuple(card.output.shape))
+    healthy = pop.make(SubjectSpec(age=70, sex="male", deformation_seed=654321))
+    names = card.label_names
+    wm, gm, csf = (names.index(n) for n in ("wm", "gm", "csf"))
+    deep = np.argwhere(ndi.binary_erosion(healthy.labels == wm, iterations=3))
+    centre = deep[len(deep) // 3]
+    grid = np.indices(healthy.labels.shape)
+    mask = (sum((grid[a] - centre[a]) ** 2 for a in range(3)) <= 3.0**2) & (healthy.labels == wm)
+    painted = paint_lesion(healthy.labels, mask, "wmh")
+    normal_wm = ndi.binary_erosion(painted == wm, iterations=1)
+    means = {}
+    for seq in ("T1", "FLAIR", "T2"):
+        image = pipe.generate(painted, affine=healthy.affine, sequence=seq, seed=1).image
+        means[seq] = {"wmh": image[mask].mean(), "wm": image[normal_wm].mean(), "gm": image[painted == gm].mean(), "csf": image[painted == csf].mean()}
+    t1, flair, t2 = means["T1"], means["FLAIR"], means["T2"]
+    assert t1["wmh"] < t1["wm"] and t1["csf"] < t1["gm"] < t1["wm"], means
+    assert flair["wmh"] > flair["wm"] and flair["csf"] < flair["wm"], means
+    assert t2["csf"] > t2["gm"] and t2["csf"] > t2["wm"], means

@@ -262,11 +262,11 @@ def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) 
     """SPADENet from partial volumes to T1 / FLAIR / T2; the sequence is a style code."""
     kwargs = dict(SPADE, input_shape=list(data.shape))
     spec = NetworkSpec("generator", "SPADENet", kwargs, "generator")
-    model, report = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log)
-    codes = style_statistics(model, data.images, data.sequences)
+    model, report, style = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log)
+    codes = style_statistics(style["codes"], data.sequences)
     card = _base_card(
         "label2image-demo", "Label-to-image demo (MNI152 phantoms)", "label_to_image",
-        "SPADE generator (MONAI SPADENet: VAE style encoder + SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a style code drawn from per-sequence statistics of the encoder. Trained on this repository's MNI152 phantoms.",
+        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence (the VAE style encoder is not trained: see SynthBrainLib.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
         data,
     )
     card.update(
