@@ -333,11 +333,16 @@ class Sequences:
     ``mode`` is ``style_codes`` (a style latent drawn from per-sequence statistics stored in weight
     ``weights``; SPADENet as in brainSPADE) or ``class_label`` (the sequence index is passed as the
     diffusion UNet's ``class_labels``).
+
+    ``label_channels``: the sequence also enters as one-hot channels appended to the label map
+    (the SPADE normalisation then depends on class *and* sequence; the network's ``label_nc`` is
+    the number of classes plus the number of sequences).
     """
 
     names: tuple[str, ...]
     mode: str
     weights: str | None
+    label_channels: bool = False
 
 
 @dataclass(frozen=True)
@@ -656,7 +661,10 @@ def _parse_sequences(f: _Fields, weights: Mapping[str, WeightFile]) -> Sequences
     key = s.str("weights", required=mode == "style_codes")
     if key is not None and key not in weights:
         s.fail("weights", f"names {_short(key)}, which is not in 'weights'")
-    return Sequences(names=tuple(names), mode=mode, weights=key)
+    label_channels = s.raw("label_channels") if s.has("label_channels") else False
+    if not isinstance(label_channels, bool):
+        s.fail("label_channels", f"must be true or false, got {_short(label_channels)}")
+    return Sequences(names=tuple(names), mode=mode, weights=key, label_channels=label_channels)
 
 
 _REQUIRED_NETWORKS = {
@@ -691,6 +699,11 @@ def _check_kind(card: ModelCard, f: _Fields) -> None:
             f.fail("labels" if card.labels is None else "sequences", "is required for kind label_to_image")
         if "generator" not in card.networks and "diffusion" not in card.networks:
             f.fail("networks", "must define 'generator' (SPADENet) or 'autoencoder' + 'diffusion' (SPADE latent diffusion)")
+        if "generator" in card.networks:
+            expected = len(card.labels) + (len(card.sequences.names) if card.sequences.label_channels else 0)
+            if card.networks["generator"].kwargs.get("label_nc") != expected:
+                why = "label classes + sequences (sequences.label_channels)" if card.sequences.label_channels else "label classes"
+                f.fail("networks.generator.kwargs.label_nc", f"must be {expected} ({why}), got {card.networks['generator'].kwargs.get('label_nc')}")
 
 
 # ----------------------------------------------------------------------------------------------

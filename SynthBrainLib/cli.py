@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, metavar="F", help="multiply every step budget (e.g. 0.01 for a smoke run)")
     p.add_argument("--minutes", type=float, default=None, metavar="M", help="wall-clock cap per network")
     p.add_argument("--data", metavar="DIR", default=None, help="phantom dataset cache (default $SYNTHBRAIN_HOME/phantoms)")
+    p.add_argument("--autoencoder-from", metavar="DIR", default=None, help="reuse the autoencoder of this model folder (sha256-checked) and train only the diffusion UNet")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     p.set_defaults(handler=_cmd_train)
 
@@ -297,7 +298,7 @@ def _cmd_train(args) -> int:
     if not 0 < args.scale <= 10:
         raise SynthBrainError(f"--scale {args.scale:g} is outside 0–10")
     card = train_demo(args.model, args.out, subjects=args.subjects, seed=args.seed, scale=args.scale, minutes=args.minutes,
-                      data_dir=args.data, overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr, flush=True))
+                      data_dir=args.data, overwrite=args.overwrite, autoencoder_from=args.autoencoder_from, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(Path(args.out) / "card.json")
     return 0
 

@@ -10,7 +10,7 @@ import pytest
 from SynthBrainLib.cards import ModelCard, builtin_cards, load_card
 from SynthBrainLib.errors import CardError
 from SynthBrainLib.networks import build_networks, count_parameters
-from tiny_models import tiny_brain_card
+from tiny_models import tiny_spade_card, tiny_brain_card
 
 # configs/inference.json of the MONAI model-zoo bundle brain_image_synthesis_latent_diffusion_model 1.0.0
 BUNDLE_AUTOENCODER = {
@@ -103,6 +103,18 @@ def _broken(mutate) -> str:
 def test_malformed_card_names_the_field(mutate, expected):
     message = _broken(mutate)
     assert expected in message, message
+
+
+def test_spade_label_nc_must_match_the_label_channels():
+    data = tiny_spade_card()
+    data["sequences"]["label_channels"] = True
+    with pytest.raises(CardError, match=r"field 'networks.generator.kwargs.label_nc' must be \d+ \(label classes \+ sequences"):
+        ModelCard.from_dict(data)
+    data["networks"]["generator"]["kwargs"]["label_nc"] += len(data["sequences"]["names"])
+    assert ModelCard.from_dict(data).sequences.label_channels
+    data["sequences"]["label_channels"] = "yes"
+    with pytest.raises(CardError, match="field 'sequences.label_channels' must be true or false"):
+        ModelCard.from_dict(data)
 
 
 def test_card_file_errors(tmp_path):

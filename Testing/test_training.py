@@ -50,3 +50,30 @@ def test_existing_model_folder_is_not_replaced(trained, capsys):
     code = main(["train", "brain-ldm-demo", "--out", str(trained / "brain-ldm-demo"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms")])
     assert code == 2 and "card.json already exists; pass --overwrite" in capsys.readouterr().err
     assert (trained / "brain-ldm-demo" / "card.json").read_bytes() == before
+
+
+def test_autoencoder_is_reused_and_only_the_unet_trains(trained, tmp_path):
+    source = trained / "labels-demo"
+    code = main(["train", "labels-demo", "--out", str(tmp_path / "again"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms"),
+                 "--autoencoder-from", str(source)])
+    assert code == 0
+    old, new = (json.loads((folder / "card.json").read_text())["weights"] for folder in (source, tmp_path / "again"))
+    assert new["autoencoder"]["sha256"] == old["autoencoder"]["sha256"]
+    record = json.loads((tmp_path / "again" / "training.json").read_text())
+    assert record["networks"]["autoencoder"]["reused_from"].endswith("autoencoder.safetensors")
+    assert "--autoencoder-from" in record["command"]
+    assert load_pipeline(str(tmp_path / "again"), device="cpu").generate(seed=0, steps=2).labels.shape == (64, 80, 64)
+
+
+def test_autoencoder_from_another_model_is_refused(trained, tmp_path, capsys):
+    code = main(["train", "labels-demo", "--out", str(tmp_path / "x"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms"),
+                 "--autoencoder-from", str(trained / "brain-ldm-demo")])
+    assert code == 2 and "holds 'brain-ldm-demo', not 'labels-demo'" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "card.json").exists()
+
+
+def test_demo_cards_predict_v(trained):
+    for model in ("brain-ldm-demo", "labels-demo"):
+        card = load_pipeline(str(trained / model), device="cpu").card
+        assert card.scheduler.objective == card.scheduler.kwargs["prediction_type"] == "v_prediction"
+        assert "pndm" not in card.sampling.samplers

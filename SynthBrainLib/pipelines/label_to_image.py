@@ -176,6 +176,8 @@ class LabelToImagePipeline(SynthesisPipeline):
         styles = self.tensors[self.card.sequences.weights]
         mean, std = styles[f"{seq}.mean"], styles[f"{seq}.std"]
         z = mean + std * self.seeded_normal(tuple(mean.shape), seed)
+        if self.card.sequences.label_channels:
+            seg = torch.cat([seg, sequence_channels(self.card.sequences.names.index(seq), len(self.card.sequences.names), seg)], dim=1)
         with torch.inference_mode(), self.precision.autocast():
             out = self.networks["generator"].decode(seg, z.unsqueeze(0))
         self.report(progress, 1, 1)
@@ -190,3 +192,10 @@ class LabelToImagePipeline(SynthesisPipeline):
             seed=seed, sampler=sampler, steps=steps, unet_kwargs=unet_kwargs, decoder_inputs=(seg,), progress=progress, cancel=cancel
         )
         return out[0, 0].numpy(), how
+
+
+def sequence_channels(index: int, n_sequences: int, like: torch.Tensor) -> torch.Tensor:
+    """One-hot sequence channels shaped like ``like`` (B, C, X, Y, Z) -> (B, n_sequences, X, Y, Z)."""
+    out = torch.zeros((like.shape[0], n_sequences, *like.shape[2:]), dtype=like.dtype, device=like.device)
+    out[:, index] = 1.0
+    return out

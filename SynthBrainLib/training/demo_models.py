@@ -44,7 +44,10 @@ LABEL_COLOURS = [
     (4, "dgm", [177, 122, 101]), (5, "brainstem", [111, 184, 210]), (6, "wmh", [255, 255, 0]), (7, "tumour", [230, 30, 30]),
     (8, "edema", [90, 200, 90]), (9, "gdtumour", [200, 0, 200]),
 ]
-SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205, "clip_sample": False}
+#: Brain LDM's noise schedule; the demos predict v instead of epsilon (see trainers.train_latent_diffusion).
+SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205, "clip_sample": False, "prediction_type": "v_prediction"}
+#: Averaged weights for the latent UNets (FitConfig.ema).
+UNET_EMA = 0.999
 LICENCE = "Apache-2.0 (SynthBrain). Trained only on phantoms derived from the MNI ICBM152 2009a template (see the MNI notice shipped with SynthBrainLib/phantoms)."
 CITATION = "SynthBrain demo model trained on MNI152-derived phantoms. Architecture after Pinaya et al., Brain imaging generation with latent diffusion models, DGM4MICCAI 2022, and Fernandez et al., A 3D generative model of pathological multi-modal MR images and segmentations, DGM4MICCAI 2023."
 INTENDED_USE = "Demonstration and software testing only: trained on synthetic phantoms, not on patients. Not for research conclusions about anatomy, nor for clinical use."
@@ -52,10 +55,15 @@ INTENDED_USE = "Demonstration and software testing only: trained on synthetic ph
 
 @dataclass
 class Budget:
-    """Steps per network; ``scale`` shrinks every budget (e.g. 0.02 for a smoke run)."""
+    """Steps per network; ``scale`` shrinks every budget (e.g. 0.02 for a smoke run).
+
+    ``autoencoder_from``: an existing model folder of the same demo whose autoencoder is reused
+    (checked against its card's sha256) instead of trained again; only the diffusion UNet trains.
+    """
 
     scale: float = 1.0
     minutes: float | None = None
+    autoencoder_from: Path | None = None
 
     def config(self, steps: int, **kwargs) -> FitConfig:
         return FitConfig(steps=max(1, int(round(steps * self.scale))), minutes=self.minutes, **kwargs)
@@ -139,11 +147,41 @@ def _latent_diffusion_sections(ae_kwargs: dict, unet_kwargs: dict, schedule: dic
     return {
         "weights": {"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
         "networks": {"autoencoder": _network("AutoencoderKL", "autoencoder", ae_kwargs), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
-        "scheduler": {"class": "DDIMScheduler", "objective": "epsilon", "kwargs": schedule},
-        "sampling": {**DEMO_SAMPLING, "samplers": ["ddim", "ddpm", "pndm", "dpm++2m"], "max_steps": 1000},
+        "scheduler": {"class": "DDIMScheduler", "objective": schedule.get("prediction_type", "epsilon"), "kwargs": schedule},
+        "sampling": {**DEMO_SAMPLING, "samplers": ["ddim", "ddpm", "dpm++2m"] + (["pndm"] if schedule.get("prediction_type", "epsilon") == "epsilon" else []), "max_steps": 1000},
         "latent": {"shape": [latents.shape[1], *latents.shape[2:]], "scale_factor": scale},
         "conditioning": {"inputs": ["concat", "crossattn"], "variables": variables},
     }
+
+
+def reused_autoencoder(spec: NetworkSpec, folder: Path, model_id: str, log: Log) -> tuple[torch.nn.Module, dict]:
+    """The autoencoder of an existing model folder of ``model_id``, sha256-checked and loaded strictly."""
+    from ..cards import load_card
+    from ..checkpoints import load_weights, read_state_dict, verify_file
+    from ..errors import SynthBrainError
+    from ..networks import build_network
+
+    folder = Path(folder)
+    card = load_card(folder / "card.json")
+    if card.id != model_id:
+        raise SynthBrainError(f"--autoencoder-from {folder} holds {card.id!r}, not {model_id!r}")
+    weight = card.weights["autoencoder"]
+    path = folder / weight.file
+    digest = verify_file(path, weight.sha256, label=f"{model_id} autoencoder")
+    model = build_network(spec, model_id)
+    load_weights(model, {k: v.float() for k, v in read_state_dict(path).items()}, "safetensors", name=str(path))
+    previous = {}
+    if (folder / "training.json").exists():
+        previous = json.loads((folder / "training.json").read_text()).get("networks", {}).get("autoencoder", {})
+    log(f"{model_id}: autoencoder reused from {path} (sha256 {digest[:12]}...)")
+    return model.eval(), {"reused_from": str(path), "sha256": digest, "original_training": previous}
+
+
+def _autoencoder(spec: NetworkSpec, budget: "Budget", model_id: str, log: Log, train: Callable[[], tuple[torch.nn.Module, Any]]) -> tuple[torch.nn.Module, dict]:
+    if budget.autoencoder_from is not None:
+        return reused_autoencoder(spec, budget.autoencoder_from, model_id, log)
+    model, report = train()
+    return model, report.as_json()
 
 
 def _scale_factor(latents: np.ndarray) -> float:
@@ -173,7 +211,8 @@ def age_typical_defaults(data: PhantomTrainingData) -> dict[str, dict]:
 def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """T1 autoencoder + conditional latent diffusion (sex, age, ventricular and brain volume)."""
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", IMAGE_AE, "autoencoder")
-    ae, ae_report = train_image_autoencoder(ae_spec, data.images[:, :1], budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=1), patch=AE_PATCH, log=log)
+    ae, ae_record = _autoencoder(ae_spec, budget, "brain-ldm-demo", log, lambda: train_image_autoencoder(
+        ae_spec, data.images[:, :1], budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=1), patch=AE_PATCH, log=log))
     latents = encode_means(ae, data.images[:, :1])
     scale = _scale_factor(latents)
 
@@ -197,7 +236,7 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
     ], axis=1).astype(np.float32)
     unet_kwargs = _unet(IMAGE_AE["latent_channels"], 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=2), log=log)
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=2, ema=UNET_EMA), log=log)
 
     card = _base_card(
         "brain-ldm-demo", "Brain LDM demo (MNI152 phantoms)", "conditional_latent_diffusion",
@@ -206,18 +245,26 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
     )
     card.update(_latent_diffusion_sections(IMAGE_AE, unet_kwargs, SCHEDULE, latents, scale, variables), output=_output(data, "T1w"))
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
-    log_record = {"autoencoder": ae_report.as_json(), "diffusion": unet_report.as_json(), "latent_std": float(latents.std())}
+    log_record = {"autoencoder": ae_record, "diffusion": unet_report.as_json(), "latent_std": float(latents.std())}
     return card, states, log_record
+
+
+def rare_class_weights(partial_volumes: np.ndarray) -> np.ndarray:
+    """(C,) loss weights: sqrt of inverse class frequency relative to the mean foreground class,
+    clipped to 1-10 (background 1), so that small lesions count."""
+    freq = partial_volumes.mean(axis=(0, 2, 3, 4))
+    weights = np.clip((freq[1:].mean() / np.maximum(freq, 1e-6)) ** 0.5, 1.0, 10.0).astype(np.float32)
+    weights[0] = 1.0
+    return weights
 
 
 def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """Label autoencoder (10-class partial volumes) + latent diffusion conditioned on lesion fractions."""
     pv = data.partial_volumes
-    freq = pv.mean(axis=(0, 2, 3, 4))
-    class_weights = np.clip((freq[1:].mean() / np.maximum(freq, 1e-6)) ** 0.5, 1.0, 10.0).astype(np.float32)
-    class_weights[0] = 1.0
+    class_weights = rare_class_weights(pv)
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", LABEL_AE, "autoencoder")
-    ae, ae_report = train_label_autoencoder(ae_spec, pv, budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=3), class_weights=class_weights, patch=AE_PATCH, log=log)
+    ae, ae_record = _autoencoder(ae_spec, budget, "labels-demo", log, lambda: train_label_autoencoder(
+        ae_spec, pv, budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=3), class_weights=class_weights, patch=AE_PATCH, log=log))
     latents = encode_means(ae, pv)
     scale = _scale_factor(latents)
 
@@ -234,7 +281,7 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
     unet_kwargs = _unet(LABEL_AE["latent_channels"], 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
     schedule = dict(SCHEDULE, beta_end=0.0195)
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=4), log=log)
+    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=4, ema=UNET_EMA), log=log)
 
     card = _base_card(
         "labels-demo", "Label generator demo (MNI152 phantoms)", "label_generator",
@@ -249,7 +296,7 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
     for v in card["conditioning"]["variables"]:
         v["model_range"] = [0.0, 1.0]
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
-    return card, states, {"autoencoder": ae_report.as_json(), "diffusion": unet_report.as_json(), "class_weights": class_weights.round(3).tolist(), "latent_std": float(latents.std())}
+    return card, states, {"autoencoder": ae_record, "diffusion": unet_report.as_json(), "class_weights": class_weights.round(3).tolist(), "latent_std": float(latents.std())}
 
 
 SPADE = {
@@ -260,13 +307,15 @@ SPADE = {
 
 def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """SPADENet from partial volumes to T1 / FLAIR / T2; the sequence is a style code."""
-    kwargs = dict(SPADE, input_shape=list(data.shape))
+    n_seq = len(data.sequences)
+    kwargs = dict(SPADE, input_shape=list(data.shape), label_nc=SPADE["label_nc"] + n_seq)
     spec = NetworkSpec("generator", "SPADENet", kwargs, "generator")
-    model, report, style = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log)
+    model, report, style = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log,
+                                       sequence_channels=True, class_weights=rare_class_weights(data.partial_volumes))
     codes = style_statistics(style["codes"], data.sequences)
     card = _base_card(
         "label2image-demo", "Label-to-image demo (MNI152 phantoms)", "label_to_image",
-        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence (the VAE style encoder is not trained: see SynthBrainLib.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
+        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence and one-hot channels appended to the label map (the VAE style encoder is not trained: see SynthBrainLib.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
         data,
     )
     card.update(
@@ -275,7 +324,7 @@ def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) 
         conditioning={"inputs": [], "variables": []},
         output=_output(data, "MR"),
         labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
-        sequences={"names": list(data.sequences), "mode": "style_codes", "weights": "style"},
+        sequences={"names": list(data.sequences), "mode": "style_codes", "weights": "style", "label_channels": True},
     )
     return card, {"generator": model.state_dict(), "style": codes}, {"generator": report.as_json()}
 
@@ -366,7 +415,7 @@ def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.
 
 
 def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int = 0, scale: float = 1.0, minutes: float | None = None,
-               data_dir: str | Path | None = None, overwrite: bool = False, log: Log = print) -> ModelCard:
+               data_dir: str | Path | None = None, overwrite: bool = False, autoencoder_from: str | Path | None = None, log: Log = print) -> ModelCard:
     """Train one demo model end to end and write its model folder.
 
     Args:
@@ -376,6 +425,7 @@ def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int
         seed: phantom population seed.
         scale: multiplies every step budget (1.0 = the shipped recipe).
         minutes: wall-clock cap per network.
+        autoencoder_from: reuse the autoencoder of this existing model folder (see :class:`Budget`).
     """
     from ..errors import OutputError, SynthBrainError
 
@@ -387,10 +437,14 @@ def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int
     data_dir = Path(data_dir) if data_dir else default_home() / "phantoms"
     data = load_training_data(subjects, seed=seed, cache=data_dir, log=log)
     log(f"{model_id}: {len(data)} phantom subjects loaded ({time.time() - start:.0f} s)")
-    card, states, record = RECIPES[model_id](data, Budget(scale=scale, minutes=minutes), log)
+    if autoencoder_from is not None and model_id == "label2image-demo":
+        raise SynthBrainError("label2image-demo has no autoencoder to reuse")
+    reuse = Path(autoencoder_from) if autoencoder_from is not None else None
+    card, states, record = RECIPES[model_id](data, Budget(scale=scale, minutes=minutes, autoencoder_from=reuse), log)
     training = {
         "model": model_id,
-        "command": " ".join(["synthbrain", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)] + (["--scale", str(scale)] if scale != 1.0 else [])),
+        "command": " ".join(["synthbrain", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)] + (["--scale", str(scale)] if scale != 1.0 else [])
+                           + (["--autoencoder-from", str(autoencoder_from)] if autoencoder_from is not None else [])),
         "synthbrain": __version__,
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} CPU(s), {platform.python_version()}",

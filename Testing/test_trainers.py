@@ -1,0 +1,84 @@
+"""The training loop's pieces that the shipped demos rely on: EMA weights and the v-prediction target."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from SynthBrainLib.cards import NetworkSpec
+from SynthBrainLib.training.trainers import FitConfig, fit, train_latent_diffusion
+
+
+def test_ema_weights_replace_the_last_weights():
+    """With ema, the returned weights are the warm-up-decayed average of the weights after each step."""
+    data = torch.linspace(-1, 1, 16).view(16, 1)
+
+    def loss_fn(m, idx, gen):
+        return ((m(data[idx]) - 3.0 * data[idx]) ** 2).mean()
+
+    runs = {}
+    for ema in (None, 0.9):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(1, 1)
+        trail = []
+        original_step = torch.optim.AdamW.step
+
+        def recording_step(self, *a, **k):
+            out = original_step(self, *a, **k)
+            trail.append(model.weight.detach().clone())
+            return out
+
+        torch.optim.AdamW.step = recording_step
+        try:
+            fit(model, loss_fn, 16, FitConfig(steps=20, batch=4, lr=0.05, ema=ema))
+        finally:
+            torch.optim.AdamW.step = original_step
+        runs[ema] = (model.weight.detach().clone(), trail)
+    last, trail = runs[None]
+    assert torch.equal(last, trail[-1])
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(1, 1).weight.detach().clone()  # the average starts from the initial weights
+    for step, w in enumerate(runs[0.9][1]):
+        decay = min(0.9, (1 + step) / (10 + step))
+        expected = decay * expected + (1 - decay) * w
+    assert torch.allclose(runs[0.9][0], expected, atol=1e-6)
+    assert not torch.allclose(runs[0.9][0], runs[0.9][1][-1])
+
+
+class _Recorder(torch.nn.Module):
+    """A 'UNet' that predicts zeros and remembers the loss target implied by MSE(0, target)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, timesteps, context=None):
+        self.seen = (x.detach().clone(), timesteps.clone())
+        return torch.zeros_like(x[:, :2]) + self.bias
+
+
+def test_v_prediction_target_follows_salimans_and_ho(monkeypatch):
+    """loss = mean((0 - v)^2) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, eps recovered from x_t."""
+    import SynthBrainLib.training.trainers as trainers
+    from monai.networks.schedulers import DDPMScheduler
+
+    recorder = _Recorder()
+    monkeypatch.setattr(trainers, "build_network", lambda spec: recorder)
+    losses = []
+    monkeypatch.setattr(trainers, "fit", lambda model, loss_fn, n, config, log, name: losses.append(loss_fn(model, np.array([0, 1]), torch.Generator().manual_seed(3))))
+    schedule = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205, "prediction_type": "v_prediction"}
+    x0 = np.random.default_rng(0).normal(size=(2, 2, 4, 4, 4)).astype(np.float32)
+    train_latent_diffusion(NetworkSpec("diffusion", "DiffusionModelUNet", {}, None), x0, np.zeros((2, 1), np.float32), schedule, ("crossattn",), FitConfig(steps=1, batch=2))
+    xt, t = recorder.seen
+    abar = DDPMScheduler(**{k: v for k, v in schedule.items() if k != "prediction_type"}).alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    x0t = torch.from_numpy(x0)
+    eps = (xt - abar.sqrt() * x0t) / (1 - abar).sqrt()
+    v = abar.sqrt() * eps - (1 - abar).sqrt() * x0t
+    assert torch.allclose(losses[0], (v**2).mean(), rtol=1e-4)
+    # and the epsilon objective's target is the noise
+    losses.clear()
+    train_latent_diffusion(NetworkSpec("diffusion", "DiffusionModelUNet", {}, None), x0, np.zeros((2, 1), np.float32), dict(schedule, prediction_type="epsilon"), ("crossattn",), FitConfig(steps=1, batch=2))
+    xt, t = recorder.seen
+    abar = DDPMScheduler(**{k: v for k, v in schedule.items() if k != "prediction_type"}).alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    eps = (xt - abar.sqrt() * x0t) / (1 - abar).sqrt()
+    assert torch.allclose(losses[0], (eps**2).mean(), rtol=1e-4)
