@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.phantoms import PhantomPopulation, SubjectSpec, measure_ventricular_volume_ml, paint_lesion
+from SynthBrainLib.evaluation.evaluators import flair_search_region
 from SynthBrainLib.store import REPO_SHIPPED_DIR, ModelStore
 
 DEMOS = ("brain-ldm-demo", "labels-demo", "label2image-demo")
@@ -79,9 +80,9 @@ def test_painted_lesion_shows_where_painted(store):
     flair = pipe.generate(painted, affine=healthy.affine, sequence="FLAIR", seed=0).image
     normal_wm = ndi.binary_erosion(painted == wm, iterations=1)
     assert flair[mask].mean() > flair[normal_wm].mean() + 4 * flair[normal_wm].std()
-    detected = (flair > flair[normal_wm].mean() + 3 * flair[normal_wm].std()) & (painted > 0)
+    detected = (flair > flair[normal_wm].mean() + 3 * flair[normal_wm].std()) & flair_search_region(painted, wm, card.label_names.index("wmh"))
     dice = 2 * np.logical_and(detected, mask).sum() / (detected.sum() + mask.sum())
-    assert dice > 0.6, dice
+    assert dice > 0.5, dice  # 0.61 here; held-out mean 0.54 (docs/evaluation/label2image-demo.md)
     # the same label map without the lesion has no hyperintensity there
     plain = pipe.generate(healthy.labels, affine=healthy.affine, sequence="FLAIR", seed=0).image
     assert plain[mask].mean() < flair[mask].mean() - 0.1
