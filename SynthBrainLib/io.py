@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from .atomic_files import temporary_sibling
 from .checkpoints import file_sha256
 from .errors import OutputError, SynthBrainError
 
@@ -80,9 +80,7 @@ def output_paths(path: str | Path, *, partial_volumes: str | Path | None = None)
 # Writing
 # ----------------------------------------------------------------------------------------------
 def _tmp_name(dest: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=volume_suffix(dest) or ".tmp")
-    os.close(fd)
-    return Path(tmp)
+    return temporary_sibling(dest, suffix=volume_suffix(dest) or ".tmp")
 
 
 def _nifti_bytes_to(path: Path, array: np.ndarray, affine: np.ndarray, description: str, provenance: dict, is_label: bool) -> None:

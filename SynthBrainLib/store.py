@@ -20,11 +20,11 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .atomic_files import temporary_sibling
 from .cards import ModelCard, WeightFile, builtin_cards, load_card
 from .checkpoints import file_digests, read_state_dict, load_weights
 from .errors import CardError, CheckpointError, ModelNotFoundError, SynthBrainError
@@ -94,13 +94,12 @@ def _now() -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temporary_sibling(path, suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -463,8 +462,7 @@ class ModelStore:
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
+    tmp = temporary_sibling(dest, suffix=".part")
     try:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)

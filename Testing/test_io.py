@@ -104,6 +104,24 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_usual_permissions(tmp_path, umask):
+    """Atomic writes go through a temporary file; mkstemp's 0600 must not leak into the result."""
+    import os
+    import stat
+
+    from SynthBrainLib.preview import write_png
+
+    old = os.umask(umask)
+    try:
+        data, side = write_volume(tmp_path / "x.nii.gz", np.zeros((3, 3, 3), np.float32), np.eye(4), PROV)
+        png = write_png(tmp_path / "x.png", np.zeros((4, 5), np.uint8))
+    finally:
+        os.umask(old)
+    for path in (data, side, png):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
 @pytest.mark.parametrize("name", ["out.png", "out.mgz", "out"])
 def test_bad_output_extension(tmp_path, name):
     with pytest.raises(OutputError, match="must end in .nii.gz, .nii, .nrrd"):

@@ -77,3 +77,20 @@ def test_demo_cards_predict_v(trained):
         card = load_pipeline(str(trained / model), device="cpu").card
         assert card.scheduler.objective == card.scheduler.kwargs["prediction_type"] == "v_prediction"
         assert "pndm" not in card.sampling.samplers
+
+
+def test_same_weights_always_give_the_same_file(trained, tmp_path):
+    """The sha256 in a card must identify the weights: writing them again gives the same bytes."""
+    from safetensors.torch import load_file
+
+    from SynthBrainLib.training.demo_models import write_model_folder
+
+    source = trained / "labels-demo"
+    card = json.loads((source / "card.json").read_text())
+    states = {key: load_file(str(source / entry["file"])) for key, entry in card["weights"].items()}
+    training = json.loads((source / "training.json").read_text())
+    digests = set()
+    for i in range(6):
+        written = write_model_folder(tmp_path / f"copy{i}", json.loads(json.dumps(card)), states, training)
+        digests.add(tuple(w.sha256 for w in written.weights.values()))
+    assert digests == {tuple(entry["sha256"] for entry in card["weights"].values())}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..atomic_files import temporary_sibling
 from ..cards import ModelCard, NetworkSpec
 from ..checkpoints import file_sha256
 from ..store import default_home
@@ -394,17 +394,19 @@ def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.
     staged: list[tuple[Path, Path]] = []
     try:
         for key, state in states.items():
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=".", suffix=".safetensors")
-            os.close(fd)
-            save_file({k: v.detach().to(dtype).contiguous() for k, v in state.items()}, tmp, metadata={"synthbrain_model": card["id"], "synthetic_training_data": "MNI152 phantoms"})
+            tmp = temporary_sibling(out / card["weights"][key]["file"], suffix=".safetensors")
+            # One metadata key only: safetensors writes its metadata map in hash order, which
+            # changes between processes, so two keys made the same weights hash differently
+            # (and a reused autoencoder look like a new one).
+            metadata = {"synthbrain": json.dumps({"model": card["id"], "training_data": "synthetic MNI152 phantoms"}, sort_keys=True)}
+            save_file({k: v.detach().to(dtype).contiguous() for k, v in state.items()}, tmp, metadata=metadata)
             card["weights"][key]["sha256"] = file_sha256(tmp)
             card["weights"][key]["size_bytes"] = Path(tmp).stat().st_size
             staged.append((Path(tmp), out / card["weights"][key]["file"]))
         model_card = ModelCard.from_dict(card)
         for name, payload in (("card.json", card), ("training.json", training)):
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=".", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, indent=2)
+            tmp = temporary_sibling(out / name, suffix=".json")
+            tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
             staged.append((Path(tmp), out / name))
         for tmp, dest in staged:
             os.replace(tmp, dest)
