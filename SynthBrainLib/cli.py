@@ -241,10 +241,10 @@ def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
 def _finish(args, pipe, result, partial_volumes: str | None = None) -> int:
     written = result.save(args.output, overwrite=args.overwrite, partial_volumes=partial_volumes)
     if args.preview:
-        from .preview import montage, write_png
+        from .preview import montage, preview_zoom, write_png
 
         volume = result.image if result.image is not None else result.labels
-        written.append(write_png(args.preview, montage([volume])))
+        written.append(write_png(args.preview, montage([volume], zoom=preview_zoom(result.affine))))
     for path in written:
         print(path)
     return 0

@@ -55,7 +55,10 @@ def test_import_bundle_then_generate(tmp_path, capsys, home, monkeypatch):
     prov = json.loads((tmp_path / "out" / "brain.json").read_text())
     assert prov["synthetic"] and prov["steps"] == 2 and prov["conditions"]["real_units"]["age"] == 70.0
     assert prov["weights"]["diffusion"]["layout"] == "generative"
-    assert (tmp_path / "out" / "brain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = (tmp_path / "out" / "brain.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # 16^3 voxels of 2 mm -> each slice drawn 2x2 pixels per voxel: three 32-pixel slices + 2-pixel gaps
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (3 * (32 + 2), 32 + 2)
 
     code, out, _ = run(capsys, "--home", home, "models", "list")
     assert code == 0 and any(line.startswith("tiny-brain-ldm") and "installed" in line for line in out.splitlines())

@@ -157,3 +157,13 @@ def test_nrrd_and_nifti_agree_in_itk(tmp_path):
     # and the physical point of voxel (1, 2, 3) is the affine's, in LPS
     ras = affine @ np.array([1, 2, 3, 1.0])
     assert np.allclose(b.TransformIndexToPhysicalPoint((1, 2, 3)), [-ras[0], -ras[1], ras[2]], atol=1e-4)
+
+
+@pytest.mark.parametrize("spacing, zoom", [(2.5, 3), (2.0, 2), (1.0, 1), (0.7, 1), (1.4, 1)])
+def test_preview_zoom_brings_pixels_near_one_mm(spacing, zoom):
+    from SynthBrainLib.preview import montage, preview_zoom
+
+    affine = _oblique_affine()
+    affine[:3, :3] = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0) * spacing
+    assert preview_zoom(affine) == zoom
+    assert montage([np.zeros((4, 5, 6), np.float32)], zoom=zoom, gap=0).shape == (6 * zoom, (4 + 4 + 5) * zoom)
