@@ -239,12 +239,21 @@ def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
 
 
 def _finish(args, pipe, result, partial_volumes: str | None = None) -> int:
+    from .io import output_paths
+
+    existed = {p for p in output_paths(args.output, partial_volumes=partial_volumes) if p.exists()}
     written = result.save(args.output, overwrite=args.overwrite, partial_volumes=partial_volumes)
     if args.preview:
         from .preview import montage, preview_zoom, write_png
 
         volume = result.image if result.image is not None else result.labels
-        written.append(write_png(args.preview, montage([volume], zoom=preview_zoom(result.affine))))
+        try:
+            written.append(write_png(args.preview, montage([volume], zoom=preview_zoom(result.affine))))
+        except BaseException:
+            for path in written:  # all or nothing, as for the volumes themselves
+                if path not in existed:
+                    path.unlink(missing_ok=True)
+            raise
     for path in written:
         print(path)
     return 0

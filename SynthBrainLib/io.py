@@ -60,12 +60,37 @@ def related_path(path: str | Path, tag: str) -> Path:
 
 
 def ensure_writable(paths: Iterable[Path], overwrite: bool) -> None:
-    """Refuse (before any work is done) to replace existing files unless ``overwrite``."""
-    for p in paths:
-        if p.exists() and not overwrite:
-            raise OutputError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
+    """Refuse, before any work is done, outputs that cannot or must not be written.
+
+    Existing files (unless ``overwrite``), folders in the way, two outputs on the same file (say,
+    a label map and its partial volumes sharing one sidecar), and folders that cannot be created
+    or written to. Checked up front so that a long synthesis does not end in a write error.
+    """
+    seen: dict[Path, Path] = {}
+    for p in map(Path, paths):
+        key = p.resolve()
+        if key in seen:
+            raise OutputError(f"two outputs would be written to {p}; give them different names")
+        seen[key] = p
         if p.exists() and p.is_dir():
             raise OutputError(f"{p} is a folder, not a file")
+        if p.exists() and not overwrite:
+            raise OutputError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
+        _check_folder_writable(p.parent)
+
+
+def _check_folder_writable(folder: Path) -> None:
+    existing = folder.absolute()
+    while not existing.exists():  # the nearest ancestor that exists must take the new folders
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write into {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {folder}: no write permission for {existing}")
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def output_paths(path: str | Path, *, partial_volumes: str | Path | None = None) -> list[Path]:
@@ -144,8 +169,11 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
     array = array.astype(np.uint8) if is_label else array.astype(np.float32)
     model_id = provenance.get("model", {}).get("id", "?")
     description = f"SYNTHETIC {model_id} seed={provenance.get('seed')} (SynthBrain)"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_data, tmp_side = _tmp_name(path), _tmp_name(side)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_data, tmp_side = _tmp_name(path), _tmp_name(side)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         if volume_suffix(path) in NIFTI_SUFFIXES:
             _nifti_bytes_to(tmp_data, array, affine, description, provenance, is_label)
@@ -155,9 +183,11 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
         tmp_side.write_text(json.dumps(record, indent=2), encoding="utf-8")
         os.replace(tmp_data, path)
         os.replace(tmp_side, side)
-    except BaseException:
+    except BaseException as exc:
         tmp_data.unlink(missing_ok=True)
         tmp_side.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
         raise
     return [path, side]
 
@@ -168,13 +198,20 @@ def write_result(result, path: str | Path, *, overwrite: bool = False, partial_v
     ensure_writable(targets, overwrite)
     if partial_volumes is not None and result.partial_volumes is None:
         raise OutputError("this result has no partial volumes to write")
+    new = [p for p in targets if not p.exists()]
     written: list[Path] = []
-    if result.image is not None:
-        written += write_volume(path, result.image, result.affine, result.provenance, overwrite=overwrite)
-    else:
-        written += write_volume(path, result.labels, result.affine, result.provenance, overwrite=overwrite, is_label=True)
-    if partial_volumes is not None:
-        written += write_volume(partial_volumes, result.partial_volumes, result.affine, result.provenance, overwrite=overwrite)
+    try:
+        if result.image is not None:
+            written += write_volume(path, result.image, result.affine, result.provenance, overwrite=overwrite)
+        else:
+            written += write_volume(path, result.labels, result.affine, result.provenance, overwrite=overwrite, is_label=True)
+        if partial_volumes is not None:
+            written += write_volume(partial_volumes, result.partial_volumes, result.affine, result.provenance, overwrite=overwrite)
+    except BaseException:
+        for p in written:  # all or nothing: remove what this call created (replaced files stay replaced)
+            if p in new:
+                p.unlink(missing_ok=True)
+        raise
     return sorted(written, key=lambda p: p.suffix == ".json")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic_files import temporary_sibling
+from .errors import OutputError
 
 
 def orthogonal_slices(volume: np.ndarray, centre: tuple[int, int, int] | None = None) -> list[np.ndarray]:
@@ -83,13 +84,18 @@ def write_png(path: str | Path, image: np.ndarray, comment: str | None = "SYNTHE
         data += chunk(b"tEXt", b"Comment\x00" + comment.encode("latin-1", "replace"))
     data += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path, suffix=".png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(path, suffix=".png")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return path
 

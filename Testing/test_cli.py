@@ -122,6 +122,29 @@ def test_existing_output_is_refused_before_work(tmp_path, capsys, model_folders)
     assert code == 0 and out_file.read_bytes() != b"precious"
 
 
+def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path, capsys, model_folders):
+    blocker = tmp_path / "afile"
+    blocker.write_bytes(b"x")
+    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", blocker / "sub" / "o.nii.gz", "--quiet")
+    assert code == 2 and err.strip() == f"synthbrain: error: cannot write into {blocker / 'sub'}: {blocker} is a file, not a folder"
+    # a label map and its partial volumes would share one provenance sidecar
+    code, _, err = run(capsys, "labels", "--model", model_folders["labels"], "-o", tmp_path / "l.nii.gz", "--partial-volumes", tmp_path / "l.nii", "--quiet")
+    assert code == 2 and err.strip() == f"synthbrain: error: two outputs would be written to {tmp_path / 'l.json'}; give them different names"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_folders, monkeypatch):
+    import SynthBrainLib.preview as preview
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(preview, "temporary_sibling", disk_full)  # the PNG is written last
+    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "--steps", 1, "-o", tmp_path / "o.nii.gz", "--preview", tmp_path / "o.png", "--quiet")
+    assert code == 2 and err.strip() == f"synthbrain: error: cannot write {tmp_path / 'o.png'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
