@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
+from .errors import SynthBrainError
 
 
 @dataclass
@@ -33,6 +34,17 @@ class SynthesisResult:
     labels: np.ndarray | None = None
     partial_volumes: np.ndarray | None = None
     label_names: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        # A damaged checkpoint or an overflow in low precision gives NaN; clamping keeps NaN and an
+        # argmax turns it into background, so without this check a blank "result" would be saved.
+        for name in ("image", "partial_volumes"):
+            array = getattr(self, name)
+            if array is not None and not np.isfinite(array).all():
+                bad = int(array.size - np.isfinite(array).sum())
+                model = self.provenance.get("model", {}).get("id", "the model")
+                raise SynthBrainError(f"{model} produced {bad} non-finite values (NaN/inf) in its {name.replace('_', ' ')}: its weights may be damaged "
+                                      f"(run: synthbrain models verify {model}) or the precision too low (try --precision float32); nothing was returned")
 
     @property
     def spacing(self) -> tuple[float, float, float]:

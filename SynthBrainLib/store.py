@@ -103,14 +103,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-_DIGEST_CACHE: dict[tuple[str, int, int, tuple[str, ...]], dict[str, str]] = {}
+_DIGEST_CACHE: dict[tuple[str, int, int, int, tuple[str, ...]], dict[str, str]] = {}
 
 
 def cached_digests(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
     """:func:`file_digests`, remembered per (path, size, mtime) for this process: shipped models are
     checked on every lookup, and re-hashing unchanged files each time would make the Slicer panel slow."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, algorithms)
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, algorithms)  # ctime: a restored mtime does not hide an edit
     if key not in _DIGEST_CACHE:
         _DIGEST_CACHE[key] = file_digests(path, algorithms)
     return _DIGEST_CACHE[key]
@@ -223,22 +223,41 @@ class ModelStore:
         return installed
 
     def _cache_model(self, folder: Path, card: ModelCard) -> InstalledModel:
-        """A cached model: trust install.json while size and mtime are unchanged, else re-hash."""
-        record = json.loads((folder / INSTALL_FILE).read_text(encoding="utf-8"))
+        """A cached model: every file is hashed (once per process) and compared with install.json.
+
+        Size and modification time alone are not trusted: a file edited in place with its time
+        restored would otherwise load as "verified" (2 GB hash in about a second here).
+        """
         installed = InstalledModel(card=card, folder=folder, location="cache")
-        for key, entry in record.get("weights", {}).items():
+        for key, entry in self._install_record(folder).items():
             if key not in card.weights:
                 continue
             path = folder / entry["file"]
             if not path.is_file():
                 continue
-            stat = path.stat()
-            if stat.st_size != entry["size"] or abs(stat.st_mtime - entry.get("mtime", 0)) > 1e-3:
-                digest = file_digests(path)["sha256"]
-                if digest != entry["sha256"]:
-                    raise CheckpointError(f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']}); run: synthbrain models verify {card.id}")
+            digest = cached_digests(path, ("sha256",))["sha256"]
+            if digest != entry["sha256"]:
+                raise CheckpointError(f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']}); {self._reinstall_hint(card)}")
             installed.weights[key] = WeightRecord(key, path, entry["sha256"], entry["size"], entry["checksum"], entry.get("source", ""))
         return installed
+
+    @staticmethod
+    def _install_record(folder: Path) -> dict[str, dict]:
+        """The ``weights`` entries of a cached model's install.json (a clear error if it is damaged)."""
+        path = folder / INSTALL_FILE
+        try:
+            weights = json.loads(path.read_text(encoding="utf-8")).get("weights", {})
+            if not isinstance(weights, dict) or not all(isinstance(e, dict) and {"file", "sha256", "size", "checksum"} <= e.keys() for e in weights.values()):
+                raise ValueError("unexpected content")
+        except (ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete {folder} and install the model again") from None
+        return weights
+
+    @staticmethod
+    def _reinstall_hint(card: ModelCard) -> str:
+        if card.weights_public and any(w.url for w in card.weights.values()):
+            return f"delete it and run: synthbrain models download {card.id}"
+        return f"install it again: synthbrain models import PATH --model {card.id}"
 
     # ---- listing and verifying -------------------------------------------------------------
     def list(self) -> list[tuple[str, InstalledModel | None, str]]:
@@ -274,7 +293,7 @@ class ModelStore:
                     continue
                 digests = file_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
                 if recorded is not None and digests["sha256"] != recorded["sha256"]:
-                    rows.append((model_id, path.name, f"changed since install (sha256 {digests['sha256']}, installed {recorded['sha256']})"))
+                    rows.append((model_id, path.name, f"changed since install (sha256 {digests['sha256']}, installed {recorded['sha256']}); {self._reinstall_hint(card)}"))
                     continue
                 status = checksum_status(weight, digests)
                 accepted = recorded is not None and recorded.get("checksum") == "mismatch-accepted"
@@ -288,7 +307,7 @@ class ModelStore:
         """(weight, file, install record or None) for whatever is installed or shipped."""
         install = self.models_dir / model_id / INSTALL_FILE
         if install.is_file():
-            entries = json.loads(install.read_text(encoding="utf-8")).get("weights", {})
+            entries = self._install_record(install.parent)
             return [(card.weights[k], install.parent / e["file"], e) for k, e in entries.items() if k in card.weights]
         folder = self._shipped_folders().get(model_id)
         if folder is None:

@@ -10,6 +10,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from SynthBrainLib import load_pipeline
@@ -130,6 +131,42 @@ def test_verify_detects_tampering(tmp_path, store):
         load_pipeline("tamper", device="cpu", store=store)
     bad = [r for r in store.verify("tamper") if not r[2].startswith("ok")]
     assert bad and bad[0][1] == "model.pt"
+
+
+def test_edit_with_restored_time_is_still_caught(tmp_path, store):
+    """Size and modification time are not proof: an in-place edit with its mtime put back is found."""
+    folder = write_model_folder(tiny_brain_card("sneaky"), tmp_path / "s")
+    store.import_path(folder)
+    load_pipeline("sneaky", device="cpu", store=store)  # hashed once in this process
+    path = store.models_dir / "sneaky" / "model.pt"
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(CheckpointError, match=r"changed since it was installed .*install it again: synthbrain models import PATH --model sneaky"):
+        load_pipeline("sneaky", device="cpu", store=store)
+
+
+def test_damaged_install_record_is_a_clear_error(tmp_path, store):
+    folder = write_model_folder(tiny_brain_card("damaged"), tmp_path / "d")
+    store.import_path(folder)
+    (store.models_dir / "damaged" / "install.json").write_text("{bad")
+    with pytest.raises(CheckpointError, match=r"install.json is damaged .*delete .* and install the model again"):
+        store.locate("damaged")
+    with pytest.raises(CheckpointError, match="install.json is damaged"):
+        store.verify("damaged")
+
+
+def test_non_finite_output_is_refused():
+    from SynthBrainLib.errors import SynthBrainError
+    from SynthBrainLib.results import SynthesisResult
+
+    image = np.zeros((4, 4, 4), np.float32)
+    image[1, 2, 3] = np.nan
+    with pytest.raises(SynthBrainError, match=r"m1 produced 1 non-finite values .* in its image: its weights may be damaged"):
+        SynthesisResult(image=image, affine=np.eye(4), provenance={"model": {"id": "m1"}})
 
 
 def test_shipped_folder_with_corrupt_weights_is_refused(tmp_path):
