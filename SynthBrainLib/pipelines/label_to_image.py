@@ -70,11 +70,14 @@ class LabelToImagePipeline(SynthesisPipeline):
         if alignment not in ALIGNMENTS:
             raise ConditionError(f"alignment {alignment!r} is not one of {', '.join(ALIGNMENTS)}")
         seed = self.resolve_seed(seed)
-        pv_in, in_affine = self._check_labels(labels, affine)
         if "diffusion" in self.networks:
             if preview:
                 sampler, steps = self.preview_settings(sampler, steps)
             sampler, steps = resolve_sampler(card.sampling, card.scheduler, sampler, steps)
+        elif sampler is not None or steps is not None:
+            given = ", ".join(f"{k} {v!r}" for k, v in (("sampler", sampler), ("steps", steps)) if v is not None)
+            raise ConditionError(f"{given}: {card.id} renders in one network pass (SPADE generator) and takes no sampler or steps")
+        pv_in, in_affine = self._check_labels(labels, affine)
         key = self.cache_key(
             kind="label_to_image", labels=hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(), labels_shape=list(np.shape(labels)),
             labels_dtype=str(np.asarray(labels).dtype), affine=np.asarray(in_affine).round(9).tolist(), sequence=seq, alignment=alignment,
@@ -99,6 +102,9 @@ class LabelToImagePipeline(SynthesisPipeline):
         else:
             pv = resample(pv_in, in_affine, model_shape, placed_affine, fill=fill)
             pv /= np.clip(pv.sum(axis=0, keepdims=True), 1e-6, None)
+            if (pv_in[0] < 0.5).any() and not (pv[0] < 0.5).any():
+                raise ConditionError(f"the labelled region does not overlap {card.id}'s field of view (the {card.output.shape[0]}x{card.output.shape[1]}x{card.output.shape[2]} "
+                                     "model grid in world coordinates); use alignment='centre' (CLI: --alignment centre) to move it into view")
         seg = torch.from_numpy(np.ascontiguousarray(pv)).unsqueeze(0).to(self.device)
 
         check_cancel(cancel)
