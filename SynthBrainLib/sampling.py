@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import numbers
 import threading
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from .cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
@@ -46,6 +48,15 @@ def check_cancel(cancel: CancelFlag) -> None:
         raise SynthesisCancelled()
 
 
+def whole_number(name: str, value: Any, lo: int, hi: int, suffix: str = "") -> int:
+    """``value`` as a Python int in [lo, hi]; numpy integers are accepted, floats and bools are not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ConditionError(f"{name} {value!r} is not a whole number; allowed: {lo}–{hi}{suffix}")
+    if not lo <= int(value) <= hi:
+        raise ConditionError(f"{name} {int(value)} is outside {lo}–{hi}{suffix}")
+    return int(value)
+
+
 def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None) -> tuple[str, int]:
     """Validate a sampler name and step count against the card; fill in its defaults."""
     name = (sampler or sampling.default_sampler).lower()
@@ -56,9 +67,7 @@ def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | Non
         raise ConditionError(f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}")
     n = sampling.default_steps if steps is None else steps
     lo = MIN_STEPS[name]
-    if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= sampling.max_steps:
-        raise ConditionError(f"steps {n!r} is outside {lo}–{sampling.max_steps}" + (f" for the {name} sampler" if lo > 1 else ""))
-    return name, n
+    return name, whole_number("steps", n, lo, sampling.max_steps, f" for the {name} sampler" if lo > 1 else "")
 
 
 def make_scheduler(schedule: Scheduler, sampler: str, steps: int, device: torch.device, sample_numel: int | None = None):

@@ -242,3 +242,15 @@ def test_devices():
 def test_half_precision_is_cuda_only(model_folders):
     with pytest.raises(DeviceError, match="half precision is only available on CUDA"):
         load_pipeline(str(model_folders["brain"]), device="cpu", half=True)
+
+
+def test_numpy_integers_are_accepted_and_fractions_refused(pipes):
+    pipe = pipes["brain"]
+    a = pipe.generate(seed=np.int64(3), steps=np.int32(2)).image
+    assert np.array_equal(a, pipe.generate(seed=3, steps=2).image)
+    with pytest.raises(ConditionError, match=r"^seed 1.5 is not a whole number; allowed: 0–"):
+        pipe.generate(seed=1.5, steps=2)
+    with pytest.raises(ConditionError, match=r"^steps 2.0 is not a whole number; allowed: 1–1000$"):
+        pipe.generate(seed=1, steps=2.0)
+    with pytest.raises(ConditionError, match=r"^seed True is not a whole number"):
+        pipe.generate(seed=True, steps=2)

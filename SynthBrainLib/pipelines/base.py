@@ -19,7 +19,7 @@ from ..device import Precision, describe_device, resolve_device
 from ..errors import ConditionError
 from ..networks import build_networks
 from ..results import SynthesisResult, build_provenance
-from ..sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler
+from ..sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler, whole_number
 
 #: ``compile`` option values: ``torch.compile`` mode for the diffusion UNet (``reduce-overhead``
 #: adds CUDA graphs on CUDA).
@@ -135,9 +135,7 @@ class SynthesisPipeline:
         """A given seed is checked; ``None`` draws one (recorded in provenance)."""
         if seed is None:
             return secrets.randbelow(2**31)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise ConditionError(f"seed {seed!r} is outside 0–{MAX_SEED}")
-        return seed
+        return whole_number("seed", seed, 0, MAX_SEED)
 
     def seeded_normal(self, shape: tuple[int, ...], seed: int) -> torch.Tensor:
         """Standard normal noise drawn on the CPU from ``seed`` then moved: the same on every device."""
