@@ -25,6 +25,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import signal
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .checkpoints import file_sha256
 from .errors import ConditionError, OutputError, SynthBrainError
 
 BATCH_FILE = "batch.json"
@@ -70,6 +72,8 @@ class Range:
                 lo, hi = float(lo_text), float(hi_text)
             except ValueError:
                 raise ConditionError(f"range {text!r}: {spec!r} is not LO:HI with two numbers") from None
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ConditionError(f"range {text!r}: both ends must be finite numbers")
             if not lo <= hi:
                 raise ConditionError(f"range {text!r}: low end {lo:g} is above high end {hi:g}")
             return cls(name, lo, hi)
@@ -170,6 +174,12 @@ def plan_batch(card, model: str, *, count: int | None, base_seed: int, rows: Seq
     for r in ranges:
         if r.name not in names:
             raise ConditionError(f"condition {r.name!r} is not one of {', '.join(names)}")
+        for end in r.choices or (r.lo, r.hi):  # the range itself, not a value drawn from it
+            try:
+                resolve_conditions(card.conditioning, {r.name: end}, None)
+            except ConditionError as exc:
+                spec = ",".join(r.choices) if r.choices else f"{r.lo:g}:{r.hi:g}"
+                raise ConditionError(f"range {r.name}={spec}: {exc}") from None
     if suffix not in SUFFIXES:
         raise OutputError(f"output format {suffix!r} is not one of {', '.join(SUFFIXES)}")
     resolve_sampler(card.sampling, card.scheduler, sampler, steps)
@@ -257,7 +267,8 @@ def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
     expected = json.loads(json.dumps(_request_record(plan, index)))
     if {k: batch.get(k) for k in expected} != expected or record.get("model", {}).get("id") != plan.settings.get("model_id"):
         raise OutputError(f"{data} was made for another request; use another output folder")
-    return True
+    # a file damaged after it was written (its sidecar says what it held) is made again
+    return file_sha256(data) == record.get("sha256_of_data")
 
 
 def _check_batch_file(out: Path, plan: BatchPlan, rank: int) -> None:

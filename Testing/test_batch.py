@@ -69,8 +69,14 @@ def test_plan_checks_every_sample(model_folders, tmp_path):
     assert [c["sex"] for c in plan.conditions] == ["male"] * 4 and all(50 <= c["age"] <= 60 for c in plan.conditions)
     again = plan_batch(card, "m", count=6, base_seed=3, ranges=[Range.parse("age=50:60"), Range.parse("sex=male")])
     assert again.conditions[:4] == plan.conditions  # sample i does not depend on N
-    with pytest.raises(ConditionError, match="sample 0: age 100 is outside 45–82 years"):
+    with pytest.raises(ConditionError, match="range age=100:100: age 100 is outside 45–82 years"):
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("age=100:100")])
+    with pytest.raises(ConditionError, match="range age=40:60: age 40 is outside 45–82 years"):  # an end, not a drawn value
+        plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("age=40:60")])
+    with pytest.raises(ConditionError, match="range sex=female,other: sex 'other' is not one of female, male"):
+        plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("sex=female,other")])
+    with pytest.raises(ConditionError, match="range 'age=nan:60': both ends must be finite numbers"):
+        Range.parse("age=nan:60")
     with pytest.raises(ConditionError, match="condition 'height' is not one of sex, age, ventricular_volume, brain_volume"):
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("height=1:2")])
     with pytest.raises(ConditionError, match="sample count 0 is outside 1–1000000"):
@@ -126,6 +132,11 @@ def test_killed_batch_resumes_without_losing_or_duplicating(model_folders, tmp_p
     # a finished batch reruns as a no-op; other settings into the same folder are refused
     _, err = _run(model_folders["brain"], killed, n, "--steps", "4")
     assert f"{n} of {n} samples already done" in err
+    # a finished file damaged later (its sidecar records its sha256) is made again
+    (killed / "sample_00001.nii.gz").write_bytes(b"damaged")
+    _, err = _run(model_folders["brain"], killed, n, "--steps", "4")
+    assert f"{n - 1} of {n} samples already done" in err
+    assert np.array_equal(_volumes(killed)["sample_00001.nii.gz"], a["sample_00001.nii.gz"])
     proc = _batch(model_folders["brain"], killed, n, "--steps", "3")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "holds a batch made with other settings" in err and len(err.strip().splitlines()) == 1
@@ -139,5 +150,5 @@ def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
     assert code == 2 and "is a label_to_image model; 'batch' makes images or label maps" in err
     code = main(["batch", "--model", str(model_folders["brain"]), "--out", str(tmp_path / "x"), "--quiet", "--range", "age=20:30", "-n", "2"])
     err = capsys.readouterr().err
-    assert code == 2 and "sample 0: age 2" in err and "is outside 45–82 years" in err
+    assert code == 2 and err.strip() == "synthbrain: error: range age=20:30: age 20 is outside 45–82 years"
     assert not (tmp_path / "x").exists()
