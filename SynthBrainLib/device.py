@@ -21,7 +21,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """
     if isinstance(spec, torch.device):
         spec = str(spec)
-    text = (spec or "auto").strip().lower()
+    text = ("auto" if spec is None else spec).strip().lower()
     if text == "auto":
         return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
     if text == "cpu":

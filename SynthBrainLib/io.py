@@ -226,6 +226,8 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         voxel-to-RAS mm.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SynthBrainError(f"input {path} is a folder; give a volume file (.nii.gz, .nii, .nrrd, .mha)")
     if not path.is_file():
         raise SynthBrainError(f"input file {path} does not exist")
     suffix = volume_suffix(path)

@@ -59,7 +59,7 @@ def whole_number(name: str, value: Any, lo: int, hi: int, suffix: str = "") -> i
 
 def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None) -> tuple[str, int]:
     """Validate a sampler name and step count against the card; fill in its defaults."""
-    name = (sampler or sampling.default_sampler).lower()
+    name = (sampling.default_sampler if sampler is None else sampler).lower()
     if name not in SAMPLER_CLASSES:
         raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
     if name not in sampling.samplers:

@@ -100,6 +100,8 @@ def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
         (["--seed", "-4"], "seed -4 is outside 0–"),
         (["--device", "mps"], "device 'mps' is not supported"),
         (["--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+        (["--device", ""], "device '' is not one of auto, cpu, cuda, cuda:N"),
+        (["--sampler", ""], "sampler '' is not one of ddpm, ddim, pndm, rflow"),
     ],
 )
 def test_bad_generate_input_gives_one_line_and_no_file(tmp_path, capsys, model_folders, args, message):
@@ -155,6 +157,7 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_f
         (["labels", "--model", "{labels}", "--wmh", "0.5", "-o", "{tmp}/x.nii.gz"], "wmh 0.5 is outside 0–0.0923 fraction"),
         (["image-from-labels", "{tmp}/missing.nii.gz", "--model", "{spade}", "-o", "{tmp}/x.nii.gz"], "missing.nii.gz does not exist"),
         (["image-from-labels", "{labelfile}", "--model", "{spade}", "--sequence", "PD", "-o", "{tmp}/x.nii.gz"], "sequence 'PD' is not one of T1, FLAIR, T2"),
+        (["image-from-labels", "{tmp}", "--model", "{spade}", "-o", "{tmp}/x.nii.gz"], "input {tmp} is a folder; give a volume file"),
         (["models", "import", "{tmp}/nothing"], "nothing does not exist"),
         (["models", "download", "brainspade3d-image"], "weights are not public"),
     ],

@@ -254,3 +254,9 @@ def test_numpy_integers_are_accepted_and_fractions_refused(pipes):
         pipe.generate(seed=1, steps=2.0)
     with pytest.raises(ConditionError, match=r"^seed True is not a whole number"):
         pipe.generate(seed=True, steps=2)
+
+
+def test_label_map_with_a_trailing_channel_axis_is_a_label_map(pipes):
+    labels = _label_map((16, 16, 16))
+    plain = pipes["spade"].generate(labels, seed=2).image
+    assert np.array_equal(pipes["spade"].generate(labels[None], seed=2).image, plain)  # (1, X, Y, Z), e.g. from a (X, Y, Z, 1) NIfTI

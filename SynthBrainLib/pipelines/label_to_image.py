@@ -149,6 +149,8 @@ class LabelToImagePipeline(SynthesisPipeline):
         card = self.card
         n = len(card.labels)
         labels = np.asarray(labels)
+        if labels.ndim == 4 and labels.shape[0] == 1 and n > 1:
+            labels = labels[0]  # a label map stored as (X, Y, Z, 1), as some tools write it
         if labels.ndim == 3:
             if not (np.issubdtype(labels.dtype, np.integer) or np.all(np.mod(labels, 1) == 0)):
                 raise ConditionError("labels must be an integer label map (X, Y, Z) or partial volumes (C, X, Y, Z)")
