@@ -324,6 +324,66 @@ def test_user_errors_are_one_line_and_change_nothing(slicer_logic, mrml_app):
         assert snapshot(mrml_app.scene) == before
 
 
+def test_reference_grid_is_kept_when_segmentation_and_reference_have_different_transforms(slicer_logic, mrml_app):
+    from test_slicer_scene import rotation_z
+
+    scene = mrml_app.scene
+    seg, user, painted = painted_template(slicer_logic, scene)
+    turn = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "turn")
+    turn.SetMatrixTransformToParent(mrml.vtk_matrix(rotation_z(30)))
+    same = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "identity")
+    seg.SetAndObserveTransformNodeID(turn.GetID())
+    user.SetAndObserveTransformNodeID(same.GetID())
+
+    node = slicer_logic.synthesizeFromSegmentation(seg, model="tiny-spade", referenceVolumeNode=user, seed=1)
+
+    assert node.GetImageData().GetDimensions() == USER_SHAPE
+    # in world coordinates the result's grid is the reference's, voxel for voxel
+    assert np.allclose(mrml.to_world(node, mrml.volume_affine(node)), mrml.to_world(user, USER_AFFINE), atol=1e-6)
+
+
+def test_a_failing_apply_leaves_no_half_made_node(slicer_logic, mrml_app, monkeypatch):
+    before = snapshot(mrml_app.scene)
+    task = slicer_logic.ageSweepTask(50, 80, 2, model="tiny-brain-ldm", seed=1, steps=2)
+    real = mrml.place_in_folder
+
+    def fail_late(scene, node):
+        real(scene, node)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(mrml, "place_in_folder", fail_late)  # after the sequence node exists
+    with pytest.raises(RuntimeError, match="disk full"):
+        task.run()
+    monkeypatch.undo()
+    after = [row[:3] for row in snapshot(mrml_app.scene)]
+    assert after == [row[:3] for row in before], [r for r in after if r not in [b[:3] for b in before]]
+    # numpy condition values (e.g. from a slider or an array) are stored as plain JSON
+    sweep = slicer_logic.ageSweep(50, 80, 2, model="tiny-brain-ldm", seed=1, steps=2, ventricular_volume=np.float32(30))
+    assert json.loads(sweep.GetAttribute("SynthBrain.Provenance"))["sweep"]["fixed"]["ventricular_volume"] == 30.0
+
+
+def test_wrong_nodes_and_empty_paint_are_one_line_errors(slicer_logic, mrml_app):
+    scene = mrml_app.scene
+    seg, user, _ = painted_template(slicer_logic, scene)
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing painted")
+    empty.SetReferenceImageGeometryParameterFromVolumeNode(user)
+    empty.GetSegmentation().AddEmptySegment("tumour", "tumour")
+    before = snapshot(scene)
+    cases = [
+        (lambda: slicer_logic.synthesizeFromSegmentation(user, model="tiny-spade"), "select a segmentation to synthesise from (user T1 is a vtkMRMLScalarVolumeNode)"),
+        (lambda: slicer_logic.synthesizeFromSegmentation(seg, model="tiny-spade", referenceVolumeNode=seg), "the reference must be a scalar volume (template is a vtkMRMLSegmentationNode)"),
+        (lambda: slicer_logic.synthesizeFromSegmentation(empty, model="tiny-spade"), "segmentation nothing painted is empty on its grid; paint at least one segment"),
+        (lambda: slicer_logic.templateFromNode(None, model="tiny-spade"), "select a segmentation or a label-map volume"),
+        (lambda: slicer_logic.paintVolume(user, model="tiny-spade"), "select a segmentation to paint (user T1 is a vtkMRMLScalarVolumeNode)"),
+        (lambda: slicer_logic.ageSweep(60, 60, 3, model="tiny-brain-ldm"), "ages 60 to 60 in 3 steps are not distinct"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConditionError) as raised:
+            call()
+        assert str(raised.value).startswith(message), str(raised.value)
+        assert snapshot(scene) == before
+
+
 def test_no_installed_model_of_a_kind(mrml_app, tmp_path):
     from SynthBrainLib.store import ModelStore
 

@@ -217,10 +217,15 @@ def test_lesion_painted_on_other_geometry_exports_on_that_geometry(mrml_app):
     assert on_model.shape == MODEL_SHAPE and np.allclose(model_affine, MODEL_AFFINE)
 
 
-def test_overlapping_segments_higher_value_wins_and_unknown_segments_ignored(mrml_app):
+def test_overlapping_segments_higher_value_wins_and_unknown_segments_are_refused(mrml_app):
+    from SynthBrainLib.errors import SynthBrainError
+
     scene = mrml_app.scene
     seg = mrml.labels_to_segmentation(scene, phantom_labels(), MODEL_AFFINE, SCHEMA, "template")
     seg.GetSegmentation().AddEmptySegment("my notes", "my notes", [1, 1, 1])
+    with pytest.raises(SynthBrainError, match=r"^segment 'my notes' of template is not a class of the model \(csf, .*\); rename or delete it$"):
+        mrml.segmentation_to_labels(seg, SCHEMA)  # its voxels would silently vanish
+    seg.GetSegmentation().RemoveSegment("my notes")
     grid = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "grid")
     mrml.fill_volume(grid, np.zeros(MODEL_SHAPE, np.float32), MODEL_AFFINE)
     block = np.zeros(MODEL_SHAPE, np.uint8)
@@ -237,8 +242,40 @@ def test_segmentation_without_schema_segments_is_refused(mrml_app):
 
     seg = mrml_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "someone else's")
     seg.GetSegmentation().AddEmptySegment("Segment_1", "Segment_1", [1, 0, 0])
+    with pytest.raises(SynthBrainError, match="segment 'Segment_1' of someone else's is not a class of the model"):
+        mrml.segmentation_to_labels(seg, SCHEMA)
+    seg.GetSegmentation().RemoveSegment("Segment_1")
     with pytest.raises(SynthBrainError, match="no segment named after a model class"):
         mrml.segmentation_to_labels(seg, SCHEMA)
+
+
+def test_segments_sharing_a_class_name_are_merged(mrml_app):
+    seg = mrml_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "two tumours")
+    mrml.set_segmentation_geometry(seg, MODEL_AFFINE, MODEL_SHAPE)
+    a, b = np.zeros(MODEL_SHAPE, np.uint8), np.zeros(MODEL_SHAPE, np.uint8)
+    a[2:4, 2:4, 2:4] = 1
+    b[9:12, 9:12, 9:12] = 1
+    for segment_id, name, mask in (("t1", "Tumour", a), ("t2", "tumour", b)):
+        seg.GetSegmentation().AddEmptySegment(segment_id, name, [1, 0, 0])
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            mrml.oriented_image(mask, MODEL_AFFINE), seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    labels, _ = mrml.segmentation_to_labels(seg, SCHEMA)
+    assert (labels == VALUE["tumour"]).sum() == a.sum() + b.sum()
+
+
+def test_segmentation_without_reference_geometry_uses_its_labelmaps(mrml_app):
+    """E.g. a .seg.nrrd written by a script: no reference geometry, only binary labelmaps."""
+    seg = mrml_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "scripted")
+    mask = np.zeros(MODEL_SHAPE, np.uint8)
+    mask[3:7, 4:9, 5:8] = 1
+    segment = slicer.vtkSegment()
+    segment.SetName("tumour")
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(), mrml.oriented_image(mask, MODEL_AFFINE))
+    seg.GetSegmentation().AddSegment(segment, "tumour")
+    labels, affine = mrml.segmentation_to_labels(seg, SCHEMA)
+    assert (labels == VALUE["tumour"]).sum() == mask.sum()
+    world = affine @ np.append(np.argwhere(labels == VALUE["tumour"]).mean(axis=0), 1.0)
+    assert np.allclose(world, MODEL_AFFINE @ np.append(np.argwhere(mask).mean(axis=0), 1.0))
 
 
 def test_labelmap_and_segmentation_templates(mrml_app):

@@ -141,11 +141,14 @@ class SynthBrainLogic:
         self._statuses = None
 
     def cards(self) -> dict[str, Any]:
+        """Every known model card by id (built-in, shipped and imported), read once per logic."""
         if self._cards is None:
             self._cards = dict(self.store.cards())
         return self._cards
 
     def card(self, modelId: str, kind: str | None = None):
+        """The :class:`~SynthBrainLib.cards.ModelCard` of ``modelId`` (conditions, ranges, label
+        schema, sequences); with ``kind``, an error unless the model is of that kind."""
         cards = self.cards()
         if modelId not in cards:
             raise _errors().ModelNotFoundError(f"model {modelId!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
@@ -171,6 +174,7 @@ class SynthBrainLogic:
         return sorted(rows, key=lambda s: (not s.installed, s.id))
 
     def modelStatus(self, modelId: str) -> ModelStatus:
+        """Whether ``modelId`` is installed, where, and what is missing (see :meth:`listModels`)."""
         for status in self.listModels():
             if status.id == modelId:
                 return status
@@ -298,7 +302,7 @@ class SynthBrainLogic:
             options = {"preview": True} if preview else {}
             return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions)
 
-        return Task(f"{modelId} {what}", compute, lambda result: apply(scene, card, seed, result))
+        return Task(f"{modelId} {what}", compute, lambda result: apply(scene, card, seed, result), scene=scene)
 
     def synthesisTask(self, segmentationNode, *, sequence: str = "T1", model: str | None = None, referenceVolumeNode=None,
                       seed: int | None = None, sampler: str | None = None, steps: int | None = None, device: str | None = None,
@@ -311,8 +315,9 @@ class SynthBrainLogic:
         synthesises, and resamples the image back, so the new volume overlays the segmentation
         voxel for voxel (it is put under the segmentation's parent transform too).
         """
-        if segmentationNode is None:
-            raise _errors().ConditionError("select a segmentation to synthesise from")
+        _require(segmentationNode, "vtkMRMLSegmentationNode", "select a segmentation to synthesise from")
+        if referenceVolumeNode is not None:
+            _require(referenceVolumeNode, "vtkMRMLScalarVolumeNode", "the reference must be a scalar volume")
         modelId = self._model(model, IMAGE_KIND)
         card = self.card(modelId)
         names = card.sequences.names if card.sequences is not None else ()
@@ -320,6 +325,8 @@ class SynthBrainLogic:
             raise _errors().ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)} (model {modelId})")
         self._check(card, {}, None, sampler, steps, device)
         labels, affine = mrml.segmentation_to_labels(segmentationNode, card.labels, referenceVolumeNode)
+        if not labels.any():
+            raise _errors().ConditionError(f"segmentation {segmentationNode.GetName()} is empty on its grid; paint at least one segment")
         worldAffine = mrml.to_world(segmentationNode, affine)
         parent = segmentationNode.GetParentTransformNode()
         source = {"segmentation": segmentationNode.GetName(), "reference_volume": referenceVolumeNode.GetName() if referenceVolumeNode else None}
@@ -337,7 +344,7 @@ class SynthBrainLogic:
             name = f"SynthBrain {seq} from {source['segmentation']} seed {seed}"
             return mrml.add_result_volume(scene, result.image, affine, name, provenance, parent_transform=parent)
 
-        return Task(f"{modelId} {sequence}", compute, apply)
+        return Task(f"{modelId} {sequence}", compute, apply, scene=scene)
 
     def ageSweepTask(self, ageFrom: float, ageTo: float, count: int, *, model: str | None = None, seed: int | None = None,
                      sampler: str | None = None, steps: int | None = None, device: str | None = None, **conditions: Any) -> Task:
@@ -355,6 +362,8 @@ class SynthBrainLogic:
         if AGE in conditions:
             raise _errors().ConditionError("give the sweep's ages as ageFrom and ageTo, not age")
         ages = [round(float(a), 3) for a in np.linspace(float(ageFrom), float(ageTo), int(count))]
+        if len({f"{a:g}" for a in ages}) < len(ages):  # the sequence is indexed by these texts
+            raise _errors().ConditionError(f"ages {float(ageFrom):g} to {float(ageTo):g} in {int(count)} steps are not distinct; widen the range or take fewer steps")
         for age in (ages[0], ages[-1]):
             self._check(card, {**conditions, AGE: age}, None, sampler, steps, device)
         seed = self._seed(seed)
@@ -384,7 +393,7 @@ class SynthBrainLogic:
             sequence, _, _ = mrml.add_volume_sequence(scene, items, name, AGE, unit, summary, sequencesLogic)
             return sequence
 
-        return Task(f"{modelId} age sweep", compute, apply)
+        return Task(f"{modelId} age sweep", compute, apply, scene=scene)
 
     # ---- label templates (main thread, instant) ----------------------------------------------------
     def _schemaModel(self, model: str | None):
@@ -406,6 +415,7 @@ class SynthBrainLogic:
         Label-map values must follow the schema; segments are matched to classes by name. The
         input node is not modified.
         """
+        _require(node, ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"), "select a segmentation or a label-map volume")
         card = self._schemaModel(model)
         scene = self.scene
         name = name or f"SynthBrain template from {node.GetName()}"
@@ -417,6 +427,7 @@ class SynthBrainLogic:
 
     def paintVolume(self, segmentationNode, *, model: str | None = None):
         """A scalar volume of the template's label values on its grid, to paint on in the Segment Editor."""
+        _require(segmentationNode, "vtkMRMLSegmentationNode", "select a segmentation to paint")
         card = self._schemaModel(model)
         return mrml.label_volume(self.scene, segmentationNode, card.labels, f"{segmentationNode.GetName()} grid")
 
@@ -430,15 +441,33 @@ class SynthBrainLogic:
         return self.brainTask(**kwargs).run(progress, cancel)
 
     def generateLabels(self, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
-        """A synthetic label-map segmentation node, e.g. ``generateLabels(wmh=0.03, seed=4)``."""
+        """A synthetic label-map segmentation node, e.g. ``generateLabels(wmh=0.03, seed=4)``.
+
+        Keyword arguments: the model's lesion conditions (``wmh``, ``tumour``, ``edema``,
+        ``gdtumour``: fractions of the brain), ``model``, ``seed``, ``sampler``, ``steps``,
+        ``device``, ``raw``, ``preview`` (see :meth:`labelsTask`); ``progress(step, total)`` and
+        ``cancel`` (a ``threading.Event`` or a callable) as for :meth:`generateBrain`.
+        """
         return self.labelsTask(**kwargs).run(progress, cancel)
 
     def synthesizeFromSegmentation(self, segmentationNode, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
-        """A synthetic image volume node aligned with ``segmentationNode``, e.g. ``sequence="FLAIR"``."""
+        """A synthetic image volume node aligned with ``segmentationNode``, e.g. ``sequence="FLAIR"``.
+
+        Keyword arguments: ``sequence`` (T1 | FLAIR | T2), ``model``, ``referenceVolumeNode`` (the
+        grid to render on; default: the volume the segmentation was painted on), ``seed``,
+        ``alignment`` ("world", or "centre" for labels drawn outside the model's field of view),
+        ``device`` (see :meth:`synthesisTask`); ``progress`` and ``cancel`` as for
+        :meth:`generateBrain`. Segments are matched to the model's classes by name.
+        """
         return self.synthesisTask(segmentationNode, **kwargs).run(progress, cancel)
 
     def ageSweep(self, ageFrom: float, ageTo: float, count: int, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
-        """A sequence node of the same brain at ``count`` ages (with a browser to scrub through it)."""
+        """A sequence node of the same brain at ``count`` ages (with a browser to scrub through it).
+
+        E.g. ``ageSweep(50, 80, 7, sex="female", seed=3)``. Keyword arguments: the other
+        conditions (held fixed), ``model``, ``seed``, ``sampler``, ``steps``, ``device`` (see
+        :meth:`ageSweepTask`); ``progress`` and ``cancel`` as for :meth:`generateBrain`.
+        """
         return self.ageSweepTask(ageFrom, ageTo, count, **kwargs).run(progress, cancel)
 
 
@@ -453,3 +482,14 @@ def sliderSettings(variable) -> dict[str, float]:
     step = 10 ** math.floor(math.log10((hi - lo) / 100.0)) if hi > lo else 1.0
     decimals = max(0, -int(math.floor(math.log10(step))))
     return {"minimum": float(lo), "maximum": float(hi), "singleStep": float(step), "decimals": decimals, "default": float(variable.default)}
+
+
+def _require(node, classes: str | tuple[str, ...], message: str) -> None:
+    """A one-line error when ``node`` is missing or not one of the MRML ``classes``."""
+    classes = (classes,) if isinstance(classes, str) else classes
+    if node is None:
+        raise _errors().ConditionError(message)
+    if not hasattr(node, "IsA") or not any(node.IsA(c) for c in classes):
+        what = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
+        name = node.GetName() if hasattr(node, "GetName") else repr(node)
+        raise _errors().ConditionError(f"{message} ({name} is a {what})")

@@ -126,11 +126,18 @@ def segmentation_geometry(segmentation_node, reference_volume_node=None):
     the source volume the user paints on, and templates made here set it to the label map's grid.
     """
     if reference_volume_node is not None:
-        parent = segmentation_node.GetParentTransformNode()
-        geometry = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(reference_volume_node, parent)
-        if geometry is None:
-            raise _user_error(f"the geometry of {reference_volume_node.GetName()} cannot be read")
-        return geometry
+        # The reference grid expressed in the segmentation's coordinates, kept oblique: Slicer's
+        # CreateOrientedImageDataFromVolumeNode resamples a rotated grid into a larger axis-aligned
+        # box when the two nodes sit under different transforms, and the result would no longer
+        # overlay the reference voxel for voxel.
+        image = reference_volume_node.GetImageData()
+        if image is None:
+            raise _user_error(f"reference volume {reference_volume_node.GetName()} has no voxels")
+        ref_to_seg = vtk.vtkMatrix4x4()
+        if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+                reference_volume_node.GetParentTransformNode(), segmentation_node.GetParentTransformNode(), ref_to_seg):
+            raise _user_error(f"{reference_volume_node.GetName()} and {segmentation_node.GetName()} are related by a non-linear transform; harden it first")
+        return geometry_image(numpy_matrix(ref_to_seg) @ volume_affine(reference_volume_node), image.GetDimensions())
     segmentation = segmentation_node.GetSegmentation()
     text = segmentation.GetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
     geometry = slicer.vtkOrientedImageData()
@@ -140,7 +147,9 @@ def segmentation_geometry(segmentation_node, reference_volume_node=None):
     if not text or extent[1] < extent[0]:
         # No reference geometry recorded (e.g. a segmentation loaded from a file): use the
         # common grid of its binary labelmaps.
-        common = segmentation.DetermineCommonLabelmapGeometry(slicer.vtkSegmentation.EXTENT_UNION_OF_SEGMENTS)
+        ids = vtk.vtkStringArray()
+        segmentation.GetSegmentIDs(ids)
+        common = segmentation.DetermineCommonLabelmapGeometry(slicer.vtkSegmentation.EXTENT_UNION_OF_SEGMENTS, ids)
         if not common:
             raise _user_error(f"segmentation {segmentation_node.GetName()} has no geometry; select a reference volume")
         slicer.vtkSegmentationConverter.DeserializeImageGeometry(common, geometry, False)
@@ -165,12 +174,19 @@ def mark_synthetic(node, provenance: dict[str, Any] | None) -> None:
     """Attributes every result carries; they are saved with the scene (.mrml)."""
     node.SetAttribute(SYNTHETIC_ATTRIBUTE, "true")
     if provenance:
-        node.SetAttribute(PROVENANCE_ATTRIBUTE, json.dumps(provenance, sort_keys=True))
+        node.SetAttribute(PROVENANCE_ATTRIBUTE, json.dumps(provenance, sort_keys=True, default=_json_value))
         model = provenance.get("model", {})
         if isinstance(model, dict) and model.get("id"):
             node.SetAttribute(MODEL_ATTRIBUTE, str(model["id"]))
         if provenance.get("seed") is not None:
             node.SetAttribute(SEED_ATTRIBUTE, str(provenance["seed"]))
+
+
+def _json_value(value: Any) -> Any:
+    """numpy scalars and arrays (e.g. a condition given as ``np.float32``) as plain JSON values."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def provenance_of(node) -> dict[str, Any] | None:
@@ -321,29 +337,42 @@ def labels_to_segmentation(scene, labels: np.ndarray, affine: np.ndarray, classe
 def segmentation_to_labels(segmentation_node, classes: Iterable, reference_volume_node=None) -> tuple[np.ndarray, np.ndarray]:
     """Merge a segmentation into a label map with the schema's values, on its own geometry.
 
-    Segments are matched to classes by name (case-insensitive); segments with other names are
-    ignored. Where segments overlap, the class with the higher label value wins (lesions over
-    tissue). The grid is ``reference_volume_node``'s when given, else the segmentation's reference
-    geometry (the volume the user painted on).
+    Segments are matched to classes by name (case-insensitive); several segments of one name are
+    merged, and a segment of any other name is an error (its voxels would silently vanish).
+    Where segments overlap, the class with the higher label value wins (lesions over tissue). The
+    grid is ``reference_volume_node``'s when given, else the segmentation's reference geometry
+    (the volume the user painted on).
 
     Returns:
         (labels uint8 [i, j, k], affine) with the affine in the segmentation's parent-transform
         coordinates (see :func:`to_world`).
     """
     schema = _classes(classes)
-    ids, values = vtk.vtkStringArray(), vtk.vtkIntArray()
-    for value, class_name, _ in schema:
-        segment_id = segment_id_for(segmentation_node, class_name)
-        if segment_id is not None:
-            ids.InsertNextValue(segment_id)
-            values.InsertNextValue(value)
-    if ids.GetNumberOfValues() == 0:
-        names = ", ".join(n for _, n, _ in schema)
+    value_of = {str(c.name).strip().lower(): int(c.value) for c in classes}  # background included: it adds nothing
+    names = ", ".join(n for _, n, _ in schema)
+    segmentation = segmentation_node.GetSegmentation()
+    matched, unknown = [], []
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        name = segmentation.GetSegment(segment_id).GetName().strip()
+        value = value_of.get(name.lower())
+        if value is None:
+            unknown.append(name)
+        elif value != 0:
+            matched.append((value, index, segment_id))
+    if unknown:
+        raise _user_error(f"segment {', '.join(map(repr, unknown))} of {segmentation_node.GetName()} is not a class of the model ({names}); rename or delete it")
+    if not matched:
         raise _user_error(f"segmentation {segmentation_node.GetName()} has no segment named after a model class ({names})")
+    ids, values = vtk.vtkStringArray(), vtk.vtkIntArray()
+    for value, _, segment_id in sorted(matched):  # painted in increasing label value: the higher one wins an overlap
+        ids.InsertNextValue(segment_id)
+        values.InsertNextValue(value)
     geometry = segmentation_geometry(segmentation_node, reference_volume_node)
     merged = slicer.vtkOrientedImageData()
     if not segmentation_node.GenerateMergedLabelmapForAllSegments(merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, geometry, ids, values):
-        raise _user_error(f"segmentation {segmentation_node.GetName()} could not be converted to a label map")
+        raise _user_error(f"segmentation {segmentation_node.GetName()} could not be converted to a label map; it needs a binary labelmap "
+                          "representation (Segmentations module: Representations, Binary labelmap, Create)")
     labels, affine = oriented_image_array(merged)
     return labels.astype(np.uint8), affine
 

@@ -42,13 +42,35 @@ class Task:
     title: str
     compute: Callable[[Optional[ProgressCallback], Any], Any]
     apply: Callable[[Any], Any]
+    #: The MRML scene ``apply`` adds to; when given, a failing ``apply`` leaves no node behind.
+    scene: Any = None
 
     def run(self, progress: ProgressCallback | None = None, cancel=None):
         """Compute then apply, in the calling thread (console scripting, tests)."""
         payload = self.compute(progress, cancel)
         if is_set(cancel):
             raise cancelled_error()
-        return self.apply(payload)
+        return self.apply_to_scene(payload)
+
+    def apply_to_scene(self, payload):
+        """``apply(payload)``, all or nothing: nodes it added before failing are removed again."""
+        if self.scene is None:
+            return self.apply(payload)
+        before = {self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())}
+        try:
+            return self.apply(payload)
+        except BaseException:
+            # Oldest first, and again until none is left: removing a proxy node before its
+            # sequence browser makes the Sequences logic create a new proxy.
+            for _ in range(3):
+                added = [self.scene.GetNthNode(i) for i in range(self.scene.GetNumberOfNodes())]
+                added = [n for n in added if n.GetID() not in before]
+                if not added:
+                    break
+                for node in added:
+                    if self.scene.IsNodePresent(node):
+                        self.scene.RemoveNode(node)
+            raise
 
 
 class BackgroundRun:
@@ -136,4 +158,4 @@ class BackgroundRun:
             raise cancelled_error()
         if self._error is not None:
             raise self._error
-        return self.task.apply(self._payload)
+        return self.task.apply_to_scene(self._payload)
