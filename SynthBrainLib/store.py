@@ -341,6 +341,8 @@ class ModelStore:
         path = Path(path).expanduser()
         if not path.exists():
             raise ModelNotFoundError(f"{path} does not exist")
+        if path.is_file() and path.name in (CARD_FILE, "inference.json"):
+            path = path.parent.parent if path.name == "inference.json" and path.parent.name == "configs" else path.parent  # the folder was meant
         if path.is_dir() and (path / "configs" / "inference.json").is_file():
             card, sources = self._bundle_sources(path, model)
         elif path.is_dir() and (path / CARD_FILE).is_file():

@@ -118,6 +118,12 @@ def test_model_folder_import_copies_the_card(tmp_path, store):
     assert load_pipeline("custom-model", device="cpu", store=store).card.id == "custom-model"
 
 
+
+def test_importing_a_card_file_imports_its_folder(tmp_path, store):
+    folder = write_model_folder(tiny_brain_card("by-card"), tmp_path / "by-card")
+    assert store.import_path(folder / "card.json").complete
+
+
 def test_verify_detects_tampering(tmp_path, store):
     folder = write_model_folder(tiny_brain_card("tamper"), tmp_path / "t")
     store.import_path(folder)
