@@ -515,6 +515,8 @@ def bench(
         for model in models:
             card = store.locate(model, require_complete=False).card
             chosen = list(paths) if paths else default_paths(card)
+            if card.sampling is None:  # one network pass (SPADE generator): no sampler or steps to vary
+                chosen = [replace(p, sampler=None, steps=None) for p in chosen]
             entries = []
             ref_out = None
             for path in chosen:

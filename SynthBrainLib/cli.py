@@ -42,11 +42,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> N
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_speed_options(p: argparse.ArgumentParser) -> None:
+def _add_speed_options(p: argparse.ArgumentParser, preview: bool = True) -> None:
     p.add_argument("--precision", default=None, metavar="P",
                    help="auto | float32 | mixed | bfloat16 | float16 (auto: float32 on the CPU, float16 on CUDA; mixed: bfloat16 except the noisiest denoising steps, "
                         "as accurate as float32 in our measurements; bfloat16 and mixed are fast on CPUs with AVX-512 BF16/AMX)")
     p.add_argument("--decode", default="auto", metavar="MODE", help="auto | full | tiled: tiled decoding bounds memory (auto: tiled when a full decode would need over half the machine's memory)")
+    if not preview:  # a batch is for keeping: no quick-preview option
+        return
     p.add_argument("--preview-steps", type=int, default=None, metavar="N",
                    help="quick preview: the preview sampler (dpm++2m where the model allows it) with N steps, unless --sampler/--steps say otherwise")
 
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(handler=_cmd_image_from_labels)
 
-    p = sub.add_parser("train", help="train a demo model on the MNI152 phantom population", description="Train one of the shipped demo models from scratch with a fixed seed (CPU recipe; ~30-45 min each on 2 cores).")
+    p = sub.add_parser("train", help="train a demo model on the MNI152 phantom population", description="Train one of the shipped demo models from scratch with a fixed seed (CPU recipe; measured on 2 cores: 25-45 CPU-minutes per network, about an hour of wall time each when three train side by side; see docs/demo-models.md).")
     p.add_argument("model", choices=("brain-ldm-demo", "labels-demo", "label2image-demo"), help="which demo model")
     p.add_argument("--out", required=True, metavar="DIR", help="model folder to write (card.json, weights, training.json)")
     p.add_argument("--subjects", type=int, default=320, metavar="N", help="phantom subjects to train on (default 320)")
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, metavar="NAME", help="sampler (default: the card's)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
     p.add_argument("--device", default="auto", metavar="D", help="auto | cpu | cuda | cuda:N; under torchrun, auto/cuda use cuda:LOCAL_RANK")
-    _add_speed_options(p)
+    _add_speed_options(p, preview=False)
     p.add_argument("--format", default="nii.gz", metavar="EXT", help="nii.gz | nii | nrrd (default nii.gz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_batch)
@@ -210,7 +212,7 @@ def _store(args):
 
 
 def _planned_outputs(args, partial_volumes: str | None = None) -> None:
-    from .io import check_output_path, ensure_writable, output_paths
+    from .io import ensure_writable, output_paths
 
     paths = output_paths(args.output, partial_volumes=partial_volumes)
     if args.preview:
@@ -306,7 +308,7 @@ def _cmd_train(args) -> int:
         raise SynthBrainError(f"--subjects {args.subjects} is too few; use at least 8")
     if not 0 < args.scale <= 10:
         raise SynthBrainError(f"--scale {args.scale:g} is outside 0–10")
-    card = train_demo(args.model, args.out, subjects=args.subjects, seed=args.seed, scale=args.scale, minutes=args.minutes,
+    train_demo(args.model, args.out, subjects=args.subjects, seed=args.seed, scale=args.scale, minutes=args.minutes,
                       data_dir=args.data, overwrite=args.overwrite, autoencoder_from=args.autoencoder_from, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(Path(args.out) / "card.json")
     return 0
@@ -327,8 +329,6 @@ def _cmd_batch(args) -> int:
     from . import batch
     from .pipelines import load_pipeline
 
-    if args.preview_steps is not None:
-        raise SynthBrainError("--preview-steps is not available for batches; use --sampler/--steps")
     rank, world = batch.rank_and_world()
     device = args.device
     if world > 1 and device in ("auto", "cuda"):

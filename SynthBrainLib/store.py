@@ -188,6 +188,10 @@ class ModelStore:
             shipped = self._shipped_folders()
             if (cache / INSTALL_FILE).is_file():
                 installed = self._cache_model(cache, self.card(model_id))
+                if not installed.complete and model_id in shipped:  # a half-done import must not hide a complete shipped copy
+                    shipped_model = self._folder_model(shipped[model_id], "shipped")
+                    if shipped_model.complete:
+                        installed = shipped_model
             elif model_id in shipped:
                 installed = self._folder_model(shipped[model_id], "shipped")
             else:
@@ -202,7 +206,8 @@ class ModelStore:
         missing = ", ".join(card.weights[k].file for k in installed.missing)
         if not card.weights_public:
             return f"weights of {card.id} ({missing}) are not installed and not public; if you have them, run: synthbrain models import PATH --model {card.id}"
-        hint = f"synthbrain models download {card.id}" if any(card.weights[k].url for k in installed.missing) else f"synthbrain models import PATH --model {card.id}"
+        single = f" --component {installed.missing[0]}" if len(card.weights) > 1 and len(installed.missing) == 1 else ""
+        hint = f"synthbrain models download {card.id}" if any(card.weights[k].url for k in installed.missing) else f"synthbrain models import PATH --model {card.id}{single}"
         if card.source.get("type") == "monai-bundle":
             hint += f" (or: synthbrain models import <{card.source.get('bundle')} bundle folder>)"
         return f"weights of {card.id} ({missing}) are not installed; run: {hint}"

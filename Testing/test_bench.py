@@ -48,6 +48,15 @@ def test_bench_measures_paths_against_the_reference(model_folders):
     json.dumps(report)
 
 
+def test_explicit_paths_on_a_single_pass_model(model_folders):
+    """'reference' and a sampler path mean nothing to a SPADE generator: they run without them."""
+    paths = [bench.REFERENCE, bench.parse_path("fast=dpm++2m:5:bfloat16:full")]
+    report = bench.bench([str(model_folders["spade"])], paths=paths, repeats=1, reference_repeats=1)
+    ref, fast = report["models"][0]["paths"]
+    assert ref["path"]["sampler"] is None and fast["path"]["steps"] is None
+    assert fast["vs_reference"]["psnr_db"] > 20
+
+
 def test_decode_check(model_folders):
     report = bench.bench_decode(str(model_folders["brain"]), variants=(("full", "float32", "global"), ("tiled", "float32", "global-exact")))
     full, tiled = report["variants"]

@@ -103,7 +103,7 @@ def test_single_checkpoints_and_safetensors(tmp_path, store):
         st.import_path(folder / "autoencoder.safetensors", model="tiny-st", component="vae")
     part = st.import_path(folder / "autoencoder.safetensors", model="tiny-st", component="autoencoder")
     assert part.missing == ["diffusion"]
-    with pytest.raises(ModelNotFoundError, match=r"weights of tiny-st \(model.safetensors\) are not installed"):
+    with pytest.raises(ModelNotFoundError, match=r"weights of tiny-st \(model.safetensors\) are not installed; run: synthbrain models import PATH --model tiny-st --component diffusion"):
         load_pipeline("tiny-st", device="cpu", store=st)
     st.import_path(folder / "model.safetensors", model="tiny-st", component="diffusion")
     pipe = load_pipeline("tiny-st", device="cpu", store=st)
@@ -173,6 +173,14 @@ def test_non_finite_output_is_refused():
     image[1, 2, 3] = np.nan
     with pytest.raises(SynthBrainError, match=r"m1 produced 1 non-finite values .* in its image: its weights may be damaged"):
         SynthesisResult(image=image, affine=np.eye(4), provenance={"model": {"id": "m1"}})
+
+
+def test_half_done_import_does_not_hide_the_shipped_model(tmp_path):
+    shipped = write_model_folder(tiny_brain_card("both"), tmp_path / "shipped" / "both")
+    st = ModelStore(home=tmp_path / "home", shipped=[tmp_path / "shipped"])
+    st.import_path(shipped / "model.pt", model="both", component="diffusion")  # only one of two weights
+    installed = st.locate("both")
+    assert installed.location == "shipped" and installed.complete
 
 
 def test_shipped_folder_with_corrupt_weights_is_refused(tmp_path):
