@@ -169,12 +169,11 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
     array = array.astype(np.uint8) if is_label else array.astype(np.float32)
     model_id = provenance.get("model", {}).get("id", "?")
     description = f"SYNTHETIC {model_id} seed={provenance.get('seed')} (SynthBrain)"
+    tmp_data = tmp_side = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_data, tmp_side = _tmp_name(path), _tmp_name(side)
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-    try:
+        tmp_data = _tmp_name(path)
+        tmp_side = _tmp_name(side)
         if volume_suffix(path) in NIFTI_SUFFIXES:
             _nifti_bytes_to(tmp_data, array, affine, description, provenance, is_label)
         else:
@@ -184,8 +183,9 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
         os.replace(tmp_data, path)
         os.replace(tmp_side, side)
     except BaseException as exc:
-        tmp_data.unlink(missing_ok=True)
-        tmp_side.unlink(missing_ok=True)
+        for tmp in (tmp_data, tmp_side):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise _write_error(path, exc) from None
         raise
