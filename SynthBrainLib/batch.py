@@ -154,20 +154,18 @@ def plan_batch(card, model: str, *, count: int | None, base_seed: int, rows: Seq
             sampler or steps (checked for every sample before anything runs).
     """
     from .conditioning import resolve_conditions
-    from .sampling import resolve_sampler
+    from .sampling import resolve_sampler, whole_number
 
     if card.kind not in ("conditional_latent_diffusion", "label_generator"):
         raise ConditionError(f"model {card.id} is a {card.kind} model; 'batch' makes images or label maps from conditions (conditional_latent_diffusion or label_generator models)")
-    if isinstance(base_seed, bool) or not isinstance(base_seed, int) or not 0 <= base_seed <= 2**63 - 1:
-        raise ConditionError(f"seed {base_seed!r} is outside 0–{2**63 - 1}")
+    base_seed = whole_number("seed", base_seed, 0, 2**63 - 1)
     if rows is not None and ranges:
         raise ConditionError("give conditions as a CSV or as ranges, not both")
     if count is None:
         if rows is None:
             raise ConditionError("say how many samples to make (-n N) or give a conditions CSV")
         count = len(rows)
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_SAMPLES:
-        raise ConditionError(f"sample count {count!r} is outside 1–{MAX_SAMPLES}")
+    count = whole_number("sample count", count, 1, MAX_SAMPLES)
     if rows is not None and count > len(rows):
         raise ConditionError(f"sample count {count} is more than the {len(rows)} rows of the conditions file")
     names = card.conditioning.names

@@ -414,7 +414,7 @@ class ModelStore:
         folder = self.models_dir / card.id
         folder.mkdir(parents=True, exist_ok=True)
         install_path = folder / INSTALL_FILE
-        existing = json.loads(install_path.read_text(encoding="utf-8")).get("weights", {}) if install_path.is_file() else {}
+        existing = self._install_record(folder) if install_path.is_file() else {}
         entries = dict(existing)
         for key, (src, digests, status) in records.items():
             name = card.weights[key].file if src.suffix != ".safetensors" else Path(card.weights[key].file).stem + ".safetensors"
@@ -468,7 +468,7 @@ class ModelStore:
         folder = self.models_dir / card.id
         folder.mkdir(parents=True, exist_ok=True)
         install_path = folder / INSTALL_FILE
-        entries = json.loads(install_path.read_text(encoding="utf-8")).get("weights", {}) if install_path.is_file() else {}
+        entries = self._install_record(folder) if install_path.is_file() else {}
         for key in todo:
             weight = card.weights[key]
             dest = folder / weight.file

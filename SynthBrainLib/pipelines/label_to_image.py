@@ -202,8 +202,12 @@ class LabelToImagePipeline(SynthesisPipeline):
         return out[0, 0].numpy(), how
 
 
-def sequence_channels(index: int, n_sequences: int, like: torch.Tensor) -> torch.Tensor:
-    """One-hot sequence channels shaped like ``like`` (B, C, X, Y, Z) -> (B, n_sequences, X, Y, Z)."""
-    out = torch.zeros((like.shape[0], n_sequences, *like.shape[2:]), dtype=like.dtype, device=like.device)
-    out[:, index] = 1.0
-    return out
+def sequence_channels(index: int | torch.Tensor, n_sequences: int, like: torch.Tensor) -> torch.Tensor:
+    """One-hot sequence channels shaped like ``like`` (B, C, X, Y, Z) -> (B, n_sequences, X, Y, Z).
+
+    ``index``: one sequence for the whole batch, or (B,) one per item (training). Training and
+    synthesis both build the channels here, so their order cannot drift apart.
+    """
+    index = torch.as_tensor(index, device=like.device).expand(like.shape[0])
+    onehot = torch.nn.functional.one_hot(index, n_sequences).to(like.dtype)
+    return onehot.view(*onehot.shape, 1, 1, 1).expand(-1, -1, *like.shape[2:])

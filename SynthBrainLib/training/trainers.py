@@ -331,6 +331,8 @@ def train_spade(
         the network, its training report, and the style codes (``<index>.mean``/``.std`` are
         named by the caller) as a (S, z_dim) tensor under ``"codes"``.
     """
+    from ..pipelines.label_to_image import sequence_channels
+
     torch.manual_seed(config.seed)
     model = build_network(spec)
     n_seq = images.shape[1]
@@ -344,8 +346,7 @@ def train_spade(
         z = codes[seq] + STYLE_NOISE * torch.randn(len(idx), codes.shape[1], generator=gen)
         seg_in = seg
         if sequence_channels:
-            onehot = F.one_hot(seq, n_seq).float().view(len(idx), n_seq, 1, 1, 1).expand(-1, -1, *seg.shape[2:])
-            seg_in = _to_format(torch.cat([seg, onehot], dim=1), config.channels_last)
+            seg_in = _to_format(torch.cat([seg, sequence_channels(seq, n_seq, seg)], dim=1), config.channels_last)
         out = m.decode(seg_in, z).float()
         error = (out - x).abs()
         if weights is None:
