@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["temporary_sibling", "new_file_mode"]
+__all__ = ["temporary_sibling", "new_file_mode", "replaced_atomically"]
 
 
 def new_file_mode() -> int:
@@ -38,3 +40,17 @@ def temporary_sibling(dest: Path | str, suffix: str = ".tmp") -> Path:
     finally:
         os.close(fd)
     return Path(tmp)
+
+
+@contextmanager
+def replaced_atomically(dest: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
+    """Write one file atomically: yields a :func:`temporary_sibling` of ``dest`` to fill; when
+    the block ends normally it replaces ``dest``, on any error (or Ctrl-C) it is deleted."""
+    dest = Path(dest)
+    tmp = temporary_sibling(dest, suffix=suffix)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

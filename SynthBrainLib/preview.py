@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .atomic_files import temporary_sibling
+from .atomic_files import replaced_atomically
 from .errors import OutputError
 
 
@@ -86,17 +85,10 @@ def write_png(path: str | Path, image: np.ndarray, comment: str | None = "SYNTHE
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_sibling(path, suffix=".png")
+        with replaced_atomically(path, suffix=".png") as tmp:
+            tmp.write_bytes(data)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
     return path
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .atomic_files import temporary_sibling
+from .atomic_files import replaced_atomically
 from .cards import ModelCard, WeightFile, builtin_cards, load_card
 from .checkpoints import file_digests, read_state_dict, load_weights
 from .errors import CardError, CheckpointError, ModelNotFoundError, SynthBrainError
@@ -94,13 +94,8 @@ def _now() -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = temporary_sibling(path, suffix=".tmp")
-    try:
+    with replaced_atomically(path, suffix=".tmp") as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 _DIGEST_CACHE: dict[tuple[str, int, int, int, tuple[str, ...]], dict[str, str]] = {}
@@ -488,13 +483,8 @@ class ModelStore:
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:
-    tmp = temporary_sibling(dest, suffix=".part")
-    try:
+    with replaced_atomically(dest, suffix=".part") as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _bundle_difference(card: ModelCard, config: dict) -> str | None:

@@ -136,12 +136,13 @@ def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path, capsys
 
 
 def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_folders, monkeypatch):
-    import SynthBrainLib.preview as preview
+    import SynthBrainLib.atomic_files as atomic_files
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(preview, "temporary_sibling", disk_full)  # the PNG is written last
+    # the volumes are written first (io's own temporary files); the PNG last, through replaced_atomically
+    monkeypatch.setattr(atomic_files, "temporary_sibling", disk_full)
     code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "--steps", 1, "-o", tmp_path / "o.nii.gz", "--preview", tmp_path / "o.png", "--quiet")
     assert code == 2 and err.strip() == f"synthbrain: error: cannot write {tmp_path / 'o.png'}: No space left on device"
     assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_files import temporary_sibling
+from ..atomic_files import replaced_atomically
 from .labels import LABEL_NAMES, LESION_NAMES
 
 FORMAT_VERSION = 1
@@ -58,16 +58,10 @@ def _population_record(pop) -> dict:
 
 
 def _atomic_write_bytes(path: Path, write_fn) -> None:
-    tmp = temporary_sibling(path, suffix=path.suffix)
-    try:
-        with open(tmp, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path, suffix=path.suffix) as tmp, open(tmp, "wb") as f:
+        write_fn(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def subject_record(subject, index: int) -> dict:
