@@ -310,9 +310,9 @@ def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) 
     n_seq = len(data.sequences)
     kwargs = dict(SPADE, input_shape=list(data.shape), label_nc=SPADE["label_nc"] + n_seq)
     spec = NetworkSpec("generator", "SPADENet", kwargs, "generator")
-    model, report, style = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log,
+    model, report, style_codes = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log,
                                        sequence_channels=True, class_weights=rare_class_weights(data.partial_volumes))
-    codes = style_statistics(style["codes"], data.sequences)
+    codes = style_statistics(style_codes, data.sequences)
     card = _base_card(
         "label2image-demo", "Label-to-image demo (MNI152 phantoms)", "label_to_image",
         "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence and one-hot channels appended to the label map (the VAE style encoder is not trained: see SynthBrainLib.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",

@@ -307,7 +307,7 @@ def train_spade(
     log: Log | None = None,
     sequence_channels: bool = False,
     class_weights: np.ndarray | None = None,
-) -> tuple[torch.nn.Module, FitReport, dict[str, torch.Tensor]]:
+) -> tuple[torch.nn.Module, FitReport, torch.Tensor]:
     """SPADENet's SPADE decoder on (label map, image) pairs with the sequence as a fixed style code: L1 + edge L1.
 
     Why not the VAE style encoder of brainSPADE: trained here (KL weight 1e-3, 5000 steps), its
@@ -328,8 +328,8 @@ def train_spade(
             times weights), so that small lesions get their sequence's contrast.
 
     Returns:
-        the network, its training report, and the style codes (``<index>.mean``/``.std`` are
-        named by the caller) as a (S, z_dim) tensor under ``"codes"``.
+        the network, its training report, and the (S, z_dim) style codes of the sequences
+        (:func:`style_statistics` turns them into the pipeline's ``<SEQ>.mean``/``.std``).
     """
     from ..pipelines.label_to_image import sequence_channels
 
@@ -357,7 +357,7 @@ def train_spade(
         return l1 + 0.5 * gradient_loss(out, x)
 
     report = fit(model, loss_fn, len(partial_volumes), config, log, name="SPADE generator")
-    return model, report, {"codes": codes}
+    return model, report, codes
 
 
 def style_statistics(codes: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
