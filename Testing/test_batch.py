@@ -69,9 +69,9 @@ def test_plan_checks_every_sample(model_folders, tmp_path):
     assert [c["sex"] for c in plan.conditions] == ["male"] * 4 and all(50 <= c["age"] <= 60 for c in plan.conditions)
     again = plan_batch(card, "m", count=6, base_seed=3, ranges=[Range.parse("age=50:60"), Range.parse("sex=male")])
     assert again.conditions[:4] == plan.conditions  # sample i does not depend on N
-    with pytest.raises(ConditionError, match="range age=100:100: age 100 is outside 45–82 years"):
+    with pytest.raises(ConditionError, match="range age=100:100: age 100 is outside 44–82 years"):
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("age=100:100")])
-    with pytest.raises(ConditionError, match="range age=40:60: age 40 is outside 45–82 years"):  # an end, not a drawn value
+    with pytest.raises(ConditionError, match="range age=40:60: age 40 is outside 44–82 years"):  # an end, not a drawn value
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("age=40:60")])
     with pytest.raises(ConditionError, match="range sex=female,other: sex 'other' is not one of female, male"):
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("sex=female,other")])
@@ -87,7 +87,7 @@ def test_plan_checks_every_sample(model_folders, tmp_path):
     csv_file.write_text("age,sex\n60,female\n,male\n90,male\n")
     rows = read_conditions_csv(csv_file)
     assert rows[1] == {"sex": "male"}
-    with pytest.raises(ConditionError, match="row 3 of the conditions file: age 90 is outside 45–82 years"):
+    with pytest.raises(ConditionError, match="row 3 of the conditions file: age 90 is outside 44–82 years"):
         plan_batch(card, "m", count=None, base_seed=0, rows=rows)
     assert plan_batch(card, "m", count=2, base_seed=0, rows=rows).count == 2
 
@@ -150,5 +150,5 @@ def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
     assert code == 2 and "is a label_to_image model; 'batch' makes images or label maps" in err
     code = main(["batch", "--model", str(model_folders["brain"]), "--out", str(tmp_path / "x"), "--quiet", "--range", "age=20:30", "-n", "2"])
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == "synthbrain: error: range age=20:30: age 20 is outside 45–82 years"
+    assert code == 2 and err.strip() == "synthbrain: error: range age=20:30: age 20 is outside 44–82 years"
     assert not (tmp_path / "x").exists()

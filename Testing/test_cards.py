@@ -92,7 +92,7 @@ def _broken(mutate) -> str:
         (lambda d: d["output"].update(affine=[[1, 0, 0, 0]]), "field 'output.affine' must be a 4x4 matrix"),
         (lambda d: d["output"].update(spacing=[3.0, 3.0, 3.0]), "field 'output.affine' column norms"),
         (lambda d: d["conditioning"]["variables"][1].update(range=[82, 45]), "field 'conditioning.variables[1].range' must be increasing"),
-        (lambda d: d["conditioning"]["variables"][1].update(default=100), "field 'conditioning.variables[1].default' must lie in range 45–82"),
+        (lambda d: d["conditioning"]["variables"][1].update(default=100), "field 'conditioning.variables[1].default' must lie in range 44–82"),
         (lambda d: d["conditioning"]["variables"][1].update(unit=""), "field 'conditioning.variables[1].unit' must be a non-empty string"),
         (lambda d: d["conditioning"]["variables"][0]["choices"].update(male=2.0), "field 'conditioning.variables[0].choices.male' must lie in model_range 0–1"),
         (lambda d: d["conditioning"]["variables"].pop(), "field 'networks.diffusion.kwargs.in_channels' must be latent channels 3 + 3"),

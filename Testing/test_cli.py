@@ -89,7 +89,7 @@ def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--age", "300"], "age 300 is outside 45–82 years"),
+        (["--age", "300"], "age 300 is outside 44–82 years"),
         (["--sex", "other"], "sex 'other' is not one of female, male"),
         (["--ventricular-volume", "-5"], "ventricular_volume -5 is outside 0–100 mL"),
         (["--raw", "brain_volume=2"], "brain_volume (model units) 2 is outside 0–1"),

@@ -39,8 +39,8 @@ def test_raw_values_bypass_the_assumed_mapping(ldm):
 @pytest.mark.parametrize(
     "values, raw, message",
     [
-        ({"age": 300}, None, "age 300 is outside 45–82 years"),
-        ({"age": 44.9}, None, "age 44.9 is outside 45–82 years"),
+        ({"age": 300}, None, "age 300 is outside 44–82 years"),
+        ({"age": 43.9}, None, "age 43.9 is outside 44–82 years"),
         ({"ventricular_volume": -1}, None, "ventricular_volume -1 is outside 0–100 mL"),
         ({"sex": "other"}, None, "sex 'other' is not one of female, male"),
         ({"age": "old"}, None, "age 'old' is not a number"),

@@ -127,7 +127,7 @@ def test_cancel_before_decoding(pipes):
         ({"sampler": "rflow"}, "sampler 'rflow' does not fit this model (it was trained with the epsilon objective)"),
         ({"seed": -1}, "seed -1 is outside 0–"),
         ({"sampler": "pndm", "steps": 3}, "steps 3 is outside 4–1000 for the pndm sampler"),
-        ({"age": 300}, "age 300 is outside 45–82 years"),
+        ({"age": 300}, "age 300 is outside 44–82 years"),
     ],
 )
 def test_bad_arguments(pipes, kwargs, message):

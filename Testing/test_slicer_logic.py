@@ -417,16 +417,6 @@ def test_templates_from_user_nodes(slicer_logic, mrml_app):
         slicer_logic.templateFromNode(scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "not labels"))
 
 
-def test_dependency_list_and_library_location():
-    requirements = environment.read_requirements()
-    block = re.search(r"^dependencies = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M).group(1)
-    pyproject = re.findall(r'"([^"]+)"', block)
-    name = lambda r: r.split(";")[0].split("[")[0].replace(">", "=").replace("<", "=").split("=")[0].strip().lower()  # noqa: E731
-    assert {name(r) for r in requirements} == {name(r) for r in pyproject} - {"torch"}
-    assert environment.all_requirements()[0].startswith("torch")
-    assert environment.missing_requirements() == []  # this environment has them all
-    assert environment.requirement_satisfied("torch>=2.3")
-    assert not environment.requirement_satisfied("torch>=999")
-    assert not environment.requirement_satisfied("surely-not-a-synthbrain-dependency>=1")
-    assert environment.library_root() == REPO  # source checkout: the repository root
-    assert environment.MODULE_DIR == REPO / "SynthBrain"
+def test_library_location():
+    assert environment.library_root() == REPO, "source checkout: SynthBrainLib is found in the repository root"
+    assert environment.MODULE_DIR == REPO / "SynthBrain", "the module folder is SynthBrain/"

@@ -10,16 +10,20 @@ Console example (inside Slicer)::
     sweep = logic.ageSweep(50, 80, 7, sex="male", seed=3)                # sequence node
 
 Every call takes ``progress(step, total)`` and ``cancel`` (a ``threading.Event`` or a callable).
-Each ``generate...`` call is a :class:`~SynthBrainSlicer.tasks.Task` run in the calling thread;
-the module widget runs the same tasks' ``compute`` in a worker thread and their ``apply`` on the
-main thread. Nothing is added to the scene unless the computation succeeds.
+Each ``generate...`` call is a :class:`~SynthBrainSlicer.tasks.Task` run in the calling thread, or
+with ``background=True`` in a worker thread: the call then returns a
+:class:`~SynthBrainSlicer.tasks.BackgroundRun` at once (``.fraction``, ``.cancel()``,
+``.result()``), so a script need not freeze Slicer. The module widget runs the same tasks' ``compute``
+in a worker thread and their ``apply`` on the main thread. Nothing is added to the scene unless the
+computation succeeds.
 
 SynthBrainLib (and so torch) is imported when first needed, not when Slicer loads the module.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +31,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import environment, scene as mrml
-from .tasks import ProgressCallback, Task, is_set
+from . import environment, saving, scene as mrml
+from .choices import BRAIN_KIND, IMAGE_KIND, KIND_NAMES, LABELS_KIND
+from .dependencies import DependencyInstaller, InstallOutcome
+from .panel import AGE
+from .tasks import BackgroundRun, ProgressCallback, Task, is_set
 
-BRAIN_KIND = "conditional_latent_diffusion"
-LABELS_KIND = "label_generator"
-IMAGE_KIND = "label_to_image"
-KIND_NAMES = {BRAIN_KIND: "conditioned brain", LABELS_KIND: "label generator", IMAGE_KIND: "label-to-image"}
-#: The condition an age sweep varies.
-AGE = "age"
+#: Node attribute with the volumes measured in a generated brain (JSON, mL).
+MEASURED_ATTRIBUTE = "SynthBrain.MeasuredVolumes"
 
 
 def _errors():
@@ -84,8 +87,10 @@ class SynthBrainLogic:
             (default ``slicer.modules.sequences.logic()`` when available).
     """
 
-    def __init__(self, scene=None, store=None, pipelineLoader: Callable | None = None, sequencesLogic=None) -> None:
+    def __init__(self, scene=None, store=None, pipelineLoader: Callable | None = None, sequencesLogic=None,
+                 dependencies: DependencyInstaller | None = None) -> None:
         self._scene = scene
+        self.dependencies = dependencies or DependencyInstaller()
         self._store = store
         self._loader = pipelineLoader
         self._sequencesLogic = sequencesLogic
@@ -95,6 +100,9 @@ class SynthBrainLogic:
         self._statuses: dict[str, ModelStatus] | None = None
         #: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; used when a call passes no device.
         self.device = "auto"
+        #: ``None`` (the pipeline's default for the device) | ``float32`` | ``mixed`` | ``bfloat16`` | ``float16``.
+        self.precision: str | None = None
+        self._background: list[BackgroundRun] = []
 
     # ---- environment ---------------------------------------------------------------------------
     @property
@@ -124,15 +132,19 @@ class SynthBrainLogic:
         sequences = getattr(modules, "sequences", None)
         return sequences.logic() if sequences is not None else None
 
-    @staticmethod
-    def missingDependencies() -> list[str]:
+    def missingDependencies(self) -> list[str]:
         """Python requirements not satisfied yet (torch first); empty when ready."""
-        return environment.missing_requirements()
+        return self.dependencies.missing()
 
-    @staticmethod
-    def installDependencies() -> None:
-        """Install missing requirements (torch via the PyTorch extension). Shows no dialog."""
-        environment.install_dependencies()
+    def installDependencies(self) -> InstallOutcome:
+        """Install missing requirements: torch through the PyTorch extension, the rest with pip,
+        never over a package Slicer ships. Shows no dialog; raises ``PyTorchExtensionMissing``
+        when the PyTorch extension must be installed first (:meth:`installPyTorchExtension`)."""
+        return self.dependencies.install()
+
+    def installPyTorchExtension(self) -> InstallOutcome:
+        """Install the PyTorch extension from the Extensions Manager (Slicer must restart afterwards)."""
+        return self.dependencies.installPyTorchExtension()
 
     # ---- models --------------------------------------------------------------------------------
     def refreshModels(self) -> None:
@@ -212,10 +224,11 @@ class SynthBrainLogic:
         memory = props.total_memory / 1e9
         return {"cuda": True, "name": props.name, "memoryGB": memory, "text": f"GPU: {props.name}, {memory:.1f} GB"}
 
-    def pipeline(self, modelId: str, device: str | None = None):
-        """The loaded pipeline of a model on a device, cached (loading weights takes seconds)."""
+    def pipeline(self, modelId: str, device: str | None = None, precision: str | None = None):
+        """The loaded pipeline of a model on a device and precision, cached (loading weights takes seconds)."""
         device = device or self.device
-        key = (modelId, device)
+        precision = precision or self.precision
+        key = (modelId, device, precision)
         with self._pipelineLock:
             if key not in self._pipelines:
                 if self._loader is not None:
@@ -224,7 +237,8 @@ class SynthBrainLogic:
                     from SynthBrainLib import load_pipeline as loader
                 # One copy of a model at a time: switching device frees the other copy's (GPU) memory.
                 self._drop(lambda k: k[0] == modelId)
-                pipe = loader(modelId, device=device, store=self.store)
+                options = {"precision": precision} if precision else {}
+                pipe = loader(modelId, device=device, store=self.store, **options)
                 if isinstance(getattr(pipe, "cache_size", None), int):
                     # Keep recent results: moving a slider back to an earlier value is then instant.
                     pipe.cache_size = max(pipe.cache_size, RESULT_CACHE_SIZE)
@@ -236,7 +250,7 @@ class SynthBrainLogic:
         with self._pipelineLock:
             self._drop(lambda k: modelId is None or k[0] == modelId)
 
-    def _drop(self, which: Callable[[tuple[str, str]], bool]) -> None:
+    def _drop(self, which: Callable[[tuple], bool]) -> None:
         keys = [k for k in self._pipelines if which(k)]
         for key in keys:
             del self._pipelines[key]
@@ -265,31 +279,40 @@ class SynthBrainLogic:
 
     # ---- tasks ---------------------------------------------------------------------------------
     def brainTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
-                  device: str | None = None, raw: dict[str, float] | None = None, preview: bool = False, **conditions: Any) -> Task:
+                  device: str | None = None, precision: str | None = None, raw: dict[str, float] | None = None, preview: bool = False,
+                  measure: bool = False, **conditions: Any) -> Task:
         """A conditioned brain: ``compute`` gives a SynthesisResult, ``apply`` a volume node.
 
         ``preview``: the pipeline's quick preview (few DPM-Solver++ steps) unless ``sampler``/``steps`` are given.
+        ``measure``: also measure the result's ventricular and brain volume (mL) from the image, with
+        SynthBrainLib's image-based estimators (not the model), into the node's
+        ``SynthBrain.MeasuredVolumes`` attribute (see :func:`measuredVolumes`).
         """
 
-        def apply(scene, card, seed, result):
+        def apply(scene, card, seed, result, measured):
             name = f"SynthBrain {card.output.modality} {_description(result)} seed {seed}"
-            return mrml.add_result_volume(scene, result.image, result.affine, name, result.provenance)
+            node = mrml.add_result_volume(scene, result.image, result.affine, name, result.provenance)
+            if measured:
+                node.SetAttribute(MEASURED_ATTRIBUTE, json.dumps(measured, sort_keys=True))
+            return node
 
-        return self._conditionedTask(BRAIN_KIND, "brain", apply, model, seed, sampler, steps, device, raw, conditions, preview)
+        return self._conditionedTask(BRAIN_KIND, "brain", apply, model, seed, sampler, steps, device, precision, raw, conditions, preview, measure)
 
     def labelsTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
-                   device: str | None = None, raw: dict[str, float] | None = None, preview: bool = False, **conditions: Any) -> Task:
+                   device: str | None = None, precision: str | None = None, raw: dict[str, float] | None = None, preview: bool = False,
+                   **conditions: Any) -> Task:
         """A label map from the label generator: ``apply`` gives a schema segmentation node."""
 
-        def apply(scene, card, seed, result):
+        def apply(scene, card, seed, result, measured):
             real = (result.provenance.get("conditions") or {}).get("real_units", {})
             lesions = ", ".join(f"{k} {v:g}" for k, v in real.items() if isinstance(v, (int, float)) and v)
             name = f"SynthBrain labels {lesions or 'healthy'} seed {seed}"
             return mrml.labels_to_segmentation(scene, result.labels, result.affine, card.labels, name, result.provenance)
 
-        return self._conditionedTask(LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, raw, conditions, preview)
+        return self._conditionedTask(LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, precision, raw, conditions, preview)
 
-    def _conditionedTask(self, kind, what, apply, model, seed, sampler, steps, device, raw, conditions, preview=False) -> Task:
+    def _conditionedTask(self, kind, what, apply, model, seed, sampler, steps, device, precision, raw, conditions, preview=False,
+                         measure=False) -> Task:
         """Validate on the calling thread, generate in ``compute``, add nodes in ``apply``."""
         modelId = self._model(model, kind)
         card = self.card(modelId)
@@ -298,15 +321,81 @@ class SynthBrainLogic:
         scene = self.scene
 
         def compute(progress, cancel):
-            pipe = self.pipeline(modelId, device)
-            options = {"preview": True} if preview else {}
-            return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions)
+            result = self._generate(modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel)
+            return result, (measure_volumes(result.image, result.affine) if measure else None)
 
-        return Task(f"{modelId} {what}", compute, lambda result: apply(scene, card, seed, result), scene=scene)
+        return Task(f"{modelId} {what}", compute, lambda payload: _kept(apply(scene, card, seed, *payload)), scene=scene)
+
+    def _generate(self, modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel):
+        pipe = self.pipeline(modelId, device, precision)
+        options = {"preview": True} if preview else {}
+        return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions)
+
+    def compareTask(self, conditionsA: dict[str, Any], conditionsB: dict[str, Any], *, model: str | None = None, seed: int | None = None,
+                    sampler: str | None = None, steps: int | None = None, device: str | None = None, precision: str | None = None,
+                    rawA: dict[str, float] | None = None, rawB: dict[str, float] | None = None, preview: bool = False) -> Task:
+        """Two brains from the same seed (so the same noise) under two sets of conditions, and B - A.
+
+        ``apply`` gives ``(volumeA, volumeB, difference)``: three volume nodes on one grid; the
+        difference is float32 in the image's intensity units, marked synthetic with both provenances.
+        """
+        modelId = self._model(model, BRAIN_KIND)
+        card = self.card(modelId)
+        for conditions, raw in ((conditionsA, rawA), (conditionsB, rawB)):
+            self._check(card, conditions, raw, sampler, steps, device)
+        seed = self._seed(seed)
+        scene = self.scene
+
+        def compute(progress, cancel):
+            results = []
+            for index, (conditions, raw) in enumerate(((conditionsA, rawA), (conditionsB, rawB))):
+                def half(step, total, _i=index):
+                    if progress is not None:
+                        progress(_i * total + step, 2 * total)
+
+                results.append(self._generate(modelId, device, precision, seed, sampler, steps, raw, preview, conditions, half, cancel))
+            return results
+
+        def apply(results):
+            a, b = results
+            nameA = f"SynthBrain A {_description(a)} seed {seed}"
+            nameB = f"SynthBrain B {_description(b)} seed {seed}"
+            volumeA = mrml.add_result_volume(scene, a.image, a.affine, nameA, a.provenance)
+            volumeB = mrml.add_result_volume(scene, b.image, b.affine, nameB, b.provenance)
+            delta = (b.image - a.image).astype(np.float32)
+            limit = float(np.abs(delta).max()) or 1.0
+            provenance = {"description": "difference B - A of two SynthBrain results with the same seed", "seed": seed,
+                          "model": a.provenance.get("model"), "a": a.provenance, "b": b.provenance}
+            difference = mrml.add_result_volume(scene, delta, a.affine, f"SynthBrain B - A seed {seed}", provenance, window=(-limit, limit))
+            return tuple(_kept(node) for node in (volumeA, volumeB, difference))
+
+        return Task(f"{modelId} comparison", compute, apply, scene=scene)
+
+    def downloadTask(self, model: str) -> Task:
+        """Download a model's public weights into the model cache (resumable; checked against the
+        card's checksums; ``compute`` reports bytes as progress and stops at ``cancel``, keeping the
+        partial file for the next attempt). ``apply`` gives the installed model."""
+        card = self.card(model)
+
+        def compute(progress, cancel):
+            def bytes_done(name, done, total):
+                if is_set(cancel):
+                    raise _errors().SynthesisCancelled("download cancelled; the partial file is kept and the next download resumes it")
+                if progress is not None:
+                    progress(int(done), int(total or 0))
+
+            return self.store.download(card.id, progress=bytes_done)
+
+        def apply(installed):
+            self.refreshModels()
+            self.clearPipelines(card.id)
+            return installed
+
+        return Task(f"{card.id} download", compute, apply)
 
     def synthesisTask(self, segmentationNode, *, sequence: str = "T1", model: str | None = None, referenceVolumeNode=None,
                       seed: int | None = None, sampler: str | None = None, steps: int | None = None, device: str | None = None,
-                      alignment: str = "world") -> Task:
+                      precision: str | None = None, alignment: str = "world") -> Task:
         """An image rendered from a (painted) segmentation, on the segmentation's own grid.
 
         The segmentation is read here, on the main thread: into a label map with the model's
@@ -334,7 +423,7 @@ class SynthBrainLogic:
         scene = self.scene
 
         def compute(progress, cancel):
-            pipe = self.pipeline(modelId, device)
+            pipe = self.pipeline(modelId, device, precision)
             return pipe.generate(labels, affine=worldAffine, sequence=sequence, seed=seed, sampler=sampler, steps=steps,
                                  alignment=alignment, progress=progress, cancel=cancel)
 
@@ -342,13 +431,16 @@ class SynthBrainLogic:
             provenance = dict(result.provenance, slicer=source)
             seq = result.provenance.get("sequence", sequence)
             name = f"SynthBrain {seq} from {source['segmentation']} seed {seed}"
-            return mrml.add_result_volume(scene, result.image, affine, name, provenance, parent_transform=parent)
+            return _kept(mrml.add_result_volume(scene, result.image, affine, name, provenance, parent_transform=parent))
 
         return Task(f"{modelId} {sequence}", compute, apply, scene=scene)
 
     def ageSweepTask(self, ageFrom: float, ageTo: float, count: int, *, model: str | None = None, seed: int | None = None,
-                     sampler: str | None = None, steps: int | None = None, device: str | None = None, **conditions: Any) -> Task:
+                     sampler: str | None = None, steps: int | None = None, device: str | None = None, precision: str | None = None,
+                     raw: dict[str, float] | None = None, preview: bool = False, **conditions: Any) -> Task:
         """The same brain (same seed and other conditions) at ``count`` ages from ``ageFrom`` to ``ageTo``.
+
+        ``preview`` and ``precision`` apply to every item, as for :meth:`brainTask`.
 
         ``apply`` gives a sequence node indexed by age (its browser's ID is the sequence's
         ``SynthBrain.SequenceBrowser`` attribute).
@@ -365,14 +457,13 @@ class SynthBrainLogic:
         if len({f"{a:g}" for a in ages}) < len(ages):  # the sequence is indexed by these texts
             raise _errors().ConditionError(f"ages {float(ageFrom):g} to {float(ageTo):g} in {int(count)} steps are not distinct; widen the range or take fewer steps")
         for age in (ages[0], ages[-1]):
-            self._check(card, {**conditions, AGE: age}, None, sampler, steps, device)
+            self._check(card, {**conditions, AGE: age}, raw, sampler, steps, device)
         seed = self._seed(seed)
         unit = card.conditioning.variable(AGE).unit
         scene = self.scene
         sequencesLogic = self.sequencesLogic()
 
         def compute(progress, cancel):
-            pipe = self.pipeline(modelId, device)
             results = []
             for index, age in enumerate(ages):
                 if is_set(cancel):
@@ -382,16 +473,17 @@ class SynthBrainLogic:
                     if progress is not None:
                         progress(_i * total + step, len(ages) * total)
 
-                results.append(pipe.generate(seed=seed, sampler=sampler, steps=steps, progress=item_progress, cancel=cancel, **conditions, **{AGE: age}))
+                results.append(self._generate(modelId, device, precision, seed, sampler, steps, raw, preview, {**conditions, AGE: age},
+                                              item_progress, cancel))
             return results
 
         def apply(results):
             name = f"SynthBrain age sweep {ages[0]:g}-{ages[-1]:g} {unit} seed {seed}"
             items = [(f"{age:g}", r.image, r.affine, r.provenance) for age, r in zip(ages, results)]
             summary = dict(results[0].provenance, conditions=None, description=name,
-                           sweep={"variable": AGE, "unit": unit, "values": ages, "fixed": {k: v for k, v in conditions.items()}})
+                           sweep={"variable": AGE, "unit": unit, "values": ages, "fixed": dict(conditions), "raw": dict(raw or {})})
             sequence, _, _ = mrml.add_volume_sequence(scene, items, name, AGE, unit, summary, sequencesLogic)
-            return sequence
+            return _kept(sequence)
 
         return Task(f"{modelId} age sweep", compute, apply, scene=scene)
 
@@ -432,56 +524,119 @@ class SynthBrainLogic:
         return mrml.label_volume(self.scene, segmentationNode, card.labels, f"{segmentationNode.GetName()} grid")
 
     # ---- console API ---------------------------------------------------------------------------------
-    def generateBrain(self, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+    def _run(self, task: Task, progress, cancel, background: bool):
+        if not background:
+            return task.run(progress, cancel)
+        return self.startInBackground(task, progress)
+
+    def startInBackground(self, task: Task, progress: ProgressCallback | None = None) -> BackgroundRun:
+        """Start ``task`` in a worker thread; returns its :class:`~SynthBrainSlicer.tasks.BackgroundRun`.
+
+        ``run.result()`` (on the main thread) waits and adds the nodes. Inside Slicer the module's
+        logic also adds them by itself when the run ends: a main-thread timer calls
+        :meth:`finishBackgroundRuns`.
+        """
+        run = BackgroundRun(task, progress=progress).start()
+        self._background.append(run)
+        return run
+
+    def finishBackgroundRuns(self) -> int:
+        """On the main thread: add the nodes of background runs that have ended (their errors are
+        logged; ``run.result()`` raises them again). Returns how many runs are still going."""
+        for run in [r for r in self._background if r.done]:
+            self._background.remove(run)
+            if not run.finished:
+                try:
+                    run.finish()
+                except Exception as exc:  # the script sees it again through run.result()
+                    logging.info("SynthBrain background run %s ended without a result: %s", run.task.title, exc)
+        return len(self._background)
+
+    def generateBrain(self, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False, **kwargs: Any):
         """A synthetic brain volume node, e.g. ``generateBrain(age=72, sex="female", seed=3)``.
 
         Keyword arguments: the model's conditions in real units (unset ones take the card's
-        defaults), ``model``, ``seed``, ``sampler``, ``steps``, ``device``, ``raw``, ``preview``.
+        defaults), ``model``, ``seed``, ``sampler``, ``steps``, ``device``, ``precision``, ``raw``,
+        ``preview``, ``measure``. ``background=True`` returns a running
+        :class:`~SynthBrainSlicer.tasks.BackgroundRun` instead of waiting.
         """
-        return self.brainTask(**kwargs).run(progress, cancel)
+        return self._run(self.brainTask(**kwargs), progress, cancel, background)
 
-    def generateLabels(self, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+    def generateLabels(self, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False, **kwargs: Any):
         """A synthetic label-map segmentation node, e.g. ``generateLabels(wmh=0.03, seed=4)``.
 
         Keyword arguments: the model's lesion conditions (``wmh``, ``tumour``, ``edema``,
         ``gdtumour``: fractions of the brain), ``model``, ``seed``, ``sampler``, ``steps``,
-        ``device``, ``raw``, ``preview`` (see :meth:`labelsTask`); ``progress(step, total)`` and
-        ``cancel`` (a ``threading.Event`` or a callable) as for :meth:`generateBrain`.
+        ``device``, ``precision``, ``raw``, ``preview`` (see :meth:`labelsTask`); ``progress(step,
+        total)``, ``cancel`` (a ``threading.Event`` or a callable) and ``background`` as for
+        :meth:`generateBrain`.
         """
-        return self.labelsTask(**kwargs).run(progress, cancel)
+        return self._run(self.labelsTask(**kwargs), progress, cancel, background)
 
-    def synthesizeFromSegmentation(self, segmentationNode, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+    def synthesizeFromSegmentation(self, segmentationNode, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False,
+                                   **kwargs: Any):
         """A synthetic image volume node aligned with ``segmentationNode``, e.g. ``sequence="FLAIR"``.
 
         Keyword arguments: ``sequence`` (T1 | FLAIR | T2), ``model``, ``referenceVolumeNode`` (the
         grid to render on; default: the volume the segmentation was painted on), ``seed``,
         ``alignment`` ("world", or "centre" for labels drawn outside the model's field of view),
-        ``device`` (see :meth:`synthesisTask`); ``progress`` and ``cancel`` as for
+        ``device`` (see :meth:`synthesisTask`); ``progress``, ``cancel`` and ``background`` as for
         :meth:`generateBrain`. Segments are matched to the model's classes by name.
         """
-        return self.synthesisTask(segmentationNode, **kwargs).run(progress, cancel)
+        return self._run(self.synthesisTask(segmentationNode, **kwargs), progress, cancel, background)
 
-    def ageSweep(self, ageFrom: float, ageTo: float, count: int, *, progress: ProgressCallback | None = None, cancel=None, **kwargs: Any):
+    def ageSweep(self, ageFrom: float, ageTo: float, count: int, *, progress: ProgressCallback | None = None, cancel=None,
+                 background: bool = False, **kwargs: Any):
         """A sequence node of the same brain at ``count`` ages (with a browser to scrub through it).
 
         E.g. ``ageSweep(50, 80, 7, sex="female", seed=3)``. Keyword arguments: the other
-        conditions (held fixed), ``model``, ``seed``, ``sampler``, ``steps``, ``device`` (see
-        :meth:`ageSweepTask`); ``progress`` and ``cancel`` as for :meth:`generateBrain`.
+        conditions (held fixed), ``model``, ``seed``, ``sampler``, ``steps``, ``device``,
+        ``precision``, ``raw``, ``preview`` (see :meth:`ageSweepTask`); ``progress``, ``cancel`` and
+        ``background`` as for :meth:`generateBrain`.
         """
-        return self.ageSweepTask(ageFrom, ageTo, count, **kwargs).run(progress, cancel)
+        return self._run(self.ageSweepTask(ageFrom, ageTo, count, **kwargs), progress, cancel, background)
+
+    def compareBrains(self, conditionsA: dict[str, Any], conditionsB: dict[str, Any], *, progress: ProgressCallback | None = None,
+                      cancel=None, background: bool = False, **kwargs: Any):
+        """Two brains with the same seed and their difference: ``(volumeA, volumeB, differenceBminusA)``.
+
+        E.g. ``compareBrains({"age": 50}, {"age": 80}, seed=3)``. Keyword arguments as for
+        :meth:`compareTask` (``model``, ``seed``, ``sampler``, ``steps``, ``device``, ``precision``,
+        ``rawA``, ``rawB``, ``preview``); ``progress``, ``cancel`` and ``background`` as for
+        :meth:`generateBrain`.
+        """
+        return self._run(self.compareTask(conditionsA, conditionsB, **kwargs), progress, cancel, background)
+
+    def downloadModel(self, model: str, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False):
+        """Download a model's public weights (e.g. ``"brain-ldm"``), checked against the card's sha256."""
+        return self._run(self.downloadTask(model), progress, cancel, background)
+
+
+def measure_volumes(image: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """Ventricular and brain volume (mL) measured in a generated T1 by SynthBrainLib's image-based
+    estimators (mask, bias correction, tissue classes; no model involved)."""
+    from SynthBrainLib.phantoms.measure import measure_t1
+
+    measured = measure_t1(image, affine)
+    return {"ventricular_volume": round(measured["ventricular_volume_ml"], 2), "brain_volume": round(measured["brain_volume_ml"], 2)}
+
+
+def measuredVolumes(node) -> dict[str, float] | None:
+    """The volumes measured in a generated brain (``measure=True``), or None."""
+    text = node.GetAttribute(MEASURED_ATTRIBUTE) if node is not None else None
+    return json.loads(text) if text else None
+
+
+def _kept(node):
+    """Results keep their synthetic mark and provenance when saved to a file (a JSON sidecar)."""
+    if node is not None and hasattr(node, "AddDefaultStorageNode"):
+        saving.keep_provenance_on_save(node)
+    return node
 
 
 def _description(result) -> str:
     text = str(result.provenance.get("description") or "")
     return text.replace("_", " ")
-
-
-def sliderSettings(variable) -> dict[str, float]:
-    """Slider range, step and decimals for a card's continuous condition (no hard-coded ranges)."""
-    lo, hi = variable.range
-    step = 10 ** math.floor(math.log10((hi - lo) / 100.0)) if hi > lo else 1.0
-    decimals = max(0, -int(math.floor(math.log10(step))))
-    return {"minimum": float(lo), "maximum": float(hi), "singleStep": float(step), "decimals": decimals, "default": float(variable.default)}
 
 
 def _require(node, classes: str | tuple[str, ...], message: str) -> None:

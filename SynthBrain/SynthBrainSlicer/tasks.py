@@ -88,8 +88,10 @@ class BackgroundRun:
             node = run.finish()   # main thread; raises SynthesisCancelled or the task's error
     """
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, progress: ProgressCallback | None = None) -> None:
         self.task = task
+        #: also called with (step, total), from the worker thread (console scripts); never touch Qt or MRML in it
+        self._userProgress = progress
         self.cancelEvent = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -98,6 +100,7 @@ class BackgroundRun:
         self._payload: Any = None
         self._error: Exception | None = None
         self._finished = False
+        self._result: Any = None
         self._thread = threading.Thread(target=self._work, name=f"SynthBrain: {task.title}", daemon=True)
 
     def start(self) -> "BackgroundRun":
@@ -107,6 +110,8 @@ class BackgroundRun:
     def _progress(self, step: int, total: int) -> None:
         with self._lock:
             self._step, self._total = int(step), int(total)
+        if self._userProgress is not None:
+            self._userProgress(step, total)
 
     def _work(self) -> None:
         try:
@@ -158,4 +163,27 @@ class BackgroundRun:
             raise cancelled_error()
         if self._error is not None:
             raise self._error
-        return self.task.apply_to_scene(self._payload)
+        self._result = self.task.apply_to_scene(self._payload)
+        return self._result
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` has run (its nodes are in the scene, or it raised)."""
+        return self._finished
+
+    def result(self, timeout: float | None = None):
+        """Wait for the run (main thread), add its nodes if not done yet, and return them.
+
+        Raises:
+            TimeoutError: the run did not end within ``timeout`` seconds.
+            SynthesisCancelled / Exception: as :meth:`finish`.
+        """
+        if not self.wait(timeout):
+            raise TimeoutError(f"{self.task.title} is still running")
+        if not self._finished:
+            return self.finish()
+        if self.cancelled:
+            raise cancelled_error()
+        if self._error is not None:
+            raise self._error
+        return self._result

@@ -1,0 +1,61 @@
+"""The panel's fixed choices as enums (Slicer's parameterNodeWrapper binds enums to combo boxes,
+showing ``label()``). Plain Python, so the parameter node's types are tested without Slicer."""
+
+from __future__ import annotations
+
+import enum
+
+from .i18n import _
+
+#: Model kinds (``card.kind``) the panel has a section for, and their names for the user.
+BRAIN_KIND = "conditional_latent_diffusion"
+LABELS_KIND = "label_generator"
+IMAGE_KIND = "label_to_image"
+KIND_NAMES = {BRAIN_KIND: _("conditioned brain"), LABELS_KIND: _("label generator"), IMAGE_KIND: _("label-to-image")}
+#: parameter-node field holding the model id of each kind
+MODEL_FIELDS = {"brainModel": BRAIN_KIND, "labelModel": LABELS_KIND, "imageModel": IMAGE_KIND}
+
+
+class Device(enum.Enum):
+    AUTO, CPU, GPU = "auto", "cpu", "cuda"
+
+    def label(self) -> str:
+        return {"auto": _("Auto (GPU if present)"), "cpu": _("CPU"), "cuda": _("GPU (CUDA)")}[self.value]
+
+
+class Sex(enum.Enum):
+    FEMALE, MALE = "female", "male"
+
+    def label(self) -> str:
+        return {"female": _("Female"), "male": _("Male")}[self.value]
+
+
+class MRSequence(enum.Enum):
+    T1, FLAIR, T2 = "T1", "FLAIR", "T2"
+
+    def label(self) -> str:
+        return self.value
+
+
+class Sampler(enum.Enum):
+    DEFAULT, DDIM, DDPM, PNDM, RFLOW, DPMPP2M = "default", "ddim", "ddpm", "pndm", "rflow", "dpm++2m"
+
+    def label(self) -> str:
+        return {"default": _("Model default"), "dpm++2m": "DPM-Solver++(2M)"}.get(self.value, self.value.upper())
+
+    @property
+    def samplerName(self) -> str | None:
+        """What SynthBrainLib takes: None for the card's default sampler."""
+        return None if self is Sampler.DEFAULT else self.value
+
+
+class Precision(enum.Enum):
+    AUTO, FLOAT32, MIXED, BFLOAT16, FLOAT16 = "auto", "float32", "mixed", "bfloat16", "float16"
+
+    def label(self) -> str:
+        return _("Auto") if self is Precision.AUTO else self.value
+
+    @property
+    def precisionName(self) -> str | None:
+        """What SynthBrainLib takes: None for the pipeline's default on the device."""
+        return None if self is Precision.AUTO else self.value

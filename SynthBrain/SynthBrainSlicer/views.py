@@ -1,0 +1,86 @@
+"""Showing results in Slicer's views through MRML only (no Qt), so pytest runs it on slicer-core:
+the side-by-side comparison, the age sweep's browser and proxy, and the Segment Editor's nodes."""
+
+from __future__ import annotations
+
+import slicer
+
+from . import scene as mrml
+
+#: Singleton tag of the Segment Editor node the panel's embedded editor uses.
+EDITOR_TAG = "SynthBrain"
+#: Slice views of the side-by-side layout (A left, B right).
+SIDE_BY_SIDE_VIEWS = ("Red", "Yellow")
+#: Diverging colour table of Slicer's Colors module, for the difference volume.
+DIFFERENCE_COLORS = "vtkMRMLColorTableNodeFileDivergingBlueRed.txt"
+
+
+def segment_editor_node(scene):
+    """The panel's own Segment Editor node (created once per scene): its editor keeps its effect
+    settings apart from the Segment Editor module's."""
+    node = scene.GetSingletonNode(EDITOR_TAG, "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = slicer.vtkMRMLSegmentEditorNode()
+        node.SetSingletonTag(EDITOR_TAG)
+        node = scene.AddNode(node)
+    return node
+
+
+def hide_editor_selectors(editor) -> None:
+    """The panel chooses the segmentation and the volume painted on; the editor's own selectors
+    would offer a second, conflicting choice. (Method names changed over Slicer versions.)"""
+    for names in (("setSegmentationNodeSelectorVisible",), ("setSourceVolumeNodeSelectorVisible", "setMasterVolumeNodeSelectorVisible")):
+        method = next((getattr(editor, n) for n in names if hasattr(editor, n)), None)
+        if method is not None:
+            method(False)
+
+
+def sync_segment_editor(editor, segmentation, reference) -> None:
+    """Point the embedded Segment Editor at the panel's segmentation and the volume it paints on."""
+    if editor.segmentationNode() is not segmentation:
+        editor.setSegmentationNode(segmentation)
+    setSource = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode
+    getSource = getattr(editor, "sourceVolumeNode", None) or editor.masterVolumeNode
+    if getSource() is not reference:
+        setSource(reference)
+
+
+def sweep_browser(scene, sequence):
+    """The sequence browser an age sweep's sequence node was created with, or None."""
+    return scene.GetNodeByID(sequence.GetAttribute(mrml.BROWSER_ATTRIBUTE) or "")
+
+
+def sweep_proxy(scene, sequence, sequencesLogic):
+    """The volume shown for an age sweep (its browser's proxy node), created if needed."""
+    browser = sweep_browser(scene, sequence)
+    if browser is None:
+        return None
+    sequencesLogic.UpdateProxyNodesFromSequences(browser)
+    return browser.GetProxyNode(sequence)
+
+
+def show_side_by_side(scene, volumeA, volumeB, difference) -> list:
+    """A in the left view, B in the right, their views linked; the difference B - A is the
+    foreground of both (opacity 0: fade it in with the views' slider) in a diverging colour map.
+
+    Sets the layout node's arrangement to side by side when the scene has one (the application
+    also switches the layout manager). Returns the slice composite nodes it changed.
+    """
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is not None:
+        layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    display = difference.GetDisplayNode()
+    if display is not None and scene.GetNodeByID(DIFFERENCE_COLORS) is not None:
+        display.SetAndObserveColorNodeID(DIFFERENCE_COLORS)
+    changed = []
+    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    for composite in composites:
+        if composite.GetLayoutName() not in SIDE_BY_SIDE_VIEWS:
+            continue
+        volume = volumeA if composite.GetLayoutName() == SIDE_BY_SIDE_VIEWS[0] else volumeB
+        composite.SetBackgroundVolumeID(volume.GetID())
+        composite.SetForegroundVolumeID(difference.GetID())
+        composite.SetForegroundOpacity(0.0)
+        composite.SetLinkedControl(True)
+        changed.append(composite)
+    return changed
