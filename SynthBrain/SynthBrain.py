@@ -233,13 +233,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updatingCards = False
 
     def _card(self, field):
-        modelId = getattr(self._parameterNode, field)
-        try:
-            return self.logic.card(modelId) if modelId else None
-        except Exception as exc:
-            if not panel.is_user_error(exc):
-                raise
-            return None  # unknown id from a saved scene: its selector says "(not installed)"
+        return self.logic.knownCard(getattr(self._parameterNode, field))
 
     # ---- importing models ----------------------------------------------------------------------
     def onImportFolder(self) -> None:
@@ -249,14 +243,12 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onImportCheckpoint(self) -> None:
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a checkpoint"), "", "Checkpoints (*.pt *.pth *.ckpt *.safetensors)")
-        if not path or not self._dependencies():
-            return
-        cards = self.logic.cards()
-        modelId = _choose(_("Which model are these weights for?"), sorted(cards))
-        keys = sorted(cards[modelId].weights) if modelId else []
-        component = keys[0] if len(keys) == 1 else _choose(_("Which weights of {model} is this file?").format(model=modelId), keys)
-        if component is not None:
-            self._import(path, model=modelId, component=component)
+        if path and self._dependencies():
+            modelId = _choose(_("Which model are these weights for?"), sorted(self.logic.cards()))
+            keys = sorted(self.logic.cards()[modelId].weights) if modelId else []
+            component = keys[0] if len(keys) == 1 else _choose(_("Which weights of {model} is this file?").format(model=modelId), keys)
+            if component is not None:
+                self._import(path, model=modelId, component=component)
 
     def _import(self, path, model=None, component=None) -> None:
         if not self._dependencies():
@@ -356,17 +348,13 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onUseTemplate(self) -> None:
         p = self._parameterNode
-        if p.templateInput is None:
-            return self._showError(core._errors().ConditionError(_("select a segmentation or a label map to use as the template")))
         if not self._dependencies():
             return
         try:
-            segmentation = self.logic.templateFromNode(p.templateInput, model=p.imageModel or None)
-            reference = p.paintReference or self.logic.paintVolume(segmentation, model=p.imageModel or None)  # the Segment Editor paints on a volume
+            p.paintSegmentation, p.paintReference = self.logic.paintingFrom(p.templateInput, model=p.imageModel or None, reference=p.paintReference)
         except Exception as exc:  # reported to the user in one sentence (unexpected ones also logged)
             return self._showError(exc)
-        self.ui.statusLabel.text = _("Added {name}.").format(name=segmentation.GetName())
-        p.paintSegmentation, p.paintReference = segmentation, reference
+        self.ui.statusLabel.text = _("Added {name}.").format(name=p.paintSegmentation.GetName())
 
     def _showError(self, exc) -> None:
         slicer.util.errorDisplay(panel.error_message(exc), windowTitle="SynthBrain")
@@ -386,22 +374,9 @@ def _choose(question, options):
 
 
 class SynthBrainLogic(ScriptedLoadableModuleLogic, core.SynthBrainLogic):
-    """Console-scriptable SynthBrain logic (works without the panel); also
-    ``slicer.util.getModuleLogic("SynthBrain")``.
-
-    Example, in Slicer's Python console::
-
-        import SynthBrain
-        logic = SynthBrain.SynthBrainLogic()
-        brain = logic.generateBrain(age=72, sex="female", seed=3)
-        labels = logic.generateLabels(wmh=0.03, seed=4)
-        flair = logic.synthesizeFromSegmentation(labels, sequence="FLAIR")
-        sweep = logic.ageSweep(50, 80, 7, seed=3)
-        run = logic.generateBrain(age=80, seed=3, background=True)   # Slicer stays responsive
-        run.fraction, run.cancel(), run.result()
-
-    See SynthBrainSlicer.logic.SynthBrainLogic for every method and argument.
-    """
+    """Console-scriptable logic (also ``slicer.util.getModuleLogic("SynthBrain")``), e.g.
+    ``SynthBrain.SynthBrainLogic().generateBrain(age=72, sex="female", seed=3, background=True)``.
+    Every method: SynthBrainSlicer.logic.SynthBrainLogic and docs/slicer.md."""
 
     def __init__(self, scene=None, store=None, pipelineLoader=None, sequencesLogic=None, dependencies=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)

@@ -23,7 +23,7 @@ def test_real_units_map_linearly(ldm):
 
 
 def test_defaults_fill_missing_values(ldm):
-    c = resolve_conditions(ldm, {"age": 45})
+    c = resolve_conditions(ldm, {"age": 44})
     assert c.model["age"] == 0.0
     assert c.given_as["brain_volume"] == "default"
     assert c.model["brain_volume"] == pytest.approx(0.4)

@@ -70,7 +70,8 @@ def test_brain_result_geometry_and_provenance(pipes):
     p = r.provenance
     assert p["synthetic"] is True and p["model"]["id"] == "tiny-brain-ldm"
     assert p["conditions"]["given_as"]["brain_volume"] == "raw" and p["conditions"]["model_units"]["brain_volume"] == 0.3
-    assert p["conditions"]["normalisation"]["age"] == "assumed"
+    assert p["conditions"]["normalisation"]["age"] == "published"  # the authors' demo app gives the age mapping
+    assert p["conditions"]["normalisation"]["ventricular_volume"] == "assumed"
     assert set(p["weights"]) == {"autoencoder", "diffusion"} and len(p["weights"]["diffusion"]["sha256"]) == 64
     assert p["steps"] == 4 and p["versions"]["monai"]
 

@@ -158,6 +158,32 @@ def test_download_is_offered_for_a_model_that_is_not_installed(opened):
 def test_reload_reloads_the_helper_packages(opened):
     import SynthBrainSlicer.panel  # noqa: F401  (loaded)
 
-    opened.widget.onReload()
-    assert "SynthBrainSlicer.panel" not in sys.modules, "Reload drops SynthBrainSlicer so that it is imported afresh"
-    assert opened.widget.reloaded == 1, "and then reloads the module file as Slicer does"
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] in ("SynthBrainSlicer", "SynthBrainLib")}
+    try:
+        opened.widget.onReload()
+        assert "SynthBrainSlicer.panel" not in sys.modules, "Reload drops SynthBrainSlicer so that it is imported afresh"
+        assert "SynthBrainLib.errors" not in sys.modules, "and SynthBrainLib"
+        assert opened.widget.reloaded == 1, "and then reloads the module file as Slicer does"
+    finally:
+        sys.modules.update(saved)  # the rest of the test session keeps its classes
+
+
+def test_get_module_logic_finds_the_panels_logic(monkeypatch, mrml_app):
+    """Slicer's own slicer.util.getModuleLogic (from slicer-core) on the panel Slicer would create:
+    a scripted module's logic is its widget's ``logic``, which setup() makes without injection."""
+    import slicer
+
+    slicer_app.install(monkeypatch, lambda: mrml_app.scene)
+    module = slicer_app.import_module_file(monkeypatch)
+    widget = module.SynthBrainWidget()
+    widget.setup()
+    scripted = type("qSlicerScriptedLoadableModule", (), {"name": "SynthBrain"})
+    monkeypatch.setattr(slicer, "qSlicerScriptedLoadableModule", scripted, raising=False)
+    monkeypatch.setattr(slicer.util, "getModule", lambda name: scripted())
+    monkeypatch.setattr(slicer.util, "getModuleGui", lambda module: widget)
+    try:
+        logic = slicer.util.getModuleLogic("SynthBrain")
+        assert isinstance(logic, module.SynthBrainLogic), type(logic)
+        assert hasattr(logic, "generateBrain"), "the console API"
+    finally:
+        widget.cleanup()

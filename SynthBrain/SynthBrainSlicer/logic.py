@@ -169,6 +169,11 @@ class SynthBrainLogic:
             raise _errors().ConditionError(f"model {modelId} is a {KIND_NAMES.get(card.kind, card.kind)} model, not a {KIND_NAMES[kind]} model")
         return card
 
+    def knownCard(self, modelId: str | None):
+        """The card of ``modelId``, or None for an empty or unknown id (a model saved in a scene
+        from another computer: the panel lists it as "not installed")."""
+        return self.cards().get(modelId) if modelId else None
+
     def listModels(self, kind: str | None = None) -> list[ModelStatus]:
         """Every known card (of ``kind``) with its install status, installed models first."""
         if self._statuses is None:
@@ -516,6 +521,15 @@ class SynthBrainLogic:
         if node.IsA("vtkMRMLSegmentationNode"):
             return mrml.segmentation_to_schema(scene, node, card.labels, name)
         raise _errors().ConditionError(f"{node.GetName()} is a {node.GetClassName()}; select a segmentation or a label-map volume")
+
+    def paintingFrom(self, node, *, model: str | None = None, reference=None):
+        """``(segmentation, volume to paint on)`` from a user's label map or segmentation: a new
+        schema template, and ``reference`` or else a new volume of its labels on its grid (the
+        Segment Editor paints on a volume)."""
+        if node is None:
+            raise _errors().ConditionError("select a segmentation or a label map to use as the template")
+        segmentation = self.templateFromNode(node, model=model)
+        return segmentation, reference or self.paintVolume(segmentation, model=model)
 
     def paintVolume(self, segmentationNode, *, model: str | None = None):
         """A scalar volume of the template's label values on its grid, to paint on in the Segment Editor."""
