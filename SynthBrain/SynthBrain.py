@@ -124,7 +124,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui = self.ui
         for button, task, done in ((ui.generateButton, self._brainTask, self._showBrain), (ui.sweepButton, self._sweepTask, self._showSweep),
                                    (ui.compareButton, self._compareTask, self._showComparison), (ui.generateLabelsButton, self._labelsTask, self._showTemplate),
-                                   (ui.synthesizeButton, self._synthesisTask, self._showVolume), (ui.downloadButton, self._downloadTask, self._downloaded)):
+                                   (ui.synthesizeButton, self._synthesisTask, self._showVolume), (ui.downloadButton, self._downloadTask, lambda installed: self._refreshModels(force=True))):
             button.clicked.connect(lambda checked=False, b=button, t=task, d=done: self._start(b, t, d))
         ui.randomizeSeedButton.clicked.connect(lambda: setattr(self._parameterNode, "seed", random.randint(0, MAX_SEED)))
         ui.randomizeLesionSeedButton.clicked.connect(lambda: setattr(self._parameterNode, "lesionSeed", random.randint(0, MAX_SEED)))
@@ -322,9 +322,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showBrain(self, volumeNode) -> None:
         self._showVolume(volumeNode)
-        provenance = core.mrml.provenance_of(volumeNode) or {}
-        requested = (provenance.get("conditions") or {}).get("real_units")
-        self.ui.measuredLabel.text = panel.measured_text(core.measuredVolumes(volumeNode), requested)
+        self.ui.measuredLabel.text = panel.measured_text(core.measuredVolumes(volumeNode), core.mrml.provenance_of(volumeNode))
 
     def _showSweep(self, sequenceNode) -> None:
         proxy = views.sweep_proxy(slicer.mrmlScene, sequenceNode, slicer.modules.sequences.logic())
@@ -342,9 +340,6 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.paintReference = self.logic.paintVolume(segmentationNode, model=p.imageModel or None)
             self._showVolume(p.paintReference)
         p.paintSegmentation = segmentationNode
-
-    def _downloaded(self, installed) -> None:
-        self._refreshModels(force=True)
 
     def onUseTemplate(self) -> None:
         p = self._parameterNode

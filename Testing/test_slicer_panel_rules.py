@@ -139,7 +139,8 @@ def test_gpu_out_of_memory_says_what_to_do():
 
 
 def test_measured_text_puts_requested_beside_measured():
-    text = panel.measured_text({"ventricular_volume": 23.44, "brain_volume": 1262.2}, {"ventricular_volume": 30, "brain_volume": 1300})
+    provenance = {"conditions": {"real_units": {"ventricular_volume": 30, "brain_volume": 1300}}}
+    text = panel.measured_text({"ventricular_volume": 23.44, "brain_volume": 1262.2}, provenance)
     assert text == "Measured in the result: ventricles 23.4 mL (asked 30), brain 1262 mL (asked 1300).", text
 
 

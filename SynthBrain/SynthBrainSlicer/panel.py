@@ -350,11 +350,14 @@ def error_message(exc: BaseException) -> str:
     return text if text.endswith(".") else text + "."
 
 
-def measured_text(measured: Mapping[str, float] | None, requested: Mapping[str, Any] | None) -> str:
-    """'Measured in the result: ventricles 23.4 mL (asked 30), brain 1262 mL (asked 1300).'"""
+def measured_text(measured: Mapping[str, float] | None, provenance: Mapping[str, Any] | None) -> str:
+    """'Measured in the result: ventricles 23.4 mL (asked 30), brain 1262 mL (asked 1300).'
+
+    ``provenance``: the result's; the requested values are its conditions in real units.
+    """
     if not measured:
         return ""
-    requested = requested or {}
+    requested = ((provenance or {}).get("conditions") or {}).get("real_units") or {}
     parts = []
     for key, what in (("ventricular_volume", _("ventricles")), ("brain_volume", _("brain"))):
         if key in measured:
