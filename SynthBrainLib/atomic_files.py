@@ -9,13 +9,23 @@ other file the user writes.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["temporary_sibling", "new_file_mode", "replaced_atomically"]
+__all__ = ["temporary_sibling", "new_file_mode", "replaced_atomically", "place", "AlreadyExists", "TEMPORARY_MARK"]
+
+#: Every temporary file's name contains this (``.<dest>.synthbrain-tmp.<random><suffix>``), so that
+#: leftovers of a killed process can be recognised and removed (:func:`remove_stale_temporaries`).
+TEMPORARY_MARK = ".synthbrain-tmp."
+
+
+class AlreadyExists(FileExistsError):
+    """The destination appeared while the file was being written (another process made it)."""
 
 
 def new_file_mode() -> int:
@@ -34,7 +44,8 @@ def temporary_sibling(dest: Path | str, suffix: str = ".tmp") -> Path:
     caller writes it, then ``os.replace(tmp, dest)``, and deletes it on failure.
     """
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
+    prefix = f".{dest.name[:80]}{TEMPORARY_MARK}"  # a long destination name must not make the temporary one too long
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=prefix, suffix=suffix)
     try:
         os.fchmod(fd, new_file_mode())
     finally:
@@ -42,15 +53,75 @@ def temporary_sibling(dest: Path | str, suffix: str = ".tmp") -> Path:
     return Path(tmp)
 
 
+def place(tmp: Path | str, dest: Path | str, *, overwrite: bool) -> None:
+    """Move a finished temporary file to ``dest`` in one step.
+
+    With ``overwrite`` it replaces whatever is there (``os.replace``). Without it the move is
+    create-exclusive: ``os.link`` fails if anything at all has that name - a file another process
+    finished a moment ago, a symlink, even a dangling one - so an existing file can never be
+    replaced by a race between checking and writing. Raises :class:`AlreadyExists` then; ``tmp``
+    is left for the caller to delete.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    if overwrite:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise AlreadyExists(f"{dest} already exists") from None
+    except OSError as exc:  # a file system without hard links: exclusive create, then copy
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        _exclusive_copy(tmp, dest)
+    tmp.unlink()
+
+
+def _exclusive_copy(tmp: Path, dest: Path) -> None:
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, new_file_mode())
+    except FileExistsError:
+        raise AlreadyExists(f"{dest} already exists") from None
+    try:
+        with os.fdopen(fd, "wb") as out, open(tmp, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
 @contextmanager
-def replaced_atomically(dest: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
+def replaced_atomically(dest: Path | str, suffix: str = ".tmp", *, overwrite: bool = True) -> Iterator[Path]:
     """Write one file atomically: yields a :func:`temporary_sibling` of ``dest`` to fill; when
-    the block ends normally it replaces ``dest``, on any error (or Ctrl-C) it is deleted."""
+    the block ends normally it is :func:`place`-d at ``dest`` (create-exclusive unless
+    ``overwrite``), on any error (or Ctrl-C) it is deleted."""
     dest = Path(dest)
     tmp = temporary_sibling(dest, suffix=suffix)
     try:
         yield tmp
-        os.replace(tmp, dest)
+        place(tmp, dest, overwrite=overwrite)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path | str, older_than_s: float = 3600.0) -> list[Path]:
+    """Delete temporary files of SynthBrain writes in ``folder`` left by a killed process
+    (older than ``older_than_s``, so that a write in progress elsewhere is never touched)."""
+    import time
+
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    limit = time.time() - older_than_s
+    for path in folder.glob(f".*{TEMPORARY_MARK}*"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < limit:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed

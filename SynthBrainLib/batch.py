@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ import numpy as np
 
 from .checkpoints import file_sha256
 from .errors import ConditionError, OutputError, SynthBrainError
+from .interrupts import terminate_as_interrupt
 
 BATCH_FILE = "batch.json"
 MANIFEST_FILE = "manifest.csv"
@@ -259,9 +259,11 @@ def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
         return False
     try:
         record = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return False
-    batch = record.get("batch", {})
+    batch = record.get("batch") if isinstance(record, dict) else None
+    if not isinstance(batch, dict) or not batch:
+        return False  # a damaged sidecar (not a sample's record at all): the sample is made again
     expected = json.loads(json.dumps(_request_record(plan, index)))
     if {k: batch.get(k) for k in expected} != expected or record.get("model", {}).get("id") != plan.settings.get("model_id"):
         raise OutputError(f"{data} was made for another request; use another output folder")
@@ -270,20 +272,27 @@ def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
 
 
 def _check_batch_file(out: Path, plan: BatchPlan, rank: int) -> None:
-    from .store import _atomic_write_text
+    """Claim ``out`` for this batch: ``batch.json`` is created exclusively, so of two different
+    batches started into one folder at the same moment exactly one gets it; the other (and any
+    later run with other settings) is refused. Runs of the same batch (restarts, torchrun ranks)
+    find their own settings there and go on."""
+    from .atomic_files import AlreadyExists, replaced_atomically
 
     path = out / BATCH_FILE
-    spec = plan.as_json()
-    if path.is_file():
+    spec = json.loads(json.dumps(plan.as_json()))
+    if not os.path.lexists(path):
         try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            existing = None
-        if existing != json.loads(json.dumps(spec)):
-            raise OutputError(f"{out} holds a batch made with other settings ({BATCH_FILE} differs); use another output folder")
-        return
-    if rank == 0:
-        _atomic_write_text(path, json.dumps(spec, indent=2))
+            with replaced_atomically(path, suffix=".tmp", overwrite=False) as tmp:
+                tmp.write_text(json.dumps(spec, indent=2), encoding="utf-8")
+            return
+        except AlreadyExists:
+            pass  # another process claimed the folder a moment ago: compare with its settings
+    try:
+        existing = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        existing = None
+    if existing != spec:
+        raise OutputError(f"{out} holds a batch made with other settings ({BATCH_FILE} differs); use another output folder")
 
 
 def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: int = 1, progress: Callable[[int, int], None] | None = None,
@@ -302,17 +311,21 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
     _check_batch_file(out, plan, rank)
     _start_distributed(world)
     mine = [i for i in range(plan.count) if i % world == rank]
-    for i in mine:  # temporary files of a killed earlier run (a clean exit removes its own)
-        stem = plan.file(out, i).name[: -len(plan.suffix)]
-        for leftover in out.glob(f".{stem}.*"):
-            leftover.unlink(missing_ok=True)
+    from .atomic_files import TEMPORARY_MARK, remove_stale_temporaries
+    from .io import sidecar_path
+
+    remove_stale_temporaries(out)  # left by a killed earlier run (a clean exit removes its own) ...
+    for i in mine:  # ... and, whatever their age, those of this rank's own samples
+        for target in (plan.file(out, i), sidecar_path(plan.file(out, i))):
+            for leftover in out.glob(f".{target.name}{TEMPORARY_MARK}*"):
+                leftover.unlink(missing_ok=True)
     made, skipped = [], []
     todo = []
     for i in mine:
         (skipped if _finished(plan, out, i) else todo).append(i)
     if skipped:
         log(f"rank {rank}: {len(skipped)} of {len(mine)} samples already done")
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         for k, i in enumerate(todo):
             check_cancel(cancel)
             result = pipe.generate(seed=plan.seed(i), sampler=plan.sampler, steps=plan.steps, cancel=cancel, **plan.conditions[i])
@@ -328,27 +341,6 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
         manifest, missing = write_manifest(plan, out)
     _finish_distributed(world)
     return {"made": made, "skipped": skipped, "manifest": manifest, "missing": missing}
-
-
-class _terminate_as_interrupt:
-    """SIGTERM raises KeyboardInterrupt while active, so the atomic writer removes its temporary
-    files (SIGKILL cannot be caught: the next run removes them)."""
-
-    def __enter__(self):
-        self.previous = None
-        try:
-            self.previous = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread
-            pass
-        return self
-
-    @staticmethod
-    def _handler(signum, frame):
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 #: Manifest columns before the per-condition ones.

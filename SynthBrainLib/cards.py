@@ -436,14 +436,23 @@ class ModelCard:
 # ----------------------------------------------------------------------------------------------
 # Parsers
 # ----------------------------------------------------------------------------------------------
+def _printable(text: str) -> bool:
+    """No control characters (NUL, newlines, escapes): they cut or fake file names and log lines."""
+    return all(ch.isprintable() for ch in text)
+
+
 def _parse_weights(f: _Fields) -> dict[str, WeightFile]:
     section = f.obj("weights")
     out: dict[str, WeightFile] = {}
     for key in section.data:
         w = section.obj(key)
         file = w.str("file")
-        if "/" in file or "\\" in file or file.startswith("."):
-            w.fail("file", f"must be a plain file name, got {_short(file)}")
+        if "/" in file or "\\" in file or file.startswith(".") or not _printable(file) or len(file) > 200:
+            w.fail("file", f"must be a plain file name (printable, at most 200 characters), got {_short(file)}")
+        bundle_path = w.str("bundle_path", required=False)
+        if bundle_path is not None and (bundle_path.startswith(("/", "\\")) or ".." in bundle_path.replace("\\", "/").split("/")
+                                        or ":" in bundle_path or not _printable(bundle_path)):
+            w.fail("bundle_path", f"must be a relative path inside the bundle, got {_short(bundle_path)}")
         sha256 = w.str("sha256", required=False)
         md5 = w.str("md5", required=False)
         if sha256 is not None and (len(sha256) != 64 or not _HEX.match(sha256)):
@@ -459,7 +468,7 @@ def _parse_weights(f: _Fields) -> dict[str, WeightFile]:
             sha256=sha256,
             md5=md5,
             url=url,
-            bundle_path=w.str("bundle_path", required=False),
+            bundle_path=bundle_path,
             format=w.str("format", required=False, default="auto", choices=WEIGHT_FORMATS),
             size_bytes=w.integer("size_bytes", required=False, minimum=1),
         )
@@ -499,6 +508,41 @@ def _check_kwargs(n: _Fields, cls_name: str, kwargs: Mapping[str, Any]) -> None:
             continue
         if p.default is inspect.Parameter.empty and pname not in kwargs:
             kw_fields.fail(pname, f"is required by monai.networks.nets.{cls_name}")
+        if pname in kwargs:
+            _check_kwarg_value(kw_fields, pname, kwargs[pname], p.default)
+
+
+def _whole_numbers(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(_whole_numbers(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Largest integer a network argument may hold (channels, head sizes, ...); real models use < 2048.
+MAX_NETWORK_INT = 8192
+
+
+def _check_kwarg_value(k: "_Fields", name: str, value: Any, default: Any) -> None:
+    """Values a MONAI constructor would only reject late (after building or sampling) are refused
+    here: the type of a numeric or boolean default (``norm_eps`` must be a number, not text), and
+    integers beyond what any real network uses (a huge ``channels`` would exhaust memory)."""
+    def ints(v):
+        if isinstance(v, bool):
+            return []
+        if isinstance(v, int):
+            return [v]
+        if isinstance(v, (list, tuple)):
+            return [x for item in v for x in ints(item)]
+        return []
+
+    if isinstance(default, bool) and not isinstance(value, bool):
+        k.fail(name, f"must be true or false, got {_short(value)}")
+    elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        k.fail(name, f"must be a number, got {_short(value)}")
+    elif isinstance(default, int) and not isinstance(default, bool) and not _whole_numbers(value):
+        k.fail(name, f"must be a whole number (or a list of them), got {_short(value)}")
+    if any(abs(x) > MAX_NETWORK_INT for x in ints(value)):
+        k.fail(name, f"holds {max(ints(value), key=abs)}, beyond {MAX_NETWORK_INT} (no real network is that large)")
 
 
 def _parse_scheduler(f: _Fields) -> Scheduler:
@@ -506,7 +550,9 @@ def _parse_scheduler(f: _Fields) -> Scheduler:
     cls_name = s.str("class", choices=tuple(SAMPLER_CLASSES.values()))
     kwargs = s.mapping("kwargs")
     k = _Fields(kwargs, "scheduler.kwargs", f.card_id)
-    k.integer("num_train_timesteps", minimum=1)
+    timesteps = k.integer("num_train_timesteps", minimum=1)
+    if timesteps > MAX_TRAIN_TIMESTEPS:
+        k.fail("num_train_timesteps", f"must be at most {MAX_TRAIN_TIMESTEPS}, got {timesteps}")
     if cls_name != "RFlowScheduler":
         k.str("schedule", choices=("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"))
         if kwargs.get("schedule") != "cosine":
@@ -539,9 +585,19 @@ def _parse_sampling(f: _Fields, scheduler: Scheduler | None) -> Sampling:
     return Sampling(default_sampler=default, default_steps=steps, samplers=tuple(samplers), max_steps=max_steps)
 
 
+#: Bounds on sizes a card sets (far beyond any real model, well below what would exhaust memory).
+MAX_TRAIN_TIMESTEPS = 100_000
+MAX_LATENT_ELEMENTS = 2**24
+MAX_OUTPUT_VOXELS = 2**28
+MAX_OUTPUT_EDGE = 2048
+
+
 def _parse_latent(f: _Fields) -> Latent:
     s = f.obj("latent")
-    return Latent(shape=s.numbers("shape", length=4, positive=True, integer=True), scale_factor=s.number("scale_factor", positive=True))
+    shape = s.numbers("shape", length=4, positive=True, integer=True)
+    if math.prod(shape) > MAX_LATENT_ELEMENTS:
+        s.fail("shape", f"holds {math.prod(shape)} values, more than {MAX_LATENT_ELEMENTS}")
+    return Latent(shape=shape, scale_factor=s.number("scale_factor", positive=True))
 
 
 def _parse_conditioning(f: _Fields) -> Conditioning:
@@ -612,6 +668,8 @@ def _parse_conditioning(f: _Fields) -> Conditioning:
 def _parse_output(f: _Fields) -> OutputGeometry:
     s = f.obj("output")
     shape = s.numbers("shape", length=3, positive=True, integer=True)
+    if max(shape) > MAX_OUTPUT_EDGE or math.prod(shape) > MAX_OUTPUT_VOXELS:
+        s.fail("shape", f"must be at most {MAX_OUTPUT_EDGE} voxels a side and {MAX_OUTPUT_VOXELS} in all, got {list(shape)}")
     spacing = s.numbers("spacing", length=3, positive=True)
     affine_data = s.raw("affine")
     try:
@@ -688,6 +746,14 @@ def _check_kind(card: ModelCard, f: _Fields) -> None:
             f.fail("networks.diffusion.kwargs.in_channels", f"must be latent channels {card.latent.shape[0]} + {extra} concatenated conditions, got {unet.get('in_channels')}")
         if "crossattn" in card.conditioning.inputs and unet.get("cross_attention_dim") != len(card.conditioning.variables):
             f.fail("networks.diffusion.kwargs.cross_attention_dim", f"must equal the number of conditioning variables ({len(card.conditioning.variables)})")
+        # The decoder upsamples the latent by 2 per level after the first: the image it makes must
+        # be the card's output grid (else the result would not fit its own affine).
+        levels = len(card.networks["autoencoder"].kwargs.get("channels") or ())
+        if levels and card.output is not None:
+            expected = [int(n) * 2 ** (levels - 1) for n in card.latent.shape[1:]]
+            if list(card.output.shape) != expected:
+                f.fail("output.shape", f"must be the decoded latent's shape {expected} (latent {list(card.latent.shape[1:])} x {2 ** (levels - 1)}), "
+                                       f"got {list(card.output.shape)}")
     if card.kind == "label_generator":
         if card.labels is None:
             f.fail("labels", "is required for kind label_generator")

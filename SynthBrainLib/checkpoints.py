@@ -70,6 +70,24 @@ def verify_file(path: str | Path, sha256: str | None = None, md5: str | None = N
 # ----------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------
+#: ``torch.load(weights_only=True)`` can be made to run code below this torch version
+#: (CVE-2025-32434, fixed in 2.6; CVE-2026-24747, fixed in 2.10).
+SAFE_TORCH_LOAD = (2, 10)
+
+
+def torch_version_tuple(version: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a torch version string such as ``2.13.0+cpu``."""
+    parts = (version or torch.__version__).split("+")[0].split(".")
+    return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+
+
+def require_safe_torch_load() -> None:
+    """Refuse pickle-based checkpoints on a torch whose ``weights_only`` loading can be bypassed."""
+    if torch_version_tuple() < SAFE_TORCH_LOAD:
+        raise CheckpointError(f"torch {torch.__version__} can be made to run code from a .pt/.pth checkpoint despite weights_only "
+                              f"(CVE-2025-32434, CVE-2026-24747); upgrade to torch >= {SAFE_TORCH_LOAD[0]}.{SAFE_TORCH_LOAD[1]}, or use .safetensors weights")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{key: tensor}`` dict on the CPU.
 
@@ -92,6 +110,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path.name} cannot be read as safetensors (truncated or corrupt): {_first_line(exc)}") from None
     else:
+        require_safe_torch_load()
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from ._version import __version__
 from .errors import OutputError, SynthBrainError
+from .interrupts import terminate_as_interrupt
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
@@ -231,6 +232,9 @@ def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
     if pipe.kind != kind:
         raise SynthBrainError(f"model {pipe.card.id} is a {pipe.card.kind} model; '{args.command}' needs a {kind} model")
     if args.preview_steps is not None:
+        limit = pipe.card.sampling.max_steps if pipe.card.sampling is not None else 1
+        if args.preview_steps > limit:
+            raise SynthBrainError(f"--preview-steps {args.preview_steps} is outside 1–{limit} (the most {pipe.card.id} allows)")
         pipe.preview_steps = args.preview_steps
     progress = _Progress(not args.quiet, pipe.card.id)
     try:
@@ -250,7 +254,7 @@ def _finish(args, pipe, result, partial_volumes: str | None = None) -> int:
 
         volume = result.image if result.image is not None else result.labels
         try:
-            written.append(write_png(args.preview, montage([volume], zoom=preview_zoom(result.affine))))
+            written.append(write_png(args.preview, montage([volume], zoom=preview_zoom(result.affine)), overwrite=args.overwrite))
         except BaseException:
             for path in written:  # all or nothing, as for the volumes themselves
                 if path not in existed:
@@ -478,14 +482,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with terminate_as_interrupt():  # kill (SIGTERM) cleans up like Ctrl-C
+            return args.handler(args)
     except SynthBrainError as exc:
         from .errors import SynthesisCancelled
 
         print(f"synthbrain: error: {exc}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(exc, SynthesisCancelled) else EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("synthbrain: cancelled; nothing was written", file=sys.stderr)
+        if args.command == "batch":
+            print(f"synthbrain: cancelled; finished samples are kept in {args.out}: run the same command again to resume", file=sys.stderr)
+        else:
+            print("synthbrain: cancelled; nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
 
 

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .atomic_files import temporary_sibling
+from .atomic_files import AlreadyExists, place, remove_stale_temporaries, temporary_sibling
 from .checkpoints import file_sha256
 from .errors import OutputError, SynthBrainError
 
@@ -72,9 +72,9 @@ def ensure_writable(paths: Iterable[Path], overwrite: bool) -> None:
         if key in seen:
             raise OutputError(f"two outputs would be written to {p}; give them different names")
         seen[key] = p
-        if p.exists() and p.is_dir():
+        if p.is_dir():
             raise OutputError(f"{p} is a folder, not a file")
-        if p.exists() and not overwrite:
+        if os.path.lexists(p) and not overwrite:  # lexists: a dangling symlink is something too
             raise OutputError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
         _check_folder_writable(p.parent)
 
@@ -169,9 +169,10 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
     array = array.astype(np.uint8) if is_label else array.astype(np.float32)
     model_id = provenance.get("model", {}).get("id", "?")
     description = f"SYNTHETIC {model_id} seed={provenance.get('seed')} (SynthBrain)"
-    tmp_data = tmp_side = None
+    tmp_data = tmp_side = placed = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)  # what killed earlier runs left here (hours old)
         tmp_data = _tmp_name(path)
         tmp_side = _tmp_name(side)
         if volume_suffix(path) in NIFTI_SUFFIXES:
@@ -180,12 +181,19 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
             _nrrd_to(tmp_data, array, affine, description, provenance)
         record = dict(provenance, file=path.name, sha256_of_data=file_sha256(tmp_data))
         tmp_side.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        os.replace(tmp_data, path)
-        os.replace(tmp_side, side)
+        # Create-exclusive unless overwriting: a file another process finished since the check
+        # above is never replaced (two runs writing one name: exactly one wins).
+        place(tmp_data, path, overwrite=overwrite)
+        placed = path
+        place(tmp_side, side, overwrite=overwrite)
     except BaseException as exc:
         for tmp in (tmp_data, tmp_side):
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+        if placed is not None and not overwrite:
+            placed.unlink(missing_ok=True)  # ours: its sidecar could not be placed
+        if isinstance(exc, AlreadyExists):
+            raise OutputError(f"{exc.args[0]} (written by another process meanwhile); pass --overwrite (overwrite=True) to replace it") from None
         if isinstance(exc, OSError):
             raise _write_error(path, exc) from None
         raise
@@ -261,4 +269,25 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise SynthBrainError(f"cannot read {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
     if array.ndim not in (3, 4):
         raise SynthBrainError(f"{path} has {array.ndim} dimensions; expected a 3D volume or 4D partial volumes")
+    check_real_array(array, str(path))
+    check_affine(affine, str(path))
     return array, affine
+
+
+def check_real_array(array: np.ndarray, what: str) -> None:
+    """A non-empty array of real numbers (not complex, RGB records, text or objects)."""
+    if array.dtype.names is not None:
+        raise SynthBrainError(f"{what} holds {len(array.dtype.names)}-field records (e.g. RGB colour); expected one number per voxel")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
+        raise SynthBrainError(f"{what} holds {array.dtype} values; expected real numbers (integer or floating point)")
+    if array.size == 0:
+        raise SynthBrainError(f"{what} is empty (shape {tuple(array.shape)})")
+
+
+def check_affine(affine: np.ndarray, what: str) -> None:
+    """A usable voxel-to-RAS matrix: finite, 4x4, invertible (a zero, singular or NaN one would put
+    the voxels on a guessed grid)."""
+    affine = np.asarray(affine)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise SynthBrainError(f"{what} has no usable voxel-to-world matrix (affine {np.asarray(affine).round(3).tolist()}); "
+                              "it must be finite and invertible")

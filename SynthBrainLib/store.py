@@ -89,6 +89,14 @@ class InstalledModel:
         return {k: {"file": w.path.name, "sha256": w.sha256, "checksum": w.checksum, "location": self.location} for k, w in self.weights.items()}
 
 
+def card_digest(card: ModelCard) -> str:
+    """sha256 of a card's canonical JSON: an installed model records the card its weights were
+    verified against, and is refused with any other card of the same id."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(card.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -151,13 +159,18 @@ class ModelStore:
 
     def cards(self) -> dict[str, ModelCard]:
         """Every card known here: built-in (published models), shipped, and imported custom ones."""
-        cards = dict(builtin_cards())
-        for model_id, folder in self._shipped_folders().items():
-            cards.setdefault(model_id, load_card(folder / CARD_FILE))
+        cards = self.reserved_cards()
         if self.models_dir.is_dir():
             for card_path in sorted(self.models_dir.glob(f"*/{CARD_FILE}")):
                 if card_path.parent.name not in cards:
                     cards[card_path.parent.name] = load_card(card_path)
+        return cards
+
+    def reserved_cards(self) -> dict[str, ModelCard]:
+        """Cards whose id nobody else may take: built-in (published models) and shipped ones."""
+        cards = dict(builtin_cards())
+        for model_id, folder in self._shipped_folders().items():
+            cards.setdefault(model_id, load_card(folder / CARD_FILE))
         return cards
 
     def card(self, model_id: str) -> ModelCard:
@@ -229,6 +242,10 @@ class ModelStore:
         restored would otherwise load as "verified" (2 GB hash in about a second here).
         """
         installed = InstalledModel(card=card, folder=folder, location="cache")
+        bound = self._install_card_digest(folder)
+        if bound is not None and bound != card_digest(card):
+            raise CheckpointError(f"the weights in {folder} were verified against another card than {card.id}'s (the card changed, or the "
+                                  f"folder was not made by this store); {self._reinstall_hint(card)}")
         for key, entry in self._install_record(folder).items():
             if key not in card.weights:
                 continue
@@ -252,6 +269,16 @@ class ModelStore:
         except (ValueError, AttributeError) as exc:
             raise CheckpointError(f"{path} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete {folder} and install the model again") from None
         return weights
+
+    @staticmethod
+    def _install_card_digest(folder: Path) -> str | None:
+        """The card digest install.json binds the weights to (None: installed before binding existed)."""
+        try:
+            record = json.loads((folder / INSTALL_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        digest = record.get("card_sha256") if isinstance(record, dict) else None
+        return digest if isinstance(digest, str) else None
 
     @staticmethod
     def _reinstall_hint(card: ModelCard) -> str:
@@ -346,9 +373,7 @@ class ModelStore:
         if path.is_dir() and (path / "configs" / "inference.json").is_file():
             card, sources = self._bundle_sources(path, model)
         elif path.is_dir() and (path / CARD_FILE).is_file():
-            card = load_card(path / CARD_FILE)
-            if model and model != card.id:
-                raise CardError(f"{path / CARD_FILE} describes {card.id!r}, not {model!r}")
+            card = self._folder_card(path, model)
             sources = {k: path / w.file for k, w in card.weights.items() if (path / w.file).is_file()}
             if not sources:
                 raise ModelNotFoundError(f"{path} has a card but none of its weight files ({', '.join(w.file for w in card.weights.values())})")
@@ -366,6 +391,28 @@ class ModelStore:
             raise ModelNotFoundError(f"{path} is neither a MONAI bundle folder, a model folder with {CARD_FILE}, nor a checkpoint file")
         return self._install(card, sources, source_label=str(path), allow_unverified=allow_unverified, check_load=check_load, copy_card=path.is_dir() and (path / CARD_FILE).is_file())
 
+    def _folder_card(self, folder: Path, model: str | None) -> ModelCard:
+        """The card a model folder is imported under: its own, or renamed to ``model``.
+
+        The id of a built-in or shipped model is not free: a folder whose card claims it must be
+        that very card (its weights are then checked against the published checksums). Any other
+        card is imported under an id of the user's choosing (``model``), never under a taken one,
+        so nobody's weights are ever run under a trusted name.
+        """
+        card = load_card(folder / CARD_FILE)
+        reserved = self.reserved_cards()
+        if model and model != card.id:
+            if model in reserved:
+                raise CardError(f"{model!r} is the id of a {self._kind_of_reserved(model)} model; import {folder.name} under an id of its own (--model NEW_ID)")
+            return ModelCard.from_dict({**card.to_dict(), "id": model})
+        if card.id in reserved and card_digest(card) != card_digest(reserved[card.id]):
+            raise CardError(f"{folder / CARD_FILE} claims the id {card.id!r} of a {self._kind_of_reserved(card.id)} model but describes other "
+                            f"weights or settings; import it under an id of its own: --model NEW_ID")
+        return card
+
+    def _kind_of_reserved(self, model_id: str) -> str:
+        return "built-in" if model_id in builtin_cards() else "shipped"
+
     def _bundle_sources(self, bundle: Path, model: str | None) -> tuple[ModelCard, dict[str, Path]]:
         """Match a bundle's configs/inference.json (read as JSON, never executed) to a card."""
         try:
@@ -382,6 +429,8 @@ class ModelStore:
                 sources = {}
                 for key, weight in card.weights.items():
                     src = bundle / (weight.bundle_path or f"models/{weight.file}")
+                    if not src.resolve().is_relative_to(bundle.resolve()):  # a symlink out of the bundle
+                        raise CardError(f"{weight.bundle_path or weight.file} leads outside the bundle {bundle}")
                     if not src.is_file():
                         raise ModelNotFoundError(f"bundle {bundle} lacks {weight.bundle_path or weight.file} (weights '{key}' of {card.id})")
                     sources[key] = src
@@ -410,6 +459,8 @@ class ModelStore:
         folder.mkdir(parents=True, exist_ok=True)
         install_path = folder / INSTALL_FILE
         existing = self._install_record(folder) if install_path.is_file() else {}
+        if existing and self._install_card_digest(folder) not in (None, card_digest(card)):
+            existing = {}  # files verified against another card are not kept as part of this one
         entries = dict(existing)
         for key, (src, digests, status) in records.items():
             name = card.weights[key].file if src.suffix != ".safetensors" else Path(card.weights[key].file).stem + ".safetensors"
@@ -426,9 +477,10 @@ class ModelStore:
                 "checksum": status,
                 "source": f"imported from {source_label}",
             }
-        if copy_card and card.id not in builtin_cards():
+        if copy_card and card.id not in self.reserved_cards():
             _atomic_write_text(folder / CARD_FILE, json.dumps(card.to_dict(), indent=2))
-        _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "installed": _now(), "weights": entries}, indent=2))
+        _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "card_sha256": card_digest(card),
+                                                     "installed": _now(), "weights": entries}, indent=2))
         return self.locate(card.id, require_complete=False)
 
     @staticmethod
@@ -478,7 +530,8 @@ class ModelStore:
                 "checksum": "verified" if weight.has_checksum else "unpublished",
                 "source": f"downloaded from {weight.url}",
             }
-            _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "installed": _now(), "weights": entries}, indent=2))
+            _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "card_sha256": card_digest(card),
+                                                         "installed": _now(), "weights": entries}, indent=2))
         return self.locate(model, require_complete=False)
 
 

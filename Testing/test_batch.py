@@ -120,7 +120,7 @@ def test_killed_batch_resumes_without_losing_or_duplicating(model_folders, tmp_p
     done_before = sorted(p.name for p in killed.glob("sample_*.json"))
     assert 2 <= len(done_before) < n, done_before
     # what a kill can leave: a temporary file, and an image whose sidecar was not yet renamed
-    (killed / ".sample_00007.nii.gz.abc123.nii.gz").write_bytes(b"partial")
+    (killed / ".sample_00007.nii.gz.synthbrain-tmp.abc123.nii.gz").write_bytes(b"partial")
     shutil.copy(full / "sample_00006.nii.gz", killed / "sample_00006.nii.gz")
     (killed / "sample_00006.json").unlink(missing_ok=True)
     out, err = _run(model_folders["brain"], killed, n, "--steps", "4")

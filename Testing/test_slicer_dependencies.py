@@ -103,7 +103,7 @@ def test_fresh_slicer_gets_torch_from_pytorchutils_and_the_rest_from_pip_without
     outcome = installer(fake).install()
     kinds = [call[0] for call in fake.calls]
     assert kinds == ["installTorch", "pip_install"], f"installer calls: {kinds}"
-    assert fake.calls[0][1] == {"askConfirmation": False, "torchVersionRequirement": ">=2.3"}, fake.calls[0][1]
+    assert fake.calls[0][1] == {"askConfirmation": False, "torchVersionRequirement": ">=2.10"}, fake.calls[0][1]
     _, args, files = fake.calls[1]
     installed = {_name(r).lower() for r in files["-r"]}
     assert "torch" not in installed, "pip never installs torch"

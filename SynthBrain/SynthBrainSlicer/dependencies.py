@@ -36,7 +36,7 @@ MODULE_DIR = Path(__file__).resolve().parent.parent
 REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
 DEFAULT_WHEELS_DIR = MODULE_DIR / "Resources" / "wheels"
 #: torch comes from the PyTorch extension (right CUDA build), never from requirements.txt.
-TORCH_REQUIREMENT = "torch>=2.3"
+TORCH_REQUIREMENT = "torch>=2.10"  # weights_only loading is bypassable below (CVE-2025-32434, CVE-2026-24747)
 #: Packages every Slicer ships: never in requirements.txt, never installed or upgraded by SynthBrain.
 SLICER_SHIPPED = ("numpy", "SimpleITK", "vtk")
 #: Pinned to the installed version when present (scipy: shipped by some Slicer builds, needed by SynthBrain).

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConditionError
+from ..errors import ConditionError, SynthBrainError
+from ..io import check_real_array
 from ..resample import foreground_centre, one_hot, resample, same_grid
 from ..results import SynthesisResult
 from ..sampling import CancelFlag, ProgressCallback, check_cancel, resolve_sampler
@@ -148,7 +149,14 @@ class LabelToImagePipeline(SynthesisPipeline):
         """Return (C, X, Y, Z) float32 partial volumes and the input affine."""
         card = self.card
         n = len(card.labels)
-        labels = np.asarray(labels)
+        try:
+            labels = np.asarray(labels)
+        except (TypeError, ValueError) as exc:  # ragged nested lists and the like
+            raise ConditionError(f"labels are not an array: {exc}") from None
+        try:
+            check_real_array(labels, "labels")
+        except SynthBrainError as exc:
+            raise ConditionError(str(exc)) from None
         if labels.ndim == 4 and labels.shape[0] == 1 and n > 1:
             labels = labels[0]  # a label map stored as (X, Y, Z, 1), as some tools write it
         if labels.ndim == 3:
@@ -174,7 +182,10 @@ class LabelToImagePipeline(SynthesisPipeline):
             if tuple(pv.shape[1:]) != tuple(card.output.shape):
                 raise ConditionError(f"labels of shape {tuple(pv.shape[1:])} need an affine; without one they must be on the model grid {tuple(card.output.shape)}")
             affine = card.output.affine
-        affine = np.asarray(affine, dtype=np.float64)
+        try:
+            affine = np.asarray(affine, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ConditionError(f"affine must be a 4x4 voxel-to-RAS matrix of numbers, got {str(affine)[:60]!r}") from None
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
             raise ConditionError("affine must be an invertible 4x4 voxel-to-RAS matrix")
         return pv, affine
