@@ -124,6 +124,8 @@ def read_conditions_csv(path: str | Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise SynthBrainError(f"cannot read conditions file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SynthBrainError(f"conditions file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
         raise SynthBrainError(f"conditions file {path} has no header row")
@@ -271,6 +273,23 @@ def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
     return file_sha256(data) == record.get("sha256_of_data")
 
 
+def prepare_output_folder(out: str | Path) -> Path:
+    """The batch's folder, created if needed (a one-line error for a file in the way, a place where
+    folders cannot be made, or one that cannot be written)."""
+    from .io import as_path
+
+    out = as_path(out, "output folder")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into the output folder {out}: no permission")
+    return out
+
+
 def _check_batch_file(out: Path, plan: BatchPlan, rank: int) -> None:
     """Claim ``out`` for this batch: ``batch.json`` is created exclusively, so of two different
     batches started into one folder at the same moment exactly one gets it; the other (and any
@@ -306,8 +325,7 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
     from .io import write_result
     from .sampling import check_cancel
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(out)
     _check_batch_file(out, plan, rank)
     _start_distributed(world)
     mine = [i for i in range(plan.count) if i % world == rank]

@@ -786,6 +786,8 @@ def load_card(path: str | Path) -> ModelCard:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CardError(f"card {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise CardError(f"card {path} is not valid JSON for a card: nested too deeply") from None
     return ModelCard.from_dict(data, path=path)
 
 

@@ -66,7 +66,9 @@ def _number(name: str, value: Any, what: str = "") -> float:
 def real_to_model(v: ConditionVariable, value: Any) -> tuple[float | str, float]:
     """Validate a real-unit value; return (normalised real value, model value)."""
     if v.kind == "categorical":
-        key = str(value).strip().lower() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            raise ConditionError(f"{v.name} {value!r} is not one of {', '.join(v.choices)}")
+        key = value.strip().lower()
         if key not in v.choices:
             raise ConditionError(f"{v.name} {value!r} is not one of {', '.join(v.choices)}")
         return key, float(v.choices[key])
@@ -104,6 +106,8 @@ def resolve_conditions(
         ConditionError: unknown name, a variable given twice, a value that is not a number, or a
             value outside the card's range (the message names the value and the range).
     """
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConditionError(f"raw {raw!r} is not a mapping of condition names to model values, e.g. raw={{'brain_volume': 0.4}}")
     values = {k: v for k, v in (values or {}).items() if v is not None}
     raw = {k: v for k, v in (raw or {}).items() if v is not None}
     known = conditioning.names

@@ -21,6 +21,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """
     if isinstance(spec, torch.device):
         spec = str(spec)
+    if spec is not None and not isinstance(spec, str):
+        raise DeviceError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:N (give it as text)")
     text = ("auto" if spec is None else spec).strip().lower()
     if text == "auto":
         return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")

@@ -36,9 +36,18 @@ def volume_suffix(path: str | Path) -> str:
     return ""
 
 
+def as_path(path: Any, what: str) -> Path:
+    """``path`` as a Path, or a one-line error for a value that is no path (a number, None, ...)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
+        raise OutputError(f"{what} {path!r} is not a file path")
+    return Path(path)
+
+
 def check_output_path(path: str | Path, writable=(".nii.gz", ".nii", ".nrrd")) -> Path:
     """Validate an output file name; returns it as a Path."""
-    path = Path(path)
+    path = as_path(path, "output file")
+    if len(path.name.encode("utf-8")) > 240:  # most file systems stop at 255 bytes; temporaries add a few
+        raise OutputError(f"output file name {path.name[:40]!r}... is {len(path.name.encode('utf-8'))} bytes long; at most 240 are allowed")
     if volume_suffix(path) not in writable:
         raise OutputError(f"output file {str(path)!r} must end in {', '.join(writable)}")
     return path
@@ -233,7 +242,10 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         (array, affine): array (X, Y, Z) or, for 4D / vector images, (C, X, Y, Z); affine 4x4
         voxel-to-RAS mm.
     """
-    path = Path(path)
+    try:
+        path = as_path(path, "input file")
+    except OutputError as exc:
+        raise SynthBrainError(str(exc)) from None
     if path.is_dir():
         raise SynthBrainError(f"input {path} is a folder; give a volume file (.nii.gz, .nii, .nrrd, .mha)")
     if not path.is_file():

@@ -42,6 +42,17 @@ def is_cancelled(cancel: CancelFlag) -> bool:
     return bool(cancel())
 
 
+def check_call(progress: Any, cancel: Any, preview: Any = False) -> None:
+    """Arguments every generate call takes, checked when the call starts (not at its first step):
+    ``progress`` None or callable; ``cancel`` None, a ``threading.Event`` or a callable; ``preview`` a bool."""
+    if not isinstance(preview, (bool, np.bool_)):
+        raise ConditionError(f"preview {preview!r} is not True or False")
+    if progress is not None and not callable(progress):
+        raise ConditionError(f"progress {progress!r} is not a function progress(step, total)")
+    if cancel is not None and not isinstance(cancel, threading.Event) and not callable(cancel):
+        raise ConditionError(f"cancel {cancel!r} is not a threading.Event or a function returning True to stop")
+
+
 def check_cancel(cancel: CancelFlag) -> None:
     """Raise :class:`SynthesisCancelled` when the flag is set (checked between steps)."""
     if is_cancelled(cancel):
@@ -59,6 +70,8 @@ def whole_number(name: str, value: Any, lo: int, hi: int, suffix: str = "") -> i
 
 def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None) -> tuple[str, int]:
     """Validate a sampler name and step count against the card; fill in its defaults."""
+    if sampler is not None and not isinstance(sampler, str):
+        raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
     name = (sampling.default_sampler if sampler is None else sampler).lower()
     if name not in SAMPLER_CLASSES:
         raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")

@@ -141,7 +141,11 @@ class ModelStore:
     """
 
     def __init__(self, home: str | Path | None = None, shipped: Iterable[str | Path] | None = None) -> None:
+        if home is not None and (not isinstance(home, (str, os.PathLike)) or not str(home)):
+            raise ModelNotFoundError(f"model store home {home!r} is not a folder path")
         self.home = Path(home).expanduser() if home is not None else default_home()
+        if self.home.exists() and not self.home.is_dir():
+            raise ModelNotFoundError(f"model store home {self.home} is a file, not a folder (--home / SYNTHBRAIN_HOME)")
         self.shipped = [Path(p) for p in shipped] if shipped is not None else shipped_dirs()
 
     @property
@@ -417,8 +421,10 @@ class ModelStore:
         """Match a bundle's configs/inference.json (read as JSON, never executed) to a card."""
         try:
             config = json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CardError(f"{bundle}/configs/inference.json cannot be read as JSON: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise CardError(f"{bundle}/configs/inference.json cannot be read as JSON: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        if not isinstance(config, dict):
+            raise CardError(f"{bundle}/configs/inference.json holds a JSON {type(config).__name__}; a MONAI bundle config is a JSON object")
         candidates = [c for c in self.cards().values() if c.source.get("type") == "monai-bundle"]
         if model:
             candidates = [self.card(model)]

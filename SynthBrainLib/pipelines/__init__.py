@@ -8,7 +8,7 @@ import torch
 
 from ..cards import ModelCard
 from ..checkpoints import read_state_dict
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConditionError, ModelNotFoundError
 from ..networks import load_networks
 from .base import SynthesisPipeline
 from .label_to_image import LabelToImagePipeline
@@ -39,6 +39,10 @@ def read_style_codes(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
     return codes
 
 
+#: Keyword options of :func:`load_pipeline` (passed to the pipeline class).
+PIPELINE_OPTIONS = ("precision", "decode", "tiles", "cache_size", "compile", "sdpa")
+
+
 def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options) -> SynthesisPipeline:
     """Load a model by id (installed or shipped) or by model-folder path, on ``device``.
 
@@ -58,10 +62,14 @@ def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", hal
         CheckpointError: a weight file is corrupt or does not fit the card's network.
         DeviceError: the device is not available.
     """
-    from ..device import resolve_device
+    from ..device import Precision, resolve_device
     from ..store import ModelStore
 
-    from ..device import Precision
+    unknown = sorted(set(options) - set(PIPELINE_OPTIONS))
+    if unknown:
+        raise ConditionError(f"unknown option {unknown[0]!r}; load_pipeline takes {', '.join(PIPELINE_OPTIONS)}")
+    if not isinstance(model, (str, Path)):
+        raise ModelNotFoundError(f"model {model!r} is not a model id or a model folder path")
 
     Precision.for_device(resolve_device(device), half, options.get("precision"))  # fail on a bad device or precision before loading gigabytes
     store = store or ModelStore()

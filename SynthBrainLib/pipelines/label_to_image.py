@@ -12,7 +12,7 @@ from ..errors import ConditionError, SynthBrainError
 from ..io import check_real_array
 from ..resample import foreground_centre, one_hot, resample, same_grid
 from ..results import SynthesisResult
-from ..sampling import CancelFlag, ProgressCallback, check_cancel, resolve_sampler
+from ..sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
 from .base import SynthesisPipeline
 
 ALIGNMENTS = ("world", "centre")
@@ -67,6 +67,7 @@ class LabelToImagePipeline(SynthesisPipeline):
             :class:`SynthesisResult` with ``image`` float32 on the input grid and the input affine.
         """
         card = self.card
+        check_call(progress, cancel, preview)
         seq = self._sequence(sequence)
         if alignment not in ALIGNMENTS:
             raise ConditionError(f"alignment {alignment!r} is not one of {', '.join(ALIGNMENTS)}")

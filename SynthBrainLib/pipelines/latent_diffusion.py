@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..conditioning import ConditionValues, resolve_conditions
-from ..sampling import CancelFlag, ProgressCallback, resolve_sampler
+from ..sampling import CancelFlag, ProgressCallback, check_call, resolve_sampler
 from ..results import SynthesisResult
 from .base import SynthesisPipeline
 
@@ -53,6 +53,7 @@ class LatentDiffusionPipeline(SynthesisPipeline):
 
     def _generate(self, kind: str, conditions, raw, seed, sampler, steps, preview, progress, cancel, finish) -> SynthesisResult:
         """Resolve the request, answer it from the cache or run it, and build the result with ``finish(cond, seed, sampler, steps, decoded, extra)``."""
+        check_call(progress, cancel, preview)
         cond, seed, sampler, steps = self._resolve(conditions, raw, seed, sampler, steps, preview)
         key = self.cache_key(kind=kind, conditions=self._conditions_record(cond), seed=seed, sampler=sampler, steps=steps, preview=bool(preview))
 
