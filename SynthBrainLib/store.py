@@ -31,7 +31,8 @@ from .errors import CardError, CheckpointError, ModelNotFoundError, SynthBrainEr
 
 CARD_FILE = "card.json"
 INSTALL_FILE = "install.json"
-REPO_SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+#: The package the demo models are installed as (``Resources/Models`` in the repository).
+DEMO_MODELS_PACKAGE = "synthbrain_demo_models"
 
 
 def default_home() -> Path:
@@ -39,9 +40,23 @@ def default_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "synthbrain"
 
 
+def demo_models_dir() -> Path | None:
+    """Where the installed ``synthbrain_demo_models`` package is (a wheel, an sdist or an editable
+    install), found with importlib.resources; None when it is not installed."""
+    from importlib.resources import files
+
+    try:
+        folder = files(DEMO_MODELS_PACKAGE)
+    except ModuleNotFoundError:
+        return None
+    return Path(str(folder)) if Path(str(folder)).is_dir() else None
+
+
 def shipped_dirs() -> list[Path]:
+    """``SYNTHBRAIN_SHIPPED_MODELS`` (``os.pathsep``-separated folders), then the demo models package."""
     dirs = [Path(p).expanduser() for p in os.environ.get("SYNTHBRAIN_SHIPPED_MODELS", "").split(os.pathsep) if p]
-    return dirs + [REPO_SHIPPED_DIR]
+    demo = demo_models_dir()
+    return dirs + ([demo] if demo is not None else [])
 
 
 @dataclass

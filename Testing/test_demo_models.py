@@ -13,14 +13,14 @@ from scipy import ndimage as ndi
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.phantoms import PhantomPopulation, SubjectSpec, measure_ventricular_volume_ml, paint_lesion
 from SynthBrainLib.evaluation.evaluators import flair_search_region
-from SynthBrainLib.store import REPO_SHIPPED_DIR, ModelStore
+from SynthBrainLib.store import ModelStore, demo_models_dir
 
 DEMOS = ("brain-ldm-demo", "labels-demo", "label2image-demo")
 
 
 @pytest.fixture(scope="module")
-def store():
-    return ModelStore(home=REPO_SHIPPED_DIR.parent / ".unused-cache", shipped=[REPO_SHIPPED_DIR])
+def store(tmp_path_factory):
+    return ModelStore(home=tmp_path_factory.mktemp("unused-cache"), shipped=[demo_models_dir()])
 
 
 def test_demo_models_are_shipped_and_verified(store):

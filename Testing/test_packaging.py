@@ -1,0 +1,94 @@
+"""SynthBrain as a Python package: the wheel and sdist that `python -m build` makes, installed into a
+fresh virtual environment without the source tree, run the main job offline."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(command, **kwargs) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600, **kwargs)
+    assert done.returncode == 0, f"{' '.join(map(str, command))} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def wheel_contents(path: Path) -> dict[str, str]:
+    with zipfile.ZipFile(path) as wheel:
+        return {name: hashlib.sha256(wheel.read(name)).hexdigest() for name in wheel.namelist()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """sdist + wheel (built from that sdist, as `python -m build` does), and a wheel built straight
+    from the tree. --no-isolation: the setuptools already installed builds it, offline."""
+    base = tmp_path_factory.mktemp("dist")
+    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", base / "from-sdist", REPO])
+    run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", base / "from-tree", REPO])
+    return {"sdist": next((base / "from-sdist").glob("*.tar.gz")), "wheel": next((base / "from-sdist").glob("*.whl")),
+            "tree_wheel": next((base / "from-tree").glob("*.whl"))}
+
+
+def test_the_package_list_names_every_library_package():
+    from setuptools import find_packages
+
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set(find_packages(where=str(REPO), include=["SynthBrainLib*"]))
+    assert found - listed == set(), f"packages missing from pyproject's list: {sorted(found - listed)}"
+
+
+@pytest.mark.slow
+def test_wheel_and_sdist_pass_twine_check(built):
+    done = run([sys.executable, "-m", "twine", "check", "--strict", built["sdist"], built["wheel"]])
+    assert done.stdout.count("PASSED") == 2, done.stdout
+
+
+@pytest.mark.slow
+def test_the_sdist_builds_the_same_wheel(built):
+    from_sdist, from_tree = wheel_contents(built["wheel"]), wheel_contents(built["tree_wheel"])
+    assert from_sdist.keys() == from_tree.keys(), f"files differ: {sorted(set(from_sdist) ^ set(from_tree))}"
+    assert from_sdist == from_tree, "same files, different contents"
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_demo_models_and_licences(built):
+    names = set(wheel_contents(built["wheel"]))
+    for model in ("brain-ldm-demo", "labels-demo", "label2image-demo"):
+        assert f"synthbrain_demo_models/{model}/card.json" in names, f"{model} card shipped"
+    assert any(n.endswith("dist-info/licenses/LICENSE") for n in names), "licence shipped"
+    assert "SynthBrainLib/cards/brain-ldm.json" in names, "built-in cards shipped"
+
+
+@pytest.mark.slow
+def test_installed_wheel_runs_the_main_job_offline(built, tmp_path):
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", venv])
+    python = venv / "bin" / "python"
+    run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", built["wheel"]])
+    # torch, monai, ... come from the test environment (a .pth line adds its site-packages after the
+    # new environment's own, so the wheel's SynthBrainLib is the one imported).
+    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    work = tmp_path / "elsewhere"  # not the repository: the source tree is not on the path
+    work.mkdir()
+    env = dict(os.environ, SYNTHBRAIN_HOME=str(tmp_path / "home"), SYNTHBRAIN_SHIPPED_MODELS="", OMP_NUM_THREADS="1", PYTHONPATH="")
+    where = run([python, "-c", "import SynthBrainLib, synthbrain_demo_models; print(SynthBrainLib.__file__); print(synthbrain_demo_models.__file__)"],
+                cwd=work, env=env).stdout.split()
+    assert all(path.startswith(str(venv)) for path in where), f"imported from outside the new environment: {where}"
+    listing = run([venv / "bin" / "synthbrain", "models", "list"], cwd=work, env=env).stdout
+    assert any(line.startswith("brain-ldm-demo") and "shipped" in line for line in listing.splitlines()), listing
+    run([venv / "bin" / "synthbrain", "generate", "--model", "brain-ldm-demo", "--age", "70", "--sex", "female", "--seed", "1",
+         "--preview-steps", "3", "--quiet", "-o", work / "brain.nii.gz", "--preview", work / "brain.png"], cwd=work, env=env)
+    assert (work / "brain.nii.gz").is_file() and (work / "brain.json").is_file(), "image and provenance written"
+    assert (work / "brain.png").stat().st_size > 1000, "preview written"
