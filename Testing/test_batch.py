@@ -58,15 +58,18 @@ def _volumes(folder: Path) -> dict[str, np.ndarray]:
 
 
 def test_sample_seeds_are_a_fixed_function_of_base_seed_and_index():
-    assert sample_seed(0, 0) == sample_seed(0, 0) and sample_seed(0, 0) != sample_seed(0, 1) != sample_seed(1, 1)
-    assert 0 <= sample_seed(2**63 - 1, 10**6) < 2**63
+    assert sample_seed(0, 0) == sample_seed(0, 0), "the same base seed and index give the same seed"
+    assert sample_seed(0, 0) != sample_seed(0, 1), "another index gives another seed"
+    assert sample_seed(0, 1) != sample_seed(1, 1), "another base seed gives another seed"
+    assert 0 <= sample_seed(2**63 - 1, 10**6) < 2**63, "seeds fit in a non-negative int64"
     assert sample_seed(11, 3) == int.from_bytes(__import__("hashlib").sha256(b"synthbrain-batch:11:3").digest()[:8], "big") & (2**63 - 1)
 
 
 def test_plan_checks_every_sample(model_folders, tmp_path):
     card = load_card(model_folders["brain"] / "card.json")
     plan = plan_batch(card, "m", count=4, base_seed=3, ranges=[Range.parse("age=50:60"), Range.parse("sex=male")])
-    assert [c["sex"] for c in plan.conditions] == ["male"] * 4 and all(50 <= c["age"] <= 60 for c in plan.conditions)
+    assert [c["sex"] for c in plan.conditions] == ["male"] * 4, f"a one-value range fixes sex: {plan.conditions}"
+    assert all(50 <= c["age"] <= 60 for c in plan.conditions), f"ages stay inside 50:60: {plan.conditions}"
     again = plan_batch(card, "m", count=6, base_seed=3, ranges=[Range.parse("age=50:60"), Range.parse("sex=male")])
     assert again.conditions[:4] == plan.conditions  # sample i does not depend on N
     with pytest.raises(ConditionError, match="range age=100:100: age 100 is outside 44–82 years"):
@@ -92,6 +95,7 @@ def test_plan_checks_every_sample(model_folders, tmp_path):
     assert plan_batch(card, "m", count=2, base_seed=0, rows=rows).count == 2
 
 
+@pytest.mark.slow  # two batches in subprocesses, one under torchrun: 10–17 s
 def test_torchrun_two_ranks_equal_one_process(model_folders, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _run(model_folders["brain"], one, 5)
@@ -99,14 +103,19 @@ def test_torchrun_two_ranks_equal_one_process(model_folders, tmp_path):
     assert _manifest(one) == _manifest(two)
     rows = _manifest(one)
     assert [r["index"] for r in rows] == ["0", "1", "2", "3", "4"]
-    assert len({r["seed"] for r in rows}) == 5 and rows[2]["seed"] == str(sample_seed(11, 2))
-    assert {r["sex"] for r in rows} <= {"female", "male"} and all(50 <= float(r["age"]) <= 80 for r in rows)
+    assert len({r["seed"] for r in rows}) == 5, f"every sample has its own seed: {rows}"
+    assert rows[2]["seed"] == str(sample_seed(11, 2)), "sample 2's seed is sample_seed(base, 2)"
+    assert {r["sex"] for r in rows} <= {"female", "male"}, f"sex is drawn from the range: {rows}"
+    assert all(50 <= float(r["age"]) <= 80 for r in rows), f"age is drawn from 50:80: {rows}"
     a, b = _volumes(one), _volumes(two)
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys(), "two ranks write the same sample files as one process"
+    assert all(np.array_equal(a[k], b[k]) for k in a), "two ranks write the same volumes as one process"
     side = json.loads((one / "sample_00003.json").read_text())
-    assert side["batch"]["index"] == 3 and side["seed"] == sample_seed(11, 3)
+    assert side["batch"]["index"] == 3, "the sidecar records the sample's index"
+    assert side["seed"] == sample_seed(11, 3), "the sidecar records the sample's seed"
 
 
+@pytest.mark.slow  # six batch subprocesses: 20–34 s
 def test_killed_batch_resumes_without_losing_or_duplicating(model_folders, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     n = 8
@@ -139,7 +148,9 @@ def test_killed_batch_resumes_without_losing_or_duplicating(model_folders, tmp_p
     assert np.array_equal(_volumes(killed)["sample_00001.nii.gz"], a["sample_00001.nii.gz"])
     proc = _batch(model_folders["brain"], killed, n, "--steps", "3")
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "holds a batch made with other settings" in err and len(err.strip().splitlines()) == 1
+    assert proc.returncode == 2, f"exit status {proc.returncode}: {err}"
+    assert "holds a batch made with other settings" in err, f"other settings into a finished folder are refused: {err}"
+    assert len(err.strip().splitlines()) == 1, f"the refusal is one line: {err}"
 
 
 def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
@@ -147,8 +158,10 @@ def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
 
     code = main(["batch", "--model", str(model_folders["spade"]), "-n", "2", "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "is a label_to_image model; 'batch' makes images or label maps" in err
+    assert code == 2, f"exit status {code}: {err}"
+    assert "is a label_to_image model; 'batch' makes images or label maps" in err, f"a SPADE model is refused: {err}"
     code = main(["batch", "--model", str(model_folders["brain"]), "--out", str(tmp_path / "x"), "--quiet", "--range", "age=20:30", "-n", "2"])
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == "synthbrain: error: range age=20:30: age 20 is outside 44–82 years"
-    assert not (tmp_path / "x").exists()
+    assert code == 2, f"exit status {code}: {err}"
+    assert err.strip() == "synthbrain: error: range age=20:30: age 20 is outside 44–82 years", err
+    assert not (tmp_path / "x").exists(), "a refused batch creates no output folder"

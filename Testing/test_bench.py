@@ -32,37 +32,53 @@ def test_parse_path():
         bench.parse_path("x=ddim:ten")
 
 
+@pytest.mark.slow  # bench workers in subprocesses: 8–12 s
 def test_bench_measures_paths_against_the_reference(model_folders):
     paths = [bench.REFERENCE, bench.parse_path("fast=dpm++2m:5:bfloat16:tiled")]
     report = bench.bench([str(model_folders["brain"])], paths=paths, repeats=2, reference_repeats=1)
     (m,) = report["models"]
     ref, fast = m["paths"]
-    assert ref["path"]["reference"] and ref["steps_run"] == 50 and ref["repeats"] == 1
-    assert fast["steps_run"] == 5 and fast["repeats"] == 2 and len(fast["end_to_end_s_all"]) == 2
-    assert fast["precision"] == "bfloat16-autocast+channels_last_3d" and fast["speedup_vs_reference"] > 0
-    assert fast["peak_rss_bytes"] > 10**7 and fast["step_s_median"] > 0
-    assert set(fast["vs_reference"]) == {"max_abs", "psnr_db"}
+    assert ref["path"]["reference"], "the first path is the reference"
+    assert ref["steps_run"] == 50, f"the reference runs the bundle's 50 steps: {ref['steps_run']}"
+    assert ref["repeats"] == 1, f"the reference runs reference_repeats times: {ref['repeats']}"
+    assert fast["steps_run"] == 5, f"the fast path runs its 5 steps: {fast['steps_run']}"
+    assert fast["repeats"] == 2, f"the fast path runs `repeats` times: {fast['repeats']}"
+    assert len(fast["end_to_end_s_all"]) == 2, f"one timing per repeat: {fast['end_to_end_s_all']}"
+    assert fast["precision"] == "bfloat16-autocast+channels_last_3d", f"precision recorded: {fast['precision']}"
+    assert fast["speedup_vs_reference"] > 0, f"speedup is positive: {fast['speedup_vs_reference']}"
+    assert fast["peak_rss_bytes"] > 10**7, f"peak memory is measured: {fast['peak_rss_bytes']}"
+    assert fast["step_s_median"] > 0, f"step time is measured: {fast['step_s_median']}"
+    assert set(fast["vs_reference"]) == {"max_abs", "psnr_db"}, f"comparison fields: {fast['vs_reference']}"
     table = bench.format_table(report)
-    assert "| tiny-brain-ldm | fast | dpm++2m 5, bfloat16, decode tiled |" in table and "1.00x" in table
-    assert report["machine"]["torch"] and report["machine"]["cores"]
+    row = "| tiny-brain-ldm | fast | dpm++2m 5, bfloat16, decode tiled |"
+    assert row in table, f"the table describes the path:\n{table}"
+    assert "1.00x" in table, f"the table gives the reference's own speedup:\n{table}"
+    assert report["machine"]["torch"], "the report names the torch version"
+    assert report["machine"]["cores"], "the report counts the cores"
     json.dumps(report)
 
 
+@pytest.mark.slow  # bench workers in subprocesses: 8–12 s
 def test_explicit_paths_on_a_single_pass_model(model_folders):
     """'reference' and a sampler path mean nothing to a SPADE generator: they run without them."""
     paths = [bench.REFERENCE, bench.parse_path("fast=dpm++2m:5:bfloat16:full")]
     report = bench.bench([str(model_folders["spade"])], paths=paths, repeats=1, reference_repeats=1)
     ref, fast = report["models"][0]["paths"]
-    assert ref["path"]["sampler"] is None and fast["path"]["steps"] is None
-    assert fast["vs_reference"]["psnr_db"] > 20
+    assert ref["path"]["sampler"] is None, f"no sampler for a single-pass model: {ref['path']}"
+    assert fast["path"]["steps"] is None, f"no steps for a single-pass model: {fast['path']}"
+    assert fast["vs_reference"]["psnr_db"] > 20, f"bfloat16 stays close to float32: {fast['vs_reference']}"
 
 
+@pytest.mark.slow  # decode workers in subprocesses: 8–12 s
 def test_decode_check(model_folders):
     report = bench.bench_decode(str(model_folders["brain"]), variants=(("full", "float32", "global"), ("tiled", "float32", "global-exact")))
     full, tiled = report["variants"]
-    assert full["mode"] == {"mode": "full"} and tiled["mode"]["mode"] == "tiled"
-    assert tiled["vs_first"]["max_abs"] < 1e-4  # one window on this small grid: the same decode
-    assert "| tiny-brain-ldm | full | float32+channels_last_3d | trained (installed) |" in bench.format_decode_table(report)
+    assert full["mode"] == {"mode": "full"}, f"the first variant decodes whole: {full['mode']}"
+    assert tiled["mode"]["mode"] == "tiled", f"the second variant decodes in tiles: {tiled['mode']}"
+    # one window on this small grid: the same decode
+    assert tiled["vs_first"]["max_abs"] < 1e-4, f"tiled equals full here: {tiled['vs_first']}"
+    table = bench.format_decode_table(report)
+    assert "| tiny-brain-ldm | full | float32+channels_last_3d | trained (installed) |" in table, table
 
 
 def test_quality_study_runs(model_folders):

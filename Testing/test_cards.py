@@ -37,14 +37,20 @@ def test_builtin_cards_load():
 
 def test_brain_ldm_card_reproduces_the_bundle():
     card = builtin_cards()["brain-ldm"]
-    assert card.networks["autoencoder"].cls == "AutoencoderKL" and dict(card.networks["autoencoder"].kwargs) == BUNDLE_AUTOENCODER
-    assert card.networks["diffusion"].cls == "DiffusionModelUNet" and dict(card.networks["diffusion"].kwargs) == BUNDLE_DIFFUSION
-    assert card.scheduler.cls == "DDIMScheduler" and dict(card.scheduler.kwargs) == BUNDLE_SCHEDULER
-    assert (card.sampling.default_sampler, card.sampling.default_steps) == ("ddim", 50)
-    assert card.latent.shape == (3, 20, 28, 20) and card.latent.scale_factor == 1.0
+    ae, unet = card.networks["autoencoder"], card.networks["diffusion"]
+    assert ae.cls == "AutoencoderKL", f"autoencoder class: {ae.cls}"
+    assert dict(ae.kwargs) == BUNDLE_AUTOENCODER, "autoencoder arguments are the bundle's"
+    assert unet.cls == "DiffusionModelUNet", f"diffusion class: {unet.cls}"
+    assert dict(unet.kwargs) == BUNDLE_DIFFUSION, "diffusion UNet arguments are the bundle's"
+    assert card.scheduler.cls == "DDIMScheduler", f"scheduler class: {card.scheduler.cls}"
+    assert dict(card.scheduler.kwargs) == BUNDLE_SCHEDULER, "scheduler arguments are the bundle's"
+    assert (card.sampling.default_sampler, card.sampling.default_steps) == ("ddim", 50), "default sampling is DDIM 50"
+    assert card.latent.shape == (3, 20, 28, 20), f"latent shape: {card.latent.shape}"
+    assert card.latent.scale_factor == 1.0, f"latent scale factor: {card.latent.scale_factor}"
     assert card.conditioning.names == ("sex", "age", "ventricular_volume", "brain_volume")
     assert card.conditioning.inputs == ("concat", "crossattn")
-    assert card.output.shape == (160, 224, 160) and card.output.spacing == (1.0, 1.0, 1.0)
+    assert card.output.shape == (160, 224, 160), f"output shape: {card.output.shape}"
+    assert card.output.spacing == (1.0, 1.0, 1.0), f"output spacing: {card.output.spacing}"
     assert card.weights["autoencoder"].md5 == "329e97b3085643ff235f11f049856242"
     assert card.weights["diffusion"].md5 == "21c3047556fb671caf0556f1cce6ef22"
     # bundle defaults 0.0, 0.1, 0.2, 0.4 are the card defaults in model units
@@ -66,7 +72,8 @@ def _broken(mutate) -> str:
     with pytest.raises(CardError) as err:
         ModelCard.from_dict(data)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("card ")
+    assert "\n" not in message, f"the error is one line: {message!r}"
+    assert message.startswith("card "), f"the error starts with 'card ': {message!r}"
     return message
 
 

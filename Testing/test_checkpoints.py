@@ -140,9 +140,10 @@ def test_missing_and_unexpected_keys_are_named():
     with pytest.raises(CheckpointError) as err:
         load_weights(model, sd, name="model.pt")
     msg = str(err.value)
-    assert "1 missing key(s)" in msg and removed in msg
-    assert "1 unexpected key(s) (extra.bias)" in msg
-    assert "\n" not in msg
+    assert "1 missing key(s)" in msg, f"the error counts the missing key: {msg}"
+    assert removed in msg, f"the error names the missing key {removed}: {msg}"
+    assert "1 unexpected key(s) (extra.bias)" in msg, f"the error names the unexpected key: {msg}"
+    assert "\n" not in msg, f"the error is one line: {msg!r}"
 
 
 def test_shape_mismatch_is_named():

@@ -43,29 +43,37 @@ def test_import_bundle_then_generate(tmp_path, capsys, home, monkeypatch):
 
     code, out, err = run(capsys, "--home", home, "models", "import", bundle, "--allow-unverified")
     assert code == 0, err
-    assert "tiny-brain-ldm diffusion:" in out and "mismatch-accepted" in out
+    assert "tiny-brain-ldm diffusion:" in out, f"the import reports the diffusion weights: {out}"
+    assert "mismatch-accepted" in out, f"the import reports the accepted checksum mismatch: {out}"
 
     out_file = tmp_path / "out" / "brain.nii.gz"
     code, out, err = run(capsys, "--home", home, "generate", "--model", "tiny-brain-ldm", "--age", 70, "--sex", "male",
                          "--steps", 2, "--device", "cpu", "--seed", 3, "-o", out_file, "--preview", tmp_path / "out" / "brain.png", "--quiet")
     assert code == 0, err
     img = nib.load(str(out_file))
-    assert img.shape == (16, 16, 16) and np.allclose(img.header.get_zooms(), 2.0)
-    assert img.header["descrip"].tobytes().decode().startswith("SYNTHETIC tiny-brain-ldm seed=3")
+    assert img.shape == (16, 16, 16), f"volume shape: {img.shape}"
+    assert np.allclose(img.header.get_zooms(), 2.0), f"voxel size: {img.header.get_zooms()}"
+    descrip = img.header["descrip"].tobytes().decode()
+    assert descrip.startswith("SYNTHETIC tiny-brain-ldm seed=3"), f"the header marks the volume synthetic: {descrip}"
     prov = json.loads((tmp_path / "out" / "brain.json").read_text())
-    assert prov["synthetic"] and prov["steps"] == 2 and prov["conditions"]["real_units"]["age"] == 70.0
-    assert prov["weights"]["diffusion"]["layout"] == "generative"
+    assert prov["synthetic"], "the sidecar marks the volume synthetic"
+    assert prov["steps"] == 2, f"the sidecar records the steps: {prov['steps']}"
+    assert prov["conditions"]["real_units"]["age"] == 70.0, f"the sidecar records the age: {prov['conditions']}"
+    assert prov["weights"]["diffusion"]["layout"] == "generative", "the sidecar records the old checkpoint layout"
     png = (tmp_path / "out" / "brain.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # 16^3 voxels of 2 mm -> each slice drawn 2x2 pixels per voxel: three 32-pixel slices + 2-pixel gaps
     assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (3 * (32 + 2), 32 + 2)
 
-    code, out, _ = run(capsys, "--home", home, "models", "list")
-    assert code == 0 and any(line.startswith("tiny-brain-ldm") and "installed" in line for line in out.splitlines())
-    code, out, _ = run(capsys, "--home", home, "models", "verify", "tiny-brain-ldm")
-    assert code == 0 and out.count("ok (mismatch-accepted)") == 2
+    code, out, err = run(capsys, "--home", home, "models", "list")
+    assert code == 0, f"models list: exit status {code}: {err}"
+    listed = any(line.startswith("tiny-brain-ldm") and "installed" in line for line in out.splitlines())
+    assert listed, f"models list shows the model installed: {out}"
+    code, out, err = run(capsys, "--home", home, "models", "verify", "tiny-brain-ldm")
+    assert code == 0, f"models verify: exit status {code}: {err}"
+    assert out.count("ok (mismatch-accepted)") == 2, f"both weight files verify as accepted: {out}"
     code, out, _ = run(capsys, "--home", home, "models", "path", "tiny-brain-ldm")
-    assert out.strip() == str(home / "models" / "tiny-brain-ldm")
+    assert out.strip() == str(home / "models" / "tiny-brain-ldm"), f"models path: {out}"
 
 
 def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
@@ -82,7 +90,8 @@ def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
 
     lab, lab_affine = read_volume(labels)
     img, img_affine = read_volume(image)
-    assert img.shape == lab.shape and np.allclose(img_affine, lab_affine, atol=1e-5)
+    assert img.shape == lab.shape, f"the image has the label map's shape: {img.shape} vs {lab.shape}"
+    assert np.allclose(img_affine, lab_affine, atol=1e-5), "the image has the label map's affine"
     assert json.loads((tmp_path / "flair.json").read_text())["sequence"] == "FLAIR"
 
 
@@ -107,32 +116,40 @@ def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
 def test_bad_generate_input_gives_one_line_and_no_file(tmp_path, capsys, model_folders, args, message):
     out_file = tmp_path / "o.nii.gz"
     code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet", *args)
-    assert code == 2
+    assert code == 2, f"exit status {code}: {err}"
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], err
-    assert "Traceback" not in err
-    assert list(tmp_path.iterdir()) == []
+    assert len(lines) == 1, f"the error is one line: {err}"
+    assert message in lines[0], f"the error says {message!r}: {err}"
+    assert "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == [], "a refused generate writes nothing"
 
 
 def test_existing_output_is_refused_before_work(tmp_path, capsys, model_folders):
     out_file = tmp_path / "o.nii.gz"
     out_file.write_bytes(b"precious")
     code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet")
-    assert code == 2 and "o.nii.gz already exists; pass --overwrite" in err
-    assert out_file.read_bytes() == b"precious" and not (tmp_path / "o.json").exists()
+    assert code == 2, f"exit status {code}: {err}"
+    assert "o.nii.gz already exists; pass --overwrite" in err, err
+    assert out_file.read_bytes() == b"precious", "the existing file is untouched"
+    assert not (tmp_path / "o.json").exists(), "no sidecar is written"
     code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet", "--overwrite", "--steps", 1)
-    assert code == 0 and out_file.read_bytes() != b"precious"
+    assert code == 0, f"--overwrite: exit status {code}: {err}"
+    assert out_file.read_bytes() != b"precious", "--overwrite replaces the file"
 
 
 def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path, capsys, model_folders):
     blocker = tmp_path / "afile"
     blocker.write_bytes(b"x")
     code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", blocker / "sub" / "o.nii.gz", "--quiet")
-    assert code == 2 and err.strip() == f"synthbrain: error: cannot write into {blocker / 'sub'}: {blocker} is a file, not a folder"
+    assert code == 2, f"exit status {code}: {err}"
+    expected = f"synthbrain: error: cannot write into {blocker / 'sub'}: {blocker} is a file, not a folder"
+    assert err.strip() == expected, err
     # a label map and its partial volumes would share one provenance sidecar
     code, _, err = run(capsys, "labels", "--model", model_folders["labels"], "-o", tmp_path / "l.nii.gz", "--partial-volumes", tmp_path / "l.nii", "--quiet")
-    assert code == 2 and err.strip() == f"synthbrain: error: two outputs would be written to {tmp_path / 'l.json'}; give them different names"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert code == 2, f"exit status {code}: {err}"
+    expected = f"synthbrain: error: two outputs would be written to {tmp_path / 'l.json'}; give them different names"
+    assert err.strip() == expected, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"], "nothing is written"
 
 
 def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_folders, monkeypatch):
@@ -144,8 +161,9 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_f
     # the volumes are written first (io's own temporary files); the PNG last, through replaced_atomically
     monkeypatch.setattr(atomic_files, "temporary_sibling", disk_full)
     code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "--steps", 1, "-o", tmp_path / "o.nii.gz", "--preview", tmp_path / "o.png", "--quiet")
-    assert code == 2 and err.strip() == f"synthbrain: error: cannot write {tmp_path / 'o.png'}: No space left on device"
-    assert list(tmp_path.iterdir()) == []
+    assert code == 2, f"exit status {code}: {err}"
+    assert err.strip() == f"synthbrain: error: cannot write {tmp_path / 'o.png'}: No space left on device", err
+    assert list(tmp_path.iterdir()) == [], "a failed write leaves nothing, not even the volumes"
 
 
 @pytest.mark.parametrize(
@@ -171,16 +189,21 @@ def test_bad_input_messages(tmp_path, capsys, home, model_folders, argv, message
     fill = {"tmp": work, "brain": model_folders["brain"], "labels": model_folders["labels"], "spade": model_folders["spade"], "labelfile": label_file}
     argv = ["--home", str(home)] + [a.format(**{k: str(v) for k, v in fill.items()}) for a in argv]
     code, _, err = run(capsys, *argv)
-    assert code == 2
+    assert code == 2, f"exit status {code}: {err}"
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and message.format(tmp=work) in lines[0], err
-    assert list(work.iterdir()) == []
+    assert len(lines) == 1, f"the error is one line: {err}"
+    assert message.format(tmp=work) in lines[0], f"the error says {message!r}: {err}"
+    assert list(work.iterdir()) == [], "a refused command writes nothing"
 
 
+@pytest.mark.slow  # seven interpreter starts that import torch: ~16 s on 2 cores
 def test_console_script_help_and_error():
     exe = shutil.which("synthbrain") or str(Path(sys.executable).with_name("synthbrain"))
     for sub in ([], ["generate"], ["labels"], ["image-from-labels"], ["models"], ["models", "import"]):
         res = subprocess.run([exe, *sub, "--help"], capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0 and "usage: synthbrain" in res.stdout
+        assert res.returncode == 0, f"{sub} --help: exit status {res.returncode}: {res.stderr}"
+        assert "usage: synthbrain" in res.stdout, f"{sub} --help prints usage: {res.stdout}"
     res = subprocess.run([exe, "generate", "--model", "nope", "-o", "x.nii.gz"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "model 'nope' is not known" in res.stderr
+    assert res.returncode == 2, f"exit status {res.returncode}: {res.stderr}"
+    assert res.stderr.strip().count("\n") == 0, f"the error is one line: {res.stderr}"
+    assert "model 'nope' is not known" in res.stderr, res.stderr

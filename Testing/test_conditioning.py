@@ -31,9 +31,10 @@ def test_defaults_fill_missing_values(ldm):
 
 def test_raw_values_bypass_the_assumed_mapping(ldm):
     c = resolve_conditions(ldm, {"age": 60}, raw={"brain_volume": 0.25, "sex": 1})
-    assert c.model["brain_volume"] == 0.25 and c.given_as["brain_volume"] == "raw"
-    assert c.real["brain_volume"] == pytest.approx(1200.0)
-    assert c.real["sex"] == "male"
+    assert c.model["brain_volume"] == 0.25, f"a raw value is used as given: {c.model}"
+    assert c.given_as["brain_volume"] == "raw", f"a raw value is recorded as raw: {c.given_as}"
+    assert c.real["brain_volume"] == pytest.approx(1200.0), f"a raw value maps back to real units: {c.real}"
+    assert c.real["sex"] == "male", f"raw sex 1 is male: {c.real}"
 
 
 @pytest.mark.parametrize(

@@ -38,14 +38,19 @@ def test_mixed_precision_runs_noisy_steps_in_float32(model_folders, brain):
     from SynthBrainLib.sampling import make_scheduler, noise_ratio
 
     mixed = Precision.for_device(CPU, None, "mixed")
-    assert mixed.name == "mixed(float32 above sigma/alpha 2, else bfloat16-autocast)+channels_last_3d" and mixed.short == "mixed"
+    assert mixed.name == "mixed(float32 above sigma/alpha 2, else bfloat16-autocast)+channels_last_3d", mixed.name
+    assert mixed.short == "mixed", mixed.short
     sch = make_scheduler(brain.card.scheduler, "dpm++2m", 10, CPU)
     dtypes = [mixed.for_noise_ratio(noise_ratio(sch, "dpm++2m", t)).dtype for t in sch.timesteps]
-    assert dtypes[0] == torch.float32 and dtypes[-1] == torch.bfloat16 and dtypes == sorted(dtypes, key=lambda d: d == torch.bfloat16)
-    assert noise_ratio(sch, "rflow", 500) == 1.0 and noise_ratio(sch, "ddim", 999) > 50
+    assert dtypes[0] == torch.float32, f"the noisiest step runs in float32: {dtypes}"
+    assert dtypes[-1] == torch.bfloat16, f"the last step runs in bfloat16: {dtypes}"
+    assert dtypes == sorted(dtypes, key=lambda d: d == torch.bfloat16), f"float32 steps first, then bfloat16: {dtypes}"
+    assert noise_ratio(sch, "rflow", 500) == 1.0, "rectified flow at t=500 has noise ratio 1"
+    assert noise_ratio(sch, "ddim", 999) > 50, "DDIM at t=999 is almost all noise"
     pipe = load_pipeline(str(model_folders["brain"]), device="cpu", precision="mixed")
     a, b = pipe.generate(seed=4, steps=3), pipe.generate(seed=4, steps=3)
-    assert np.array_equal(a.image, b.image) and a.provenance["precision"] == mixed.name
+    assert np.array_equal(a.image, b.image), "mixed precision is deterministic"
+    assert a.provenance["precision"] == mixed.name, f"provenance records the precision: {a.provenance['precision']}"
 
 
 def test_bfloat16_is_deterministic_and_close_to_float32(model_folders, brain):
@@ -71,8 +76,10 @@ def test_dpm_solver_in_pipeline(brain, model_folders):
     calls = []
     a = brain.generate(seed=1, sampler="dpm++2m", steps=5, progress=lambda s, t: calls.append((s, t)))
     b = brain.generate(seed=1, sampler="dpm++2m", steps=5)
-    assert np.array_equal(a.image, b.image) and a.provenance["sampler"] == "dpm++2m" and a.provenance["steps"] == 5
-    assert calls == [(i, 6) for i in range(1, 7)]
+    assert np.array_equal(a.image, b.image), "DPM-Solver++ is deterministic"
+    assert a.provenance["sampler"] == "dpm++2m", f"provenance records the sampler: {a.provenance['sampler']}"
+    assert a.provenance["steps"] == 5, f"provenance records the steps: {a.provenance['steps']}"
+    assert calls == [(i, 6) for i in range(1, 7)], f"progress counts 1 to 6 of 6: {calls}"
     labels = load_pipeline(str(model_folders["labels"]), device="cpu")  # brainSPADE card: not listed
     with pytest.raises(ConditionError, match="sampler 'dpm\\+\\+2m' does not fit this model \\(its card does not list it\\)"):
         labels.generate(seed=1, sampler="dpm++2m", steps=3)
@@ -96,11 +103,16 @@ def test_window_geometry():
     roi = window_shape((20, 40, 18), 2, 20 * 16 * 18 * 8)
     assert roi == (20, 16, 18)
     ov = window_overlaps((20, 40, 18), roi, 0.25)
-    assert ov[0] == 0.0 and ov[2] == 0.0 and int(16 * (1 - ov[1])) == 8  # 8 shared voxels = 2 * BORDER + 2
+    assert ov[0] == 0.0, f"no overlap along an axis the window covers: {ov}"
+    assert ov[2] == 0.0, f"no overlap along an axis the window covers: {ov}"
+    assert int(16 * (1 - ov[1])) == 8, f"8 shared voxels = 2 * BORDER + 2: {ov}"
     w = blend_weights((20, 40, 18), roi, ov)
-    assert w.shape == (1, 1, 20, 16, 18) and float(w.min()) > 0
+    assert w.shape == (1, 1, 20, 16, 18), f"one weight per window voxel: {w.shape}"
+    assert float(w.min()) > 0, "blend weights are positive"
     profile = w[0, 0, 0, :, 0]
-    assert profile[:3].max() < 1e-5 and profile[-3:].max() < 1e-5 and float(profile[8]) == 1.0
+    assert profile[:3].max() < 1e-5, f"the first border voxels get (almost) no weight: {profile}"
+    assert profile[-3:].max() < 1e-5, f"the last border voxels get (almost) no weight: {profile}"
+    assert float(profile[8]) == 1.0, f"the window centre gets full weight: {profile}"
 
 
 @pytest.mark.parametrize("norm, fast_stats, tolerance", [("global", False, 1e-4), ("global", True, 0.05), ("window", False, 0.5)])
@@ -122,7 +134,8 @@ def test_tiled_decode_matches_full_decode(brain, norm, fast_stats, tolerance):
 def test_decode_modes_and_provenance(model_folders, brain):
     tiled = load_pipeline(str(model_folders["brain"]), device="cpu", decode="tiled")
     r = tiled.generate(seed=1, steps=2)
-    assert r.provenance["decode"]["mode"] == "tiled" and r.provenance["decode"]["norm"] == "global"
+    assert r.provenance["decode"]["mode"] == "tiled", f"provenance records tiled decoding: {r.provenance['decode']}"
+    assert r.provenance["decode"]["norm"] == "global", f"tiled decoding defaults to global norm: {r.provenance}"
     assert brain.generate(seed=1, steps=2).provenance["decode"] == {"mode": "full"}  # auto: small outputs decode whole
     with pytest.raises(ConditionError, match="decode 'sliced' is not one of auto, full, tiled"):
         load_pipeline(str(model_folders["brain"]), device="cpu", decode="sliced")
@@ -131,7 +144,8 @@ def test_decode_modes_and_provenance(model_folders, brain):
         spade.generate(np.zeros((16, 16, 16), np.uint8), seed=1)
     ae = _tiny_autoencoder(brain)
     out, how = decode(ae, torch.zeros(1, 3, 8, 8, 8), Precision(CPU), mode="auto", output_shape=(16, 16, 16))
-    assert how == {"mode": "full"} and out.shape == (1, 1, 16, 16, 16)
+    assert how == {"mode": "full"}, f"auto decodes a small output whole: {how}"
+    assert out.shape == (1, 1, 16, 16, 16), f"decoded shape: {out.shape}"
     with pytest.raises(ConditionError, match="tile overlap 1.5 is outside 0–0.9"):
         TileSettings(overlap=1.5).check()
 
@@ -152,8 +166,10 @@ def test_cache_answers_repeats_with_copies(model_folders):
     assert counter.calls == 3
     progress = []
     b = pipe.generate(seed=1, steps=3, age=60, progress=lambda s, t: progress.append((s, t)))
-    assert counter.calls == 3 and progress == [(1, 1)]
-    assert np.array_equal(a.image, b.image) and a.provenance == b.provenance
+    assert counter.calls == 3, f"a repeat runs no UNet step: {counter.calls} calls"
+    assert progress == [(1, 1)], f"a cache hit reports one step of one: {progress}"
+    assert np.array_equal(a.image, b.image), "a cache hit returns the same image"
+    assert a.provenance == b.provenance, "a cache hit returns the same provenance"
     b.image[:] = 0  # callers get copies
     assert np.array_equal(pipe.generate(seed=1, steps=3, age=60).image, a.image)
     pipe.generate(seed=2, steps=3, age=60)  # another seed: a miss
@@ -206,9 +222,14 @@ def test_generate_speed_flags(model_folders, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     side = json.loads((tmp_path / "b.json").read_text())
     assert (side["sampler"], side["steps"], side["preview"]) == ("dpm++2m", 2, True)
-    assert side["precision"].startswith("bfloat16") and side["decode"]["mode"] == "tiled"
+    assert side["precision"].startswith("bfloat16"), f"--precision is recorded: {side['precision']}"
+    assert side["decode"]["mode"] == "tiled", f"--decode is recorded: {side['decode']}"
     code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(tmp_path / "c.nii.gz"), "--quiet", "--precision", "half"])
     err = capsys.readouterr().err
-    assert code == 2 and err.strip() == "synthbrain: error: precision 'half' is not one of auto, float32, mixed, bfloat16, float16"
+    assert code == 2, f"exit status {code}: {err}"
+    expected = "synthbrain: error: precision 'half' is not one of auto, float32, mixed, bfloat16, float16"
+    assert err.strip() == expected, err
     code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(tmp_path / "c.nii.gz"), "--quiet", "--preview-steps", "0"])
-    assert code == 2 and "--preview-steps 0 must be at least 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, f"exit status {code}: {err}"
+    assert "--preview-steps 0 must be at least 1" in err, err

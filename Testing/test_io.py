@@ -35,11 +35,15 @@ def test_image_geometry_round_trip(tmp_path, suffix):
     written = write_volume(path, image, affine, PROV)
     assert written == [path, sidecar_path(path)]
     back, back_affine = read_volume(path)
-    assert back.dtype == np.float32 and back.shape == image.shape
-    assert np.allclose(back, image)
-    assert np.allclose(back_affine, affine, atol=1e-5)
+    assert back.dtype == np.float32, f"the image reads back as float32: {back.dtype}"
+    assert back.shape == image.shape, f"the image reads back in its shape: {back.shape}"
+    assert np.allclose(back, image), "the voxel values round-trip"
+    assert np.allclose(back_affine, affine, atol=1e-5), "the oblique affine round-trips"
     record = json.loads(sidecar_path(path).read_text())
-    assert record["synthetic"] is True and record["seed"] == 7 and record["file"] == path.name and len(record["sha256_of_data"]) == 64
+    assert record["synthetic"] is True, "the sidecar marks the volume synthetic"
+    assert record["seed"] == 7, f"the sidecar records the seed: {record['seed']}"
+    assert record["file"] == path.name, f"the sidecar names its volume: {record['file']}"
+    assert len(record["sha256_of_data"]) == 64, f"the sidecar holds a sha256: {record['sha256_of_data']}"
 
 
 def test_nifti_marks_synthetic_and_embeds_provenance(tmp_path):
@@ -69,10 +73,12 @@ def test_labels_are_uint8_and_partial_volumes_4d(tmp_path, suffix):
     written = result.save(tmp_path / f"labels{suffix}", partial_volumes=tmp_path / f"pv{suffix}")
     assert [p.name for p in written] == [f"labels{suffix}", f"pv{suffix}", "labels.json", "pv.json"]
     back, back_affine = read_volume(tmp_path / f"labels{suffix}")
-    assert back.dtype == np.uint8 and np.array_equal(back, labels)
-    assert np.allclose(back_affine, affine, atol=1e-5)
+    assert back.dtype == np.uint8, f"labels read back as uint8: {back.dtype}"
+    assert np.array_equal(back, labels), "the label values round-trip"
+    assert np.allclose(back_affine, affine, atol=1e-5), "the label map's affine round-trips"
     pv_back, _ = read_volume(tmp_path / f"pv{suffix}")
-    assert pv_back.shape == pv.shape and np.allclose(pv_back, pv)
+    assert pv_back.shape == pv.shape, f"partial volumes read back 4D: {pv_back.shape}"
+    assert np.allclose(pv_back, pv), "the partial volumes round-trip"
 
 
 def test_existing_files_are_never_overwritten(tmp_path):

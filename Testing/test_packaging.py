@@ -90,5 +90,6 @@ def test_installed_wheel_runs_the_main_job_offline(built, tmp_path):
     assert any(line.startswith("brain-ldm-demo") and "shipped" in line for line in listing.splitlines()), listing
     run([venv / "bin" / "synthbrain", "generate", "--model", "brain-ldm-demo", "--age", "70", "--sex", "female", "--seed", "1",
          "--preview-steps", "3", "--quiet", "-o", work / "brain.nii.gz", "--preview", work / "brain.png"], cwd=work, env=env)
-    assert (work / "brain.nii.gz").is_file() and (work / "brain.json").is_file(), "image and provenance written"
+    assert (work / "brain.nii.gz").is_file(), "image written"
+    assert (work / "brain.json").is_file(), "provenance written"
     assert (work / "brain.png").stat().st_size > 1000, "preview written"

@@ -28,6 +28,8 @@ from SynthBrainLib.phantoms.measure import measure_brain_volume_ml, measure_vent
 
 SHAPE = (64, 80, 64)
 
+pytestmark = pytest.mark.slow  # builds an MNI152 phantom population (template preparation ~10 s, file ~40 s)
+
 
 @pytest.fixture(scope="module")
 def pop():
@@ -52,7 +54,8 @@ def test_label_schema():
 def test_grid_and_shapes(pop, healthy):
     s = healthy
     assert s.shape == SHAPE
-    assert s.affine.shape == (4, 4) and s.affine.dtype == np.float64
+    assert s.affine.shape == (4, 4), f"affine shape {s.affine.shape}"
+    assert s.affine.dtype == np.float64, f"affine dtype {s.affine.dtype}"
     assert np.allclose(np.diag(s.affine)[:3], 2.5)
     # the grid is centred on the brain: the brain's centre of mass is near the grid centre
     brain = s.partial_volumes[[GM, WM, DGM]].sum(0)
@@ -61,28 +64,35 @@ def test_grid_and_shapes(pop, healthy):
     assert np.all(np.abs(com_mm - pop.centre_mm) < 12.0), com_mm
     # nothing of the brain touches the grid faces (except the cut medulla at the bottom)
     tissue = s.labels > CSF
-    assert not tissue[0].any() and not tissue[-1].any()
-    assert not tissue[:, 0].any() and not tissue[:, -1].any() and not tissue[:, :, -1].any()
+    assert not tissue[0].any(), "tissue touches the first x face"
+    assert not tissue[-1].any(), "tissue touches the last x face"
+    assert not tissue[:, 0].any(), "tissue touches the first y face"
+    assert not tissue[:, -1].any(), "tissue touches the last y face"
+    assert not tissue[:, :, -1].any(), "tissue touches the top z face"
     for seq in ("T1", "FLAIR", "T2"):
         img = s.images[seq]
-        assert img.shape == SHAPE and img.dtype == np.float32
-        assert img.min() >= 0.0 and img.max() <= 1.0
-        assert np.all(img[s.partial_volumes[0] >= 0.5] == 0.0)  # skull-stripped
+        assert img.shape == SHAPE, f"{seq} shape {img.shape}"
+        assert img.dtype == np.float32, f"{seq} dtype {img.dtype}"
+        assert img.min() >= 0.0, f"{seq} minimum {img.min()} is below 0"
+        assert img.max() <= 1.0, f"{seq} maximum {img.max()} is above 1"
+        assert np.all(img[s.partial_volumes[0] >= 0.5] == 0.0), f"{seq} is not skull-stripped (background is not 0)"
 
 
 def test_partial_volumes_and_labels(healthy, wmh_subject):
     for s in (healthy, wmh_subject):
         pv = s.partial_volumes
-        assert pv.shape == (10,) + SHAPE and pv.dtype == np.float32
-        assert pv.min() >= 0.0
+        assert pv.shape == (10,) + SHAPE, f"partial volume shape {pv.shape}"
+        assert pv.dtype == np.float32, f"partial volume dtype {pv.dtype}"
+        assert pv.min() >= 0.0, f"a partial volume is negative: {pv.min()}"
         np.testing.assert_allclose(pv.sum(0), 1.0, atol=1e-4)
-        assert s.labels.dtype == np.uint8
+        assert s.labels.dtype == np.uint8, f"label dtype {s.labels.dtype}"
         np.testing.assert_array_equal(s.labels, np.argmax(pv, 0))
         # ventricles are CSF
         vm = s.ventricle_mask
-        assert vm.dtype == bool and vm.any()
-        assert np.all(s.labels[vm] == CSF)
-        assert np.all(s.ventricle_pv <= pv[CSF] + 1e-6)
+        assert vm.dtype == bool, f"ventricle mask dtype {vm.dtype}"
+        assert vm.any(), "the ventricle mask is empty"
+        assert np.all(s.labels[vm] == CSF), "the ventricles are labelled CSF"
+        assert np.all(s.ventricle_pv <= pv[CSF] + 1e-6), "ventricle partial volume exceeds the CSF one"
         # every healthy tissue class is present
         for c in ("csf", "gm", "wm", "dgm", "brainstem"):
             assert (s.labels == LABEL_NAMES.index(c)).sum() > 100, c
@@ -108,7 +118,8 @@ def test_determinism(pop):
 def test_spec_sampler_ranges(pop):
     specs = [pop.sample_spec(i) for i in range(200)]
     ages = np.array([s.age for s in specs])
-    assert ages.min() >= 45 and ages.max() <= 82
+    assert ages.min() >= 45, f"youngest sampled age {ages.min()}"
+    assert ages.max() <= 82, f"oldest sampled age {ages.max()}"
     assert 0.3 < np.mean([s.sex == "male" for s in specs]) < 0.7
     assert 0.35 < np.mean([s.wmh_load > 0 for s in specs]) < 0.75
     assert 0.15 < np.mean([s.tumour is not None for s in specs]) < 0.35
@@ -130,7 +141,8 @@ def test_ageing_enlarges_ventricles_and_shrinks_brain(pop):
     for i in range(3):  # same deformation seed: strictly ordered per subject
         assert vent[80][i] > 1.5 * vent[50][i]
         assert brain[80][i] < brain[50][i] - 30.0
-    assert 8.0 < np.mean(vent[50]) < 30.0 and 25.0 < np.mean(vent[80]) < 90.0
+    assert 8.0 < np.mean(vent[50]) < 30.0, f"mean ventricular volume at 50: {np.mean(vent[50])} ml"
+    assert 25.0 < np.mean(vent[80]) < 90.0, f"mean ventricular volume at 80: {np.mean(vent[80])} ml"
     assert 900.0 < np.mean(brain[80]) < np.mean(brain[50]) < 1400.0
 
 
@@ -196,7 +208,10 @@ def test_lesion_fractions(healthy, wmh_subject, pop):
     assert (wmh_subject.labels == WMH).sum() > 50
     tum = pop.make(SubjectSpec(age=60, deformation_seed=7, tumour=TumourSpec(centre_mm=(28.0, -10.0, 25.0), radius_mm=15.0, edema_mm=10.0)))
     lf = tum.lesion_fractions
-    assert lf["wmh"] == 0.0 and lf["tumour"] > 0.0005 and lf["gdtumour"] > 0.005 and lf["edema"] > 0.005
+    assert lf["wmh"] == 0.0, f"a tumour subject has WMH: {lf}"
+    assert lf["tumour"] > 0.0005, f"tumour fraction too small: {lf}"
+    assert lf["gdtumour"] > 0.005, f"enhancing tumour fraction too small: {lf}"
+    assert lf["edema"] > 0.005, f"edema fraction too small: {lf}"
     brain = tum.true_brain_volume_ml
     pv_sum = tum.partial_volumes[LABEL_NAMES.index("gdtumour")].sum() * tum.voxel_volume_ml
     assert lf["gdtumour"] == pytest.approx(pv_sum / brain, rel=1e-4)
@@ -205,9 +220,11 @@ def test_lesion_fractions(healthy, wmh_subject, pop):
     assert (tum.affine[0, 0] * xs + tum.affine[0, 3]).mean() > 10.0
     # T1 post-contrast: enhancing rim brighter than white matter
     m = _means(tum, "T1")
-    assert m["gdtumour"] > m["wm"] and m["edema"] < m["wm"]
+    assert m["gdtumour"] > m["wm"], f"enhancing rim is not brighter than WM on T1: {m}"
+    assert m["edema"] < m["wm"], f"edema is not darker than WM on T1: {m}"
     non = pop.make(SubjectSpec(age=60, deformation_seed=7, tumour=TumourSpec(enhancing=False)))
-    assert non.lesion_fractions["gdtumour"] == 0.0 and non.lesion_fractions["tumour"] > 0.005
+    assert non.lesion_fractions["gdtumour"] == 0.0, f"a non-enhancing tumour enhances: {non.lesion_fractions}"
+    assert non.lesion_fractions["tumour"] > 0.005, f"non-enhancing tumour fraction too small: {non.lesion_fractions}"
 
 
 def test_painted_lesion(pop, healthy):
@@ -247,7 +264,8 @@ def test_dataset_build_resume_load(tmp_path, pop):
     assert (folder / "subject_00000.npz").stat().st_mtime_ns == first
     assert not list(folder.glob(".tmp-*"))
     ds = load_dataset(folder)
-    assert len(ds) == 3 and ds.indices == [0, 1, 2]
+    assert len(ds) == 3, f"dataset holds {len(ds)} subjects"
+    assert ds.indices == [0, 1, 2], f"dataset indices {ds.indices}"
     x = ds[2]
     s = pop.subject(2)
     assert x["spec"] == s.spec

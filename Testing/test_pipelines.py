@@ -31,9 +31,10 @@ def _output(result):
 
 
 def test_pipeline_classes(pipes):
-    assert isinstance(pipes["brain"], ConditionalBrainPipeline)
-    assert isinstance(pipes["labels"], LabelGeneratorPipeline)
-    assert isinstance(pipes["spade"], LabelToImagePipeline) and isinstance(pipes["spade_ldm"], LabelToImagePipeline)
+    assert isinstance(pipes["brain"], ConditionalBrainPipeline), "the brain model loads as ConditionalBrainPipeline"
+    assert isinstance(pipes["labels"], LabelGeneratorPipeline), "the label model loads as LabelGeneratorPipeline"
+    assert isinstance(pipes["spade"], LabelToImagePipeline), "the SPADE model loads as LabelToImagePipeline"
+    assert isinstance(pipes["spade_ldm"], LabelToImagePipeline), "the SPADE LDM model loads as LabelToImagePipeline"
 
 
 @pytest.mark.parametrize("name", ["brain", "labels", "rflow"])
@@ -47,9 +48,11 @@ def test_same_seed_same_output_different_seed_different(pipes, name, sampler):
     a = pipe.generate(seed=1, sampler=sampler, steps=4)
     b = pipe.generate(seed=1, sampler=sampler, steps=4)
     c = pipe.generate(seed=2, sampler=sampler, steps=4)
-    assert np.array_equal(_output(a), _output(b))
-    assert not np.allclose(_output(a), _output(c))
-    assert a.provenance["seed"] == 1 and a.provenance["sampler"] == (sampler or pipe.card.sampling.default_sampler)
+    assert np.array_equal(_output(a), _output(b)), "the same seed gives the same output"
+    assert not np.allclose(_output(a), _output(c)), "a different seed gives a different output"
+    assert a.provenance["seed"] == 1, f"provenance seed {a.provenance['seed']}"
+    expected = sampler or pipe.card.sampling.default_sampler
+    assert a.provenance["sampler"] == expected, f"provenance sampler {a.provenance['sampler']}, expected {expected}"
 
 
 def test_conditions_change_the_output(pipes):
@@ -64,26 +67,34 @@ def test_conditions_change_the_output(pipes):
 def test_brain_result_geometry_and_provenance(pipes):
     pipe = pipes["brain"]
     r = pipe.generate(seed=5, age=70, sex="male", raw={"brain_volume": 0.3})
-    assert r.image.shape == (16, 16, 16) and r.image.dtype == np.float32
-    assert r.image.min() >= 0.0 and r.image.max() <= 1.0
-    assert np.allclose(r.affine, pipe.card.output.affine)
+    assert r.image.shape == (16, 16, 16), f"image shape {r.image.shape}"
+    assert r.image.dtype == np.float32, f"image dtype {r.image.dtype}"
+    assert r.image.min() >= 0.0, f"image minimum {r.image.min()} is below 0"
+    assert r.image.max() <= 1.0, f"image maximum {r.image.max()} is above 1"
+    assert np.allclose(r.affine, pipe.card.output.affine), "the result is on the model card's output grid"
     p = r.provenance
-    assert p["synthetic"] is True and p["model"]["id"] == "tiny-brain-ldm"
-    assert p["conditions"]["given_as"]["brain_volume"] == "raw" and p["conditions"]["model_units"]["brain_volume"] == 0.3
+    assert p["synthetic"] is True, "provenance marks the image synthetic"
+    assert p["model"]["id"] == "tiny-brain-ldm", f"provenance model id {p['model']['id']}"
+    conditions = p["conditions"]
+    assert conditions["given_as"]["brain_volume"] == "raw", "brain_volume is recorded as given raw"
+    assert conditions["model_units"]["brain_volume"] == 0.3, "a raw brain_volume is passed through unchanged"
     assert p["conditions"]["normalisation"]["age"] == "published"  # the authors' demo app gives the age mapping
     assert p["conditions"]["normalisation"]["ventricular_volume"] == "assumed"
-    assert set(p["weights"]) == {"autoencoder", "diffusion"} and len(p["weights"]["diffusion"]["sha256"]) == 64
-    assert p["steps"] == 4 and p["versions"]["monai"]
+    assert set(p["weights"]) == {"autoencoder", "diffusion"}, f"provenance weights {set(p['weights'])}"
+    assert len(p["weights"]["diffusion"]["sha256"]) == 64, "provenance holds the diffusion weights' SHA-256"
+    assert p["steps"] == 4, f"provenance steps {p['steps']}"
+    assert p["versions"]["monai"], "provenance records the MONAI version"
 
 
 def test_progress_reports_every_step_and_decode(pipes):
     calls = []
     pipes["brain"].generate(seed=1, steps=3, progress=lambda s, t: calls.append((s, t)))
-    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)], f"progress calls {calls}"
     calls.clear()
     pipes["labels"].generate(seed=1, sampler="pndm", steps=4, progress=lambda s, t: calls.append((s, t)))
     total = calls[-1][1]
-    assert [s for s, _ in calls] == list(range(1, total + 1)) and all(t == total for _, t in calls)
+    assert [s for s, _ in calls] == list(range(1, total + 1)), f"progress steps {calls}"
+    assert all(t == total for _, t in calls), f"progress totals change: {calls}"
 
 
 def test_cancel_stops_within_one_step(pipes):
@@ -139,14 +150,17 @@ def test_bad_arguments(pipes, kwargs, message):
 
 def test_label_generator_outputs(pipes):
     r = pipes["labels"].generate(seed=4, wmh=0.05, steps=2, sampler="ddim")
-    assert r.image is None and r.labels.dtype == np.uint8 and r.labels.shape == (16, 16, 16)
-    assert r.partial_volumes.shape == (10, 16, 16, 16)
+    assert r.image is None, "a label generator returns no image"
+    assert r.labels.dtype == np.uint8, f"label dtype {r.labels.dtype}"
+    assert r.labels.shape == (16, 16, 16), f"label shape {r.labels.shape}"
+    assert r.partial_volumes.shape == (10, 16, 16, 16), f"partial volume shape {r.partial_volumes.shape}"
     assert np.allclose(r.partial_volumes.sum(axis=0), 1.0, atol=1e-5)
     assert np.array_equal(r.partial_volumes.argmax(axis=0), r.labels)
     lesions = r.provenance["lesions"]
     assert set(lesions) == {"wmh", "tumour", "edema", "gdtumour"}
     count = int((r.labels == 6).sum())
-    assert lesions["wmh"]["present"] == (count > 0) and lesions["wmh"]["requested"] == 0.05
+    assert lesions["wmh"]["present"] == (count > 0), f"wmh present {lesions['wmh']['present']} with {count} voxels"
+    assert lesions["wmh"]["requested"] == 0.05, f"wmh requested {lesions['wmh']['requested']}"
     assert lesions["wmh"]["fraction"] == pytest.approx(count / max(int((r.labels > 0).sum()), 1))
     assert r.label_names[6] == "wmh"
 
@@ -167,7 +181,8 @@ def test_label_to_image_returns_the_input_grid(pipes, name):
     affine[:3, :3] = rot
     affine[:3, 3] = [14.0, -12.0, -15.0]
     r = pipe.generate(labels, affine=affine, sequence="flair", seed=2)
-    assert r.image.shape == labels.shape and r.image.dtype == np.float32
+    assert r.image.shape == labels.shape, f"image shape {r.image.shape}, labels {labels.shape}"
+    assert r.image.dtype == np.float32, f"image dtype {r.image.dtype}"
     assert np.allclose(r.affine, affine)
     assert r.provenance["sequence"] == "FLAIR"
     assert r.provenance["input"]["shape"] == list(labels.shape)

@@ -43,8 +43,10 @@ def test_timesteps_cover_the_schedule(spacing):
         s = _scheduler(n, timestep_spacing=spacing)
         s.set_timesteps(n)
         t = s.timesteps.tolist()
-        assert len(t) == n and t[0] == 999 and (n == 1 or t[-1] == 0)
-        assert all(a > b for a, b in zip(t, t[1:]))
+        assert len(t) == n, f"{spacing}, {n} steps: {len(t)} timesteps"
+        assert t[0] == 999, f"{spacing}, {n} steps: first timestep {t[0]}"
+        assert n == 1 or t[-1] == 0, f"{spacing}, {n} steps: last timestep {t[-1]}"
+        assert all(a > b for a, b in zip(t, t[1:])), f"{spacing}, {n} steps: timesteps do not decrease: {t}"
     s = _scheduler(10, timestep_spacing="linspace")
     s.set_timesteps(10)
     assert s.timesteps.tolist() == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]  # MONAI DDIM's grid
@@ -147,8 +149,10 @@ def test_converges_to_the_exact_ode_solution_at_second_order(prediction):
         return float((x - exact).abs().max())
 
     e20, e40, e80 = run("dpm++2m", 20), run("dpm++2m", 40), run("dpm++2m", 80)
-    assert e80 < e40 < e20 < 0.05
-    assert e20 / e40 > 3.0 and e40 / e80 > 2.5  # second order: ~4x per doubling
+    assert e80 < e40 < e20 < 0.05, f"errors at 20/40/80 steps: {e20}, {e40}, {e80}"
+    # second order: ~4x per doubling
+    assert e20 / e40 > 3.0, f"error falls {e20 / e40:.2f}x from 20 to 40 steps"
+    assert e40 / e80 > 2.5, f"error falls {e40 / e80:.2f}x from 40 to 80 steps"
     assert e20 < run("ddim", 20) / 5
 
 

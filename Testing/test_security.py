@@ -160,7 +160,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(row_id, setup, needle, 
     code, out, err = run(capsys, *(argv if argv[0] == "--home" else ("--home", home, *argv)))
     lines = err.strip().splitlines()
     assert code == 2, f"{row_id}: exit {code}, stderr {err[-600:]!r}"
-    assert len(lines) == 1 and lines[0].startswith("synthbrain: error: "), f"{row_id}: {err[-600:]!r}"
+    assert len(lines) == 1, f"{row_id}: one line on stderr, got {err[-600:]!r}"
+    assert lines[0].startswith("synthbrain: error: "), f"{row_id}: {lines[0]!r}"
     assert needle in lines[0], f"{row_id}: {lines[0]!r} does not say {needle!r}"
     assert files_under(tmp_path) - before <= {"home"}, f"{row_id}: wrote {sorted(files_under(tmp_path) - before)}"
 
@@ -195,15 +196,18 @@ def test_weights_bound_to_another_card_are_refused(tmp_path, capsys, monkeypatch
     record["card_sha256"] = "0" * 64
     record_path.write_text(json.dumps(record))
     code, _, err = run(capsys, "--home", home, *GEN, "-o", tmp_path / "x.nii.gz")
-    assert code == 2 and "verified against another card" in err, err
+    assert code == 2, f"exit status {code}: {err}"
+    assert "verified against another card" in err, err
 
 
 def test_dangling_symlink_at_the_output_is_not_replaced(tmp_path, capsys):
     link = tmp_path / "out.nii.gz"
     link.symlink_to(tmp_path / "nowhere.nii.gz")
     code, _, err = run(capsys, "--home", tmp_path / "home", *GEN, "-o", link)
-    assert code == 2 and "already exists" in err, err
-    assert link.is_symlink() and os.readlink(link) == str(tmp_path / "nowhere.nii.gz"), "the symlink is untouched"
+    assert code == 2, f"exit status {code}: {err}"
+    assert "already exists" in err, err
+    assert link.is_symlink(), "the symlink is still there"
+    assert os.readlink(link) == str(tmp_path / "nowhere.nii.gz"), "and still points where it did"
 
 
 def test_a_file_finished_by_another_process_meanwhile_is_not_replaced(tmp_path, monkeypatch):

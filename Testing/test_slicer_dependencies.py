@@ -154,7 +154,8 @@ def test_offline_pip_failure_is_one_sentence_with_the_wheels_route():
     message = str(shown[0])
     assert isinstance(shown[0], DependencyError), type(shown[0])
     assert "\n" not in message, "one line"
-    assert "pip download -d wheels" in message and "SYNTHBRAIN_WHEELS" in message, message
+    assert "pip download -d wheels" in message, f"the offline route is given: {message}"
+    assert "SYNTHBRAIN_WHEELS" in message, f"and where to put the wheels: {message}"
 
 
 def test_offline_extension_download_says_what_to_do():
@@ -170,7 +171,8 @@ def test_a_wheels_folder_installs_offline(tmp_path):
     installer(fake, wheelsDir=tmp_path).install()
     assert fake.calls[0][0] == "pip_install", "a wheels folder goes through pip with its own options"
     args = fake.calls[0][1]
-    assert args[args.index("--find-links") + 1] == str(tmp_path) and "--no-index" in args, args
+    assert args[args.index("--find-links") + 1] == str(tmp_path), f"wheels from the folder: {args}"
+    assert "--no-index" in args, f"and nothing from the internet: {args}"
 
 
 def test_upgrading_a_package_that_is_already_imported_asks_for_a_restart():

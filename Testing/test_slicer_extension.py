@@ -81,7 +81,8 @@ def test_module_cmake_lists_every_script_and_resource():
     for word in ("NAME ${MODULE_NAME}", "SCRIPTS ${MODULE_PYTHON_SCRIPTS}", "RESOURCES ${MODULE_PYTHON_RESOURCES}", "WITH_GENERIC_TESTS"):
         assert word in build, word
     testing = re.search(r"if\(BUILD_TESTING\)(.*?)endif\(\)", MODULE_CMAKE, re.S)
-    assert testing and "add_subdirectory(Testing)" in testing.group(1), "the module's Testing folder is built with BUILD_TESTING"
+    assert testing is not None, "the module CMakeLists.txt has an if(BUILD_TESTING) block"
+    assert "add_subdirectory(Testing)" in testing.group(1), "the module's Testing folder is built with BUILD_TESTING"
 
 
 def test_self_test_is_registered_as_the_extension_wizard_lays_it_out():
@@ -97,7 +98,8 @@ def test_self_test_is_registered_as_the_extension_wizard_lays_it_out():
 
 def test_module_cmake_ships_the_library_and_demo_models():
     glob = re.search(r"file\(GLOB_RECURSE _synthbrain_shipped_files(.*?)\)", MODULE_CMAKE, re.S).group(1)
-    assert "${_synthbrain_root}/SynthBrainLib/*.py" in glob and "${_synthbrain_root}/Resources/Models/*" in glob
+    assert "${_synthbrain_root}/SynthBrainLib/*.py" in glob, "the library's Python files are shipped"
+    assert "${_synthbrain_root}/Resources/Models/*" in glob, "the demo models are shipped"
     # every kind of data file the pip package ships (pyproject package-data) ships in Slicer too
     package_data = re.search(r'SynthBrainLib = \[(.*?)\]', (REPO / "pyproject.toml").read_text()).group(1)
     for pattern in re.findall(r'"([^"]+)"', package_data):
@@ -119,7 +121,8 @@ def test_catalog_entry_follows_schema_v1_0_2():
     for key, value in entry.items():
         assert key in CATALOG_SCHEMA["properties"], f"{key} is not allowed (additionalProperties: false)"
         rule = CATALOG_SCHEMA["properties"][key]
-        assert isinstance(value, rule["type"]) and not (rule["type"] is int and isinstance(value, bool)), key
+        assert isinstance(value, rule["type"]), f"{key} is not a {rule['type'].__name__}: {value!r}"
+        assert not (rule["type"] is int and isinstance(value, bool)), f"{key} is a bool, not an integer"
         if "enum" in rule:
             assert value in rule["enum"], key
         if "items" in rule:
@@ -128,7 +131,8 @@ def test_catalog_entry_follows_schema_v1_0_2():
             assert rule["minimum"] <= value <= rule["maximum"], key
     assert entry["build_dependencies"] == [cmake_set(TOP_CMAKE, "EXTENSION_DEPENDS")]
     assert entry["category"] == cmake_set(TOP_CMAKE, "EXTENSION_CATEGORY") == module_categories()[0]
-    assert entry["scm_url"].startswith("https://") and entry["scm_revision"]
+    assert entry["scm_url"].startswith("https://"), f"scm_url {entry['scm_url']} is not https"
+    assert entry["scm_revision"], "the catalog entry names an scm_revision"
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -141,7 +145,9 @@ def read_png(path: Path) -> np.ndarray:
         chunks[tag] += data[pos + 8:pos + 8 + length]
         pos += 12 + length
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
-    assert depth == 8 and colour in (2, 6) and interlace == 0
+    assert depth == 8, f"{path.name}: bit depth {depth}, the test decoder reads 8"
+    assert colour in (2, 6), f"{path.name}: colour type {colour}, the test decoder reads RGB or RGBA"
+    assert interlace == 0, f"{path.name} is interlaced"
     channels = 3 if colour == 2 else 4
     raw = zlib.decompress(chunks[b"IDAT"])
     stride = width * channels
@@ -159,7 +165,8 @@ def test_icon_is_a_real_128_pixel_picture():
     image = read_png(MODULE_DIR / "Resources" / "Icons" / "SynthBrain.png")
     assert image.shape[:2] == (128, 128)
     colours, counts = np.unique(image[..., :3].reshape(-1, 3), axis=0, return_counts=True)
-    assert len(colours) > 100 and counts.max() < 0.6 * 128 * 128  # not blank, not a flat placeholder
+    assert len(colours) > 100, f"the icon has only {len(colours)} colours (blank?)"
+    assert counts.max() < 0.6 * 128 * 128, "one colour covers 60% of the icon (a flat placeholder?)"
     assert (MODULE_DIR / "Resources" / "Icons" / "NOTICE_MNI152.txt").is_file()  # rendered from the MNI template
 
 

@@ -77,9 +77,13 @@ def test_model_statuses_and_defaults(slicer_logic, model_folders):
     assert set(installed) == {"tiny-brain-ldm", "tiny-labels", "tiny-spade", "tiny-spade-ldm", "tiny-rflow"}
     assert ids[:len(installed)] == sorted(installed)  # installed first
     brain = slicer_logic.modelStatus("brain-ldm")
-    assert not brain.installed and "model.pt" in brain.summary and "not installed" in brain.summary
+    assert not brain.installed, "brain-ldm is not installed in the test store"
+    assert "model.pt" in brain.summary, f"the summary names the missing weights file: {brain.summary}"
+    assert "not installed" in brain.summary, f"the summary says the model is not installed: {brain.summary}"
     tiny = slicer_logic.modelStatus("tiny-brain-ldm")
-    assert tiny.location == "shipped" and str(model_folders["brain"]) in tiny.summary and "MB" in tiny.summary
+    assert tiny.location == "shipped", f"tiny-brain-ldm location {tiny.location}"
+    assert str(model_folders["brain"]) in tiny.summary, f"the summary names the model folder: {tiny.summary}"
+    assert "MB" in tiny.summary, f"the summary gives the model size: {tiny.summary}"
     assert [s.id for s in slicer_logic.listModels(core.LABELS_KIND)] == ["tiny-labels", "brainspade3d-labels"]
     assert slicer_logic.defaultModel(core.BRAIN_KIND) in {"tiny-brain-ldm", "tiny-rflow"}
     assert slicer_logic.defaultModel(core.LABELS_KIND) == "tiny-labels"
@@ -94,10 +98,15 @@ def test_generate_brain_matches_library_and_carries_provenance(slicer_logic, mrm
 
     assert np.array_equal(mrml.volume_array(node), expected.image)
     assert np.allclose(mrml.volume_affine(node), expected.affine)
-    assert steps[-1][0] == steps[-1][1] and [s for s, _ in steps] == sorted(s for s, _ in steps)
-    assert "age 70 years" in node.GetName() and "sex male" in node.GetName() and node.GetName().endswith("seed 5")
+    assert steps[-1][0] == steps[-1][1], f"progress ends short of the total: {steps}"
+    assert [s for s, _ in steps] == sorted(s for s, _ in steps), f"progress goes backwards: {steps}"
+    name = node.GetName()
+    assert "age 70 years" in name, f"the node name gives the age: {name}"
+    assert "sex male" in name, f"the node name gives the sex: {name}"
+    assert name.endswith("seed 5"), f"the node name ends with the seed: {name}"
     provenance = json.loads(node.GetAttribute("SynthBrain.Provenance"))
-    assert provenance["synthetic"] is True and provenance["seed"] == 5
+    assert provenance["synthetic"] is True, "provenance marks the image synthetic"
+    assert provenance["seed"] == 5, f"provenance seed {provenance['seed']}"
     assert provenance["model"]["id"] == "tiny-brain-ldm"
     assert provenance["conditions"]["real_units"]["age"] == 70
     assert node.GetAttribute("SynthBrain.Synthetic") == "true"
@@ -122,7 +131,8 @@ def test_preview_uses_the_preview_sampler_and_repeats_come_from_the_cache(slicer
         again = slicer_logic.generateBrain(model="tiny-brain-ldm", age=60, seed=2, device="cpu", preview=True)  # slider moved back
     finally:
         handle.remove()
-    assert not calls and again is not first  # answered from the cache, as a new node
+    assert not calls, "a repeated preview is answered from the cache"
+    assert again is not first, "a cached preview still makes a new node"
     assert np.array_equal(mrml.volume_array(again), mrml.volume_array(first))
 
 
@@ -133,7 +143,8 @@ def test_generate_labels_gives_schema_segmentation(slicer_logic, model_folders):
     assert np.array_equal(labels, expected.labels)
     assert np.allclose(affine, expected.affine)
     assert seg.GetSegmentation().GetNumberOfSegments() == 9
-    assert "wmh 0.03" in seg.GetName() and seg.GetAttribute("SynthBrain.Synthetic") == "true"
+    assert "wmh 0.03" in seg.GetName(), f"the segmentation name gives the WMH load: {seg.GetName()}"
+    assert seg.GetAttribute("SynthBrain.Synthetic") == "true", "the segmentation is marked synthetic"
     healthy = slicer_logic.generateLabels(model="tiny-labels", seed=4)
     assert "healthy" in healthy.GetName()
 
@@ -198,7 +209,8 @@ def test_age_sweep_is_a_sequence_of_the_same_brain(slicer_logic, mrml_app, model
 
     assert sequence.GetNumberOfDataNodes() == 3
     assert [sequence.GetNthIndexValue(i) for i in range(3)] == ["50", "65", "80"]
-    assert sequence.GetIndexName() == "age" and sequence.GetIndexUnit() == "years"
+    assert sequence.GetIndexName() == "age", f"sequence index name {sequence.GetIndexName()}"
+    assert sequence.GetIndexUnit() == "years", f"sequence index unit {sequence.GetIndexUnit()}"
     for index, age in enumerate((50, 65, 80)):
         item = sequence.GetNthDataNode(index)
         expected = pipe.generate(age=age, sex="female", seed=9)
@@ -206,10 +218,13 @@ def test_age_sweep_is_a_sequence_of_the_same_brain(slicer_logic, mrml_app, model
         assert json.loads(item.GetAttribute("SynthBrain.Provenance"))["seed"] == 9
     assert not np.array_equal(mrml.volume_array(sequence.GetNthDataNode(0)), mrml.volume_array(sequence.GetNthDataNode(2)))
     browser = mrml_app.scene.GetNodeByID(sequence.GetAttribute("SynthBrain.SequenceBrowser"))
-    assert browser is not None and browser.GetProxyNode(sequence) is not None
+    assert browser is not None, "the sweep has a sequence browser"
+    assert browser.GetProxyNode(sequence) is not None, "the sequence browser shows the sweep through a proxy node"
     summary = json.loads(sequence.GetAttribute("SynthBrain.Provenance"))
-    assert summary["sweep"]["values"] == [50.0, 65.0, 80.0] and summary["seed"] == 9
-    assert steps[-1][0] == steps[-1][1] and steps[-1][1] == 3 * (steps[0][1] // 3)
+    assert summary["sweep"]["values"] == [50.0, 65.0, 80.0], f"sweep values {summary['sweep']['values']}"
+    assert summary["seed"] == 9, f"sweep seed {summary['seed']}"
+    assert steps[-1][0] == steps[-1][1], f"progress ends short of the total: {steps[-1]}"
+    assert steps[-1][1] == 3 * (steps[0][1] // 3), f"the total is not 3 brains' worth of steps: {steps[-1]}"
 
 
 def test_cancel_leaves_scene_unchanged(slicer_logic, mrml_app):
@@ -279,9 +294,11 @@ def test_background_run_applies_on_the_calling_thread(slicer_logic, mrml_app):
         return task.apply(result)
 
     run = BackgroundRun(Task(task.title, compute, apply)).start()
-    assert run.wait(60) and run.fraction == 1.0
+    assert run.wait(60), "the run finishes within 60 s"
+    assert run.fraction == 1.0, f"a finished run reports fraction {run.fraction}"
     node = run.finish()
-    assert where["compute"] is not threading.main_thread() and where["apply"] is threading.main_thread()
+    assert where["compute"] is not threading.main_thread(), "compute runs on a worker thread"
+    assert where["apply"] is threading.main_thread(), "apply runs on the calling (main) thread"
     assert mrml_app.scene.GetNodeByID(node.GetID()) is node
     failing = BackgroundRun(Task("fails", lambda p, c: (_ for _ in ()).throw(ConditionError("bad value")), task.apply)).start()
     assert failing.wait(10)
@@ -320,7 +337,8 @@ def test_user_errors_are_one_line_and_change_nothing(slicer_logic, mrml_app):
         with pytest.raises(error) as raised:
             call()
         message = str(raised.value)
-        assert word in message and "\n" not in message, message
+        assert word in message, f"the message does not name {word!r}: {message}"
+        assert "\n" not in message, f"the message is more than one line: {message}"
         assert snapshot(mrml_app.scene) == before
 
 
@@ -407,7 +425,8 @@ def test_templates_from_user_nodes(slicer_logic, mrml_app):
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "atlas labels")
     mrml.fill_volume(labelmap, labels.astype(np.int16), USER_AFFINE)
     template = slicer_logic.templateFromNode(labelmap, model="tiny-spade")
-    assert template.IsA("vtkMRMLSegmentationNode") and "atlas labels" in template.GetName()
+    assert template.IsA("vtkMRMLSegmentationNode"), f"the template is a {template.GetClassName()}"
+    assert "atlas labels" in template.GetName(), f"the template is named after its source: {template.GetName()}"
     assert np.array_equal(mrml.segmentation_to_labels(template, SCHEMA)[0], labels)
     copy = slicer_logic.templateFromNode(template)
     assert copy.GetID() != template.GetID()

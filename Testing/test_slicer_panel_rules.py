@@ -87,9 +87,11 @@ def test_quick_preview_replaces_sampler_and_steps_in_every_request(brain_ldm):
     p = parameters(preview=True)
     assert panel.brain_request(p, brain_ldm)["preview"] is True, "generate"
     sweep = panel.sweep_request(p, brain_ldm)
-    assert sweep["preview"] is True and "steps" not in sweep, sweep
+    assert sweep["preview"] is True, f"sweep: {sweep}"
+    assert "steps" not in sweep, f"the preview's own steps, not the Advanced ones: {sweep}"
     compare = panel.compare_request(({"age": 50.0}, {}), p, brain_ldm)
-    assert compare["preview"] is True and compare["conditionsA"] == {"age": 50.0}, compare
+    assert compare["preview"] is True, f"compare: {compare}"
+    assert compare["conditionsA"] == {"age": 50.0}, f"the pinned conditions are A: {compare}"
 
 
 def test_fill_combo_keeps_the_selection_and_emits_nothing():
@@ -155,4 +157,5 @@ def test_a_task_that_cannot_be_built_starts_no_run():
 
     assert not runs.click(button, bad_task, lambda result: None), "no run"
     assert isinstance(shown[0], ConditionError), shown
-    assert button.text == "Generate" and not runs.running, "the panel is unchanged"
+    assert button.text == "Generate", "the button is unchanged"
+    assert not runs.running, "no run is going"

@@ -100,7 +100,8 @@ def test_result_volume_geometry_voxels_and_display(mrml_app):
     assert np.allclose(ras[:3], (USER_AFFINE @ [3, 4, 5, 1])[:3])
 
     display = node.GetDisplayNode()
-    assert display is not None and not display.GetAutoWindowLevel()
+    assert display is not None, "the result volume has a display node"
+    assert not display.GetAutoWindowLevel(), "the result's window/level is fixed, not automatic"
     lo, hi = display.GetWindowLevelMin(), display.GetWindowLevelMax()
     assert image.min() <= lo < hi <= image.max()
     assert hi - lo > 0.9 * (np.percentile(image, 99.5) - np.percentile(image, 0.5))
@@ -143,7 +144,8 @@ def test_unique_names_never_overwrite(mrml_app):
     second = mrml.add_result_volume(scene, np.ones(MODEL_SHAPE, np.float32), MODEL_AFFINE, "SynthBrain T1w", None)
 
     names = [n.GetName() for n in (mine, first, second)]
-    assert len(set(names)) == 3 and names[0] == "SynthBrain T1w"
+    assert len(set(names)) == 3, f"names are not unique: {names}"
+    assert names[0] == "SynthBrain T1w", f"the user's node was renamed: {names[0]}"
     assert len({n.GetID() for n in (mine, first, second)}) == 3
     assert np.all(slicer.util.arrayFromVolume(mine) == 5.0)
     assert np.all(slicer.util.arrayFromVolume(first) == 0.0)
@@ -160,10 +162,12 @@ def test_labels_to_segmentation_uses_schema_names_colours_values(mrml_app):
     for index, c in enumerate(classes):
         segment_id = segmentation.GetNthSegmentID(index)
         segment = segmentation.GetSegment(segment_id)
-        assert segment_id == c.name and segment.GetName() == c.name
+        assert segment_id == c.name, f"segment id {segment_id}, class {c.name}"
+        assert segment.GetName() == c.name, f"segment name {segment.GetName()}, class {c.name}"
         assert np.allclose(segment.GetColor(), np.asarray(c.color) / 255.0)
         tag = vtk.reference("")
-        assert segment.GetTag(mrml.LABEL_VALUE_TAG, tag) and int(str(tag)) == c.value
+        assert segment.GetTag(mrml.LABEL_VALUE_TAG, tag), f"segment {c.name} has no label value tag"
+        assert int(str(tag)) == c.value, f"segment {c.name} label value tag {tag}, class value {c.value}"
     # Each segment holds exactly its class's voxels.
     geometry_volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "model grid")
     mrml.fill_volume(geometry_volume, np.zeros(MODEL_SHAPE, np.float32), MODEL_AFFINE)
@@ -208,13 +212,15 @@ def test_lesion_painted_on_other_geometry_exports_on_that_geometry(mrml_app):
     r = np.linalg.norm(world_points(USER_AFFINE, USER_SHAPE), axis=-1)
     assert np.all(labels[(r < 6) & (painted == 0)] == VALUE["wm"])
     assert np.all(labels[r > 17] == 0)
-    assert np.any(labels == VALUE["gm"]) and np.any(labels == VALUE["csf"])
+    assert np.any(labels == VALUE["gm"]), "grey matter is on the user grid"
+    assert np.any(labels == VALUE["csf"]), "CSF is on the user grid"
 
     # An explicit reference volume wins over the segmentation's own geometry.
     model_grid = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "model grid")
     mrml.fill_volume(model_grid, np.zeros(MODEL_SHAPE, np.float32), MODEL_AFFINE)
     on_model, model_affine = mrml.segmentation_to_labels(seg, SCHEMA, model_grid)
-    assert on_model.shape == MODEL_SHAPE and np.allclose(model_affine, MODEL_AFFINE)
+    assert on_model.shape == MODEL_SHAPE, f"labels on the reference grid have shape {on_model.shape}"
+    assert np.allclose(model_affine, MODEL_AFFINE), "the labels come out with the reference volume's affine"
 
 
 def test_overlapping_segments_higher_value_wins_and_unknown_segments_are_refused(mrml_app):
@@ -285,7 +291,8 @@ def test_labelmap_and_segmentation_templates(mrml_app):
     mrml.fill_volume(labelmap, labels.astype(np.int16), USER_AFFINE)
     seg = mrml.labelmap_to_segmentation(scene, labelmap, SCHEMA, "from labelmap")
     back, affine = mrml.segmentation_to_labels(seg, SCHEMA)
-    assert np.array_equal(back, labels) and np.allclose(affine, USER_AFFINE)
+    assert np.array_equal(back, labels), "the label map survives the round trip through a segmentation"
+    assert np.allclose(affine, USER_AFFINE), "the label map keeps its affine through the round trip"
 
     # A segmentation with differently-ordered, differently-cased segment names maps by name.
     other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "renamed")
@@ -329,7 +336,8 @@ def test_volume_sequence_and_browser(mrml_app):
     sequence, browser, proxy = mrml.add_volume_sequence(scene, items, "SynthBrain age sweep", "age", "years", {"synthetic": True, "seed": 3}, mrml_app.sequences)
 
     assert sequence.GetNumberOfDataNodes() == 3
-    assert sequence.GetIndexName() == "age" and sequence.GetIndexUnit() == "years"
+    assert sequence.GetIndexName() == "age", f"sequence index name {sequence.GetIndexName()}"
+    assert sequence.GetIndexUnit() == "years", f"sequence index unit {sequence.GetIndexUnit()}"
     assert sequence.GetIndexType() == sequence.NumericIndex
     assert [sequence.GetNthIndexValue(i) for i in range(3)] == ages
     for index, (age, image) in enumerate(zip(ages, images)):
@@ -342,14 +350,16 @@ def test_volume_sequence_and_browser(mrml_app):
     assert sequence.GetAttribute("SynthBrain.SequenceBrowser") == browser.GetID()
     primary = browser.GetMasterSequenceNode() if hasattr(browser, "GetMasterSequenceNode") else browser.GetPrimarySequenceNode()
     assert primary is sequence
-    assert proxy is not None and browser.GetProxyNode(sequence) is proxy
+    assert proxy is not None, "the sequence has a proxy node"
+    assert browser.GetProxyNode(sequence) is proxy, "the browser shows the sequence through the returned proxy"
     # Scrubbing: the proxy shows the selected age; one fixed window for all ages.
     browser.SetSelectedItemNumber(2)
     mrml_app.sequences.UpdateProxyNodesFromSequences(browser)
     assert np.array_equal(slicer.util.arrayFromVolume(proxy), images[2].transpose(2, 1, 0))
     display = proxy.GetDisplayNode()
     assert not display.GetAutoWindowLevel()
-    assert display.GetWindowLevelMin() <= 50.5 and display.GetWindowLevelMax() >= 80.5
+    assert display.GetWindowLevelMin() <= 50.5, f"window minimum {display.GetWindowLevelMin()} cuts off age 50"
+    assert display.GetWindowLevelMax() >= 80.5, f"window maximum {display.GetWindowLevelMax()} cuts off age 80"
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     for node in (sequence, browser, proxy):
         assert mrml.node_parent_folder_name(scene, node) == "SynthBrain"

@@ -40,9 +40,13 @@ def test_bundle_with_wrong_checksums_is_refused_then_accepted_explicitly(bundle_
         store.import_path(bundle)
     assert not (store.models_dir / "tiny-brain-ldm").exists()
     installed = store.import_path(bundle, allow_unverified=True)
-    assert installed.complete and installed.location == "cache"
-    assert {w.checksum for w in installed.weights.values()} == {"mismatch-accepted"}
-    assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()  # config expressions are never run
+    assert installed.complete, "the accepted bundle is installed with all its weights"
+    assert installed.location == "cache", f"installed in {installed.location}, not the cache"
+    checksums = {w.checksum for w in installed.weights.values()}
+    assert checksums == {"mismatch-accepted"}, f"checksum states {checksums}"
+    # config expressions are never run
+    assert not (tmp_path / "PWNED").exists(), "a bundle config expression ran (PWNED in tmp_path)"
+    assert not Path("PWNED").exists(), "a bundle config expression ran (PWNED in the working folder)"
 
 
 def test_bundle_with_published_checksums_loads_old_checkpoints(bundle_store):
@@ -114,7 +118,8 @@ def test_model_folder_import_copies_the_card(tmp_path, store):
     folder = write_model_folder(tiny_brain_card("custom-model"), tmp_path / "custom")
     installed = store.import_path(folder)
     assert (store.models_dir / "custom-model" / "card.json").is_file()
-    assert "custom-model" in store.cards() and installed.complete
+    assert "custom-model" in store.cards(), "the imported card is known to the store"
+    assert installed.complete, "the imported folder is installed with all its weights"
     assert load_pipeline("custom-model", device="cpu", store=store).card.id == "custom-model"
 
 
@@ -136,7 +141,8 @@ def test_verify_detects_tampering(tmp_path, store):
     with pytest.raises(CheckpointError, match="changed since it was installed"):
         load_pipeline("tamper", device="cpu", store=store)
     bad = [r for r in store.verify("tamper") if not r[2].startswith("ok")]
-    assert bad and bad[0][1] == "model.pt"
+    assert bad, "verify reports the tampered weights"
+    assert bad[0][1] == "model.pt", f"verify blames {bad[0][1]}, not model.pt"
 
 
 def test_edit_with_restored_time_is_still_caught(tmp_path, store):
@@ -150,7 +156,8 @@ def test_edit_with_restored_time_is_still_caught(tmp_path, store):
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert path.stat().st_size == before.st_size, "the edit kept the file size"
+    assert path.stat().st_mtime_ns == before.st_mtime_ns, "the edit's modification time was put back"
     with pytest.raises(CheckpointError, match=r"changed since it was installed .*install it again: synthbrain models import PATH --model sneaky"):
         load_pipeline("sneaky", device="cpu", store=store)
 
@@ -180,7 +187,8 @@ def test_half_done_import_does_not_hide_the_shipped_model(tmp_path):
     st = ModelStore(home=tmp_path / "home", shipped=[tmp_path / "shipped"])
     st.import_path(shipped / "model.pt", model="both", component="diffusion")  # only one of two weights
     installed = st.locate("both")
-    assert installed.location == "shipped" and installed.complete
+    assert installed.location == "shipped", f"located in {installed.location}, not the shipped folder"
+    assert installed.complete, "the shipped model is complete"
 
 
 def test_shipped_folder_with_corrupt_weights_is_refused(tmp_path):
@@ -267,10 +275,13 @@ def test_download_verifies_and_resumes(tmp_path, http_root):
     with pytest.raises(CheckpointError, match="run the command again to resume"):
         st.download("dl-model")
     parts = list((st.models_dir / "dl-model").glob("*.part"))
-    assert len(parts) == 1 and parts[0].stat().st_size == 1000
+    assert len(parts) == 1, f"partial files after the broken transfer: {parts}"
+    assert parts[0].stat().st_size == 1000, f"the partial file holds {parts[0].stat().st_size} bytes"
     progress = []
     installed = st.download("dl-model", progress=lambda f, done, total: progress.append((f, done, total)))
-    assert installed.complete and {w.checksum for w in installed.weights.values()} == {"verified"}
+    assert installed.complete, "the resumed download installs every weight"
+    checksums = {w.checksum for w in installed.weights.values()}
+    assert checksums == {"verified"}, f"checksum states {checksums}"
     assert "bytes=1000-" in _RangeHandler.requests
     assert not list((st.models_dir / "dl-model").glob("*.part"))
     assert progress[-1][1] == progress[-1][2]
@@ -286,7 +297,8 @@ def test_download_with_wrong_checksum_leaves_nothing(tmp_path, http_root):
     with pytest.raises(CheckpointError, match="model.pt: sha256 .* does not match the expected"):
         st.download("dl-model")
     folder = st.models_dir / "dl-model"
-    assert not (folder / "model.pt").exists() and not list(folder.glob("*.part"))
+    assert not (folder / "model.pt").exists(), "the weights with the wrong checksum were kept"
+    assert not list(folder.glob("*.part")), "a partial file was left behind"
 
 
 def test_cache_location_follows_environment(tmp_path, monkeypatch):

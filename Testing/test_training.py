@@ -11,13 +11,15 @@ from SynthBrainLib import load_pipeline
 from SynthBrainLib.cli import main
 from SynthBrainLib.store import ModelStore
 
+pytestmark = pytest.mark.slow  # trains three demo models (phantoms + networks) once per module
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("train")
     for model in ("brain-ldm-demo", "labels-demo", "label2image-demo"):
         code = main(["train", model, "--out", str(base / model), "--subjects", "8", "--scale", "0.002", "--data", str(base / "phantoms")])
-        assert code == 0
+        assert code == 0, f"synthbrain train {model} exited with {code}"
     return base
 
 
@@ -25,16 +27,21 @@ def test_recipes_write_valid_model_folders(trained):
     store = ModelStore(home=trained / "home", shipped=[])
     for model in ("brain-ldm-demo", "labels-demo", "label2image-demo"):
         installed = store.locate(str(trained / model))
-        assert installed.complete and {w.checksum for w in installed.weights.values()} == {"verified"}
+        assert installed.complete, f"{model}: the trained folder lacks weights"
+        checksums = {w.checksum for w in installed.weights.values()}
+        assert checksums == {"verified"}, f"{model}: checksum states {checksums}"
         record = json.loads((trained / model / "training.json").read_text())
-        assert record["command"].startswith(f"synthbrain train {model}") and record["data"]["subjects"] == 8
+        command = record["command"]
+        assert command.startswith(f"synthbrain train {model}"), f"{model}: recorded command {command}"
+        assert record["data"]["subjects"] == 8, f"{model}: recorded subjects {record['data']['subjects']}"
         assert all(net["steps"] >= 1 for net in record["networks"].values() if isinstance(net, dict) and "steps" in net)
 
 
 def test_trained_models_run(trained):
     brain = load_pipeline(str(trained / "brain-ldm-demo"), device="cpu")
     variables = {v.name: v for v in brain.card.conditioning.variables}
-    assert variables["age"].range == (45.0, 82.0) and variables["ventricular_volume"].default_from
+    assert variables["age"].range == (45.0, 82.0), f"age range {variables['age'].range}"
+    assert variables["ventricular_volume"].default_from, "ventricular_volume has a default_from rule"
     image = brain.generate(seed=0, age=60, steps=2).image
     assert image.shape == tuple(brain.card.output.shape) == (64, 80, 64)
     labels = load_pipeline(str(trained / "labels-demo"), device="cpu").generate(seed=0, steps=2)
@@ -42,13 +49,16 @@ def test_trained_models_run(trained):
     l2i = load_pipeline(str(trained / "label2image-demo"), device="cpu")
     assert l2i.card.sequences.names == ("T1", "FLAIR", "T2")
     flair = l2i.generate(labels.labels, affine=labels.affine, sequence="FLAIR", seed=0).image
-    assert flair.shape == (64, 80, 64) and np.isfinite(flair).all()
+    assert flair.shape == (64, 80, 64), f"FLAIR shape {flair.shape}"
+    assert np.isfinite(flair).all(), "the FLAIR image has non-finite voxels"
 
 
 def test_existing_model_folder_is_not_replaced(trained, capsys):
     before = (trained / "brain-ldm-demo" / "card.json").read_bytes()
     code = main(["train", "brain-ldm-demo", "--out", str(trained / "brain-ldm-demo"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms")])
-    assert code == 2 and "card.json already exists; pass --overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, f"exit status {code}: {err}"
+    assert "card.json already exists; pass --overwrite" in err, f"the error does not ask for --overwrite: {err}"
     assert (trained / "brain-ldm-demo" / "card.json").read_bytes() == before
 
 
@@ -56,7 +66,7 @@ def test_autoencoder_is_reused_and_only_the_unet_trains(trained, tmp_path):
     source = trained / "labels-demo"
     code = main(["train", "labels-demo", "--out", str(tmp_path / "again"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms"),
                  "--autoencoder-from", str(source)])
-    assert code == 0
+    assert code == 0, f"training with --autoencoder-from exited with {code}"
     old, new = (json.loads((folder / "card.json").read_text())["weights"] for folder in (source, tmp_path / "again"))
     assert new["autoencoder"]["sha256"] == old["autoencoder"]["sha256"]
     record = json.loads((tmp_path / "again" / "training.json").read_text())
@@ -68,7 +78,9 @@ def test_autoencoder_is_reused_and_only_the_unet_trains(trained, tmp_path):
 def test_autoencoder_from_another_model_is_refused(trained, tmp_path, capsys):
     code = main(["train", "labels-demo", "--out", str(tmp_path / "x"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms"),
                  "--autoencoder-from", str(trained / "brain-ldm-demo")])
-    assert code == 2 and "holds 'brain-ldm-demo', not 'labels-demo'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2, f"exit status {code}: {err}"
+    assert "holds 'brain-ldm-demo', not 'labels-demo'" in err, f"the error does not name both models: {err}"
     assert not (tmp_path / "x" / "card.json").exists()
 
 
