@@ -119,14 +119,25 @@ class BatchPlan:
 
 def read_conditions_csv(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a conditions CSV: one column per condition (real units; empty cell = card default)."""
-    path = Path(path)
+    from .io import as_path
+
+    try:
+        path = as_path(path, "conditions file")
+    except OutputError as exc:
+        raise SynthBrainError(str(exc)) from None
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise SynthBrainError(f"cannot read conditions file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise SynthBrainError(f"conditions file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _parse_conditions(path, csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise SynthBrainError(f"conditions file {path} is not a usable CSV table: {exc}") from None
+
+
+def _parse_conditions(path: Path, reader: csv.DictReader) -> list[dict[str, Any]]:
     if not reader.fieldnames:
         raise SynthBrainError(f"conditions file {path} has no header row")
     rows = []
@@ -279,11 +290,11 @@ def prepare_output_folder(out: str | Path) -> Path:
     from .io import as_path
 
     out = as_path(out, "output folder")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file, not a folder")
     try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out} is a file, not a folder")
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    except OSError as exc:  # cannot be made here, or a name the system refuses (too long)
         raise OutputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write into the output folder {out}: no permission")
@@ -341,6 +352,10 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
     todo = []
     for i in mine:
         (skipped if _finished(plan, out, i) else todo).append(i)
+    from .io import ensure_writable, output_paths
+
+    for i in todo:  # something in the way of a sample to make (a folder of that name): refuse before any work or output
+        ensure_writable(output_paths(plan.file(out, i)), overwrite=True)
     if skipped:
         log(f"rank {rank}: {len(skipped)} of {len(mine)} samples already done")
     with terminate_as_interrupt():

@@ -578,7 +578,10 @@ def _parse_sampling(f: _Fields, scheduler: Scheduler | None) -> Sampling:
     if not isinstance(samplers, list) or not samplers or any(x not in allowed for x in samplers):
         s.fail("samplers", f"must be a non-empty list from {', '.join(allowed)}, got {_short(samplers)}")
     default = s.str("default_sampler", choices=samplers)
-    max_steps = s.integer("max_steps", required=False, default=int(scheduler.kwargs["num_train_timesteps"]), minimum=1)
+    timesteps = int(scheduler.kwargs["num_train_timesteps"])
+    max_steps = s.integer("max_steps", required=False, default=timesteps, minimum=1)
+    if max_steps > timesteps:
+        s.fail("max_steps", f"must be at most scheduler.kwargs.num_train_timesteps ({timesteps}), got {max_steps}")
     steps = s.integer("default_steps", minimum=1)
     if steps > max_steps:
         s.fail("default_steps", f"must be at most max_steps ({max_steps}), got {steps}")
@@ -777,11 +780,15 @@ def _check_kind(card: ModelCard, f: _Fields) -> None:
 # ----------------------------------------------------------------------------------------------
 def load_card(path: str | Path) -> ModelCard:
     """Read and validate a card JSON file."""
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise CardError(f"card {path!r} is not a file path")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CardError(f"cannot read card {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CardError(f"card {path} is not UTF-8 text (byte {exc.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import re
 import zipfile
 from pathlib import Path
@@ -112,11 +113,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         require_safe_torch_load()
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about old pickle protocols; the file is refused or read, nothing more
+                warnings.simplefilter("ignore")
+                data = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise CheckpointError(f"checkpoint {path.name} holds more than tensors and was refused (weights_only loading): {_first_line(exc)}") from None
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path.name} cannot be read (truncated or not a PyTorch checkpoint): {_first_line(exc)}") from None
+        except Exception as exc:  # torch's reader fails in many ways on files that are not checkpoints
+            raise CheckpointError(f"checkpoint {path.name} cannot be read (truncated or not a PyTorch checkpoint): {type(exc).__name__}: "
+                                  f"{_first_line(exc)}") from None
     return _flatten(data, path.name)
 
 

@@ -306,7 +306,7 @@ def _cmd_image_from_labels(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .training import train_demo
+    from .tools.training import train_demo
 
     if args.subjects < 8:
         raise SynthBrainError(f"--subjects {args.subjects} is too few; use at least 8")
@@ -319,7 +319,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_model
+    from .tools.evaluation import evaluate_model
 
     if args.samples < 4:
         raise SynthBrainError(f"--samples {args.samples} is too few; use at least 4")
@@ -368,7 +368,7 @@ def _cmd_batch(args) -> int:
 def _cmd_bench(args) -> int:
     import json
 
-    from . import bench
+    from .tools import bench
 
     for flag, value, lo in (("--repeats", args.repeats, 1), ("--reference-repeats", args.reference_repeats, 0), ("--quality", args.quality, 0)):
         if value < lo or value > 1000:
@@ -378,7 +378,7 @@ def _cmd_bench(args) -> int:
     device = str(resolve_device(args.device))
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.quality:
-        from .sampler_study import format_quality_table, quality_study
+        from .tools.sampler_study import format_quality_table, quality_study
 
         report = {"quality": [quality_study(m, samples=args.quality, device=device, log=log) for m in args.models]}
         text = "\n\n".join(format_quality_table(q) for q in report["quality"])

@@ -52,14 +52,17 @@ def _fmt_range(v: ConditionVariable) -> str:
 
 
 def _number(name: str, value: Any, what: str = "") -> float:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
     if isinstance(value, bool):
-        raise ConditionError(f"{name}{what} {value!r} is not a number")
+        raise ConditionError(f"{name}{what} {shown} is not a number")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConditionError(f"{name}{what} {value!r} is not a number") from None
+        raise ConditionError(f"{name}{what} {shown} is not a number") from None
+    except OverflowError:
+        raise ConditionError(f"{name}{what} {shown} is not a finite number") from None
     if not math.isfinite(number):
-        raise ConditionError(f"{name}{what} {value!r} is not a finite number")
+        raise ConditionError(f"{name}{what} {shown} is not a finite number")
     return number
 
 

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 
 class SynthBrainError(Exception):
-    """Base class of all user-facing errors: the message is one line, shown verbatim."""
+    """Base class of all user-facing errors: the message is one line, shown verbatim.
+
+    The one line is kept by the class itself: control characters that came in with user input
+    (a newline in a file name or a card id, a terminal escape) are written as escapes (``\\n``), so
+    that no message can span lines or fake output, whatever the raising code formatted into it.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(one_line(str(message)), *args)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character (newlines, escapes, lone surrogates) escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class CardError(SynthBrainError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -46,8 +47,9 @@ def as_path(path: Any, what: str) -> Path:
 def check_output_path(path: str | Path, writable=(".nii.gz", ".nii", ".nrrd")) -> Path:
     """Validate an output file name; returns it as a Path."""
     path = as_path(path, "output file")
-    if len(path.name.encode("utf-8")) > 240:  # most file systems stop at 255 bytes; temporaries add a few
-        raise OutputError(f"output file name {path.name[:40]!r}... is {len(path.name.encode('utf-8'))} bytes long; at most 240 are allowed")
+    size = len(os.fsencode(path.name))  # as the file system sees it (undecodable bytes included)
+    if size > 240:  # most file systems stop at 255 bytes; temporaries add a few
+        raise OutputError(f"output file name {path.name[:40]!r}... is {size} bytes long; at most 240 are allowed")
     if volume_suffix(path) not in writable:
         raise OutputError(f"output file {str(path)!r} must end in {', '.join(writable)}")
     return path
@@ -75,6 +77,15 @@ def ensure_writable(paths: Iterable[Path], overwrite: bool) -> None:
     a label map and its partial volumes sharing one sidecar), and folders that cannot be created
     or written to. Checked up front so that a long synthesis does not end in a write error.
     """
+    if not isinstance(overwrite, bool):
+        raise OutputError(f"overwrite {overwrite!r} is not True or False")
+    try:
+        _ensure_writable(paths, overwrite)
+    except OSError as exc:  # a path the system refuses to even look at (too long, a loop of links)
+        raise OutputError(f"cannot use {exc.filename or 'the output path'}: {exc.strerror or exc}") from None
+
+
+def _ensure_writable(paths: Iterable[Path], overwrite: bool) -> None:
     seen: dict[Path, Path] = {}
     for p in map(Path, paths):
         key = p.resolve()
@@ -174,7 +185,14 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
     path = check_output_path(path)
     side = sidecar_path(path)
     ensure_writable([path, side], overwrite)
-    array = np.asarray(array)
+    array = _volume_array(array)
+    check_affine(affine, "the volume to write")
+    if not isinstance(provenance, dict):
+        raise OutputError(f"provenance must be a dict (JSON object), got {type(provenance).__name__}")
+    try:
+        json.dumps(provenance)
+    except (TypeError, ValueError) as exc:
+        raise OutputError(f"provenance cannot be written as JSON: {exc}") from None
     array = array.astype(np.uint8) if is_label else array.astype(np.float32)
     model_id = provenance.get("model", {}).get("id", "?")
     description = f"SYNTHETIC {model_id} seed={provenance.get('seed')} (SynthBrain)"
@@ -252,38 +270,81 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise SynthBrainError(f"input file {path} does not exist")
     suffix = volume_suffix(path)
     try:
-        if suffix in NIFTI_SUFFIXES:
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            array = np.asanyarray(img.dataobj)
-            affine = np.asarray(img.affine, dtype=np.float64)
-            if array.ndim == 5 and array.shape[3] == 1:
-                array = array[:, :, :, 0, :]
-            if array.ndim == 4:
-                array = np.moveaxis(array, -1, 0)
-        elif suffix in NRRD_SUFFIXES:
-            import SimpleITK as sitk
-
-            image = sitk.ReadImage(str(path))
-            array = sitk.GetArrayFromImage(image)
-            array = array.transpose(2, 1, 0) if image.GetNumberOfComponentsPerPixel() == 1 else array.transpose(3, 2, 1, 0)
-            spacing = np.asarray(image.GetSpacing())
-            lps = np.eye(4)
-            lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * spacing
-            lps[:3, 3] = image.GetOrigin()
-            affine = _LPS @ lps
-        else:
-            raise SynthBrainError(f"input file {str(path)!r} must be NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr, .mha, .mhd)")
+        with _quiet_readers():
+            return _checked(path, *_read(path, suffix))
     except SynthBrainError:
         raise
     except Exception as exc:  # nibabel / ITK raise many types for unreadable files
         raise SynthBrainError(f"cannot read {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+
+
+@contextmanager
+def _quiet_readers():
+    """nibabel and ITK report header oddities on the logger and as warnings; a file we refuse gets
+    our one line, and one we read needs no extra noise on stderr."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("nibabel")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _read(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
+    """The array ([i, j, k] or (C, i, j, k)) and voxel-to-RAS affine of a NIfTI or NRRD file."""
+    if suffix in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        array = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=np.float64)
+        if array.ndim == 5 and array.shape[3] == 1:
+            array = array[:, :, :, 0, :]
+        if array.ndim == 4:
+            array = np.moveaxis(array, -1, 0)
+    elif suffix in NRRD_SUFFIXES:
+        import SimpleITK as sitk
+
+        image = sitk.ReadImage(str(path))
+        array = sitk.GetArrayFromImage(image)
+        array = array.transpose(2, 1, 0) if image.GetNumberOfComponentsPerPixel() == 1 else array.transpose(3, 2, 1, 0)
+        spacing = np.asarray(image.GetSpacing())
+        lps = np.eye(4)
+        lps[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * spacing
+        lps[:3, 3] = image.GetOrigin()
+        affine = _LPS @ lps
+    else:
+        raise SynthBrainError(f"input file {str(path)!r} must be NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr, .mha, .mhd)")
+    return array, affine
+
+
+def _checked(path: Path, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if array.ndim not in (3, 4):
         raise SynthBrainError(f"{path} has {array.ndim} dimensions; expected a 3D volume or 4D partial volumes")
     check_real_array(array, str(path))
     check_affine(affine, str(path))
     return array, affine
+
+
+def _volume_array(array: Any) -> np.ndarray:
+    """A (X, Y, Z) or (C, X, Y, Z) array of real numbers to write, or a one-line error."""
+    try:
+        array = np.asarray(array)
+    except (TypeError, ValueError) as exc:
+        raise OutputError(f"the volume to write is not an array: {exc}") from None
+    try:
+        check_real_array(array, "the volume to write")
+    except SynthBrainError as exc:
+        raise OutputError(str(exc)) from None
+    if array.ndim not in (3, 4):
+        raise OutputError(f"the volume to write has {array.ndim} dimensions, shape {tuple(array.shape)}; expected (X, Y, Z) or (C, X, Y, Z)")
+    return array
 
 
 def check_real_array(array: np.ndarray, what: str) -> None:
@@ -299,7 +360,12 @@ def check_real_array(array: np.ndarray, what: str) -> None:
 def check_affine(affine: np.ndarray, what: str) -> None:
     """A usable voxel-to-RAS matrix: finite, 4x4, invertible (a zero, singular or NaN one would put
     the voxels on a guessed grid)."""
-    affine = np.asarray(affine)
+    try:
+        if np.iscomplexobj(affine):
+            raise TypeError("complex numbers")
+        affine = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SynthBrainError(f"{what} has no voxel-to-world matrix of numbers (affine {str(affine)[:60]!r})") from None
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise SynthBrainError(f"{what} has no usable voxel-to-world matrix (affine {np.asarray(affine).round(3).tolist()}); "
+        raise SynthBrainError(f"{what} has no usable voxel-to-world matrix (affine {affine.round(3).tolist()}); "
                               "it must be finite and invertible")

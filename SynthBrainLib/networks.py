@@ -22,8 +22,9 @@ def build_network(spec: NetworkSpec, card_id: str = "?") -> torch.nn.Module:
     try:
         # A deep copy: some MONAI constructors (SPADENet) modify list arguments in place.
         net = getattr(nets, spec.cls)(**copy.deepcopy(dict(spec.kwargs)))
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise CardError(f"card {card_id}: field 'networks.{spec.name}.kwargs' is rejected by monai.networks.nets.{spec.cls}: {exc}") from None
+    except Exception as exc:  # MONAI constructors raise many types for arguments they cannot use
+        raise CardError(f"card {card_id}: field 'networks.{spec.name}.kwargs' is rejected by monai.networks.nets.{spec.cls}: "
+                        f"{type(exc).__name__}: {exc}") from None
     return net.eval()
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 from .atomic_files import replaced_atomically
 from .cards import ModelCard, WeightFile, builtin_cards, load_card
 from .checkpoints import file_digests, read_state_dict, load_weights
-from .errors import CardError, CheckpointError, ModelNotFoundError, SynthBrainError
+from .errors import CardError, CheckpointError, ModelNotFoundError, OutputError, SynthBrainError
 
 CARD_FILE = "card.json"
 INSTALL_FILE = "install.json"
@@ -104,6 +104,13 @@ class InstalledModel:
         return {k: {"file": w.path.name, "sha256": w.sha256, "checksum": w.checksum, "location": self.location} for k, w in self.weights.items()}
 
 
+def _iterable(value: Any) -> list:
+    try:
+        return list(value)
+    except TypeError:
+        return [object()]  # not iterable: fails the path check
+
+
 def card_digest(card: ModelCard) -> str:
     """sha256 of a card's canonical JSON: an installed model records the card its weights were
     verified against, and is refused with any other card of the same id."""
@@ -158,6 +165,8 @@ class ModelStore:
     def __init__(self, home: str | Path | None = None, shipped: Iterable[str | Path] | None = None) -> None:
         if home is not None and (not isinstance(home, (str, os.PathLike)) or not str(home)):
             raise ModelNotFoundError(f"model store home {home!r} is not a folder path")
+        if shipped is not None and (isinstance(shipped, (str, bytes)) or not all(isinstance(p, (str, os.PathLike)) for p in _iterable(shipped))):
+            raise ModelNotFoundError(f"shipped {shipped!r} is not a list of folder paths")
         self.home = Path(home).expanduser() if home is not None else default_home()
         if self.home.exists() and not self.home.is_dir():
             raise ModelNotFoundError(f"model store home {self.home} is a file, not a folder (--home / SYNTHBRAIN_HOME)")
@@ -193,6 +202,8 @@ class ModelStore:
         return cards
 
     def card(self, model_id: str) -> ModelCard:
+        if not isinstance(model_id, str):
+            raise ModelNotFoundError(f"model {model_id!r} is not a model id")
         cards = self.cards()
         if model_id not in cards:
             raise ModelNotFoundError(f"model {model_id!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
@@ -271,9 +282,16 @@ class ModelStore:
             path = folder / entry["file"]
             if not path.is_file():
                 continue
-            digest = cached_digests(path, ("sha256",))["sha256"]
+            weight = card.weights[key]
+            digests = cached_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
+            digest = digests["sha256"]
             if digest != entry["sha256"]:
                 raise CheckpointError(f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']}); {self._reinstall_hint(card)}")
+            if entry["checksum"] != "mismatch-accepted" and checksum_status(weight, digests) is None:
+                # install.json says these are the card's weights, but they are not (a hand-made or
+                # foreign cache entry): never run them under this id
+                raise CheckpointError(f"{path} is not the published {card.id} '{key}' checkpoint although {INSTALL_FILE} says "
+                                      f"{entry['checksum']!r}; {self._reinstall_hint(card)}")
             installed.weights[key] = WeightRecord(key, path, entry["sha256"], entry["size"], entry["checksum"], entry.get("source", ""))
         return installed
 
@@ -285,7 +303,7 @@ class ModelStore:
             weights = json.loads(path.read_text(encoding="utf-8")).get("weights", {})
             if not isinstance(weights, dict) or not all(isinstance(e, dict) and {"file", "sha256", "size", "checksum"} <= e.keys() for e in weights.values()):
                 raise ValueError("unexpected content")
-        except (ValueError, AttributeError) as exc:
+        except (ValueError, AttributeError, RecursionError, OSError) as exc:
             raise CheckpointError(f"{path} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete {folder} and install the model again") from None
         return weights
 
@@ -294,7 +312,7 @@ class ModelStore:
         """The card digest install.json binds the weights to (None: installed before binding existed)."""
         try:
             record = json.loads((folder / INSTALL_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         digest = record.get("card_sha256") if isinstance(record, dict) else None
         return digest if isinstance(digest, str) else None
@@ -384,6 +402,11 @@ class ModelStore:
 
         Nothing is written to the cache unless every file passes.
         """
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ModelNotFoundError(f"import path {path!r} is not a file or folder path")
+        for name, value in (("model", model), ("component", component)):
+            if value is not None and not isinstance(value, str):
+                raise ModelNotFoundError(f"{name} {value!r} is not a {'model id' if name == 'model' else 'weight name'}")
         path = Path(path).expanduser()
         if not path.exists():
             raise ModelNotFoundError(f"{path} does not exist")
@@ -429,6 +452,13 @@ class ModelStore:
                             f"weights or settings; import it under an id of its own: --model NEW_ID")
         return card
 
+    def _shipped_complete(self, model_id: str) -> bool:
+        folder = self._shipped_folders().get(model_id)
+        if folder is None:
+            return False
+        card = load_card(folder / CARD_FILE)
+        return all((folder / w.file).is_file() for w in card.weights.values())
+
     def _kind_of_reserved(self, model_id: str) -> str:
         return "built-in" if model_id in builtin_cards() else "shipped"
 
@@ -473,9 +503,19 @@ class ModelStore:
                     raise CheckpointError(f"{src.name} is not the published {card.id} '{key}' checkpoint ({got}, expected {expected}); pass --allow-unverified to import your own weights anyway")
                 status = "mismatch-accepted"
             records[key] = (src, digests, status)
+        if any(status == "mismatch-accepted" for _, _, status in records.values()) and self._shipped_complete(card.id):
+            # A complete shipped model is used in place: other weights under its id would be ignored
+            # (or, worse, shadow it); they belong under an id of their own.
+            raise CardError(f"{card.id!r} is a shipped model, complete with its own weights; to run other weights, import them as a "
+                            f"model folder (card.json + weights) under an id of its own: --model NEW_ID")
         if check_load:
             self._check_loadable(card, {k: v[0] for k, v in records.items()})
+        try:
+            return self._write_install(card, records, source_label, copy_card)
+        except OSError as exc:
+            raise OutputError(f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} (choose another with --home or SYNTHBRAIN_HOME)") from None
 
+    def _write_install(self, card: ModelCard, records: dict, source_label: str, copy_card: bool) -> InstalledModel:
         folder = self.models_dir / card.id
         folder.mkdir(parents=True, exist_ok=True)
         install_path = folder / INSTALL_FILE
@@ -534,7 +574,10 @@ class ModelStore:
             why = "the weights are not public" if not card.weights_public else "the card gives no URL"
             raise ModelNotFoundError(f"cannot download {', '.join(no_url)} of {card.id}: {why}; use: synthbrain models import PATH --model {card.id}")
         folder = self.models_dir / card.id
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} (choose another with --home or SYNTHBRAIN_HOME)") from None
         install_path = folder / INSTALL_FILE
         entries = self._install_record(folder) if install_path.is_file() else {}
         for key in todo:

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from SynthBrainLib import bench, load_pipeline
+from SynthBrainLib import load_pipeline
+from SynthBrainLib.tools import bench
 from SynthBrainLib.errors import SynthBrainError
 
 
@@ -82,7 +83,7 @@ def test_decode_check(model_folders):
 
 
 def test_quality_study_runs(model_folders):
-    from SynthBrainLib.sampler_study import Candidate, format_quality_table, quality_study
+    from SynthBrainLib.tools.sampler_study import Candidate, format_quality_table, quality_study
 
     report = quality_study(str(model_folders["labels"]), samples=2, candidates=[Candidate("ddim", 5, "float32"), Candidate("ddim", 50, "float32")])
     rows = {r["candidate"]: r for r in report["candidates"]}

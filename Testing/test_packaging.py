@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,13 +28,25 @@ def wheel_contents(path: Path) -> dict[str, str]:
         return {name: hashlib.sha256(wheel.read(name)).hexdigest() for name in wheel.namelist()}
 
 
+def clean_copy(target: Path) -> Path:
+    """The files of a clean clone (tracked, or new and not ignored): no build/ or egg-info leftovers."""
+    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """sdist + wheel (built from that sdist, as `python -m build` does), and a wheel built straight
     from the tree. --no-isolation: the setuptools already installed builds it, offline."""
     base = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", base / "from-sdist", REPO])
-    run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", base / "from-tree", REPO])
+    source = clean_copy(base / "source")
+    run([sys.executable, "-m", "build", "--no-isolation", "--outdir", base / "from-sdist", source])
+    run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", base / "from-tree", source])
     return {"sdist": next((base / "from-sdist").glob("*.tar.gz")), "wheel": next((base / "from-sdist").glob("*.whl")),
             "tree_wheel": next((base / "from-tree").glob("*.whl"))}
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from SynthBrainLib.cards import NetworkSpec
-from SynthBrainLib.training.trainers import FitConfig, fit, train_latent_diffusion
+from SynthBrainLib.tools.training.trainers import FitConfig, fit, train_latent_diffusion
 
 
 def test_ema_weights_replace_the_last_weights():
@@ -59,7 +59,7 @@ class _Recorder(torch.nn.Module):
 
 def test_v_prediction_target_follows_salimans_and_ho(monkeypatch):
     """loss = mean((0 - v)^2) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, eps recovered from x_t."""
-    import SynthBrainLib.training.trainers as trainers
+    import SynthBrainLib.tools.training.trainers as trainers
     from monai.networks.schedulers import DDPMScheduler
 
     recorder = _Recorder()

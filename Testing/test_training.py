@@ -95,7 +95,7 @@ def test_same_weights_always_give_the_same_file(trained, tmp_path):
     """The sha256 in a card must identify the weights: writing them again gives the same bytes."""
     from safetensors.torch import load_file
 
-    from SynthBrainLib.training.demo_models import write_model_folder
+    from SynthBrainLib.tools.training.demo_models import write_model_folder
 
     source = trained / "labels-demo"
     card = json.loads((source / "card.json").read_text())

@@ -629,7 +629,7 @@ class SynthBrainLogic:
 def measure_volumes(image: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """Ventricular and brain volume (mL) measured in a generated T1 by SynthBrainLib's image-based
     estimators (mask, bias correction, tissue classes; no model involved)."""
-    from SynthBrainLib.phantoms.measure import measure_t1
+    from SynthBrainLib.measure import measure_t1
 
     measured = measure_t1(image, affine)
     return {"ventricular_volume": round(measured["ventricular_volume_ml"], 2), "brain_volume": round(measured["brain_volume_ml"], 2)}

@@ -72,6 +72,8 @@ def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", hal
         raise ModelNotFoundError(f"model {model!r} is not a model id or a model folder path")
 
     Precision.for_device(resolve_device(device), half, options.get("precision"))  # fail on a bad device or precision before loading gigabytes
+    if store is not None and not isinstance(store, ModelStore):
+        raise ModelNotFoundError(f"store {store!r} is not a SynthBrainLib.ModelStore")
     store = store or ModelStore()
     installed = store.locate(model)
     card = installed.card

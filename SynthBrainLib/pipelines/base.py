@@ -88,6 +88,8 @@ class SynthesisPipeline:
         self.device = resolve_device(device)
         self.precision = Precision.for_device(self.device, half, precision)
         self.decode_mode = check_decode_mode(decode)
+        if tiles is not None and not isinstance(tiles, TileSettings):
+            raise ConditionError(f"tiles {tiles!r} is not a TileSettings")
         self.tiles = tiles or TileSettings()
         self.tiles.check()
         self.networks = {name: self.precision.prepare(net.to(self.device).eval()) for name, net in networks.items()}

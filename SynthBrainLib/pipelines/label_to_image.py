@@ -161,6 +161,8 @@ class LabelToImagePipeline(SynthesisPipeline):
         if labels.ndim == 4 and labels.shape[0] == 1 and n > 1:
             labels = labels[0]  # a label map stored as (X, Y, Z, 1), as some tools write it
         if labels.ndim == 3:
+            if not np.issubdtype(labels.dtype, np.integer) and not np.all(np.isfinite(labels)):
+                raise ConditionError("labels must be an integer label map (X, Y, Z); this one holds NaN or infinite values")
             if not (np.issubdtype(labels.dtype, np.integer) or np.all(np.mod(labels, 1) == 0)):
                 raise ConditionError("labels must be an integer label map (X, Y, Z) or partial volumes (C, X, Y, Z)")
             lo, hi = int(labels.min()), int(labels.max())
@@ -184,6 +186,8 @@ class LabelToImagePipeline(SynthesisPipeline):
                 raise ConditionError(f"labels of shape {tuple(pv.shape[1:])} need an affine; without one they must be on the model grid {tuple(card.output.shape)}")
             affine = card.output.affine
         try:
+            if np.iscomplexobj(affine):
+                raise TypeError("complex numbers")
             affine = np.asarray(affine, dtype=np.float64)
         except (TypeError, ValueError):
             raise ConditionError(f"affine must be a 4x4 voxel-to-RAS matrix of numbers, got {str(affine)[:60]!r}") from None

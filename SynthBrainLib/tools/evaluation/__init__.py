@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._version import __version__
-from ..preview import montage, write_png
+from ..._version import __version__
+from ...preview import montage, write_png
 from .evaluators import evaluate_conditional_brain, evaluate_label_generator, evaluate_label_to_image
 
 Log = Callable[[str], None]
@@ -24,7 +24,7 @@ def evaluate_model(model: str, out: str | Path = "docs/evaluation", *, samples: 
     """Evaluate a conditional-brain, label-generator or label-to-image model; write the report."""
     import torch
 
-    from ..pipelines import load_pipeline
+    from ...pipelines import load_pipeline
 
     pipe = load_pipeline(model, device=device)
     card = pipe.card

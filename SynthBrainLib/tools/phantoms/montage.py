@@ -2,8 +2,8 @@
 
 Needs matplotlib (only this script; the library itself does not). Usage::
 
-    python -m SynthBrainLib.phantoms.montage docs/images/phantoms_montage.png            # demo specs
-    python -m SynthBrainLib.phantoms.montage out.png --indices 0 3 5                      # population
+    python -m SynthBrainLib.tools.phantoms.montage docs/images/phantoms_montage.png            # demo specs
+    python -m SynthBrainLib.tools.phantoms.montage out.png --indices 0 3 5                      # population
 """
 
 from __future__ import annotations

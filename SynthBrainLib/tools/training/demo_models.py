@@ -20,11 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .._version import __version__
-from ..atomic_files import temporary_sibling
-from ..cards import ModelCard, NetworkSpec
-from ..checkpoints import file_sha256
-from ..store import default_home
+from ..._version import __version__
+from ...atomic_files import temporary_sibling
+from ...cards import ModelCard, NetworkSpec
+from ...checkpoints import file_sha256
+from ...store import default_home
 from .data import PhantomTrainingData, load_training_data
 from .trainers import (
     FitConfig,
@@ -48,7 +48,7 @@ LABEL_COLOURS = [
 SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205, "clip_sample": False, "prediction_type": "v_prediction"}
 #: Averaged weights for the latent UNets (FitConfig.ema).
 UNET_EMA = 0.999
-LICENCE = "Apache-2.0 (SynthBrain). Trained only on phantoms derived from the MNI ICBM152 2009a template (see the MNI notice shipped with SynthBrainLib/phantoms)."
+LICENCE = "Apache-2.0 (SynthBrain). Trained only on phantoms derived from the MNI ICBM152 2009a template (see NOTICE_MNI152.txt beside the demo models)."
 CITATION = "SynthBrain demo model trained on MNI152-derived phantoms. Architecture after Pinaya et al., Brain imaging generation with latent diffusion models, DGM4MICCAI 2022, and Fernandez et al., A 3D generative model of pathological multi-modal MR images and segmentations, DGM4MICCAI 2023."
 INTENDED_USE = "Demonstration and software testing only: trained on synthetic phantoms, not on patients. Not for research conclusions about anatomy, nor for clinical use."
 
@@ -156,10 +156,10 @@ def _latent_diffusion_sections(ae_kwargs: dict, unet_kwargs: dict, schedule: dic
 
 def reused_autoencoder(spec: NetworkSpec, folder: Path, model_id: str, log: Log) -> tuple[torch.nn.Module, dict]:
     """The autoencoder of an existing model folder of ``model_id``, sha256-checked and loaded strictly."""
-    from ..cards import load_card
-    from ..checkpoints import load_weights, read_state_dict, verify_file
-    from ..errors import SynthBrainError
-    from ..networks import build_network
+    from ...cards import load_card
+    from ...checkpoints import load_weights, read_state_dict, verify_file
+    from ...errors import SynthBrainError
+    from ...networks import build_network
 
     folder = Path(folder)
     card = load_card(folder / "card.json")
@@ -222,7 +222,7 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
         {"name": "sex", "label": "Sex", "kind": "categorical", "choices": {"female": 0.0, "male": 1.0}, "default": "female", "normalisation": "defined", "note": "0 = female, 1 = male, as the phantoms were made."},
         _continuous("age", "Age", "years", 45.0, 82.0, 65.0, "Linear map of 45-82 years to 0-1 (the phantoms' age range)."),
         _continuous("ventricular_volume", "Ventricular volume", "mL", vent_lo, vent_hi, float(np.round(np.median(data.ventricular_ml))),
-                    f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with SynthBrainLib.phantoms.measure (lateral + third ventricles)."),
+                    f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with SynthBrainLib.measure (lateral + third ventricles)."),
         _continuous("brain_volume", "Brain volume", "mL", brain_lo, brain_hi, float(np.round(np.median(data.brain_ml))),
                     f"Linear map of {brain_lo:g}-{brain_hi:g} mL to 0-1; tissue volume measured on each phantom's T1 (not head-size normalised)."),
     ]
@@ -315,7 +315,7 @@ def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) 
     codes = style_statistics(style_codes, data.sequences)
     card = _base_card(
         "label2image-demo", "Label-to-image demo (MNI152 phantoms)", "label_to_image",
-        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence and one-hot channels appended to the label map (the VAE style encoder is not trained: see SynthBrainLib.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
+        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence and one-hot channels appended to the label map (the VAE style encoder is not trained: see SynthBrainLib.tools.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
         data,
     )
     card.update(
@@ -347,14 +347,14 @@ def storage_check(card: dict, states: dict[str, dict[str, torch.Tensor]], data: 
 
     Images: max abs difference and PSNR (data range 1); label maps: voxels whose argmax changes.
     """
-    from ..pipelines import pipeline_class
+    from ...pipelines import pipeline_class
 
     model_card = ModelCard.from_dict(json.loads(json.dumps(card)))
     outputs = []
     for variant in (states, _stored(states, dtype)):
         networks = {}
         for name, spec in model_card.networks.items():
-            from ..networks import build_network
+            from ...networks import build_network
 
             net = build_network(spec, model_card.id)
             net.load_state_dict({k: v.float() for k, v in variant[spec.weights].items()})
@@ -385,7 +385,7 @@ def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.
     """
     from safetensors.torch import save_file
 
-    from ..errors import OutputError
+    from ...errors import OutputError
 
     out = Path(out)
     if (out / "card.json").exists() and not overwrite:
@@ -429,7 +429,7 @@ def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int
         minutes: wall-clock cap per network.
         autoencoder_from: reuse the autoencoder of this existing model folder (see :class:`Budget`).
     """
-    from ..errors import OutputError, SynthBrainError
+    from ...errors import OutputError, SynthBrainError
 
     if model_id not in RECIPES:
         raise SynthBrainError(f"no training recipe for {model_id!r}; choose one of {', '.join(DEMO_IDS)}")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cards import NetworkSpec
-from ..networks import build_network
+from ...cards import NetworkSpec
+from ...networks import build_network
 
 Log = Callable[[str], None]
 
@@ -331,7 +331,7 @@ def train_spade(
         the network, its training report, and the (S, z_dim) style codes of the sequences
         (:func:`style_statistics` turns them into the pipeline's ``<SEQ>.mean``/``.std``).
     """
-    from ..pipelines.label_to_image import sequence_channels
+    from ...pipelines.label_to_image import sequence_channels
 
     torch.manual_seed(config.seed)
     model = build_network(spec)

@@ -51,7 +51,7 @@ class PhantomTrainingData:
         """Statistics recorded in the card's source and in training.json."""
         lesion_names = ("wmh", "tumour", "edema", "gdtumour")
         return {
-            "population": "SynthBrainLib.phantoms (MNI ICBM152 2009a)",
+            "population": "SynthBrainLib.tools.phantoms (MNI ICBM152 2009a)",
             "seed": self.manifest.get("seed"),
             "subjects": len(self),
             "spacing_mm": self.spacing[0],

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic_files import replaced_atomically
+from ...atomic_files import replaced_atomically
 from .labels import LABEL_NAMES, LESION_NAMES
 
 FORMAT_VERSION = 1
@@ -44,7 +44,7 @@ def subject_filename(index: int) -> str:
 def _population_record(pop) -> dict:
     return {
         "format_version": FORMAT_VERSION,
-        "generator": "SynthBrainLib.phantoms",
+        "generator": "SynthBrainLib.tools.phantoms",
         "seed": pop.seed,
         "spacing_mm": pop.spacing_mm,
         "shape": list(pop.shape),
@@ -53,7 +53,7 @@ def _population_record(pop) -> dict:
         "affine": np.asarray(pop.affine).tolist(),
         "label_names": list(LABEL_NAMES),
         "sequences": ["T1", "FLAIR", "T2"],
-        "template": "MNI ICBM152 2009a (nilearn); see SynthBrainLib/phantoms/NOTICE_MNI152.txt",
+        "template": "MNI ICBM152 2009a (nilearn); see SynthBrainLib/tools/phantoms/NOTICE_MNI152.txt",
     }
 
 

@@ -1,7 +1,7 @@
 """``synthbrain bench``: latency, end-to-end time and peak memory of synthesis paths, against the
 model-zoo reference path, in one run.
 
-Each (model, path) is measured in a fresh worker process (``python -m SynthBrainLib.bench
+Each (model, path) is measured in a fresh worker process (``python -m SynthBrainLib.tools.bench
 --worker``), so peak memory is that path's alone: build (not timed) -> warm-up (not timed) ->
 ``repeats`` timed runs. Per run: time of every network step (from the progress callback), time of
 the decode, end-to-end wall time, peak resident memory (sampled every 5 ms from /proc; CUDA: max
@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import SynthBrainError
+from ..errors import SynthBrainError
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -70,7 +70,7 @@ class PathSpec:
         sampler = self.sampler or (sampling.default_sampler if sampling else "-")
         steps = self.steps if self.steps is not None else (sampling.default_steps if sampling else "-")
         if self.preview and card is not None and sampling is not None:
-            from .pipelines.base import SynthesisPipeline
+            from ..pipelines.base import SynthesisPipeline
 
             sampler = self.sampler or (SynthesisPipeline.preview_sampler if SynthesisPipeline.preview_sampler in sampling.samplers else sampling.default_sampler)
             steps = self.steps or SynthesisPipeline.preview_steps
@@ -105,7 +105,7 @@ def parse_path(text: str) -> PathSpec:
 def default_paths(card) -> list[PathSpec]:
     """Reference, the card's defaults, and the fast path (DPM-Solver++ where allowed, bfloat16 on
     CPUs with native bf16, automatic decoding), plus the preview for diffusion models."""
-    from .device import cpu_has_bf16
+    from ..device import cpu_has_bf16
 
     fast_precision = "bfloat16" if (torch.cuda.is_available() or cpu_has_bf16()) else "auto"
     if card.sampling is None:
@@ -171,9 +171,9 @@ class PeakMemory:
 def build_pipeline(model: str, *, device: str, precision: str, decode: str, random_weights: bool = False, store=None):
     """The model's pipeline with its weights, or - when they are not installed or ``random_weights`` -
     from its card with perturbed random weights. Returns (pipeline, weights description)."""
-    from .errors import ModelNotFoundError
-    from .pipelines import load_pipeline, pipeline_class
-    from .store import ModelStore
+    from ..errors import ModelNotFoundError
+    from ..pipelines import load_pipeline, pipeline_class
+    from ..store import ModelStore
 
     store = store or ModelStore()
     if not random_weights:
@@ -183,7 +183,7 @@ def build_pipeline(model: str, *, device: str, precision: str, decode: str, rand
         except ModelNotFoundError:
             pass
     card = store.locate(model, require_complete=False).card
-    from .networks import build_networks
+    from ..networks import build_networks
 
     torch.manual_seed(0)
     networks = build_networks(card)
@@ -230,7 +230,7 @@ def reference_sample(pipe, seed: int, progress: Callable[[int, int], None] | Non
     card's intensity range; class probabilities for label generators)."""
     from monai.networks.schedulers import DDIMScheduler
 
-    from .conditioning import resolve_conditions
+    from ..conditioning import resolve_conditions
 
     card = pipe.card
     unet, autoencoder = pipe.networks["diffusion"], pipe.networks["autoencoder"]
@@ -348,7 +348,7 @@ def measure(model: str, path: PathSpec, *, repeats: int, seed: int, device: str,
 
 
 def _min_steps(pipe, path: PathSpec) -> int:
-    from .sampling import MIN_STEPS
+    from ..sampling import MIN_STEPS
 
     sampler = path.sampler or pipe.card.sampling.default_sampler
     if path.preview:
@@ -368,10 +368,10 @@ def _warm_unet(pipe) -> None:
 def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: str, output: str | None, random_weights: bool, seed: int = 0, max_window_voxels: int | None = None) -> dict[str, Any]:
     """Decode one seeded latent (unit normal, the card's latent shape) with only the autoencoder
     loaded: time and peak memory of the decode alone (this process builds nothing else)."""
-    from .decoding import TileSettings, decode
-    from .device import Precision, resolve_device
-    from .networks import build_network
-    from .store import ModelStore
+    from ..decoding import TileSettings, decode
+    from ..device import Precision, resolve_device
+    from ..networks import build_network
+    from ..store import ModelStore
 
     store = ModelStore()
     installed = store.locate(model, require_complete=False)
@@ -379,7 +379,7 @@ def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: 
     torch.manual_seed(0)
     ae = build_network(card.networks["autoencoder"], card.id)
     if not random_weights and "autoencoder" in installed.weights:
-        from .checkpoints import load_weights, read_state_dict
+        from ..checkpoints import load_weights, read_state_dict
 
         load_weights(ae, read_state_dict(installed.weights["autoencoder"].path), card.weights["autoencoder"].format, name="autoencoder")
         weights = "trained (installed)"
@@ -424,7 +424,7 @@ def _worker_main(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_worker(spec: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
     """Run one measurement in a fresh Python process; returns its JSON result."""
-    cmd = [sys.executable, "-m", "SynthBrainLib.bench", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "SynthBrainLib.tools.bench", "--worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -506,7 +506,7 @@ def bench(
 ) -> dict[str, Any]:
     """Measure every path of every model (each in its own process) and compare outputs to the
     reference path's. Returns the JSON-ready report (see :func:`format_table`)."""
-    from .store import ModelStore
+    from ..store import ModelStore
 
     store = ModelStore()
     report: dict[str, Any] = {"machine": machine(), "seed": seed, "repeats": repeats, "reference_repeats": reference_repeats, "models": []}
@@ -608,4 +608,4 @@ if __name__ == "__main__":  # worker entry point
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         print(json.dumps(_worker_main(json.loads(sys.argv[2]))))
     else:
-        sys.exit("usage: python -m SynthBrainLib.bench --worker JSON (use 'synthbrain bench')")
+        sys.exit("usage: python -m SynthBrainLib.tools.bench --worker JSON (use 'synthbrain bench')")

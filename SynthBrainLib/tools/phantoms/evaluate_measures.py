@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m SynthBrainLib.phantoms.evaluate_measures --n 80 --seed 1 --spacing 2.5 --json out.json
+    python -m SynthBrainLib.tools.phantoms.evaluate_measures --n 80 --seed 1 --spacing 2.5 --json out.json
 
 For ``n`` subjects of a population it records the true ventricular / brain volumes, the estimates
 of :mod:`.measure`, two baselines from docs/reference evaluation.md (dark voxels in a central
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from . import measure
+from ... import measure
 from .population import PhantomPopulation
 
 

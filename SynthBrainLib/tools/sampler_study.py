@@ -2,12 +2,12 @@
 
 ``synthbrain bench MODEL --quality N`` draws N requests (seed i, conditions spread over the card's
 ranges), makes the **reference** for each - the model-zoo path: DDIM, 50 steps, float32, full
-decode (the bundle's plain loop, :func:`SynthBrainLib.bench.reference_sample`) - and then every
+decode (the bundle's plain loop, :func:`SynthBrainLib.tools.bench.reference_sample`) - and then every
 candidate (sampler, steps, precision) for the same request, and reports per candidate:
 
 * images: PSNR and 3D MS-SSIM against the reference (data range 1), mean over requests;
 * Brain LDM-like models: the ventricular volume measured on each image
-  (:func:`SynthBrainLib.phantoms.measure.measure_ventricular_volume_ml`): Pearson r and mean
+  (:func:`SynthBrainLib.measure.measure_ventricular_volume_ml`): Pearson r and mean
   absolute difference against the reference's measurements, and r against the requested volume;
 * label generators: Dice of the label maps against the reference (mean over classes present) and
   r of the lesion volume against the reference's;
@@ -93,7 +93,7 @@ def _measure(card, out: np.ndarray) -> float | None:
     volume (label maps), in mL."""
     spacing_ml = float(np.prod(card.output.spacing)) / 1000.0
     if card.kind == "conditional_latent_diffusion":
-        from .phantoms.measure import measure_ventricular_volume_ml
+        from ..measure import measure_ventricular_volume_ml
 
         return measure_ventricular_volume_ml(out[0], card.output.affine)
     if card.kind == "label_generator":
@@ -123,8 +123,8 @@ def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
 def quality_study(model: str, *, samples: int = 8, device: str = "cpu", candidates: Sequence[Candidate] | None = None,
                   log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Run the study for one model (weights must be installed). Returns a JSON-ready report."""
-    from .device import cpu_has_bf16
-    from .pipelines import load_pipeline
+    from ..device import cpu_has_bf16
+    from ..pipelines import load_pipeline
 
     pipes: dict[str, Any] = {}
 
@@ -213,7 +213,7 @@ def quality_study(model: str, *, samples: int = 8, device: str = "cpu", candidat
 
 def format_quality_table(report: dict[str, Any]) -> str:
     """One Markdown table per model (times are in the JSON report: the speed table of
-    :func:`SynthBrainLib.bench.format_table` is the one to quote)."""
+    :func:`SynthBrainLib.tools.bench.format_table` is the one to quote)."""
     head = f"**{report['model']}**: {report['samples']} requests; reference = {report['reference']}"
     if "reference_volume_r_vs_requested" in report:
         head += f"; reference ventricular volume vs requested: r = {report['reference_volume_r_vs_requested']:.3f}"

@@ -33,7 +33,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage as ndi
 
-from . import measure
+from ... import measure
 from .contrast import SEQUENCES, render_contrast
 from .fields import smooth_random_field, smoothstep, trilinear_gather
 from .labels import (
