@@ -1325,15 +1325,17 @@ def define_takeover(c: str) -> None:
             before = snapshot(watched(ctx))
             run = run_cli(["--home", str(ctx.home), "models", "import", str(other), "--model", "brain-ldm-demo", "--component", "diffusion", *(["--allow-unverified"] if allow else [])], ctx.d)
             diff = changes(before, snapshot(watched(ctx)))
+            # Refused with or without --allow-unverified: brain-ldm-demo is a complete shipped model,
+            # used in place; other weights belong under an id of their own (issue 11: a taken name
+            # is refused, or the weights are imported under a new id).
+            out, det = judge("bad", run, diff, ctx)
+            recs = [("import" + (" --allow-unverified" if allow else ""), out, det)]
             if not allow:
-                out, det = judge("bad", run, diff, ctx)
-                return [("import", out, det)]
-            out, det = judge("good", run, diff, ctx)
-            recs = [("import --allow-unverified", out, det)]
+                return recs
             run2, weights = generate_weights(ctx, "after.nii.gz")
             rec = (weights or {}).get("diffusion", {})
-            if run2.rc == 0 and rec.get("checksum") == "mismatch-accepted":
-                recs.append(("then generate", OK_ACCEPT, "own weights used and recorded as mismatch-accepted"))
+            if run2.rc == 0 and rec.get("sha256") == SHIPPED_SHA["brain-ldm-demo"]["diffusion"] and run.rc == 2:
+                recs.append(("then generate", OK_ACCEPT, "the refused weights are nowhere: the shipped weights run"))
             elif run2.rc == 0 and rec.get("sha256") == SHIPPED_SHA["brain-ldm-demo"]["diffusion"]:
                 recs.append(("then generate", BROKEN, short(f"the import said OK (exit 0, and printed the shipped file as installed) but its weights are never used: "
                                                             f"generate runs the shipped diffusion weights ({rec.get('location')}, {rec.get('checksum')}); "
@@ -1345,7 +1347,7 @@ def define_takeover(c: str) -> None:
         return fn
 
     add(c, "models import <other diffusion weights> --model brain-ldm-demo (no --allow-unverified)", single_ckpt(False))
-    add(c, "models import <other diffusion weights> --model brain-ldm-demo --allow-unverified (own weights, by design)", single_ckpt(True))
+    add(c, "models import <other diffusion weights> --model brain-ldm-demo --allow-unverified (a complete shipped id: refused)", single_ckpt(True))
 
     def tampered_install(ctx: Ctx):
         """A cache entry for brain-ldm-demo whose install.json vouches for other weights ('verified')."""
