@@ -7,11 +7,22 @@ Quick start::
     result = pipe.generate(age=70, sex="female", seed=1)          # SynthesisResult
     result.save("brain.nii.gz")                                   # + brain.json provenance
 
-See README.md for the label generator, label-to-image synthesis and the model store.
+Layers (each imports only those below it): :mod:`.errors` -> :mod:`.outputs` (results, files) and
+:mod:`.models` (cards, store, weights) -> :mod:`.pipelines` (one class per model kind, sampling) ->
+:mod:`.batch` -> :mod:`.cli`; :mod:`.tools` (benchmarks, training, evaluation, phantoms) is for
+developers and never imported by the library.
+
+The names below are imported on first use (PEP 562), so ``import SynthBrainLib.errors`` or the card
+reader (``SynthBrainLib.models.cards``) work without torch - which is how the Slicer module reports
+errors before its dependencies are installed.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ._version import __version__
-from .cards import ModelCard, builtin_cards, load_card
 from .errors import (
     CardError,
     CheckpointError,
@@ -22,31 +33,39 @@ from .errors import (
     SynthBrainError,
     SynthesisCancelled,
 )
-from .io import read_volume, write_volume
-from .pipelines import (
-    ConditionalBrainPipeline,
-    LabelGeneratorPipeline,
-    LabelToImagePipeline,
-    SynthesisPipeline,
-    load_pipeline,
-)
-from .results import SynthesisResult
-from .store import ModelStore
+
+#: public name -> the module that defines it (imported when the name is first used)
+_LAZY = {
+    "load_pipeline": ".pipelines",
+    "ConditionalBrainPipeline": ".pipelines",
+    "LabelGeneratorPipeline": ".pipelines",
+    "LabelToImagePipeline": ".pipelines",
+    "SynthesisPipeline": ".pipelines",
+    "SynthesisResult": ".outputs.results",
+    "ModelCard": ".models.cards",
+    "load_card": ".models.cards",
+    "builtin_cards": ".models.cards",
+    "ModelStore": ".models.store",
+    "read_volume": ".outputs.io",
+    "write_volume": ".outputs.io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",
-    "load_pipeline",
-    "ConditionalBrainPipeline",
-    "LabelGeneratorPipeline",
-    "LabelToImagePipeline",
-    "SynthesisPipeline",
-    "SynthesisResult",
-    "ModelCard",
-    "ModelStore",
-    "load_card",
-    "builtin_cards",
-    "read_volume",
-    "write_volume",
+    *_LAZY,
     "SynthBrainError",
     "CardError",
     "CheckpointError",

@@ -9,7 +9,7 @@ Sample ``i`` (0 <= i < N) is fully determined by the batch settings and ``i``:
 
 So the output does not depend on how many processes share the work. Rank ``r`` of ``W`` (torchrun's
 ``RANK`` / ``WORLD_SIZE``; 0 of 1 without torchrun) makes the samples with ``i % W == r``, each
-written atomically by :func:`SynthBrainLib.io.write_result` as ``sample_<i>.nii.gz`` plus its
+written atomically by :func:`SynthBrainLib.outputs.io.write_result` as ``sample_<i>.nii.gz`` plus its
 provenance sidecar ``sample_<i>.json``. A sample whose image and sidecar exist and whose sidecar
 records the same request is skipped, so an interrupted batch resumes where it stopped; an image
 without its sidecar (killed between the two renames) is made again. ``batch.json`` records the
@@ -33,9 +33,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .checkpoints import file_sha256
+from .outputs.digests import file_sha256
 from .errors import ConditionError, OutputError, SynthBrainError
-from .interrupts import terminate_as_interrupt
+from .outputs.interrupts import terminate_as_interrupt
 
 BATCH_FILE = "batch.json"
 MANIFEST_FILE = "manifest.csv"
@@ -119,7 +119,7 @@ class BatchPlan:
 
 def read_conditions_csv(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a conditions CSV: one column per condition (real units; empty cell = card default)."""
-    from .io import as_path
+    from .outputs.io import as_path
 
     try:
         path = as_path(path, "conditions file")
@@ -166,8 +166,8 @@ def plan_batch(card, model: str, *, count: int | None, base_seed: int, rows: Seq
         ConditionError: an unknown condition name, a value outside the card's range, a bad count,
             sampler or steps (checked for every sample before anything runs).
     """
-    from .conditioning import resolve_conditions
-    from .sampling import resolve_sampler, whole_number
+    from .pipelines.conditioning import resolve_conditions
+    from .pipelines.sampling import resolve_sampler, whole_number
 
     if card.kind not in ("conditional_latent_diffusion", "label_generator"):
         raise ConditionError(f"model {card.id} is a {card.kind} model; 'batch' makes images or label maps from conditions (conditional_latent_diffusion or label_generator models)")
@@ -264,7 +264,7 @@ def _request_record(plan: BatchPlan, index: int) -> dict[str, Any]:
 
 def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
     """Whether sample ``index`` is complete (image and sidecar) and was made for this request."""
-    from .io import sidecar_path
+    from .outputs.io import sidecar_path
 
     data = plan.file(out, index)
     side = sidecar_path(data)
@@ -287,7 +287,7 @@ def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
 def prepare_output_folder(out: str | Path) -> Path:
     """The batch's folder, created if needed (a one-line error for a file in the way, a place where
     folders cannot be made, or one that cannot be written)."""
-    from .io import as_path
+    from .outputs.io import as_path
 
     out = as_path(out, "output folder")
     try:
@@ -306,7 +306,7 @@ def _check_batch_file(out: Path, plan: BatchPlan, rank: int) -> None:
     batches started into one folder at the same moment exactly one gets it; the other (and any
     later run with other settings) is refused. Runs of the same batch (restarts, torchrun ranks)
     find their own settings there and go on."""
-    from .atomic_files import AlreadyExists, replaced_atomically
+    from .outputs.atomic_files import AlreadyExists, replaced_atomically
 
     path = out / BATCH_FILE
     spec = json.loads(json.dumps(plan.as_json()))
@@ -333,15 +333,15 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
     Returns:
         ``{"made": [...], "skipped": [...], "manifest": path or None, "missing": [...]}``.
     """
-    from .io import write_result
-    from .sampling import check_cancel
+    from .outputs.io import write_result
+    from .pipelines.sampling import check_cancel
 
     out = prepare_output_folder(out)
     _check_batch_file(out, plan, rank)
     _start_distributed(world)
     mine = [i for i in range(plan.count) if i % world == rank]
-    from .atomic_files import TEMPORARY_MARK, remove_stale_temporaries
-    from .io import sidecar_path
+    from .outputs.atomic_files import TEMPORARY_MARK, remove_stale_temporaries
+    from .outputs.io import sidecar_path
 
     remove_stale_temporaries(out)  # left by a killed earlier run (a clean exit removes its own) ...
     for i in mine:  # ... and, whatever their age, those of this rank's own samples
@@ -352,7 +352,7 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
     todo = []
     for i in mine:
         (skipped if _finished(plan, out, i) else todo).append(i)
-    from .io import ensure_writable, output_paths
+    from .outputs.io import ensure_writable, output_paths
 
     for i in todo:  # something in the way of a sample to make (a folder of that name): refuse before any work or output
         ensure_writable(output_paths(plan.file(out, i)), overwrite=True)
@@ -382,7 +382,7 @@ MANIFEST_COLUMNS = ("index", "file", "seed", "base_seed", "model", "card_version
 
 def manifest_rows(plan: BatchPlan, out: Path) -> tuple[list[dict[str, Any]], list[int]]:
     """One row per finished sample, in index order, read from the sidecars; and the missing indices."""
-    from .io import sidecar_path
+    from .outputs.io import sidecar_path
 
     rows, missing = [], []
     for i in range(plan.count):
@@ -411,7 +411,7 @@ def manifest_rows(plan: BatchPlan, out: Path) -> tuple[list[dict[str, Any]], lis
 
 def write_manifest(plan: BatchPlan, out: Path) -> tuple[Path, list[int]]:
     """Rebuild ``manifest.csv`` from the sidecars and write it atomically."""
-    from .store import _atomic_write_text
+    from .models.store import _atomic_write_text
 
     rows, missing = manifest_rows(plan, out)
     columns = list(MANIFEST_COLUMNS)

@@ -24,7 +24,7 @@ from tiny_models import (  # noqa: E402
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A ModelStore in a temporary home with no shipped models (tests never touch ~/.cache)."""
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     home = tmp_path / "home"
     monkeypatch.setenv("SYNTHBRAIN_HOME", str(home))
@@ -103,7 +103,7 @@ def mrml_app():
 @pytest.fixture
 def tiny_store(model_folders, tmp_path):
     """A ModelStore whose shipped models are the tiny model folders (empty user cache in tmp_path)."""
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     base = model_folders["brain"].parent
     return ModelStore(home=tmp_path / "synthbrain-home", shipped=[base])

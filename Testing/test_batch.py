@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from SynthBrainLib.batch import Range, plan_batch, read_conditions_csv, sample_seed
-from SynthBrainLib.cards import load_card
+from SynthBrainLib.models.cards import load_card
 from SynthBrainLib.errors import ConditionError
-from SynthBrainLib.io import read_volume
+from SynthBrainLib.outputs.io import read_volume
 
 ARGS = ["--range", "age=50:80", "--range", "sex=female,male", "--seed", "11", "--quiet", "--device", "cpu"]
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from SynthBrainLib.cards import ModelCard, builtin_cards, load_card
+from SynthBrainLib.models.cards import ModelCard, builtin_cards, load_card
 from SynthBrainLib.errors import CardError
-from SynthBrainLib.networks import build_networks, count_parameters
+from SynthBrainLib.models.networks import build_networks, count_parameters
 from tiny_models import tiny_spade_card, tiny_brain_card
 
 # configs/inference.json of the MONAI model-zoo bundle brain_image_synthesis_latent_diffusion_model 1.0.0
@@ -54,7 +54,7 @@ def test_brain_ldm_card_reproduces_the_bundle():
     assert card.weights["autoencoder"].md5 == "329e97b3085643ff235f11f049856242"
     assert card.weights["diffusion"].md5 == "21c3047556fb671caf0556f1cce6ef22"
     # bundle defaults 0.0, 0.1, 0.2, 0.4 are the card defaults in model units
-    from SynthBrainLib.conditioning import resolve_conditions
+    from SynthBrainLib.pipelines.conditioning import resolve_conditions
 
     assert resolve_conditions(card.conditioning).vector() == pytest.approx([0.0, 0.1, 0.2, 0.4])
 

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-from SynthBrainLib.checkpoints import convert_generative_state_dict, load_weights, read_state_dict, verify_file
+from SynthBrainLib.models.checkpoints import convert_generative_state_dict, load_weights, read_state_dict, verify_file
 from SynthBrainLib.errors import CheckpointError
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -86,7 +86,7 @@ def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
     code, out, err = run(capsys, "image-from-labels", labels, "--model", model_folders["spade"], "--sequence", "FLAIR",
                          "--seed", 2, "-o", image, "--quiet")
     assert code == 0, err
-    from SynthBrainLib.io import read_volume
+    from SynthBrainLib.outputs.io import read_volume
 
     lab, lab_affine = read_volume(labels)
     img, img_affine = read_volume(image)
@@ -153,7 +153,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path, capsys
 
 
 def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_folders, monkeypatch):
-    import SynthBrainLib.atomic_files as atomic_files
+    import SynthBrainLib.outputs.atomic_files as atomic_files
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from SynthBrainLib.cards import builtin_cards
-from SynthBrainLib.conditioning import resolve_conditions
+from SynthBrainLib.models.cards import builtin_cards
+from SynthBrainLib.pipelines.conditioning import resolve_conditions
 from SynthBrainLib.errors import ConditionError
 
 
@@ -66,7 +66,7 @@ def test_lesion_fractions_identity_mapping():
 
 
 def test_default_from_other_variables():
-    from SynthBrainLib.cards import ModelCard
+    from SynthBrainLib.models.cards import ModelCard
     from tiny_models import tiny_brain_card
 
     data = tiny_brain_card()

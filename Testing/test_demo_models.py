@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.tools.phantoms import PhantomPopulation, SubjectSpec, measure_ventricular_volume_ml, paint_lesion
 from SynthBrainLib.tools.evaluation.evaluators import flair_search_region
-from SynthBrainLib.store import ModelStore, demo_models_dir
+from SynthBrainLib.models.store import ModelStore, demo_models_dir
 
 # model semantics on the trained demo weights: ~90 s on 2 CPU cores in all
 pytestmark = pytest.mark.slow

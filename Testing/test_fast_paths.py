@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from SynthBrainLib import ConditionError, DeviceError, load_pipeline
-from SynthBrainLib.decoding import TileSettings, blend_weights, decode, decode_full, decode_tiled, window_overlaps, window_shape
-from SynthBrainLib.device import Precision
-from SynthBrainLib.networks import build_network
+from SynthBrainLib.pipelines.decoding import TileSettings, blend_weights, decode, decode_full, decode_tiled, window_overlaps, window_shape
+from SynthBrainLib.pipelines.device import Precision
+from SynthBrainLib.models.networks import build_network
 from SynthBrainLib.pipelines.base import use_sdpa
 from tiny_models import CountingUNet
 
@@ -35,7 +35,7 @@ def test_precision_options():
 
 
 def test_mixed_precision_runs_noisy_steps_in_float32(model_folders, brain):
-    from SynthBrainLib.sampling import make_scheduler, noise_ratio
+    from SynthBrainLib.pipelines.sampling import make_scheduler, noise_ratio
 
     mixed = Precision.for_device(CPU, None, "mixed")
     assert mixed.name == "mixed(float32 above sigma/alpha 2, else bfloat16-autocast)+channels_last_3d", mixed.name

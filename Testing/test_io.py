@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from SynthBrainLib.errors import OutputError
-from SynthBrainLib.io import read_volume, sidecar_path, write_volume
-from SynthBrainLib.results import SynthesisResult
+from SynthBrainLib.outputs.io import read_volume, sidecar_path, write_volume
+from SynthBrainLib.outputs.results import SynthesisResult
 
 
 def _oblique_affine():
@@ -99,7 +99,7 @@ def test_existing_files_are_never_overwritten(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    import SynthBrainLib.io as sio
+    import SynthBrainLib.outputs.io as sio
 
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -116,7 +116,7 @@ def test_written_files_get_the_usual_permissions(tmp_path, umask):
     import os
     import stat
 
-    from SynthBrainLib.preview import write_png
+    from SynthBrainLib.outputs.preview import write_png
 
     old = os.umask(umask)
     try:
@@ -167,7 +167,7 @@ def test_nrrd_and_nifti_agree_in_itk(tmp_path):
 
 @pytest.mark.parametrize("spacing, zoom", [(2.5, 3), (2.0, 2), (1.0, 1), (0.7, 1), (1.4, 1)])
 def test_preview_zoom_brings_pixels_near_one_mm(spacing, zoom):
-    from SynthBrainLib.preview import montage, preview_zoom
+    from SynthBrainLib.outputs.preview import montage, preview_zoom
 
     affine = _oblique_affine()
     affine[:3, :3] = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0) * spacing

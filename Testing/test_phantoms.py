@@ -19,12 +19,13 @@ from SynthBrainLib.tools.phantoms import (
     PhantomPopulation,
     SubjectSpec,
     TumourSpec,
+    build_dataset,
     load_dataset,
     paint_lesion,
     render_contrast,
 )
 from SynthBrainLib.tools.phantoms.labels import CSF, DGM, GM, WM, WMH
-from SynthBrainLib.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
+from SynthBrainLib.outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
 
 SHAPE = (64, 80, 64)
 
@@ -258,9 +259,9 @@ def test_painted_lesion(pop, healthy):
 
 def test_dataset_build_resume_load(tmp_path, pop):
     folder = tmp_path / "ds"
-    pop.build_dataset(2, folder)
+    build_dataset(pop, 2, folder)
     first = (folder / "subject_00000.npz").stat().st_mtime_ns
-    pop.build_dataset(3, folder)  # resumes: only subject 2 is written
+    build_dataset(pop, 3, folder)  # resumes: only subject 2 is written
     assert (folder / "subject_00000.npz").stat().st_mtime_ns == first
     assert not list(folder.glob(".tmp-*"))
     ds = load_dataset(folder)
@@ -275,7 +276,7 @@ def test_dataset_build_resume_load(tmp_path, pop):
     assert x["meta"]["true_ventricular_volume_ml"] == pytest.approx(s.true_ventricular_volume_ml)
     assert len(x["meta"]["conditioning"]) == 4
     with pytest.raises(ValueError):
-        PhantomPopulation(seed=5).build_dataset(1, folder)
+        build_dataset(PhantomPopulation(seed=5), 1, folder)
 
 
 def test_no_gui_or_plotting_imports():

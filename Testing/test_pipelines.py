@@ -17,7 +17,7 @@ from SynthBrainLib import (
     SynthesisCancelled,
     load_pipeline,
 )
-from SynthBrainLib.device import resolve_device
+from SynthBrainLib.pipelines.device import resolve_device
 from tiny_models import CountingUNet
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from SynthBrainLib.cards import builtin_cards
+from SynthBrainLib.models.cards import builtin_cards
 from SynthBrainLib.errors import ConditionError
-from SynthBrainLib.sampling import make_scheduler, resolve_sampler
-from SynthBrainLib.schedulers import DPMSolverPP2MScheduler
+from SynthBrainLib.pipelines.sampling import make_scheduler, resolve_sampler
+from SynthBrainLib.pipelines.schedulers import DPMSolverPP2MScheduler
 
 SCHEDULE = builtin_cards()["brain-ldm"].scheduler
 

@@ -248,7 +248,7 @@ def test_two_different_batches_cannot_share_a_folder(tmp_path):
     both start at the same moment."""
     from SynthBrainLib import batch
     from SynthBrainLib.errors import OutputError
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     card = ModelStore(home=tmp_path / "home").card("brain-ldm-demo")
     plans = [batch.plan_batch(card, "brain-ldm-demo", count=2, base_seed=seed, settings={"model_id": card.id}) for seed in (1, 2)]
@@ -272,7 +272,7 @@ def test_two_different_batches_cannot_share_a_folder(tmp_path):
 
 def test_damaged_batch_sidecars_are_remade_not_blocking(tmp_path):
     from SynthBrainLib import batch
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     card = ModelStore(home=tmp_path / "home").card("brain-ldm-demo")
     plan = batch.plan_batch(card, "brain-ldm-demo", count=1, base_seed=1, settings={"model_id": card.id})

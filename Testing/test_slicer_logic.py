@@ -151,7 +151,7 @@ def test_generate_labels_gives_schema_segmentation(slicer_logic, model_folders):
 
 def test_synthesised_image_is_aligned_with_lesion_painted_on_other_geometry(mrml_app, tiny_store):
     """Voxel-level alignment through the real model-space round trip (resample in, synthesise, back)."""
-    from SynthBrainLib.cards import ModelCard
+    from SynthBrainLib.models.cards import ModelCard
     from SynthBrainLib.pipelines import LabelToImagePipeline
 
     card = ModelCard.from_dict(tiny_store.card("tiny-spade").to_dict())
@@ -403,7 +403,7 @@ def test_wrong_nodes_and_empty_paint_are_one_line_errors(slicer_logic, mrml_app)
 
 
 def test_no_installed_model_of_a_kind(mrml_app, tmp_path):
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     logic = core.SynthBrainLogic(scene=mrml_app.scene, store=ModelStore(home=tmp_path, shipped=[]))
     with pytest.raises(ModelNotFoundError, match="no conditioned brain model is installed"):

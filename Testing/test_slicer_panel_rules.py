@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "SynthBrain"))
 
 import slicer_app  # noqa: E402
-from SynthBrainLib.cards import ModelCard, builtin_cards  # noqa: E402
+from SynthBrainLib.models.cards import ModelCard, builtin_cards  # noqa: E402
 from SynthBrainLib.errors import ConditionError, ModelNotFoundError  # noqa: E402
 from SynthBrainSlicer import panel  # noqa: E402
 from SynthBrainSlicer.choices import Precision, Sampler, Sex  # noqa: E402
@@ -41,7 +41,7 @@ def test_assumed_mapping_is_marked_and_published_one_is_not(brain_ldm):
 
 
 def test_brain_ldm_age_follows_the_authors_demo_app(brain_ldm):
-    from SynthBrainLib.conditioning import resolve_conditions
+    from SynthBrainLib.pipelines.conditioning import resolve_conditions
 
     resolved = resolve_conditions(brain_ldm.conditioning, {"age": 63.0, "sex": "male"})
     assert resolved.model["age"] == pytest.approx((63 - 44) / (82 - 44)), "age maps as (years - 44) / (82 - 44)"

@@ -86,7 +86,7 @@ def test_every_library_module_the_module_imports_is_shipped():
 
 def test_the_built_in_cards_and_every_demo_model_file_are_shipped():
     shipped = shipped_library_files()
-    cards = {p.relative_to(REPO).as_posix() for p in (REPO / "SynthBrainLib" / "cards").glob("*.json")}
+    cards = {p.relative_to(REPO).as_posix() for p in (REPO / "SynthBrainLib" / "models" / "cards").glob("*.json")}
     assert cards and cards <= shipped, f"built-in cards not installed: {sorted(cards - shipped)}"
     models = {p.relative_to(REPO).as_posix() for p in (REPO / "Resources" / "Models").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert models - shipped == set(), f"demo model files not installed: {sorted(models - shipped)}"

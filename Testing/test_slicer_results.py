@@ -123,7 +123,7 @@ def _card_only(folder: Path, base_url: str, target: Path, corrupt: bool = False)
 
 
 def test_download_fetches_checks_and_installs_public_weights(weights_server, mrml_app, tmp_path):
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     folder, url = weights_server
     store = ModelStore(home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain").parent])
@@ -140,7 +140,7 @@ def test_download_fetches_checks_and_installs_public_weights(weights_server, mrm
 
 def test_download_with_a_wrong_checksum_installs_nothing(weights_server, mrml_app, tmp_path):
     from SynthBrainLib.errors import CheckpointError
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     folder, url = weights_server
     store = ModelStore(home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain", corrupt=True).parent])
@@ -151,7 +151,7 @@ def test_download_with_a_wrong_checksum_installs_nothing(weights_server, mrml_ap
 
 
 def test_cancelled_download_keeps_nothing_installed(weights_server, mrml_app, tmp_path):
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     folder, url = weights_server
     store = ModelStore(home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain").parent])

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "SynthBrain"))
 
 from SynthBrainSlicer import scene as mrml  # noqa: E402
 
-from SynthBrainLib.cards import builtin_cards  # noqa: E402
+from SynthBrainLib.models.cards import builtin_cards  # noqa: E402
 
 SCHEMA = builtin_cards()["brainspade3d-image"].labels
 VALUE = {c.name: c.value for c in SCHEMA}

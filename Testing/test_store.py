@@ -15,7 +15,7 @@ import pytest
 
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.errors import CardError, CheckpointError, ModelNotFoundError
-from SynthBrainLib.store import ModelStore
+from SynthBrainLib.models.store import ModelStore
 from tiny_models import tiny_brain_card, write_model_folder, write_old_format_bundle
 
 
@@ -174,7 +174,7 @@ def test_damaged_install_record_is_a_clear_error(tmp_path, store):
 
 def test_non_finite_output_is_refused():
     from SynthBrainLib.errors import SynthBrainError
-    from SynthBrainLib.results import SynthesisResult
+    from SynthBrainLib.outputs.results import SynthesisResult
 
     image = np.zeros((4, 4, 4), np.float32)
     image[1, 2, 3] = np.nan

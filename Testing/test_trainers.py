@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from SynthBrainLib.cards import NetworkSpec
+from SynthBrainLib.models.cards import NetworkSpec
 from SynthBrainLib.tools.training.trainers import FitConfig, fit, train_latent_diffusion
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.cli import main
-from SynthBrainLib.store import ModelStore
+from SynthBrainLib.models.store import ModelStore
 
 pytestmark = pytest.mark.slow  # trains three demo models (phantoms + networks) once per module
 

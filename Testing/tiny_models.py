@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from SynthBrainLib.cards import ModelCard, builtin_cards
-from SynthBrainLib.networks import build_networks
+from SynthBrainLib.models.cards import ModelCard, builtin_cards
+from SynthBrainLib.models.networks import build_networks
 
 
 def _affine(shape, spacing):
@@ -101,7 +101,7 @@ def write_model_folder(card_dict: dict, folder: Path, seed: int = 0, fmt: str = 
     """card.json + random (perturbed) weights with their sha256 in the card; returns the folder."""
     from safetensors.torch import save_file
 
-    from SynthBrainLib.checkpoints import file_sha256
+    from SynthBrainLib.outputs.digests import file_sha256
 
     folder.mkdir(parents=True, exist_ok=True)
     card_dict = copy.deepcopy(card_dict)

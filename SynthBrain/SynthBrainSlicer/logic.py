@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from SynthBrainLib import errors
+
 from . import environment, saving, scene as mrml
 from .choices import BRAIN_KIND, IMAGE_KIND, KIND_NAMES, LABELS_KIND
 from .dependencies import DependencyInstaller, InstallOutcome
@@ -39,12 +41,6 @@ from .tasks import BackgroundRun, ProgressCallback, Task, is_set
 
 #: Node attribute with the volumes measured in a generated brain (JSON, mL).
 MEASURED_ATTRIBUTE = "SynthBrain.MeasuredVolumes"
-
-
-def _errors():
-    from SynthBrainLib import errors
-
-    return errors
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ class SynthBrainLogic:
     def store(self):
         if self._store is None:
             environment.ensure_library_on_path()
-            from SynthBrainLib.store import ModelStore, shipped_dirs
+            from SynthBrainLib.models.store import ModelStore, shipped_dirs
 
             extra = [d for d in environment.shipped_model_dirs() if d not in shipped_dirs()]
             self._store = ModelStore(shipped=[*extra, *shipped_dirs()])
@@ -159,14 +155,14 @@ class SynthBrainLogic:
         return self._cards
 
     def card(self, modelId: str, kind: str | None = None):
-        """The :class:`~SynthBrainLib.cards.ModelCard` of ``modelId`` (conditions, ranges, label
+        """The :class:`~SynthBrainLib.models.cards.ModelCard` of ``modelId`` (conditions, ranges, label
         schema, sequences); with ``kind``, an error unless the model is of that kind."""
         cards = self.cards()
         if modelId not in cards:
-            raise _errors().ModelNotFoundError(f"model {modelId!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
+            raise errors.ModelNotFoundError(f"model {modelId!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
         card = cards[modelId]
         if kind is not None and card.kind != kind:
-            raise _errors().ConditionError(f"model {modelId} is a {KIND_NAMES.get(card.kind, card.kind)} model, not a {KIND_NAMES[kind]} model")
+            raise errors.ConditionError(f"model {modelId} is a {KIND_NAMES.get(card.kind, card.kind)} model, not a {KIND_NAMES[kind]} model")
         return card
 
     def knownCard(self, modelId: str | None):
@@ -181,7 +177,7 @@ class SynthBrainLogic:
             for modelId, card in sorted(self.cards().items()):
                 try:
                     found = self.store.locate(modelId, require_complete=False)
-                except _errors().SynthBrainError as exc:
+                except errors.SynthBrainError as exc:
                     statuses[modelId] = ModelStatus(modelId, card.name, card.kind, False, "", "", 0, (), str(exc))
                     continue
                 missing = tuple(card.weights[k].file for k in found.missing)
@@ -195,7 +191,7 @@ class SynthBrainLogic:
         for status in self.listModels():
             if status.id == modelId:
                 return status
-        raise _errors().ModelNotFoundError(f"model {modelId!r} is not known")
+        raise errors.ModelNotFoundError(f"model {modelId!r} is not known")
 
     def defaultModel(self, kind: str) -> str | None:
         """An installed model of ``kind``: imported or downloaded ones before shipped demos."""
@@ -206,7 +202,7 @@ class SynthBrainLogic:
     def _model(self, model: str | None, kind: str) -> str:
         modelId = model or self.defaultModel(kind)
         if modelId is None:
-            raise _errors().ModelNotFoundError(f"no {KIND_NAMES[kind]} model is installed; import one in the Model section (or: synthbrain models import PATH)")
+            raise errors.ModelNotFoundError(f"no {KIND_NAMES[kind]} model is installed; import one in the Model section (or: synthbrain models import PATH)")
         self.card(modelId, kind)
         return modelId
 
@@ -267,9 +263,9 @@ class SynthBrainLogic:
 
     # ---- validation on the main thread (fast feedback, before any thread starts) -----------------
     def _check(self, card, conditions: dict[str, Any], raw, sampler, steps, device) -> None:
-        from SynthBrainLib.conditioning import resolve_conditions
-        from SynthBrainLib.device import resolve_device
-        from SynthBrainLib.sampling import resolve_sampler
+        from SynthBrainLib.pipelines.conditioning import resolve_conditions
+        from SynthBrainLib.pipelines.device import resolve_device
+        from SynthBrainLib.pipelines.sampling import resolve_sampler
 
         resolve_device(device or self.device)
         resolve_conditions(card.conditioning, conditions, raw)
@@ -385,7 +381,7 @@ class SynthBrainLogic:
         def compute(progress, cancel):
             def bytes_done(name, done, total):
                 if is_set(cancel):
-                    raise _errors().SynthesisCancelled("download cancelled; the partial file is kept and the next download resumes it")
+                    raise errors.SynthesisCancelled("download cancelled; the partial file is kept and the next download resumes it")
                 if progress is not None:
                     progress(int(done), int(total or 0))
 
@@ -416,11 +412,11 @@ class SynthBrainLogic:
         card = self.card(modelId)
         names = card.sequences.names if card.sequences is not None else ()
         if str(sequence).strip().lower() not in [n.lower() for n in names]:
-            raise _errors().ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)} (model {modelId})")
+            raise errors.ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)} (model {modelId})")
         self._check(card, {}, None, sampler, steps, device)
         labels, affine = mrml.segmentation_to_labels(segmentationNode, card.labels, referenceVolumeNode)
         if not labels.any():
-            raise _errors().ConditionError(f"segmentation {segmentationNode.GetName()} is empty on its grid; paint at least one segment")
+            raise errors.ConditionError(f"segmentation {segmentationNode.GetName()} is empty on its grid; paint at least one segment")
         worldAffine = mrml.to_world(segmentationNode, affine)
         parent = segmentationNode.GetParentTransformNode()
         source = {"segmentation": segmentationNode.GetName(), "reference_volume": referenceVolumeNode.GetName() if referenceVolumeNode else None}
@@ -453,14 +449,14 @@ class SynthBrainLogic:
         modelId = self._model(model, BRAIN_KIND)
         card = self.card(modelId)
         if AGE not in card.conditioning.names:
-            raise _errors().ConditionError(f"model {modelId} has no '{AGE}' condition to sweep")
+            raise errors.ConditionError(f"model {modelId} has no '{AGE}' condition to sweep")
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 2 <= int(count) <= 200:
-            raise _errors().ConditionError(f"an age sweep needs 2 to 200 steps, got {count!r}")
+            raise errors.ConditionError(f"an age sweep needs 2 to 200 steps, got {count!r}")
         if AGE in conditions:
-            raise _errors().ConditionError("give the sweep's ages as ageFrom and ageTo, not age")
+            raise errors.ConditionError("give the sweep's ages as ageFrom and ageTo, not age")
         ages = [round(float(a), 3) for a in np.linspace(float(ageFrom), float(ageTo), int(count))]
         if len({f"{a:g}" for a in ages}) < len(ages):  # the sequence is indexed by these texts
-            raise _errors().ConditionError(f"ages {float(ageFrom):g} to {float(ageTo):g} in {int(count)} steps are not distinct; widen the range or take fewer steps")
+            raise errors.ConditionError(f"ages {float(ageFrom):g} to {float(ageTo):g} in {int(count)} steps are not distinct; widen the range or take fewer steps")
         for age in (ages[0], ages[-1]):
             self._check(card, {**conditions, AGE: age}, raw, sampler, steps, device)
         seed = self._seed(seed)
@@ -472,7 +468,7 @@ class SynthBrainLogic:
             results = []
             for index, age in enumerate(ages):
                 if is_set(cancel):
-                    raise _errors().SynthesisCancelled()
+                    raise errors.SynthesisCancelled()
 
                 def item_progress(step, total, _i=index):
                     if progress is not None:
@@ -500,10 +496,10 @@ class SynthBrainLogic:
         else:
             modelId = self.defaultModel(IMAGE_KIND) or self.defaultModel(LABELS_KIND)
             if modelId is None:
-                raise _errors().ModelNotFoundError("no label-to-image or label generator model is installed; import one in the Model section")
+                raise errors.ModelNotFoundError("no label-to-image or label generator model is installed; import one in the Model section")
             card = self.card(modelId)
         if not card.labels:
-            raise _errors().ConditionError(f"model {card.id} has no label schema")
+            raise errors.ConditionError(f"model {card.id} has no label schema")
         return card
 
     def templateFromNode(self, node, *, model: str | None = None, name: str | None = None):
@@ -520,14 +516,14 @@ class SynthBrainLogic:
             return mrml.labelmap_to_segmentation(scene, node, card.labels, name)
         if node.IsA("vtkMRMLSegmentationNode"):
             return mrml.segmentation_to_schema(scene, node, card.labels, name)
-        raise _errors().ConditionError(f"{node.GetName()} is a {node.GetClassName()}; select a segmentation or a label-map volume")
+        raise errors.ConditionError(f"{node.GetName()} is a {node.GetClassName()}; select a segmentation or a label-map volume")
 
     def paintingFrom(self, node, *, model: str | None = None, reference=None):
         """``(segmentation, volume to paint on)`` from a user's label map or segmentation: a new
         schema template, and ``reference`` or else a new volume of its labels on its grid (the
         Segment Editor paints on a volume)."""
         if node is None:
-            raise _errors().ConditionError("select a segmentation or a label map to use as the template")
+            raise errors.ConditionError("select a segmentation or a label map to use as the template")
         segmentation = self.templateFromNode(node, model=model)
         return segmentation, reference or self.paintVolume(segmentation, model=model)
 
@@ -629,7 +625,7 @@ class SynthBrainLogic:
 def measure_volumes(image: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """Ventricular and brain volume (mL) measured in a generated T1 by SynthBrainLib's image-based
     estimators (mask, bias correction, tissue classes; no model involved)."""
-    from SynthBrainLib.measure import measure_t1
+    from SynthBrainLib.outputs.measure import measure_t1
 
     measured = measure_t1(image, affine)
     return {"ventricular_volume": round(measured["ventricular_volume_ml"], 2), "brain_volume": round(measured["brain_volume_ml"], 2)}
@@ -657,8 +653,8 @@ def _require(node, classes: str | tuple[str, ...], message: str) -> None:
     """A one-line error when ``node`` is missing or not one of the MRML ``classes``."""
     classes = (classes,) if isinstance(classes, str) else classes
     if node is None:
-        raise _errors().ConditionError(message)
+        raise errors.ConditionError(message)
     if not hasattr(node, "IsA") or not any(node.IsA(c) for c in classes):
         what = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
         name = node.GetName() if hasattr(node, "GetName") else repr(node)
-        raise _errors().ConditionError(f"{message} ({name} is a {what})")
+        raise errors.ConditionError(f"{message} ({name} is a {what})")

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from SynthBrainLib.errors import SynthBrainError
+
+from .dependencies import DependencyError
 from .i18n import _
 
 #: The condition an age sweep varies.
@@ -329,9 +332,9 @@ def fill_model_selectors(modelSelector, selectors: "ModelSelectors", statuses, p
 
 # ---- sentences ---------------------------------------------------------------------------------------
 def is_user_error(exc: BaseException) -> bool:
-    """SynthBrainLib's errors (one-line messages) and failed installs, matched by class name so that
-    the module can load before SynthBrainLib's dependencies (torch) are installed."""
-    return any(cls.__name__ in ("SynthBrainError", "DependencyError") for cls in type(exc).__mro__)
+    """SynthBrainLib's errors (one-line messages) and failed installs. (SynthBrainLib.errors
+    imports without torch, so this works before the dependencies are installed.)"""
+    return isinstance(exc, (SynthBrainError, DependencyError))
 
 
 def error_message(exc: BaseException) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from SynthBrainLib.errors import SynthesisCancelled
+
 from .i18n import _
 from .tasks import BackgroundRun
 
@@ -71,7 +73,7 @@ class PanelRuns:
         try:
             result = run.finish()  # main thread: creates the result nodes
         except Exception as exc:  # the run's error (raised in the worker), or its cancellation
-            if type(exc).__name__ == "SynthesisCancelled":
+            if isinstance(exc, SynthesisCancelled):
                 self.statusLabel.text = _("Cancelled: nothing was added to the scene.")
             else:
                 self.showError(exc)

@@ -19,6 +19,7 @@ import vtk
 from vtk.util import numpy_support
 
 import slicer
+from SynthBrainLib.errors import SynthBrainError
 
 #: Node attributes written on every result.
 SYNTHETIC_ATTRIBUTE = "SynthBrain.Synthetic"
@@ -35,10 +36,6 @@ FOLDER_ATTRIBUTE = "SynthBrain.ResultsFolder"
 
 
 def _user_error(message: str) -> Exception:
-    # Deferred import: SynthBrainLib imports torch, which may not be installed when Slicer loads
-    # the module; these helpers only run once it is.
-    from SynthBrainLib.errors import SynthBrainError
-
     return SynthBrainError(message)
 
 

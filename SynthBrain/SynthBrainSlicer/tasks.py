@@ -17,13 +17,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from SynthBrainLib.errors import SynthesisCancelled
+
 ProgressCallback = Callable[[int, int], None]
 
 
 def cancelled_error() -> Exception:
-    # Deferred import: SynthBrainLib needs torch, which Slicer may not have when the module loads.
-    from SynthBrainLib.errors import SynthesisCancelled
-
     return SynthesisCancelled()
 
 

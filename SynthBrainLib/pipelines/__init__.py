@@ -6,11 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..cards import ModelCard
-from ..checkpoints import read_state_dict
-from ..errors import CheckpointError, ConditionError, ModelNotFoundError
-from ..networks import load_networks
-from .base import SynthesisPipeline
+from ..models.cards import ModelCard
+from .base import PIPELINE_OPTIONS, SynthesisPipeline, locate_model
 from .label_to_image import LabelToImagePipeline
 from .latent_diffusion import ConditionalBrainPipeline, LabelGeneratorPipeline, LatentDiffusionPipeline
 
@@ -23,24 +20,6 @@ PIPELINES: dict[str, type[SynthesisPipeline]] = {
 
 def pipeline_class(card: ModelCard) -> type[SynthesisPipeline]:
     return PIPELINES[card.kind]
-
-
-def read_style_codes(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
-    """Per-sequence style statistics of a SPADE card: ``<SEQ>.mean`` and ``<SEQ>.std``, each (z_dim,)."""
-    codes = read_state_dict(path)
-    z_dim = card.networks["generator"].kwargs.get("z_dim") if "generator" in card.networks else None
-    for seq in card.sequences.names:
-        for stat in ("mean", "std"):
-            key = f"{seq}.{stat}"
-            if key not in codes:
-                raise CheckpointError(f"style codes {Path(path).name} lack '{key}' (sequences: {', '.join(card.sequences.names)})")
-            if codes[key].ndim != 1 or (z_dim is not None and codes[key].shape[0] != z_dim):
-                raise CheckpointError(f"style codes {Path(path).name}: '{key}' has shape {tuple(codes[key].shape)}, expected ({z_dim},)")
-    return codes
-
-
-#: Keyword options of :func:`load_pipeline` (passed to the pipeline class).
-PIPELINE_OPTIONS = ("precision", "decode", "tiles", "cache_size", "compile", "sdpa")
 
 
 def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options) -> SynthesisPipeline:
@@ -62,31 +41,8 @@ def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", hal
         CheckpointError: a weight file is corrupt or does not fit the card's network.
         DeviceError: the device is not available.
     """
-    from ..device import Precision, resolve_device
-    from ..store import ModelStore
-
-    unknown = sorted(set(options) - set(PIPELINE_OPTIONS))
-    if unknown:
-        raise ConditionError(f"unknown option {unknown[0]!r}; load_pipeline takes {', '.join(PIPELINE_OPTIONS)}")
-    if not isinstance(model, (str, Path)):
-        raise ModelNotFoundError(f"model {model!r} is not a model id or a model folder path")
-
-    Precision.for_device(resolve_device(device), half, options.get("precision"))  # fail on a bad device or precision before loading gigabytes
-    if store is not None and not isinstance(store, ModelStore):
-        raise ModelNotFoundError(f"store {store!r} is not a SynthBrainLib.ModelStore")
-    store = store or ModelStore()
-    installed = store.locate(model)
-    card = installed.card
-    paths = {k: w.path for k, w in installed.weights.items()}
-    networks, layouts = load_networks(card, paths)
-    tensors = {}
-    if card.sequences is not None and card.sequences.weights:
-        tensors[card.sequences.weights] = read_style_codes(card, paths[card.sequences.weights])
-    info = installed.provenance()
-    for name, spec in card.networks.items():
-        if spec.weights in info:
-            info[spec.weights]["layout"] = layouts.get(name)
-    return pipeline_class(card)(card, networks, device=device, half=half, weights_info=info, tensors=tensors, **options)
+    installed = locate_model(model, store, device=device, half=half, options=options)
+    return pipeline_class(installed.card).from_installed(installed, device=device, half=half, **options)
 
 
 __all__ = [
@@ -98,5 +54,4 @@ __all__ = [
     "PIPELINES",
     "load_pipeline",
     "pipeline_class",
-    "read_style_codes",
 ]

@@ -12,20 +12,41 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 import torch
 
-from ..cards import ModelCard
-from .. import decoding
-from ..decoding import TileSettings, check_decode_mode
-from ..device import Precision, describe_device, resolve_device
-from ..errors import ConditionError
-from ..networks import build_networks
-from ..results import SynthesisResult, build_provenance
-from ..sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler, whole_number
+from pathlib import Path
+
+from ..errors import ConditionError, ModelNotFoundError
+from ..models.cards import ModelCard
+from ..models.checkpoints import read_style_codes
+from ..models.networks import build_networks, load_networks
+from ..models.store import ModelStore
+from ..outputs.results import SynthesisResult, build_provenance
+from . import decoding
+from .decoding import TileSettings, check_decode_mode
+from .device import Precision, describe_device, resolve_device
+from .sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler, whole_number
 
 #: ``compile`` option values: ``torch.compile`` mode for the diffusion UNet (``reduce-overhead``
 #: adds CUDA graphs on CUDA).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 MAX_SEED = 2**63 - 1
+
+
+#: Keyword options of :func:`~SynthBrainLib.pipelines.load_pipeline` (passed to the pipeline class).
+PIPELINE_OPTIONS = ("precision", "decode", "tiles", "cache_size", "compile", "sdpa")
+
+
+def locate_model(model: str | Path, store: ModelStore | None, *, device, half, options: Mapping[str, Any]):
+    """Check the load arguments (before any gigabyte is read) and find the installed model."""
+    unknown = sorted(set(options) - set(PIPELINE_OPTIONS))
+    if unknown:
+        raise ConditionError(f"unknown option {unknown[0]!r}; load_pipeline takes {', '.join(PIPELINE_OPTIONS)}")
+    if not isinstance(model, (str, Path)):
+        raise ModelNotFoundError(f"model {model!r} is not a model id or a model folder path")
+    Precision.for_device(resolve_device(device), half, options.get("precision"))
+    if store is not None and not isinstance(store, ModelStore):
+        raise ModelNotFoundError(f"store {store!r} is not a SynthBrainLib.ModelStore")
+    return (store or ModelStore()).locate(model)
 
 
 class SynthesisPipeline:
@@ -40,7 +61,7 @@ class SynthesisPipeline:
         precision: ``auto`` (float32 on the CPU, float16 autocast on CUDA) | ``float32`` |
             ``bfloat16`` (autocast; fast on CPUs with AVX-512 BF16/AMX) | ``float16`` (CUDA only).
         decode: ``auto`` | ``full`` | ``tiled``: how latents are decoded (see
-            :mod:`SynthBrainLib.decoding`; ``auto`` tiles only when a full decode would need more
+            :mod:`SynthBrainLib.pipelines.decoding`; ``auto`` tiles only when a full decode would need more
             than half of the machine's memory); recorded in provenance.
         tiles: window size, overlap, blending and GroupNorm statistics of tiled decoding.
         cache_size: keep this many results in an in-memory LRU cache keyed by (model and weights,
@@ -114,12 +135,26 @@ class SynthesisPipeline:
         ``options``: ``precision``, ``decode``, ``tiles``, ``cache_size``, ``compile``, ``sdpa``
         (see the class).
         """
-        from . import load_pipeline
+        installed = locate_model(model, store, device=device, half=half, options=options)
+        if installed.card.kind != cls.kind:
+            raise ConditionError(f"model {installed.card.id} is a {installed.card.kind} model; {cls.__name__} runs {cls.kind} models")
+        return cls.from_installed(installed, device=device, half=half, **options)
 
-        pipe = load_pipeline(model, device=device, half=half, store=store, **options)
-        if not isinstance(pipe, cls):
-            raise ConditionError(f"model {pipe.card.id} is a {pipe.card.kind} model; {cls.__name__} runs {cls.kind} models")
-        return pipe
+    @classmethod
+    def from_installed(cls, installed, *, device: str | torch.device = "auto", half: bool | None = None, **options: Any) -> "SynthesisPipeline":
+        """Build the networks of an installed model (:class:`~SynthBrainLib.models.store.InstalledModel`)
+        and load their weights strictly, with the style codes where the card has them."""
+        card = installed.card
+        paths = {k: w.path for k, w in installed.weights.items()}
+        networks, layouts = load_networks(card, paths)
+        tensors = {}
+        if card.sequences is not None and card.sequences.weights:
+            tensors[card.sequences.weights] = read_style_codes(card, paths[card.sequences.weights])
+        info = installed.provenance()
+        for name, spec in card.networks.items():
+            if spec.weights in info:
+                info[spec.weights]["layout"] = layouts.get(name)
+        return cls(card, networks, device=device, half=half, weights_info=info, tensors=tensors, **options)
 
     @classmethod
     def from_card(cls, card: ModelCard, *, device: str | torch.device = "auto", half: bool | None = None, seed: int = 0, **options: Any) -> "SynthesisPipeline":
@@ -180,7 +215,7 @@ class SynthesisPipeline:
         Args:
             seed: seeds the starting latent (drawn on the CPU) and DDPM's per-step noise.
             sampler / steps: validated sampler name and step count.
-            concat / unet_kwargs: conditioning built once (see :func:`~SynthBrainLib.sampling.denoise`).
+            concat / unet_kwargs: conditioning built once (see :func:`~SynthBrainLib.pipelines.sampling.denoise`).
             decoder_inputs: extra arguments of ``decode_stage_2_outputs`` after the latent (SPADE: seg).
             progress: called once per network evaluation and once after decoding.
             cancel: checked before every step and before decoding.
@@ -225,7 +260,7 @@ class SynthesisPipeline:
         if sampler is None:
             sampler = self.preview_sampler if self.preview_sampler in sampling.samplers else sampling.default_sampler
         if steps is None:
-            from ..sampling import MIN_STEPS
+            from .sampling import MIN_STEPS
 
             steps = max(self.preview_steps, MIN_STEPS.get(sampler.lower(), 1))
         return sampler, steps

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, SynthBrainError
-from ..io import check_real_array
-from ..resample import foreground_centre, one_hot, resample, same_grid
-from ..results import SynthesisResult
-from ..sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
+from ..outputs.io import check_real_array
+from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
+from ..outputs.results import SynthesisResult
+from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
 from .base import SynthesisPipeline
 
 ALIGNMENTS = ("world", "centre")

@@ -7,9 +7,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..conditioning import ConditionValues, resolve_conditions
-from ..sampling import CancelFlag, ProgressCallback, check_call, resolve_sampler
-from ..results import SynthesisResult
+from .conditioning import ConditionValues, resolve_conditions
+from .sampling import CancelFlag, ProgressCallback, check_call, resolve_sampler
+from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
 
 

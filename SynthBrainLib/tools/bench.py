@@ -105,7 +105,7 @@ def parse_path(text: str) -> PathSpec:
 def default_paths(card) -> list[PathSpec]:
     """Reference, the card's defaults, and the fast path (DPM-Solver++ where allowed, bfloat16 on
     CPUs with native bf16, automatic decoding), plus the preview for diffusion models."""
-    from ..device import cpu_has_bf16
+    from ..pipelines.device import cpu_has_bf16
 
     fast_precision = "bfloat16" if (torch.cuda.is_available() or cpu_has_bf16()) else "auto"
     if card.sampling is None:
@@ -173,7 +173,7 @@ def build_pipeline(model: str, *, device: str, precision: str, decode: str, rand
     from its card with perturbed random weights. Returns (pipeline, weights description)."""
     from ..errors import ModelNotFoundError
     from ..pipelines import load_pipeline, pipeline_class
-    from ..store import ModelStore
+    from ..models.store import ModelStore
 
     store = store or ModelStore()
     if not random_weights:
@@ -183,7 +183,7 @@ def build_pipeline(model: str, *, device: str, precision: str, decode: str, rand
         except ModelNotFoundError:
             pass
     card = store.locate(model, require_complete=False).card
-    from ..networks import build_networks
+    from ..models.networks import build_networks
 
     torch.manual_seed(0)
     networks = build_networks(card)
@@ -230,7 +230,7 @@ def reference_sample(pipe, seed: int, progress: Callable[[int, int], None] | Non
     card's intensity range; class probabilities for label generators)."""
     from monai.networks.schedulers import DDIMScheduler
 
-    from ..conditioning import resolve_conditions
+    from ..pipelines.conditioning import resolve_conditions
 
     card = pipe.card
     unet, autoencoder = pipe.networks["diffusion"], pipe.networks["autoencoder"]
@@ -348,7 +348,7 @@ def measure(model: str, path: PathSpec, *, repeats: int, seed: int, device: str,
 
 
 def _min_steps(pipe, path: PathSpec) -> int:
-    from ..sampling import MIN_STEPS
+    from ..pipelines.sampling import MIN_STEPS
 
     sampler = path.sampler or pipe.card.sampling.default_sampler
     if path.preview:
@@ -368,10 +368,10 @@ def _warm_unet(pipe) -> None:
 def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: str, output: str | None, random_weights: bool, seed: int = 0, max_window_voxels: int | None = None) -> dict[str, Any]:
     """Decode one seeded latent (unit normal, the card's latent shape) with only the autoencoder
     loaded: time and peak memory of the decode alone (this process builds nothing else)."""
-    from ..decoding import TileSettings, decode
-    from ..device import Precision, resolve_device
-    from ..networks import build_network
-    from ..store import ModelStore
+    from ..pipelines.decoding import TileSettings, decode
+    from ..pipelines.device import Precision, resolve_device
+    from ..models.networks import build_network
+    from ..models.store import ModelStore
 
     store = ModelStore()
     installed = store.locate(model, require_complete=False)
@@ -379,7 +379,7 @@ def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: 
     torch.manual_seed(0)
     ae = build_network(card.networks["autoencoder"], card.id)
     if not random_weights and "autoencoder" in installed.weights:
-        from ..checkpoints import load_weights, read_state_dict
+        from ..models.checkpoints import load_weights, read_state_dict
 
         load_weights(ae, read_state_dict(installed.weights["autoencoder"].path), card.weights["autoencoder"].format, name="autoencoder")
         weights = "trained (installed)"
@@ -506,7 +506,7 @@ def bench(
 ) -> dict[str, Any]:
     """Measure every path of every model (each in its own process) and compare outputs to the
     reference path's. Returns the JSON-ready report (see :func:`format_table`)."""
-    from ..store import ModelStore
+    from ..models.store import ModelStore
 
     store = ModelStore()
     report: dict[str, Any] = {"machine": machine(), "seed": seed, "repeats": repeats, "reference_repeats": reference_repeats, "models": []}

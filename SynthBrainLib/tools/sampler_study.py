@@ -7,7 +7,7 @@ candidate (sampler, steps, precision) for the same request, and reports per cand
 
 * images: PSNR and 3D MS-SSIM against the reference (data range 1), mean over requests;
 * Brain LDM-like models: the ventricular volume measured on each image
-  (:func:`SynthBrainLib.measure.measure_ventricular_volume_ml`): Pearson r and mean
+  (:func:`SynthBrainLib.outputs.measure.measure_ventricular_volume_ml`): Pearson r and mean
   absolute difference against the reference's measurements, and r against the requested volume;
 * label generators: Dice of the label maps against the reference (mean over classes present) and
   r of the lesion volume against the reference's;
@@ -93,7 +93,7 @@ def _measure(card, out: np.ndarray) -> float | None:
     volume (label maps), in mL."""
     spacing_ml = float(np.prod(card.output.spacing)) / 1000.0
     if card.kind == "conditional_latent_diffusion":
-        from ..measure import measure_ventricular_volume_ml
+        from ..outputs.measure import measure_ventricular_volume_ml
 
         return measure_ventricular_volume_ml(out[0], card.output.affine)
     if card.kind == "label_generator":
@@ -123,7 +123,7 @@ def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
 def quality_study(model: str, *, samples: int = 8, device: str = "cpu", candidates: Sequence[Candidate] | None = None,
                   log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Run the study for one model (weights must be installed). Returns a JSON-ready report."""
-    from ..device import cpu_has_bf16
+    from ..pipelines.device import cpu_has_bf16
     from ..pipelines import load_pipeline
 
     pipes: dict[str, Any] = {}

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(work: Path) -> None:
-    from SynthBrainLib.cards import builtin_cards
+    from SynthBrainLib.models.cards import builtin_cards
     from tiny_models import write_old_format_bundle
 
     work.mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def render() -> np.ndarray:
 
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:
-    """Minimal RGB PNG writer (SynthBrainLib.preview's would tag the icon as a synthetic image)."""
+    """Minimal RGB PNG writer (SynthBrainLib.outputs.preview's would tag the icon as a synthetic image)."""
     import struct
     import zlib
 

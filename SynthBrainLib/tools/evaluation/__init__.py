@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..._version import __version__
-from ...preview import montage, write_png
+from ...outputs.preview import montage, write_png
 from .evaluators import evaluate_conditional_brain, evaluate_label_generator, evaluate_label_to_image
 
 Log = Callable[[str], None]

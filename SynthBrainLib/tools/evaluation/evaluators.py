@@ -35,7 +35,7 @@ def _population(card):
 
 # ----------------------------------------------------------------------------------------------
 def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log: Log = print) -> tuple[dict[str, Any], list[np.ndarray]]:
-    from ...measure import measure_brain_volume_ml, measure_ventricular_volume_ml
+    from ...outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
 
     card = pipe.card
     pop = _population(card)

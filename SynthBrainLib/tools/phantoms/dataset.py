@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...atomic_files import replaced_atomically
+from ...outputs.atomic_files import replaced_atomically
 from .labels import LABEL_NAMES, LESION_NAMES
+from .population import PhantomPopulation, SubjectSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -103,8 +104,6 @@ _WORKER_POP = None
 
 def _worker_init(params):
     global _WORKER_POP
-    from .population import PhantomPopulation
-
     seed, spacing, shape, p_wmh, p_tumour = params
     _WORKER_POP = PhantomPopulation(seed=seed, spacing_mm=spacing, shape=shape, p_wmh=p_wmh, p_tumour=p_tumour)
 
@@ -157,8 +156,6 @@ def load_subject(file) -> dict:
     """Read one subject file: a dict with ``partial_volumes`` (float32, sums to 1), ``labels``,
     ``ventricle_pv``, ``images`` {"T1", "FLAIR", "T2"} (float32), ``affine``, ``meta`` (dict) and
     ``spec`` (:class:`SubjectSpec`)."""
-    from .population import SubjectSpec
-
     with np.load(file, allow_pickle=False) as z:
         pv = z["partial_volumes"].astype(np.float32)
         pv /= np.maximum(pv.sum(0, keepdims=True), 1e-6)

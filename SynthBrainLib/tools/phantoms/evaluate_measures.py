@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ... import measure
+from ...outputs import measure
 from .population import PhantomPopulation
 
 

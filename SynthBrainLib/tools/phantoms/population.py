@@ -33,7 +33,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage as ndi
 
-from ... import measure
+from ...outputs import measure
 from .contrast import SEQUENCES, render_contrast
 from .fields import smooth_random_field, smoothstep, trilinear_gather
 from .labels import (
@@ -467,14 +467,6 @@ class PhantomPopulation:
         images = {seq: render_contrast(pv, seq, ri, spacing_mm=h) for seq in SEQUENCES}
         return PhantomSubject(spec=spec, affine=affine, partial_volumes=pv, labels=labels,
                               images=images, ventricle_pv=vent_pv)
-
-    # ----------------------------------------------------------------- datasets
-    def build_dataset(self, n: int, path, *, start: int = 0, workers: int = 1, progress: bool = False):
-        """Write subjects ``start .. start+n-1`` to ``path`` (one compressed .npz each); see
-        :func:`.dataset.build_dataset`."""
-        from .dataset import build_dataset
-
-        return build_dataset(self, n, path, start=start, workers=workers, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------

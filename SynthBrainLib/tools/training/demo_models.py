@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from ..._version import __version__
-from ...atomic_files import temporary_sibling
-from ...cards import ModelCard, NetworkSpec
-from ...checkpoints import file_sha256
-from ...store import default_home
+from ...outputs.atomic_files import temporary_sibling
+from ...models.cards import ModelCard, NetworkSpec
+from ...outputs.digests import file_sha256
+from ...models.store import default_home
 from .data import PhantomTrainingData, load_training_data
 from .trainers import (
     FitConfig,
@@ -156,10 +156,10 @@ def _latent_diffusion_sections(ae_kwargs: dict, unet_kwargs: dict, schedule: dic
 
 def reused_autoencoder(spec: NetworkSpec, folder: Path, model_id: str, log: Log) -> tuple[torch.nn.Module, dict]:
     """The autoencoder of an existing model folder of ``model_id``, sha256-checked and loaded strictly."""
-    from ...cards import load_card
-    from ...checkpoints import load_weights, read_state_dict, verify_file
+    from ...models.cards import load_card
+    from ...models.checkpoints import load_weights, read_state_dict, verify_file
     from ...errors import SynthBrainError
-    from ...networks import build_network
+    from ...models.networks import build_network
 
     folder = Path(folder)
     card = load_card(folder / "card.json")
@@ -222,7 +222,7 @@ def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) ->
         {"name": "sex", "label": "Sex", "kind": "categorical", "choices": {"female": 0.0, "male": 1.0}, "default": "female", "normalisation": "defined", "note": "0 = female, 1 = male, as the phantoms were made."},
         _continuous("age", "Age", "years", 45.0, 82.0, 65.0, "Linear map of 45-82 years to 0-1 (the phantoms' age range)."),
         _continuous("ventricular_volume", "Ventricular volume", "mL", vent_lo, vent_hi, float(np.round(np.median(data.ventricular_ml))),
-                    f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with SynthBrainLib.measure (lateral + third ventricles)."),
+                    f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with SynthBrainLib.outputs.measure (lateral + third ventricles)."),
         _continuous("brain_volume", "Brain volume", "mL", brain_lo, brain_hi, float(np.round(np.median(data.brain_ml))),
                     f"Linear map of {brain_lo:g}-{brain_hi:g} mL to 0-1; tissue volume measured on each phantom's T1 (not head-size normalised)."),
     ]
@@ -354,7 +354,7 @@ def storage_check(card: dict, states: dict[str, dict[str, torch.Tensor]], data: 
     for variant in (states, _stored(states, dtype)):
         networks = {}
         for name, spec in model_card.networks.items():
-            from ...networks import build_network
+            from ...models.networks import build_network
 
             net = build_network(spec, model_card.id)
             net.load_state_dict({k: v.float() for k, v in variant[spec.weights].items()})

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...cards import NetworkSpec
-from ...networks import build_network
+from ...models.cards import NetworkSpec
+from ...models.networks import build_network
 
 Log = Callable[[str], None]
 

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .errors import CardError
+from ..errors import CardError
 
 CARD_SCHEMA_VERSION = 1
 
@@ -40,7 +40,7 @@ NETWORK_CLASSES = (
 )
 
 #: Sampler names and the scheduler class each one uses: ``monai.networks.schedulers`` classes, and
-#: DPM-Solver++(2M), which MONAI lacks, from :mod:`SynthBrainLib.schedulers` (built on MONAI's
+#: DPM-Solver++(2M), which MONAI lacks, from :mod:`SynthBrainLib.pipelines.schedulers` (built on MONAI's
 #: ``Scheduler`` base with the card's noise schedule).
 SAMPLER_CLASSES = {
     "ddpm": "DDPMScheduler",

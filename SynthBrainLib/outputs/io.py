@@ -21,8 +21,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from .atomic_files import AlreadyExists, place, remove_stale_temporaries, temporary_sibling
-from .checkpoints import file_sha256
-from .errors import OutputError, SynthBrainError
+from .digests import file_sha256
+from ..errors import OutputError, SynthBrainError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -228,7 +228,7 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
 
 
 def write_result(result, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None) -> list[Path]:
-    """Save a :class:`~SynthBrainLib.results.SynthesisResult` (image, or labels for label generators)."""
+    """Save a :class:`~SynthBrainLib.outputs.results.SynthesisResult` (image, or labels for label generators)."""
     targets = output_paths(path, partial_volumes=partial_volumes)
     ensure_writable(targets, overwrite)
     if partial_volumes is not None and result.partial_volumes is None:

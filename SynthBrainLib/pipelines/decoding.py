@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .device import Precision
-from .errors import ConditionError
+from ..errors import ConditionError
 
 #: Values of the ``decode`` option.
 DECODE_MODES = ("auto", "full", "tiled")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 

@@ -3,7 +3,7 @@
 ``kill`` (SIGTERM, what job schedulers and ``timeout`` send) would otherwise end the process at
 once, leaving the temporary files of a write in progress behind; as a KeyboardInterrupt it unwinds
 through the atomic writers, which delete their temporaries. SIGKILL cannot be caught: the next run
-removes what it left (:func:`SynthBrainLib.atomic_files.remove_stale_temporaries`).
+removes what it left (:func:`SynthBrainLib.outputs.atomic_files.remove_stale_temporaries`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .errors import SynthBrainError
+from .._version import __version__
+from ..errors import SynthBrainError
 
 
 @dataclass

@@ -19,7 +19,6 @@ the equivalence numerically against the old package for every network class we l
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import warnings
 import re
@@ -29,27 +28,11 @@ from typing import Mapping
 
 import torch
 
-from .errors import CheckpointError
+from ..outputs.digests import file_digests
+from ..errors import CheckpointError
 
 #: Wrapper keys some training scripts put around the state dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "weights")
-
-
-# ----------------------------------------------------------------------------------------------
-# Hashing
-# ----------------------------------------------------------------------------------------------
-def file_digests(path: str | Path, algorithms: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
-    """Hex digests of a file, reading it once in 8 MiB chunks."""
-    hashers = {name: hashlib.new(name) for name in algorithms}
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(8 << 20), b""):
-            for h in hashers.values():
-                h.update(chunk)
-    return {name: h.hexdigest() for name, h in hashers.items()}
-
-
-def file_sha256(path: str | Path) -> str:
-    return file_digests(path)["sha256"]
 
 
 def verify_file(path: str | Path, sha256: str | None = None, md5: str | None = None, label: str | None = None) -> str:
@@ -282,3 +265,17 @@ def match_generative_numerics(model: torch.nn.Module) -> int:
 def _few(keys: list[str], n: int = 3) -> str:
     shown = ", ".join(keys[:n])
     return shown + (", ..." if len(keys) > n else "")
+
+
+def read_style_codes(card, path: Path) -> dict[str, torch.Tensor]:
+    """Per-sequence style statistics of a SPADE card: ``<SEQ>.mean`` and ``<SEQ>.std``, each (z_dim,)."""
+    codes = read_state_dict(path)
+    z_dim = card.networks["generator"].kwargs.get("z_dim") if "generator" in card.networks else None
+    for seq in card.sequences.names:
+        for stat in ("mean", "std"):
+            key = f"{seq}.{stat}"
+            if key not in codes:
+                raise CheckpointError(f"style codes {Path(path).name} lack '{key}' (sequences: {', '.join(card.sequences.names)})")
+            if codes[key].ndim != 1 or (z_dim is not None and codes[key].shape[0] != z_dim):
+                raise CheckpointError(f"style codes {Path(path).name}: '{key}' has shape {tuple(codes[key].shape)}, expected ({z_dim},)")
+    return codes

@@ -1,6 +1,6 @@
 """Conditioning values: real-world units (years, mL, female/male) to the model's input units and back.
 
-A card's :class:`~SynthBrainLib.cards.ConditionVariable` says how each variable maps. Users give real
+A card's :class:`~SynthBrainLib.models.cards.ConditionVariable` says how each variable maps. Users give real
 units; where the published normalisation is unknown (the card says ``normalisation: assumed``) they
 may instead give the model's own value ("raw", usually 0–1), which is passed through unchanged.
 """
@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .cards import ConditionVariable, Conditioning
-from .errors import ConditionError
+from ..models.cards import ConditionVariable, Conditioning
+from ..errors import ConditionError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The one reverse-diffusion loop every pipeline uses, and the schedulers it steps with.
 
 Schedulers come from :mod:`monai.networks.schedulers` (DDPM, DDIM, PNDM, rectified flow) and, for
-DPM-Solver++(2M), from :mod:`SynthBrainLib.schedulers` (on MONAI's ``Scheduler`` base), all built
+DPM-Solver++(2M), from :mod:`SynthBrainLib.pipelines.schedulers` (on MONAI's ``Scheduler`` base), all built
 from the card's training noise schedule. The loop is ours rather than
 ``monai.inferers.LatentDiffusionInferer.sample`` because the published Brain LDM feeds its
 conditions twice per step (concatenated channels *and* cross-attention context), which the inferer
@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
+from ..models.cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
 from .device import Precision
-from .errors import ConditionError, SynthesisCancelled
+from ..errors import ConditionError, SynthesisCancelled
 
 ProgressCallback = Callable[[int, int], None]
 CancelFlag = Callable[[], bool] | threading.Event | None

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .atomic_files import replaced_atomically
+from ..outputs.atomic_files import replaced_atomically
 from .cards import ModelCard, WeightFile, builtin_cards, load_card
-from .checkpoints import file_digests, read_state_dict, load_weights
-from .errors import CardError, CheckpointError, ModelNotFoundError, OutputError, SynthBrainError
+from ..outputs.digests import file_digests
+from .checkpoints import load_weights, read_state_dict, read_style_codes
+from ..errors import CardError, CheckpointError, ModelNotFoundError, OutputError, SynthBrainError
 
 CARD_FILE = "card.json"
 INSTALL_FILE = "install.json"
@@ -555,8 +556,6 @@ class ModelStore:
                 load_weights(net, read_state_dict(paths[spec.weights]), card.weights[spec.weights].format, name=f"{paths[spec.weights].name} ({card.id} {spec.weights})")
                 del net
         if card.sequences is not None and card.sequences.weights in paths:
-            from .pipelines import read_style_codes
-
             read_style_codes(card, paths[card.sequences.weights])
 
     # ---- downloading -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from .cards import NETWORK_CLASSES, ModelCard, NetworkSpec
 from .checkpoints import load_weights, read_state_dict
-from .errors import CardError
+from ..errors import CardError
 
 
 def build_network(spec: NetworkSpec, card_id: str = "?") -> torch.nn.Module:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic_files import AlreadyExists, replaced_atomically
-from .errors import OutputError
+from ..errors import OutputError
 
 
 def orthogonal_slices(volume: np.ndarray, centre: tuple[int, int, int] | None = None) -> list[np.ndarray]:

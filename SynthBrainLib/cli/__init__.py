@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ._version import __version__
-from .errors import OutputError, SynthBrainError
-from .interrupts import terminate_as_interrupt
+from .._version import __version__
+from ..errors import OutputError, SynthBrainError
+from ..outputs.interrupts import terminate_as_interrupt
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
@@ -207,13 +207,13 @@ class _Progress:
 
 
 def _store(args):
-    from .store import ModelStore
+    from ..models.store import ModelStore
 
     return ModelStore(home=args.home)
 
 
 def _planned_outputs(args, partial_volumes: str | None = None) -> None:
-    from .io import ensure_writable, output_paths
+    from ..outputs.io import ensure_writable, output_paths
 
     paths = output_paths(args.output, partial_volumes=partial_volumes)
     if args.preview:
@@ -224,7 +224,7 @@ def _planned_outputs(args, partial_volumes: str | None = None) -> None:
 
 
 def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
-    from .pipelines import load_pipeline
+    from ..pipelines import load_pipeline
 
     if args.preview_steps is not None and args.preview_steps < 1:
         raise SynthBrainError(f"--preview-steps {args.preview_steps} must be at least 1")
@@ -245,12 +245,12 @@ def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
 
 
 def _finish(args, pipe, result, partial_volumes: str | None = None) -> int:
-    from .io import output_paths
+    from ..outputs.io import output_paths
 
     existed = {p for p in output_paths(args.output, partial_volumes=partial_volumes) if p.exists()}
     written = result.save(args.output, overwrite=args.overwrite, partial_volumes=partial_volumes)
     if args.preview:
-        from .preview import montage, preview_zoom, write_png
+        from ..outputs.preview import montage, preview_zoom, write_png
 
         volume = result.image if result.image is not None else result.labels
         try:
@@ -293,7 +293,7 @@ def _cmd_labels(args) -> int:
 
 
 def _cmd_image_from_labels(args) -> int:
-    from .io import read_volume
+    from ..outputs.io import read_volume
 
     _planned_outputs(args)
     labels, affine = read_volume(args.labels)
@@ -306,7 +306,7 @@ def _cmd_image_from_labels(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .tools.training import train_demo
+    from ..tools.training import train_demo
 
     if args.subjects < 8:
         raise SynthBrainError(f"--subjects {args.subjects} is too few; use at least 8")
@@ -319,7 +319,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .tools.evaluation import evaluate_model
+    from ..tools.evaluation import evaluate_model
 
     if args.samples < 4:
         raise SynthBrainError(f"--samples {args.samples} is too few; use at least 4")
@@ -330,8 +330,8 @@ def _cmd_evaluate(args) -> int:
 def _cmd_batch(args) -> int:
     import os
 
-    from . import batch
-    from .pipelines import load_pipeline
+    from .. import batch
+    from ..pipelines import load_pipeline
 
     rank, world = batch.rank_and_world()
     device = args.device
@@ -346,7 +346,7 @@ def _cmd_batch(args) -> int:
     ranges = [batch.Range.parse(r) for r in args.ranges]
     suffix = batch.suffix_of(args.format)
     pipe = None
-    from .device import Precision, resolve_device
+    from ..pipelines.device import Precision, resolve_device
 
     precision = Precision.for_device(resolve_device(device), None, args.precision)
     settings = {"model_id": card.id, "precision": precision.name, "decode": args.decode}
@@ -368,17 +368,17 @@ def _cmd_batch(args) -> int:
 def _cmd_bench(args) -> int:
     import json
 
-    from .tools import bench
+    from ..tools import bench
 
     for flag, value, lo in (("--repeats", args.repeats, 1), ("--reference-repeats", args.reference_repeats, 0), ("--quality", args.quality, 0)):
         if value < lo or value > 1000:
             raise SynthBrainError(f"{flag} {value} is outside {lo}–1000")
-    from .device import resolve_device
+    from ..pipelines.device import resolve_device
 
     device = str(resolve_device(args.device))
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.quality:
-        from .tools.sampler_study import format_quality_table, quality_study
+        from ..tools.sampler_study import format_quality_table, quality_study
 
         report = {"quality": [quality_study(m, samples=args.quality, device=device, log=log) for m in args.models]}
         text = "\n\n".join(format_quality_table(q) for q in report["quality"])
@@ -485,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():  # kill (SIGTERM) cleans up like Ctrl-C
             return args.handler(args)
     except SynthBrainError as exc:
-        from .errors import SynthesisCancelled
+        from ..errors import SynthesisCancelled
 
         print(f"synthbrain: error: {exc}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(exc, SynthesisCancelled) else EXIT_USER_ERROR
@@ -495,7 +495,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("synthbrain: cancelled; nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

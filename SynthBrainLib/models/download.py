@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checkpoints import verify_file
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 ByteProgress = Callable[[int, int | None], None]
 _CHUNK = 1 << 20
