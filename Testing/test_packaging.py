@@ -80,7 +80,7 @@ def test_the_wheel_holds_the_demo_models_and_licences(built):
     for model in ("brain-ldm-demo", "labels-demo", "label2image-demo"):
         assert f"synthbrain_demo_models/{model}/card.json" in names, f"{model} card shipped"
     assert any(n.endswith("dist-info/licenses/LICENSE") for n in names), "licence shipped"
-    assert "SynthBrainLib/cards/brain-ldm.json" in names, "built-in cards shipped"
+    assert "SynthBrainLib/models/cards/brain-ldm.json" in names, "built-in cards shipped"
 
 
 @pytest.mark.slow

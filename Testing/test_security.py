@@ -213,7 +213,7 @@ def test_dangling_symlink_at_the_output_is_not_replaced(tmp_path, capsys):
 def test_a_file_finished_by_another_process_meanwhile_is_not_replaced(tmp_path, monkeypatch):
     """The check-then-write race, made deterministic: the destination appears after the up-front
     check and before the rename. The other process's file stays; nothing of ours is left."""
-    from SynthBrainLib import io
+    from SynthBrainLib.outputs import io
     from SynthBrainLib.errors import OutputError
 
     target = tmp_path / "brain.nii.gz"
@@ -289,7 +289,7 @@ def test_torch_floor_keeps_weights_only_safe(monkeypatch, tmp_path):
     import torch
     from packaging.requirements import Requirement
 
-    from SynthBrainLib import checkpoints
+    from SynthBrainLib.models import checkpoints
     from SynthBrainLib.errors import CheckpointError
 
     block = re.search(r"^dependencies = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M).group(1)
