@@ -143,8 +143,8 @@ def finish(p: subprocess.Popen, args: list, start: float, timeout: int) -> Run:
 ZYGOTE_CODE = r"""
 import json, os, resource, sys, time, traceback
 import torch, monai, monai.networks.nets, monai.networks.schedulers, nibabel, SimpleITK, safetensors.torch  # noqa: F401
-import SynthBrainLib, SynthBrainLib.cli, SynthBrainLib.pipelines, SynthBrainLib.store, SynthBrainLib.batch  # noqa: F401
-import SynthBrainLib.io, SynthBrainLib.preview, SynthBrainLib.sampling, SynthBrainLib.schedulers, SynthBrainLib.decoding  # noqa: F401
+import SynthBrainLib, SynthBrainLib.cli, SynthBrainLib.pipelines, SynthBrainLib.models.store, SynthBrainLib.batch  # noqa: F401
+import SynthBrainLib.outputs.io, SynthBrainLib.outputs.preview, SynthBrainLib.pipelines.sampling, SynthBrainLib.pipelines.schedulers, SynthBrainLib.pipelines.decoding  # noqa: F401
 proto = os.fdopen(os.dup(1), "w", buffering=1)
 proto.write("ready\n")
 for line in sys.stdin:
@@ -1370,7 +1370,7 @@ def define_takeover(c: str) -> None:
 
 
 def define_bundles(c: str) -> None:
-    from SynthBrainLib.cards import builtin_cards
+    from SynthBrainLib.models.cards import builtin_cards
 
     ldm = builtin_cards()["brain-ldm"]
 
@@ -1772,7 +1772,7 @@ _PIPES: dict[str, Any] = {}
 def pipe(model: str):
     if model not in _PIPES:
         import SynthBrainLib
-        from SynthBrainLib.store import ModelStore
+        from SynthBrainLib.models.store import ModelStore
 
         _PIPES[model] = SynthBrainLib.load_pipeline(model, device="cpu", store=ModelStore(home=G.root / "api-home"))
     return _PIPES[model]
@@ -1782,7 +1782,7 @@ def define_api() -> None:
     import torch
 
     import SynthBrainLib
-    from SynthBrainLib.store import ModelStore
+    from SynthBrainLib.models.store import ModelStore
 
     c = "api"
     store = lambda ctx: ModelStore(home=ctx.home)  # noqa: E731
@@ -1946,7 +1946,7 @@ def define_api() -> None:
         setup=lambda ctx: (ctx.d / "exists.nii.gz").write_bytes(b"precious"))
     api(c, "SynthesisResult.save(<labels result>, partial_volumes=5)", lambda ctx: pipe("labels-demo").generate(seed=3, preview=True, steps=2).save(ctx.d / "l.nii.gz", partial_volumes=5))
     # ---- cards ------------------------------------------------------------------------------------------
-    from SynthBrainLib.cards import ModelCard
+    from SynthBrainLib.models.cards import ModelCard
 
     api(c, "ModelCard.from_dict(5)", lambda ctx: ModelCard.from_dict(5))
     api(c, "ModelCard.from_dict({'id': ['x']})", lambda ctx: ModelCard.from_dict({"id": ["x"]}))
@@ -1954,7 +1954,7 @@ def define_api() -> None:
     api(c, "load_card(<not UTF-8>)", lambda ctx: SynthBrainLib.load_card(ctx.d / "card.json"), setup=lambda ctx: (ctx.d / "card.json").write_bytes(b'{"id": "\xff"}'))
     api(c, "load_card(<a directory>)", lambda ctx: SynthBrainLib.load_card(ctx.d))
     api(c, "load_card(None)", lambda ctx: SynthBrainLib.load_card(None))
-    api(c, "checkpoints.read_state_dict(<pickle payload, legacy format>)", lambda ctx: __import__("SynthBrainLib.checkpoints").checkpoints.read_state_dict(ctx.d / "evil.pt"),
+    api(c, "checkpoints.read_state_dict(<pickle payload, legacy format>)", lambda ctx: __import__("SynthBrainLib.models.checkpoints").models.checkpoints.read_state_dict(ctx.d / "evil.pt"),
         setup=lambda ctx: write_payload(ctx.d / "evil.pt", "legacy", "api-read-state-dict"))
 
 
