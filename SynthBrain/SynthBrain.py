@@ -6,26 +6,30 @@ pytest on Slicer's MRML and Slicer's own parameterNodeWrapper; the self-test is 
 """
 
 import importlib
-import logging
 import random
 import sys
 from pathlib import Path
 from typing import Annotated, Optional, Union
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 from SynthBrainSlicer import environment
 
 environment.ensure_library_on_path()
 
-from SynthBrainSlicer import logic as core, panel, views  # noqa: E402  (after the path is set)
+from SynthBrainSlicer import logic as core  # noqa: E402  (after the path is set)
+from SynthBrainSlicer import panel, views  # noqa: E402
 from SynthBrainSlicer.choices import BRAIN_KIND, IMAGE_KIND, LABELS_KIND, Device, MRSequence, Precision, Sampler, Sex  # noqa: E402
 from SynthBrainSlicer.dependencies import ensure_installed  # noqa: E402
 from SynthBrainSlicer.runs import PanelRuns  # noqa: E402
@@ -40,10 +44,14 @@ class SynthBrain(ScriptedLoadableModule):
         self.parent.categories = [_("Simulation")]
         self.parent.dependencies = ["Segmentations", "SubjectHierarchy", "Sequences"]
         self.parent.contributors = ["SynthBrain developers"]
-        self.parent.helpText = _("Synthesise brain MRI with published generative models: a T1 brain from age, sex and volumes "
-                                 "(Brain LDM), ageing sweeps and comparisons, and FLAIR/T1/T2 images from label maps with painted "
-                                 "lesions (brainSPADE3D). Results are synthetic and for research only.")
-        self.parent.acknowledgementText = _("Models: Pinaya et al., DGM4MICCAI 2022; Fernandez et al., DGM4MICCAI 2023. Built on MONAI.")
+        self.parent.helpText = _(
+            "Synthesise brain MRI with published generative models: a T1 brain from age, sex and volumes "
+            "(Brain LDM), ageing sweeps and comparisons, and FLAIR/T1/T2 images from label maps with painted "
+            "lesions (brainSPADE3D). Results are synthetic and for research only."
+        )
+        self.parent.acknowledgementText = _(
+            "Models: Pinaya et al., DGM4MICCAI 2022; Fernandez et al., DGM4MICCAI 2023. Built on MONAI."
+        )
 
 
 @parameterNodeWrapper
@@ -85,8 +93,19 @@ class SynthBrainParameterNode:
 class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The SynthBrain panel. Runs happen in a worker thread (SynthBrainSlicer.tasks.BackgroundRun)."""
 
-    MODEL_SELECTORS = {"brainModel": "brainModelSelector", "labelModel": "labelModelSelector", "imageModel": "imageModelSelector"}
-    RUN_BUTTONS = ("generateButton", "sweepButton", "compareButton", "generateLabelsButton", "synthesizeButton", "downloadButton")
+    MODEL_SELECTORS = {
+        "brainModel": "brainModelSelector",
+        "labelModel": "labelModelSelector",
+        "imageModel": "imageModelSelector",
+    }
+    RUN_BUTTONS = (
+        "generateButton",
+        "sweepButton",
+        "compareButton",
+        "generateLabelsButton",
+        "synthesizeButton",
+        "downloadButton",
+    )
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -102,8 +121,15 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.logic or SynthBrainLogic()
-        self.selectors = panel.ModelSelectors({field: getattr(self.ui, name) for field, name in self.MODEL_SELECTORS.items()})
-        self.runs = PanelRuns({name: getattr(self.ui, name) for name in self.RUN_BUTTONS}, self.ui.progressBar, self.ui.statusLabel, self._showError)
+        self.selectors = panel.ModelSelectors(
+            {field: getattr(self.ui, name) for field, name in self.MODEL_SELECTORS.items()}
+        )
+        self.runs = PanelRuns(
+            {name: getattr(self.ui, name) for name in self.RUN_BUTTONS},
+            self.ui.progressBar,
+            self.ui.statusLabel,
+            self._showError,
+        )
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._pollRun)
@@ -122,12 +148,21 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _connectSignals(self) -> None:
         ui = self.ui
-        for button, task, done in ((ui.generateButton, self._brainTask, self._showBrain), (ui.sweepButton, self._sweepTask, self._showSweep),
-                                   (ui.compareButton, self._compareTask, self._showComparison), (ui.generateLabelsButton, self._labelsTask, self._showTemplate),
-                                   (ui.synthesizeButton, self._synthesisTask, self._showVolume), (ui.downloadButton, self._downloadTask, lambda installed: self._refreshModels(force=True))):
+        for button, task, done in (
+            (ui.generateButton, self._brainTask, self._showBrain),
+            (ui.sweepButton, self._sweepTask, self._showSweep),
+            (ui.compareButton, self._compareTask, self._showComparison),
+            (ui.generateLabelsButton, self._labelsTask, self._showTemplate),
+            (ui.synthesizeButton, self._synthesisTask, self._showVolume),
+            (ui.downloadButton, self._downloadTask, lambda installed: self._refreshModels(force=True)),
+        ):
             button.clicked.connect(lambda checked=False, b=button, t=task, d=done: self._start(b, t, d))
-        ui.randomizeSeedButton.clicked.connect(lambda: setattr(self._parameterNode, "seed", random.randint(0, MAX_SEED)))
-        ui.randomizeLesionSeedButton.clicked.connect(lambda: setattr(self._parameterNode, "lesionSeed", random.randint(0, MAX_SEED)))
+        ui.randomizeSeedButton.clicked.connect(
+            lambda: setattr(self._parameterNode, "seed", random.randint(0, MAX_SEED))
+        )
+        ui.randomizeLesionSeedButton.clicked.connect(
+            lambda: setattr(self._parameterNode, "lesionSeed", random.randint(0, MAX_SEED))
+        )
         ui.pinButton.clicked.connect(self.onPin)
         ui.useTemplateButton.clicked.connect(self.onUseTemplate)
         ui.refreshModelsButton.clicked.connect(lambda: self._refreshModels(force=True))
@@ -186,14 +221,20 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None or self._updatingCards:
             return
         self.selectors.update()
-        views.sync_segment_editor(self.ui.segmentEditorWidget, self._parameterNode.paintSegmentation, self._parameterNode.paintReference)
+        views.sync_segment_editor(
+            self.ui.segmentEditorWidget, self._parameterNode.paintSegmentation, self._parameterNode.paintReference
+        )
         self._updateButtons()
 
     # ---- models ------------------------------------------------------------------------------
     def _refreshModels(self, force: bool = False) -> None:
         missing = self.logic.missingDependencies() if self._parameterNode is not None else []
         if self._parameterNode is None or missing:
-            self.ui.modelStatusLabel.text = _("Python packages to install on first use: {names}.").format(names=", ".join(missing)) if missing else ""
+            self.ui.modelStatusLabel.text = (
+                _("Python packages to install on first use: {names}.").format(names=", ".join(missing))
+                if missing
+                else ""
+            )
             return
         if force:
             self.logic.refreshModels()
@@ -202,7 +243,9 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceInfoLabel.text = self.logic.deviceInfo()["text"]
         except Exception as exc:  # a broken card or model folder must not break the panel
             return self._showError(exc)
-        for kind in panel.fill_model_selectors(self.ui.modelSelector, self.selectors, statuses, self._parameterNode, self.logic.defaultModel):
+        for kind in panel.fill_model_selectors(
+            self.ui.modelSelector, self.selectors, statuses, self._parameterNode, self.logic.defaultModel
+        ):
             self._applyCard(kind, setDefaults=True)  # a new scene: an installed model and its card's defaults
         self._applyCard(BRAIN_KIND, setDefaults=False)
         self._applyCard(LABELS_KIND, setDefaults=False)
@@ -215,7 +258,9 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         status, card = self.logic.modelStatus(modelId), self.logic.card(modelId)
         self.ui.modelStatusLabel.text = f"{card.name}: {status.summary}"
-        self.ui.modelStatusLabel.toolTip = f"{card.description}\n\n{_('Licence')}: {card.licence}\n\n{_('Citation')}: {card.citation}"
+        self.ui.modelStatusLabel.toolTip = (
+            f"{card.description}\n\n{_('Licence')}: {card.licence}\n\n{_('Citation')}: {card.citation}"
+        )
         self._downloadable = not status.installed and bool(card.weights_public)
         self._updateButtons()
 
@@ -237,16 +282,24 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- importing models ----------------------------------------------------------------------
     def onImportFolder(self) -> None:
-        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Import a model folder or a MONAI bundle"))
+        path = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), _("Import a model folder or a MONAI bundle")
+        )
         if path:
             self._import(path)
 
     def onImportCheckpoint(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a checkpoint"), "", "Checkpoints (*.pt *.pth *.ckpt *.safetensors)")
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(), _("Import a checkpoint"), "", "Checkpoints (*.pt *.pth *.ckpt *.safetensors)"
+        )
         if path and self._dependencies():
             modelId = _choose(_("Which model are these weights for?"), sorted(self.logic.cards()))
             keys = sorted(self.logic.cards()[modelId].weights) if modelId else []
-            component = keys[0] if len(keys) == 1 else _choose(_("Which weights of {model} is this file?").format(model=modelId), keys)
+            component = (
+                keys[0]
+                if len(keys) == 1
+                else _choose(_("Which weights of {model} is this file?").format(model=modelId), keys)
+            )
             if component is not None:
                 self._import(path, model=modelId, component=component)
 
@@ -258,14 +311,18 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:  # reported to the user in one sentence (unexpected ones also logged)
             return self._showError(exc)
         self._refreshModels(force=True)
-        self.ui.statusLabel.text = _("Imported {model} into {folder}.").format(model=installed.card.id, folder=installed.folder)
+        self.ui.statusLabel.text = _("Imported {model} into {folder}.").format(
+            model=installed.card.id, folder=installed.folder
+        )
 
     # ---- runs ------------------------------------------------------------------------------------
     def _dependencies(self) -> bool:
         """True when the Python packages are there; on first use, ask, install, and offer a restart."""
         if not self.logic.missingDependencies():
             return True
-        ready = ensure_installed(self.logic.dependencies, slicer.util.confirmOkCancelDisplay, self._showError, slicer.util.restart)
+        ready = ensure_installed(
+            self.logic.dependencies, slicer.util.confirmOkCancelDisplay, self._showError, slicer.util.restart
+        )
         if ready:
             self._refreshModels(force=True)
         return ready
@@ -274,7 +331,10 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.runs.running:
             if not self._dependencies():
                 return
-            self.logic.device, self.logic.precision = self._parameterNode.device.value, self._parameterNode.precision.precisionName
+            self.logic.device, self.logic.precision = (
+                self._parameterNode.device.value,
+                self._parameterNode.precision.precisionName,
+            )
         if self.runs.click(button, makeTask, onDone):
             self._updateButtons()
             self._timer.start()
@@ -303,15 +363,22 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
 
     def _compareTask(self):
-        return self.logic.compareTask(**panel.compare_request(self._pinned, self._parameterNode, self._card("brainModel")))
+        return self.logic.compareTask(
+            **panel.compare_request(self._pinned, self._parameterNode, self._card("brainModel"))
+        )
 
     def _labelsTask(self):
         return self.logic.labelsTask(**panel.labels_request(self._parameterNode, self._card("labelModel")))
 
     def _synthesisTask(self):
         p = self._parameterNode
-        return self.logic.synthesisTask(p.paintSegmentation, sequence=p.sequence.value, model=p.imageModel or None,
-                                        referenceVolumeNode=p.paintReference, seed=p.lesionSeed)
+        return self.logic.synthesisTask(
+            p.paintSegmentation,
+            sequence=p.sequence.value,
+            model=p.imageModel or None,
+            referenceVolumeNode=p.paintReference,
+            seed=p.lesionSeed,
+        )
 
     def _downloadTask(self):
         return self.logic.downloadTask(panel.selected_data(self.ui.modelSelector))
@@ -322,13 +389,17 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showBrain(self, volumeNode) -> None:
         self._showVolume(volumeNode)
-        self.ui.measuredLabel.text = panel.measured_text(core.measuredVolumes(volumeNode), core.mrml.provenance_of(volumeNode))
+        self.ui.measuredLabel.text = panel.measured_text(
+            core.measuredVolumes(volumeNode), core.mrml.provenance_of(volumeNode)
+        )
 
     def _showSweep(self, sequenceNode) -> None:
         proxy = views.sweep_proxy(slicer.mrmlScene, sequenceNode, slicer.modules.sequences.logic())
         if proxy is not None:
             self._showVolume(proxy)
-        getattr(slicer.modules.sequences, "showSequenceBrowser", lambda browser: None)(views.sweep_browser(slicer.mrmlScene, sequenceNode))
+        getattr(slicer.modules.sequences, "showSequenceBrowser", lambda browser: None)(
+            views.sweep_browser(slicer.mrmlScene, sequenceNode)
+        )
 
     def _showComparison(self, nodes) -> None:
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
@@ -346,7 +417,9 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._dependencies():
             return
         try:
-            p.paintSegmentation, p.paintReference = self.logic.paintingFrom(p.templateInput, model=p.imageModel or None, reference=p.paintReference)
+            p.paintSegmentation, p.paintReference = self.logic.paintingFrom(
+                p.templateInput, model=p.imageModel or None, reference=p.paintReference
+            )
         except Exception as exc:  # reported to the user in one sentence (unexpected ones also logged)
             return self._showError(exc)
         self.ui.statusLabel.text = _("Added {name}.").format(name=p.paintSegmentation.GetName())
@@ -375,8 +448,14 @@ class SynthBrainLogic(ScriptedLoadableModuleLogic, core.SynthBrainLogic):
 
     def __init__(self, scene=None, store=None, pipelineLoader=None, sequencesLogic=None, dependencies=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        core.SynthBrainLogic.__init__(self, scene=scene, store=store, pipelineLoader=pipelineLoader, sequencesLogic=sequencesLogic,
-                                      dependencies=dependencies)
+        core.SynthBrainLogic.__init__(
+            self,
+            scene=scene,
+            store=store,
+            pipelineLoader=pipelineLoader,
+            sequencesLogic=sequencesLogic,
+            dependencies=dependencies,
+        )
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.timeout.connect(lambda: self.finishBackgroundRuns() or self._timer.stop())
@@ -392,12 +471,14 @@ class SynthBrainLogic(ScriptedLoadableModuleLogic, core.SynthBrainLogic):
 
 
 class SynthBrainTest(ScriptedLoadableModuleTest):
-    """"Reload and Test" runs Testing/Python/SynthBrainModuleTest.py of a source checkout."""
+    """ "Reload and Test" runs Testing/Python/SynthBrainModuleTest.py of a source checkout."""
 
     def runTest(self):
         folder = Path(__file__).resolve().parent / "Testing" / "Python"
         if not (folder / "SynthBrainModuleTest.py").is_file():
-            raise FileNotFoundError(f"the self-test is in a source checkout's SynthBrain/Testing/Python, not at {folder}")
+            raise FileNotFoundError(
+                f"the self-test is in a source checkout's SynthBrain/Testing/Python, not at {folder}"
+            )
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
         test = importlib.reload(importlib.import_module("SynthBrainModuleTest"))

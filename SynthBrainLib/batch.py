@@ -33,8 +33,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .outputs.digests import file_sha256
 from .errors import ConditionError, OutputError, SynthBrainError
+from .outputs.digests import file_sha256
 from .outputs.interrupts import terminate_as_interrupt
 
 BATCH_FILE = "batch.json"
@@ -112,8 +112,14 @@ class BatchPlan:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "model": self.model, "count": self.count, "base_seed": self.base_seed, "sampler": self.sampler, "steps": self.steps,
-            "suffix": self.suffix, "settings": dict(self.settings), "conditions_sha256": hashlib.sha256(json.dumps(list(self.conditions), sort_keys=True).encode()).hexdigest(),
+            "model": self.model,
+            "count": self.count,
+            "base_seed": self.base_seed,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "suffix": self.suffix,
+            "settings": dict(self.settings),
+            "conditions_sha256": hashlib.sha256(json.dumps(list(self.conditions), sort_keys=True).encode()).hexdigest(),
         }
 
 
@@ -130,7 +136,9 @@ def read_conditions_csv(path: str | Path) -> list[dict[str, Any]]:
     except OSError as exc:
         raise SynthBrainError(f"cannot read conditions file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise SynthBrainError(f"conditions file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+        raise SynthBrainError(
+            f"conditions file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV"
+        ) from None
     try:
         return _parse_conditions(path, csv.DictReader(io.StringIO(text)))
     except csv.Error as exc:
@@ -158,8 +166,19 @@ def _parse_conditions(path: Path, reader: csv.DictReader) -> list[dict[str, Any]
     return rows
 
 
-def plan_batch(card, model: str, *, count: int | None, base_seed: int, rows: Sequence[Mapping[str, Any]] | None = None, ranges: Sequence[Range] = (),
-               sampler: str | None = None, steps: int | None = None, suffix: str = ".nii.gz", settings: Mapping[str, Any] | None = None) -> BatchPlan:
+def plan_batch(
+    card,
+    model: str,
+    *,
+    count: int | None,
+    base_seed: int,
+    rows: Sequence[Mapping[str, Any]] | None = None,
+    ranges: Sequence[Range] = (),
+    sampler: str | None = None,
+    steps: int | None = None,
+    suffix: str = ".nii.gz",
+    settings: Mapping[str, Any] | None = None,
+) -> BatchPlan:
     """Check the request against the card and fix every sample's conditions.
 
     Raises:
@@ -170,7 +189,10 @@ def plan_batch(card, model: str, *, count: int | None, base_seed: int, rows: Seq
     from .pipelines.sampling import resolve_sampler, whole_number
 
     if card.kind not in ("conditional_latent_diffusion", "label_generator"):
-        raise ConditionError(f"model {card.id} is a {card.kind} model; 'batch' makes images or label maps from conditions (conditional_latent_diffusion or label_generator models)")
+        raise ConditionError(
+            f"model {card.id} is a {card.kind} model; 'batch' makes images or label maps from conditions "
+            "(conditional_latent_diffusion or label_generator models)"
+        )
     base_seed = whole_number("seed", base_seed, 0, 2**63 - 1)
     if rows is not None and ranges:
         raise ConditionError("give conditions as a CSV or as ranges, not both")
@@ -207,7 +229,16 @@ def plan_batch(card, model: str, *, count: int | None, base_seed: int, rows: Seq
             where = f"row {i + 1} of the conditions file" if rows is not None else f"sample {i}"
             raise ConditionError(f"{where}: {exc}") from None
         conditions.append(values)
-    return BatchPlan(model=model, count=count, base_seed=base_seed, conditions=tuple(conditions), sampler=sampler, steps=steps, suffix=suffix, settings=dict(settings or {}))
+    return BatchPlan(
+        model=model,
+        count=count,
+        base_seed=base_seed,
+        conditions=tuple(conditions),
+        sampler=sampler,
+        steps=steps,
+        suffix=suffix,
+        settings=dict(settings or {}),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +249,9 @@ def rank_and_world() -> tuple[int, int]:
     try:
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise SynthBrainError(f"RANK {os.environ.get('RANK')!r} / WORLD_SIZE {os.environ.get('WORLD_SIZE')!r} are not whole numbers") from None
+        raise SynthBrainError(
+            f"RANK {os.environ.get('RANK')!r} / WORLD_SIZE {os.environ.get('WORLD_SIZE')!r} are not whole numbers"
+        ) from None
     if world < 1 or not 0 <= rank < world:
         raise SynthBrainError(f"RANK {rank} is outside 0–{world - 1} (WORLD_SIZE {world})")
     return rank, world
@@ -258,8 +291,15 @@ def _finish_distributed(world: int) -> None:
 # ----------------------------------------------------------------------------------------------
 def _request_record(plan: BatchPlan, index: int) -> dict[str, Any]:
     """What identifies sample ``index`` (stored in its provenance as ``batch``)."""
-    return {"index": index, "base_seed": plan.base_seed, "seed": plan.seed(index), "requested_conditions": plan.conditions[index],
-            "sampler": plan.sampler, "steps": plan.steps, "settings": dict(plan.settings)}
+    return {
+        "index": index,
+        "base_seed": plan.base_seed,
+        "seed": plan.seed(index),
+        "requested_conditions": plan.conditions[index],
+        "sampler": plan.sampler,
+        "steps": plan.steps,
+        "settings": dict(plan.settings),
+    }
 
 
 def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
@@ -278,7 +318,9 @@ def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
     if not isinstance(batch, dict) or not batch:
         return False  # a damaged sidecar (not a sample's record at all): the sample is made again
     expected = json.loads(json.dumps(_request_record(plan, index)))
-    if {k: batch.get(k) for k in expected} != expected or record.get("model", {}).get("id") != plan.settings.get("model_id"):
+    if {k: batch.get(k) for k in expected} != expected or record.get("model", {}).get("id") != plan.settings.get(
+        "model_id"
+    ):
         raise OutputError(f"{data} was made for another request; use another output folder")
     # a file damaged after it was written (its sidecar says what it held) is made again
     return file_sha256(data) == record.get("sha256_of_data")
@@ -322,11 +364,22 @@ def _check_batch_file(out: Path, plan: BatchPlan, rank: int) -> None:
     except (OSError, ValueError, RecursionError):
         existing = None
     if existing != spec:
-        raise OutputError(f"{out} holds a batch made with other settings ({BATCH_FILE} differs); use another output folder")
+        raise OutputError(
+            f"{out} holds a batch made with other settings ({BATCH_FILE} differs); use another output folder"
+        )
 
 
-def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: int = 1, progress: Callable[[int, int], None] | None = None,
-              log: Callable[[str], None] = lambda line: None, cancel=None) -> dict[str, Any]:
+def run_batch(
+    pipe,
+    plan: BatchPlan,
+    out: str | Path,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] = lambda line: None,
+    cancel=None,
+) -> dict[str, Any]:
     """Make this rank's share of ``plan`` in ``out`` (skipping finished samples), wait for the other
     ranks, and (rank 0) write the manifest.
 
@@ -361,9 +414,13 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
     with terminate_as_interrupt():
         for k, i in enumerate(todo):
             check_cancel(cancel)
-            result = pipe.generate(seed=plan.seed(i), sampler=plan.sampler, steps=plan.steps, cancel=cancel, **plan.conditions[i])
+            result = pipe.generate(
+                seed=plan.seed(i), sampler=plan.sampler, steps=plan.steps, cancel=cancel, **plan.conditions[i]
+            )
             array = result.image if result.image is not None else result.labels
-            result.provenance["batch"] = dict(_request_record(plan, i), array_sha256=hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest())
+            result.provenance["batch"] = dict(
+                _request_record(plan, i), array_sha256=hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+            )
             write_result(result, plan.file(out, i), overwrite=True)  # a leftover image without its sidecar is replaced
             made.append(i)
             if progress is not None:
@@ -377,7 +434,23 @@ def run_batch(pipe, plan: BatchPlan, out: str | Path, *, rank: int = 0, world: i
 
 
 #: Manifest columns before the per-condition ones.
-MANIFEST_COLUMNS = ("index", "file", "seed", "base_seed", "model", "card_version", "kind", "sampler", "steps", "precision", "decode", "device", "array_sha256", "weights_sha256", "synthbrain")
+MANIFEST_COLUMNS = (
+    "index",
+    "file",
+    "seed",
+    "base_seed",
+    "model",
+    "card_version",
+    "kind",
+    "sampler",
+    "steps",
+    "precision",
+    "decode",
+    "device",
+    "array_sha256",
+    "weights_sha256",
+    "synthbrain",
+)
 
 
 def manifest_rows(plan: BatchPlan, out: Path) -> tuple[list[dict[str, Any]], list[int]]:
@@ -395,10 +468,22 @@ def manifest_rows(plan: BatchPlan, out: Path) -> tuple[list[dict[str, Any]], lis
         cond = rec.get("conditions") or {}
         decode = rec.get("decode") or {}
         row: dict[str, Any] = {
-            "index": i, "file": data.name, "seed": rec.get("seed"), "base_seed": plan.base_seed, "model": rec["model"]["id"],
-            "card_version": rec["model"].get("card_version"), "kind": rec["model"].get("kind"), "sampler": rec.get("sampler"), "steps": rec.get("steps"),
-            "precision": rec.get("precision"), "decode": decode.get("mode"), "device": rec.get("device"), "array_sha256": rec.get("batch", {}).get("array_sha256"),
-            "weights_sha256": ";".join(f"{k}:{v.get('sha256')}" for k, v in sorted((rec.get("weights") or {}).items()) if isinstance(v, dict)),
+            "index": i,
+            "file": data.name,
+            "seed": rec.get("seed"),
+            "base_seed": plan.base_seed,
+            "model": rec["model"]["id"],
+            "card_version": rec["model"].get("card_version"),
+            "kind": rec["model"].get("kind"),
+            "sampler": rec.get("sampler"),
+            "steps": rec.get("steps"),
+            "precision": rec.get("precision"),
+            "decode": decode.get("mode"),
+            "device": rec.get("device"),
+            "array_sha256": rec.get("batch", {}).get("array_sha256"),
+            "weights_sha256": ";".join(
+                f"{k}:{v.get('sha256')}" for k, v in sorted((rec.get("weights") or {}).items()) if isinstance(v, dict)
+            ),
             "synthbrain": rec.get("versions", {}).get("synthbrain"),
         }
         for name, value in (cond.get("real_units") or {}).items():
@@ -435,4 +520,3 @@ def suffix_of(fmt: str) -> str:
     if text not in SUFFIXES:
         raise OutputError(f"output format {fmt!r} is not one of {', '.join(s.lstrip('.') for s in SUFFIXES)}")
     return text
-

@@ -88,7 +88,9 @@ def mrml_app():
     }
     saved = {name: getattr(slicer, name) for name in ("mrmlScene", "modules") if hasattr(slicer, name)}
     slicer.mrmlScene = scene
-    slicer.modules = types.SimpleNamespace(**{name: types.SimpleNamespace(logic=(lambda l=logic: l)) for name, logic in logics.items()})
+    slicer.modules = types.SimpleNamespace(
+        **{name: types.SimpleNamespace(logic=(lambda lg=logic: lg)) for name, logic in logics.items()}
+    )
     try:
         yield types.SimpleNamespace(scene=scene, app_logic=app_logic, **logics)
     finally:

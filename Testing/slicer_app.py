@@ -35,7 +35,9 @@ MODULE_DIR = REPO / "SynthBrain"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SynthBrain.ui"
 #: Slicer 5.12.3's Base/Python/slicer/parameterNodeWrapper (pure Python), provided beside the repository.
 REFERENCE_WRAPPER = REPO.parent / "shared" / "slicer-reference" / "Base" / "Python" / "slicer" / "parameterNodeWrapper"
-REFERENCE_MISSING = f"Slicer's parameterNodeWrapper reference is not at {REFERENCE_WRAPPER} (../shared/slicer-reference)"
+REFERENCE_MISSING = (
+    f"Slicer's parameterNodeWrapper reference is not at {REFERENCE_WRAPPER} (../shared/slicer-reference)"
+)
 
 
 # ---- signals ---------------------------------------------------------------------------------------
@@ -46,7 +48,9 @@ def _arity(slot, given: int) -> int:
         return given
     if any(p.kind is p.VAR_POSITIONAL for p in parameters):
         return given
-    return min(given, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters))
+    return min(
+        given, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
+    )
 
 
 class BoundSignal:
@@ -68,7 +72,7 @@ class BoundSignal:
         if owner is not None and owner._signalsBlocked:
             return
         for slot in list(self._slots):
-            slot(*args[:_arity(slot, len(args))])
+            slot(*args[: _arity(slot, len(args))])
 
 
 class Signal:
@@ -568,13 +572,52 @@ class qMRMLSegmentEditorWidget(qMRMLWidget):
         return lambda *args: self.calls.append((name, args))
 
 
-QT_CLASSES = [QObject, QWidget, QLabel, QAbstractButton, QPushButton, QCheckBox, QComboBox, QSpinBox, QSlider, QDoubleSpinBox,
-              QProgressBar, QLineEdit, QTextEdit, QGroupBox, QColor, QTimer, QAction, QMenu, QVBoxLayout, QFormLayout]
-CTK_CLASSES = [ctkComboBox, ctkSliderWidget, ctkDoubleSlider, ctkDoubleSpinBox, ctkCheckBox, ctkCheckablePushButton,
-               ctkCollapsibleButton, ctkCollapsibleGroupBox, ctkRangeWidget, ctkDoubleRangeSlider, ctkPathLineEdit,
-               ctkDirectoryButton, ctkColorPickerButton]
-MRML_WIDGET_CLASSES = [qMRMLWidget, qSlicerWidget, qMRMLNodeComboBox, qMRMLSliderWidget, qMRMLSpinBox, qMRMLRangeWidget,
-                       qMRMLSegmentEditorWidget]
+QT_CLASSES = [
+    QObject,
+    QWidget,
+    QLabel,
+    QAbstractButton,
+    QPushButton,
+    QCheckBox,
+    QComboBox,
+    QSpinBox,
+    QSlider,
+    QDoubleSpinBox,
+    QProgressBar,
+    QLineEdit,
+    QTextEdit,
+    QGroupBox,
+    QColor,
+    QTimer,
+    QAction,
+    QMenu,
+    QVBoxLayout,
+    QFormLayout,
+]
+CTK_CLASSES = [
+    ctkComboBox,
+    ctkSliderWidget,
+    ctkDoubleSlider,
+    ctkDoubleSpinBox,
+    ctkCheckBox,
+    ctkCheckablePushButton,
+    ctkCollapsibleButton,
+    ctkCollapsibleGroupBox,
+    ctkRangeWidget,
+    ctkDoubleRangeSlider,
+    ctkPathLineEdit,
+    ctkDirectoryButton,
+    ctkColorPickerButton,
+]
+MRML_WIDGET_CLASSES = [
+    qMRMLWidget,
+    qSlicerWidget,
+    qMRMLNodeComboBox,
+    qMRMLSliderWidget,
+    qMRMLSpinBox,
+    qMRMLRangeWidget,
+    qMRMLSegmentEditorWidget,
+]
 WIDGET_CLASSES = {cls.__name__: cls for cls in [*QT_CLASSES, *CTK_CLASSES, *MRML_WIDGET_CLASSES]}
 
 
@@ -593,8 +636,20 @@ def _ui_value(element: ET.Element):
 
 
 #: .ui properties copied onto the stand-ins (layout, geometry and font properties are Qt's business).
-_COPIED = {"text", "checkable", "checked", "toolTip", "enabled", "decimals", "singleStep", "suffix", "nodeTypes", "noneEnabled",
-           "collapsed", "title"}
+_COPIED = {
+    "text",
+    "checkable",
+    "checked",
+    "toolTip",
+    "enabled",
+    "decimals",
+    "singleStep",
+    "suffix",
+    "nodeTypes",
+    "noneEnabled",
+    "collapsed",
+    "title",
+}
 _RANGE_ORDER = ("minimum", "maximum", "value")
 
 
@@ -604,7 +659,9 @@ def load_ui(path: Path = UI_FILE) -> QWidget:
     def build(element: ET.Element, parent):
         cls = WIDGET_CLASSES.get(element.get("class"))
         if cls is None:
-            raise AssertionError(f"{path.name}: no stand-in for widget class {element.get('class')} ({element.get('name')})")
+            raise AssertionError(
+                f"{path.name}: no stand-in for widget class {element.get('class')} ({element.get('name')})"
+            )
         widget = cls(parent)
         widget.objectName = element.get("name")
         properties = {p.get("name"): (p, p.get("stdset") == "0") for p in element.findall("property")}
@@ -690,14 +747,20 @@ def scripted_loadable_module(scene_getter) -> types.ModuleType:
         def onReload(self) -> None:
             self.reloaded += 1
 
-    return _module("slicer.ScriptedLoadableModule", [ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget],
-                   ScriptedLoadableModuleTest=unittest.TestCase)
+    return _module(
+        "slicer.ScriptedLoadableModule",
+        [ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget],
+        ScriptedLoadableModuleTest=unittest.TestCase,
+    )
 
 
 def load_reference_wrapper() -> types.ModuleType:
     """Slicer 5.12.3's ``slicer.parameterNodeWrapper`` package, executed from the reference folder."""
-    spec = importlib.util.spec_from_file_location("slicer.parameterNodeWrapper", REFERENCE_WRAPPER / "__init__.py",
-                                                  submodule_search_locations=[str(REFERENCE_WRAPPER)])
+    spec = importlib.util.spec_from_file_location(
+        "slicer.parameterNodeWrapper",
+        REFERENCE_WRAPPER / "__init__.py",
+        submodule_search_locations=[str(REFERENCE_WRAPPER)],
+    )
     package = importlib.util.module_from_spec(spec)
     sys.modules["slicer.parameterNodeWrapper"] = package
     spec.loader.exec_module(package)
@@ -716,14 +779,21 @@ def install(monkeypatch, scene_getter) -> types.SimpleNamespace:
     qt = _module("qt", QT_CLASSES, Qt=_Qt, QInputDialog=None, QFileDialog=None)
     ctk = _module("ctk", CTK_CLASSES)
     i18n = _module("slicer.i18n", [], tr=lambda text: text, translate=lambda context, text: text)
-    for name, module in {"qt": qt, "ctk": ctk, "slicer.i18n": i18n, "slicer.ScriptedLoadableModule": scripted_loadable_module(scene_getter)}.items():
+    for name, module in {
+        "qt": qt,
+        "ctk": ctk,
+        "slicer.i18n": i18n,
+        "slicer.ScriptedLoadableModule": scripted_loadable_module(scene_getter),
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
         if name.startswith("slicer."):
             monkeypatch.setattr(slicer, name.split(".", 1)[1], module, raising=False)
     for cls in MRML_WIDGET_CLASSES:
         monkeypatch.setattr(slicer, cls.__name__, cls, raising=False)
     # Slicer's wrapper modules register connectors in module-level lists: a fresh copy per test.
-    for name in [n for n in sys.modules if n == "slicer.parameterNodeWrapper" or n.startswith("slicer.parameterNodeWrapper.")]:
+    for name in [
+        n for n in sys.modules if n == "slicer.parameterNodeWrapper" or n.startswith("slicer.parameterNodeWrapper.")
+    ]:
         del sys.modules[name]
     wrapper = load_reference_wrapper()
     monkeypatch.setattr(slicer, "parameterNodeWrapper", wrapper, raising=False)
@@ -742,7 +812,12 @@ def install(monkeypatch, scene_getter) -> types.SimpleNamespace:
         monkeypatch.setattr(slicer.util, kind, ask(kind), raising=False)
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", ask("confirmOkCancelDisplay"), raising=False)
     monkeypatch.setattr(slicer.util, "confirmYesNoDisplay", ask("confirmYesNoDisplay"), raising=False)
-    monkeypatch.setattr(slicer.util, "setSliceViewerLayers", lambda **kwargs: state.dialogs.append(("setSliceViewerLayers", kwargs)), raising=False)
+    monkeypatch.setattr(
+        slicer.util,
+        "setSliceViewerLayers",
+        lambda **kwargs: state.dialogs.append(("setSliceViewerLayers", kwargs)),
+        raising=False,
+    )
     monkeypatch.setattr(slicer.util, "restart", lambda: state.dialogs.append(("restart", None)), raising=False)
     layouts = types.SimpleNamespace(layout=None)
     layouts.setLayout = lambda layout: setattr(layouts, "layout", layout)
@@ -751,7 +826,9 @@ def install(monkeypatch, scene_getter) -> types.SimpleNamespace:
     return state
 
 
-def import_module_file(monkeypatch, name: str = "SynthBrain", path: Path = MODULE_DIR / "SynthBrain.py") -> types.ModuleType:
+def import_module_file(
+    monkeypatch, name: str = "SynthBrain", path: Path = MODULE_DIR / "SynthBrain.py"
+) -> types.ModuleType:
     """Execute a module file as Slicer does (its folder on sys.path), under ``name`` in sys.modules."""
     monkeypatch.syspath_prepend(str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from SynthBrainLib.batch import Range, plan_batch, read_conditions_csv, sample_seed
-from SynthBrainLib.models.cards import load_card
 from SynthBrainLib.errors import ConditionError
+from SynthBrainLib.models.cards import load_card
 from SynthBrainLib.outputs.io import read_volume
 
 ARGS = ["--range", "age=50:80", "--range", "sex=female,male", "--seed", "11", "--quiet", "--device", "cpu"]
@@ -34,7 +34,15 @@ def _env() -> dict:
 def _batch(model, out, n, *extra, torchrun: int = 0, **kwargs):
     args = ["batch", "--model", str(model), "-n", str(n), "--out", str(out), *ARGS, *extra]
     if torchrun:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(torchrun), "--master-port", str(29500 + os.getpid() % 1000)]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(torchrun),
+            "--master-port",
+            str(29500 + os.getpid() % 1000),
+        ]
         cmd = launcher + ["-m", "SynthBrainLib.cli", *args]
     else:
         cmd = [sys.executable, "-m", "SynthBrainLib.cli", *args]
@@ -62,7 +70,9 @@ def test_sample_seeds_are_a_fixed_function_of_base_seed_and_index():
     assert sample_seed(0, 0) != sample_seed(0, 1), "another index gives another seed"
     assert sample_seed(0, 1) != sample_seed(1, 1), "another base seed gives another seed"
     assert 0 <= sample_seed(2**63 - 1, 10**6) < 2**63, "seeds fit in a non-negative int64"
-    assert sample_seed(11, 3) == int.from_bytes(__import__("hashlib").sha256(b"synthbrain-batch:11:3").digest()[:8], "big") & (2**63 - 1)
+    assert sample_seed(11, 3) == int.from_bytes(
+        __import__("hashlib").sha256(b"synthbrain-batch:11:3").digest()[:8], "big"
+    ) & (2**63 - 1)
 
 
 def test_plan_checks_every_sample(model_folders, tmp_path):
@@ -74,13 +84,17 @@ def test_plan_checks_every_sample(model_folders, tmp_path):
     assert again.conditions[:4] == plan.conditions  # sample i does not depend on N
     with pytest.raises(ConditionError, match="range age=100:100: age 100 is outside 44–82 years"):
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("age=100:100")])
-    with pytest.raises(ConditionError, match="range age=40:60: age 40 is outside 44–82 years"):  # an end, not a drawn value
+    with pytest.raises(
+        ConditionError, match="range age=40:60: age 40 is outside 44–82 years"
+    ):  # an end, not a drawn value
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("age=40:60")])
     with pytest.raises(ConditionError, match="range sex=female,other: sex 'other' is not one of female, male"):
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("sex=female,other")])
     with pytest.raises(ConditionError, match="range 'age=nan:60': both ends must be finite numbers"):
         Range.parse("age=nan:60")
-    with pytest.raises(ConditionError, match="condition 'height' is not one of sex, age, ventricular_volume, brain_volume"):
+    with pytest.raises(
+        ConditionError, match="condition 'height' is not one of sex, age, ventricular_volume, brain_volume"
+    ):
         plan_batch(card, "m", count=2, base_seed=0, ranges=[Range.parse("height=1:2")])
     with pytest.raises(ConditionError, match="sample count 0 is outside 1–1000000"):
         plan_batch(card, "m", count=0, base_seed=0)
@@ -160,7 +174,20 @@ def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
     assert "is a label_to_image model; 'batch' makes images or label maps" in err, f"a SPADE model is refused: {err}"
-    code = main(["batch", "--model", str(model_folders["brain"]), "--out", str(tmp_path / "x"), "--quiet", "--range", "age=20:30", "-n", "2"])
+    code = main(
+        [
+            "batch",
+            "--model",
+            str(model_folders["brain"]),
+            "--out",
+            str(tmp_path / "x"),
+            "--quiet",
+            "--range",
+            "age=20:30",
+            "-n",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
     assert err.strip() == "synthbrain: error: range age=20:30: age 20 is outside 44–82 years", err

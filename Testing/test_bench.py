@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from SynthBrainLib import load_pipeline
-from SynthBrainLib.tools import bench
 from SynthBrainLib.errors import SynthBrainError
+from SynthBrainLib.tools import bench
 
 
 def test_reference_loop_equals_the_pipelines_ddim(model_folders):
@@ -29,7 +29,9 @@ def test_parse_path():
     assert (p.name, p.sampler, p.steps, p.precision, p.decode) == ("fast", "dpm++2m", 12, "bfloat16", "tiled")
     assert bench.parse_path("p=preview").preview
     assert bench.parse_path("d=:::").steps is None
-    with pytest.raises(SynthBrainError, match="path 'x=ddim:ten' : steps 'ten' is not a whole number".replace(" :", ":")):
+    with pytest.raises(
+        SynthBrainError, match="path 'x=ddim:ten' : steps 'ten' is not a whole number".replace(" :", ":")
+    ):
         bench.parse_path("x=ddim:ten")
 
 
@@ -72,7 +74,9 @@ def test_explicit_paths_on_a_single_pass_model(model_folders):
 
 @pytest.mark.slow  # decode workers in subprocesses: 8–12 s
 def test_decode_check(model_folders):
-    report = bench.bench_decode(str(model_folders["brain"]), variants=(("full", "float32", "global"), ("tiled", "float32", "global-exact")))
+    report = bench.bench_decode(
+        str(model_folders["brain"]), variants=(("full", "float32", "global"), ("tiled", "float32", "global-exact"))
+    )
     full, tiled = report["variants"]
     assert full["mode"] == {"mode": "full"}, f"the first variant decodes whole: {full['mode']}"
     assert tiled["mode"]["mode"] == "tiled", f"the second variant decodes in tiles: {tiled['mode']}"
@@ -85,7 +89,11 @@ def test_decode_check(model_folders):
 def test_quality_study_runs(model_folders):
     from SynthBrainLib.tools.sampler_study import Candidate, format_quality_table, quality_study
 
-    report = quality_study(str(model_folders["labels"]), samples=2, candidates=[Candidate("ddim", 5, "float32"), Candidate("ddim", 50, "float32")])
+    report = quality_study(
+        str(model_folders["labels"]),
+        samples=2,
+        candidates=[Candidate("ddim", 5, "float32"), Candidate("ddim", 50, "float32")],
+    )
     rows = {r["candidate"]: r for r in report["candidates"]}
     assert rows["ddim 50 float32"]["dice_mean"] > 0.99  # the same sampler as the reference
     assert "Dice vs reference, mean / min" in format_quality_table(report)

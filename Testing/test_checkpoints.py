@@ -13,8 +13,8 @@ import warnings
 import pytest
 import torch
 
-from SynthBrainLib.models.checkpoints import convert_generative_state_dict, load_weights, read_state_dict, verify_file
 from SynthBrainLib.errors import CheckpointError
+from SynthBrainLib.models.checkpoints import convert_generative_state_dict, load_weights, read_state_dict, verify_file
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 generative = pytest.importorskip("generative.networks.nets", reason="monai-generative 0.2.3 is a test dependency")
@@ -40,14 +40,37 @@ def _roundtrip(old_cls, new_cls, kwargs, tmp_path):
     return old, new, layout
 
 
-AE_KW = dict(spatial_dims=3, in_channels=1, out_channels=1, latent_channels=3, channels=[8, 16, 16], num_res_blocks=1, norm_num_groups=8)
-UNET_KW = dict(spatial_dims=3, in_channels=7, out_channels=3, channels=[16, 32, 32], num_res_blocks=1, attention_levels=[False, True, True],
-               norm_num_groups=8, resblock_updown=True, num_head_channels=[0, 16, 32], upcast_attention=True)
+AE_KW = dict(
+    spatial_dims=3,
+    in_channels=1,
+    out_channels=1,
+    latent_channels=3,
+    channels=[8, 16, 16],
+    num_res_blocks=1,
+    norm_num_groups=8,
+)
+UNET_KW = dict(
+    spatial_dims=3,
+    in_channels=7,
+    out_channels=3,
+    channels=[16, 32, 32],
+    num_res_blocks=1,
+    attention_levels=[False, True, True],
+    norm_num_groups=8,
+    resblock_updown=True,
+    num_head_channels=[0, 16, 32],
+    upcast_attention=True,
+)
 
 
 @pytest.mark.parametrize("attention", [False, True], ids=["no-attention", "attention"])
 def test_autoencoder_old_checkpoint_gives_identical_outputs(tmp_path, attention):
-    kw = dict(AE_KW, attention_levels=[False, False, attention], with_encoder_nonlocal_attn=attention, with_decoder_nonlocal_attn=attention)
+    kw = dict(
+        AE_KW,
+        attention_levels=[False, False, attention],
+        with_encoder_nonlocal_attn=attention,
+        with_decoder_nonlocal_attn=attention,
+    )
     old, new, layout = _roundtrip(generative.AutoencoderKL, nets.AutoencoderKL, kw, tmp_path)
     assert layout == "generative" if attention else layout in ("monai", "generative")
     x = torch.rand(2, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -61,7 +84,9 @@ def test_autoencoder_old_checkpoint_gives_identical_outputs(tmp_path, attention)
 
 def test_monai_converter_is_wrong_for_autoencoder_attention(tmp_path):
     """Documents why we convert ourselves: MONAI's load_old_state_dict applies the unused proj_attn."""
-    kw = dict(AE_KW, attention_levels=[False, False, True], with_encoder_nonlocal_attn=True, with_decoder_nonlocal_attn=True)
+    kw = dict(
+        AE_KW, attention_levels=[False, False, True], with_encoder_nonlocal_attn=True, with_decoder_nonlocal_attn=True
+    )
     old = perturb(generative.AutoencoderKL(**_old_kwargs(kw)).eval(), seed=1)
     theirs = nets.AutoencoderKL(**kw).eval()
     theirs.load_old_state_dict(dict(old.state_dict()))
@@ -73,7 +98,12 @@ def test_monai_converter_is_wrong_for_autoencoder_attention(tmp_path):
 
 @pytest.mark.parametrize("conditioning", [True, False], ids=["cross-attention", "self-attention"])
 def test_diffusion_unet_old_checkpoint_gives_identical_outputs(tmp_path, conditioning):
-    kw = dict(UNET_KW, with_conditioning=conditioning, cross_attention_dim=4 if conditioning else None, transformer_num_layers=1)
+    kw = dict(
+        UNET_KW,
+        with_conditioning=conditioning,
+        cross_attention_dim=4 if conditioning else None,
+        transformer_num_layers=1,
+    )
     old, new, layout = _roundtrip(generative.DiffusionModelUNet, nets.DiffusionModelUNet, kw, tmp_path)
     assert layout == "generative"
     g = torch.Generator().manual_seed(0)
@@ -85,8 +115,17 @@ def test_diffusion_unet_old_checkpoint_gives_identical_outputs(tmp_path, conditi
 
 
 def test_spade_autoencoder_and_unet_old_checkpoints(tmp_path):
-    ae_kw = dict(spatial_dims=3, label_nc=10, in_channels=1, out_channels=1, latent_channels=3, channels=[8, 16, 16], num_res_blocks=[1, 1, 1],
-                 norm_num_groups=8, attention_levels=[False, False, True])
+    ae_kw = dict(
+        spatial_dims=3,
+        label_nc=10,
+        in_channels=1,
+        out_channels=1,
+        latent_channels=3,
+        channels=[8, 16, 16],
+        num_res_blocks=[1, 1, 1],
+        norm_num_groups=8,
+        attention_levels=[False, False, True],
+    )
     old, new, _ = _roundtrip(generative.SPADEAutoencoderKL, nets.SPADEAutoencoderKL, ae_kw, tmp_path)
     # Keys alone are not enough here: the old SPADE norms used eps 1e-5 (see match_generative_numerics).
     g = torch.Generator().manual_seed(0)
@@ -95,7 +134,15 @@ def test_spade_autoencoder_and_unet_old_checkpoints(tmp_path):
     with torch.no_grad():
         assert (old.decode(old.encode(x)[0], seg) - new.decode(new.encode(x)[0], seg)).abs().max().item() <= TOL
 
-    unet_kw = dict(UNET_KW, in_channels=3, label_nc=10, with_conditioning=True, cross_attention_dim=4, transformer_num_layers=1, num_class_embeds=3)
+    unet_kw = dict(
+        UNET_KW,
+        in_channels=3,
+        label_nc=10,
+        with_conditioning=True,
+        cross_attention_dim=4,
+        transformer_num_layers=1,
+        num_class_embeds=3,
+    )
     old, new, layout = _roundtrip(generative.SPADEDiffusionModelUNet, nets.SPADEDiffusionModelUNet, unet_kw, tmp_path)
     assert layout == "generative"
     z, t, c = torch.randn(1, 3, 8, 8, 8, generator=g), torch.tensor([300]), torch.rand(1, 1, 4, generator=g)
@@ -106,7 +153,16 @@ def test_spade_autoencoder_and_unet_old_checkpoints(tmp_path):
 
 
 def test_spadenet_old_checkpoint(tmp_path):
-    kw = dict(spatial_dims=3, in_channels=1, out_channels=1, label_nc=10, input_shape=[16, 16, 16], channels=[8, 16], z_dim=8, spade_intermediate_channels=8)
+    kw = dict(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        label_nc=10,
+        input_shape=[16, 16, 16],
+        channels=[8, 16],
+        z_dim=8,
+        spade_intermediate_channels=8,
+    )
     old = perturb(generative.SPADENet(**_old_kwargs(kw)).eval(), seed=1)
     torch.save(old.state_dict(), tmp_path / "old.pt")
     new = nets.SPADENet(**dict(kw, channels=[8, 16])).eval()
@@ -118,7 +174,14 @@ def test_spadenet_old_checkpoint(tmp_path):
 
 
 def test_converter_reports_unused_old_keys():
-    model = nets.AutoencoderKL(**dict(AE_KW, attention_levels=[False, False, False], with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False))
+    model = nets.AutoencoderKL(
+        **dict(
+            AE_KW,
+            attention_levels=[False, False, False],
+            with_encoder_nonlocal_attn=False,
+            with_decoder_nonlocal_attn=False,
+        )
+    )
     sd = dict(model.state_dict())
     sd["stray.weight"] = torch.zeros(1)
     converted, unused = convert_generative_state_dict(sd, model)
@@ -128,7 +191,14 @@ def test_converter_reports_unused_old_keys():
 
 # ---- strict loading errors ----------------------------------------------------------------------
 def _small_ae():
-    return nets.AutoencoderKL(**dict(AE_KW, attention_levels=[False, False, False], with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)).eval()
+    return nets.AutoencoderKL(
+        **dict(
+            AE_KW,
+            attention_levels=[False, False, False],
+            with_encoder_nonlocal_attn=False,
+            with_decoder_nonlocal_attn=False,
+        )
+    ).eval()
 
 
 def test_missing_and_unexpected_keys_are_named():

@@ -11,9 +11,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from tiny_models import tiny_brain_card, write_old_format_bundle
 
 from SynthBrainLib.cli import main
-from tiny_models import tiny_brain_card, write_old_format_bundle
 
 
 def run(capsys, *argv):
@@ -47,8 +47,29 @@ def test_import_bundle_then_generate(tmp_path, capsys, home, monkeypatch):
     assert "mismatch-accepted" in out, f"the import reports the accepted checksum mismatch: {out}"
 
     out_file = tmp_path / "out" / "brain.nii.gz"
-    code, out, err = run(capsys, "--home", home, "generate", "--model", "tiny-brain-ldm", "--age", 70, "--sex", "male",
-                         "--steps", 2, "--device", "cpu", "--seed", 3, "-o", out_file, "--preview", tmp_path / "out" / "brain.png", "--quiet")
+    code, out, err = run(
+        capsys,
+        "--home",
+        home,
+        "generate",
+        "--model",
+        "tiny-brain-ldm",
+        "--age",
+        70,
+        "--sex",
+        "male",
+        "--steps",
+        2,
+        "--device",
+        "cpu",
+        "--seed",
+        3,
+        "-o",
+        out_file,
+        "--preview",
+        tmp_path / "out" / "brain.png",
+        "--quiet",
+    )
     assert code == 0, err
     img = nib.load(str(out_file))
     assert img.shape == (16, 16, 16), f"volume shape: {img.shape}"
@@ -78,13 +99,40 @@ def test_import_bundle_then_generate(tmp_path, capsys, home, monkeypatch):
 
 def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
     labels = tmp_path / "labels.nrrd"
-    code, out, err = run(capsys, "labels", "--model", model_folders["labels"], "--wmh", 0.05, "--seed", 1, "--steps", 4,
-                         "-o", labels, "--partial-volumes", tmp_path / "pv.nii.gz", "--quiet")
+    code, out, err = run(
+        capsys,
+        "labels",
+        "--model",
+        model_folders["labels"],
+        "--wmh",
+        0.05,
+        "--seed",
+        1,
+        "--steps",
+        4,
+        "-o",
+        labels,
+        "--partial-volumes",
+        tmp_path / "pv.nii.gz",
+        "--quiet",
+    )
     assert code == 0, err
     assert {Path(p).name for p in out.split()} == {"labels.nrrd", "pv.nii.gz", "labels.json", "pv.json"}
     image = tmp_path / "flair.nii.gz"
-    code, out, err = run(capsys, "image-from-labels", labels, "--model", model_folders["spade"], "--sequence", "FLAIR",
-                         "--seed", 2, "-o", image, "--quiet")
+    code, out, err = run(
+        capsys,
+        "image-from-labels",
+        labels,
+        "--model",
+        model_folders["spade"],
+        "--sequence",
+        "FLAIR",
+        "--seed",
+        2,
+        "-o",
+        image,
+        "--quiet",
+    )
     assert code == 0, err
     from SynthBrainLib.outputs.io import read_volume
 
@@ -132,7 +180,9 @@ def test_existing_output_is_refused_before_work(tmp_path, capsys, model_folders)
     assert "o.nii.gz already exists; pass --overwrite" in err, err
     assert out_file.read_bytes() == b"precious", "the existing file is untouched"
     assert not (tmp_path / "o.json").exists(), "no sidecar is written"
-    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet", "--overwrite", "--steps", 1)
+    code, _, err = run(
+        capsys, "generate", "--model", model_folders["brain"], "-o", out_file, "--quiet", "--overwrite", "--steps", 1
+    )
     assert code == 0, f"--overwrite: exit status {code}: {err}"
     assert out_file.read_bytes() != b"precious", "--overwrite replaces the file"
 
@@ -140,12 +190,24 @@ def test_existing_output_is_refused_before_work(tmp_path, capsys, model_folders)
 def test_outputs_that_cannot_be_written_are_refused_before_work(tmp_path, capsys, model_folders):
     blocker = tmp_path / "afile"
     blocker.write_bytes(b"x")
-    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "-o", blocker / "sub" / "o.nii.gz", "--quiet")
+    code, _, err = run(
+        capsys, "generate", "--model", model_folders["brain"], "-o", blocker / "sub" / "o.nii.gz", "--quiet"
+    )
     assert code == 2, f"exit status {code}: {err}"
     expected = f"synthbrain: error: cannot write into {blocker / 'sub'}: {blocker} is a file, not a folder"
     assert err.strip() == expected, err
     # a label map and its partial volumes would share one provenance sidecar
-    code, _, err = run(capsys, "labels", "--model", model_folders["labels"], "-o", tmp_path / "l.nii.gz", "--partial-volumes", tmp_path / "l.nii", "--quiet")
+    code, _, err = run(
+        capsys,
+        "labels",
+        "--model",
+        model_folders["labels"],
+        "-o",
+        tmp_path / "l.nii.gz",
+        "--partial-volumes",
+        tmp_path / "l.nii",
+        "--quiet",
+    )
     assert code == 2, f"exit status {code}: {err}"
     expected = f"synthbrain: error: two outputs would be written to {tmp_path / 'l.json'}; give them different names"
     assert err.strip() == expected, err
@@ -160,7 +222,19 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_f
 
     # the volumes are written first (io's own temporary files); the PNG last, through replaced_atomically
     monkeypatch.setattr(atomic_files, "temporary_sibling", disk_full)
-    code, _, err = run(capsys, "generate", "--model", model_folders["brain"], "--steps", 1, "-o", tmp_path / "o.nii.gz", "--preview", tmp_path / "o.png", "--quiet")
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--model",
+        model_folders["brain"],
+        "--steps",
+        1,
+        "-o",
+        tmp_path / "o.nii.gz",
+        "--preview",
+        tmp_path / "o.png",
+        "--quiet",
+    )
     assert code == 2, f"exit status {code}: {err}"
     assert err.strip() == f"synthbrain: error: cannot write {tmp_path / 'o.png'}: No space left on device", err
     assert list(tmp_path.iterdir()) == [], "a failed write leaves nothing, not even the volumes"
@@ -170,13 +244,35 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_f
     "argv, message",
     [
         (["generate", "--model", "nope", "-o", "{tmp}/x.nii.gz"], "model 'nope' is not known"),
-        (["generate", "--model", "brain-ldm", "-o", "{tmp}/x.nii.gz"], "weights of brain-ldm (autoencoder.pt, model.pt) are not installed; run: synthbrain models download brain-ldm"),
-        (["generate", "--model", "{brain}", "-o", "{tmp}/x.png"], "output file '{tmp}/x.png' must end in .nii.gz, .nii, .nrrd"),
-        (["generate", "--model", "{labels}", "-o", "{tmp}/x.nii.gz"], "is a label_generator model; 'generate' needs a conditional_latent_diffusion model"),
-        (["labels", "--model", "{labels}", "--wmh", "0.5", "-o", "{tmp}/x.nii.gz"], "wmh 0.5 is outside 0–0.0923 fraction"),
-        (["image-from-labels", "{tmp}/missing.nii.gz", "--model", "{spade}", "-o", "{tmp}/x.nii.gz"], "missing.nii.gz does not exist"),
-        (["image-from-labels", "{labelfile}", "--model", "{spade}", "--sequence", "PD", "-o", "{tmp}/x.nii.gz"], "sequence 'PD' is not one of T1, FLAIR, T2"),
-        (["image-from-labels", "{tmp}", "--model", "{spade}", "-o", "{tmp}/x.nii.gz"], "input {tmp} is a folder; give a volume file"),
+        (
+            ["generate", "--model", "brain-ldm", "-o", "{tmp}/x.nii.gz"],
+            "weights of brain-ldm (autoencoder.pt, model.pt) are not installed; "
+            "run: synthbrain models download brain-ldm",
+        ),
+        (
+            ["generate", "--model", "{brain}", "-o", "{tmp}/x.png"],
+            "output file '{tmp}/x.png' must end in .nii.gz, .nii, .nrrd",
+        ),
+        (
+            ["generate", "--model", "{labels}", "-o", "{tmp}/x.nii.gz"],
+            "is a label_generator model; 'generate' needs a conditional_latent_diffusion model",
+        ),
+        (
+            ["labels", "--model", "{labels}", "--wmh", "0.5", "-o", "{tmp}/x.nii.gz"],
+            "wmh 0.5 is outside 0–0.0923 fraction",
+        ),
+        (
+            ["image-from-labels", "{tmp}/missing.nii.gz", "--model", "{spade}", "-o", "{tmp}/x.nii.gz"],
+            "missing.nii.gz does not exist",
+        ),
+        (
+            ["image-from-labels", "{labelfile}", "--model", "{spade}", "--sequence", "PD", "-o", "{tmp}/x.nii.gz"],
+            "sequence 'PD' is not one of T1, FLAIR, T2",
+        ),
+        (
+            ["image-from-labels", "{tmp}", "--model", "{spade}", "-o", "{tmp}/x.nii.gz"],
+            "input {tmp} is a folder; give a volume file",
+        ),
         (["models", "import", "{tmp}/nothing"], "nothing does not exist"),
         (["models", "download", "brainspade3d-image"], "weights are not public"),
     ],
@@ -186,7 +282,13 @@ def test_bad_input_messages(tmp_path, capsys, home, model_folders, argv, message
     work.mkdir()
     label_file = tmp_path / "lab.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), str(label_file))
-    fill = {"tmp": work, "brain": model_folders["brain"], "labels": model_folders["labels"], "spade": model_folders["spade"], "labelfile": label_file}
+    fill = {
+        "tmp": work,
+        "brain": model_folders["brain"],
+        "labels": model_folders["labels"],
+        "spade": model_folders["spade"],
+        "labelfile": label_file,
+    }
     argv = ["--home", str(home)] + [a.format(**{k: str(v) for k, v in fill.items()}) for a in argv]
     code, _, err = run(capsys, *argv)
     assert code == 2, f"exit status {code}: {err}"
@@ -203,7 +305,9 @@ def test_console_script_help_and_error():
         res = subprocess.run([exe, *sub, "--help"], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, f"{sub} --help: exit status {res.returncode}: {res.stderr}"
         assert "usage: synthbrain" in res.stdout, f"{sub} --help prints usage: {res.stdout}"
-    res = subprocess.run([exe, "generate", "--model", "nope", "-o", "x.nii.gz"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [exe, "generate", "--model", "nope", "-o", "x.nii.gz"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 2, f"exit status {res.returncode}: {res.stderr}"
     assert res.stderr.strip().count("\n") == 0, f"the error is one line: {res.stderr}"
     assert "model 'nope' is not known" in res.stderr, res.stderr

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from SynthBrainLib.errors import ConditionError
 from SynthBrainLib.models.cards import builtin_cards
 from SynthBrainLib.pipelines.conditioning import resolve_conditions
-from SynthBrainLib.errors import ConditionError
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,11 @@ def test_raw_values_bypass_the_assumed_mapping(ldm):
         ({"sex": "other"}, None, "sex 'other' is not one of female, male"),
         ({"age": "old"}, None, "age 'old' is not a number"),
         ({"age": float("nan")}, None, "age nan is not a finite number"),
-        ({"height": 180}, None, "unknown condition 'height'; this model takes: sex, age, ventricular_volume, brain_volume"),
+        (
+            {"height": 180},
+            None,
+            "unknown condition 'height'; this model takes: sex, age, ventricular_volume, brain_volume",
+        ),
         (None, {"age": 1.5}, "age (model units) 1.5 is outside 0–1"),
         ({"age": 60}, {"age": 0.5}, "age was given both in real units and as a raw model value; give one"),
     ],
@@ -66,11 +70,15 @@ def test_lesion_fractions_identity_mapping():
 
 
 def test_default_from_other_variables():
-    from SynthBrainLib.models.cards import ModelCard
     from tiny_models import tiny_brain_card
 
+    from SynthBrainLib.models.cards import ModelCard
+
     data = tiny_brain_card()
-    data["conditioning"]["variables"][2]["default_from"] = {"intercept": -50.0, "coefficients": {"age": 1.0, "sex": 5.0}}
+    data["conditioning"]["variables"][2]["default_from"] = {
+        "intercept": -50.0,
+        "coefficients": {"age": 1.0, "sex": 5.0},
+    }
     cond = ModelCard.from_dict(data).conditioning
     c = resolve_conditions(cond, {"age": 80, "sex": "male"})
     assert c.real["ventricular_volume"] == pytest.approx(35.0)
@@ -79,5 +87,7 @@ def test_default_from_other_variables():
     assert resolve_conditions(cond, {"age": 80, "ventricular_volume": 12}).real["ventricular_volume"] == 12.0
     assert list(c.real) == ["sex", "age", "ventricular_volume", "brain_volume"]
     data["conditioning"]["variables"][2]["default_from"]["coefficients"] = {"height": 1.0}
-    with pytest.raises(Exception, match="default_from.coefficients.height' must name a variable that has a plain default"):
+    with pytest.raises(
+        Exception, match="default_from.coefficients.height' must name a variable that has a plain default"
+    ):
         ModelCard.from_dict(data)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import CountingUNet
 
 from SynthBrainLib import ConditionError, DeviceError, load_pipeline
-from SynthBrainLib.pipelines.decoding import TileSettings, blend_weights, decode, decode_full, decode_tiled, window_overlaps, window_shape
-from SynthBrainLib.pipelines.device import Precision
 from SynthBrainLib.models.networks import build_network
 from SynthBrainLib.pipelines.base import use_sdpa
-from tiny_models import CountingUNet
+from SynthBrainLib.pipelines.decoding import (
+    TileSettings,
+    blend_weights,
+    decode,
+    decode_full,
+    decode_tiled,
+    window_overlaps,
+    window_shape,
+)
+from SynthBrainLib.pipelines.device import Precision
 
 CPU = torch.device("cpu")
 
@@ -81,7 +89,9 @@ def test_dpm_solver_in_pipeline(brain, model_folders):
     assert a.provenance["steps"] == 5, f"provenance records the steps: {a.provenance['steps']}"
     assert calls == [(i, 6) for i in range(1, 7)], f"progress counts 1 to 6 of 6: {calls}"
     labels = load_pipeline(str(model_folders["labels"]), device="cpu")  # brainSPADE card: not listed
-    with pytest.raises(ConditionError, match="sampler 'dpm\\+\\+2m' does not fit this model \\(its card does not list it\\)"):
+    with pytest.raises(
+        ConditionError, match="sampler 'dpm\\+\\+2m' does not fit this model \\(its card does not list it\\)"
+    ):
         labels.generate(seed=1, sampler="dpm++2m", steps=3)
 
 
@@ -115,7 +125,9 @@ def test_window_geometry():
     assert float(profile[8]) == 1.0, f"the window centre gets full weight: {profile}"
 
 
-@pytest.mark.parametrize("norm, fast_stats, tolerance", [("global", False, 1e-4), ("global", True, 0.05), ("window", False, 0.5)])
+@pytest.mark.parametrize(
+    "norm, fast_stats, tolerance", [("global", False, 1e-4), ("global", True, 0.05), ("window", False, 0.5)]
+)
 def test_tiled_decode_matches_full_decode(brain, norm, fast_stats, tolerance):
     ae = _tiny_autoencoder(brain)
     prec = Precision(CPU)
@@ -153,7 +165,11 @@ def test_decode_modes_and_provenance(model_folders, brain):
 # ---- preview and cache --------------------------------------------------------------------------
 def test_preview_uses_the_preview_sampler_and_steps(brain):
     r = brain.generate(seed=3, preview=True, age=60)
-    assert (r.provenance["sampler"], r.provenance["steps"], r.provenance["preview"]) == ("dpm++2m", brain.preview_steps, True)
+    assert (r.provenance["sampler"], r.provenance["steps"], r.provenance["preview"]) == (
+        "dpm++2m",
+        brain.preview_steps,
+        True,
+    )
     r = brain.generate(seed=3, preview=True, steps=2)
     assert r.provenance["steps"] == 2
 
@@ -217,19 +233,57 @@ def test_generate_speed_flags(model_folders, tmp_path, capsys):
     from SynthBrainLib.cli import main
 
     out = tmp_path / "b.nii.gz"
-    code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(out), "--quiet", "--seed", "2",
-                 "--precision", "bfloat16", "--decode", "tiled", "--preview-steps", "2"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model_folders["brain"]),
+            "-o",
+            str(out),
+            "--quiet",
+            "--seed",
+            "2",
+            "--precision",
+            "bfloat16",
+            "--decode",
+            "tiled",
+            "--preview-steps",
+            "2",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     side = json.loads((tmp_path / "b.json").read_text())
     assert (side["sampler"], side["steps"], side["preview"]) == ("dpm++2m", 2, True)
     assert side["precision"].startswith("bfloat16"), f"--precision is recorded: {side['precision']}"
     assert side["decode"]["mode"] == "tiled", f"--decode is recorded: {side['decode']}"
-    code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(tmp_path / "c.nii.gz"), "--quiet", "--precision", "half"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model_folders["brain"]),
+            "-o",
+            str(tmp_path / "c.nii.gz"),
+            "--quiet",
+            "--precision",
+            "half",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
     expected = "synthbrain: error: precision 'half' is not one of auto, float32, mixed, bfloat16, float16"
     assert err.strip() == expected, err
-    code = main(["generate", "--model", str(model_folders["brain"]), "-o", str(tmp_path / "c.nii.gz"), "--quiet", "--preview-steps", "0"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model_folders["brain"]),
+            "-o",
+            str(tmp_path / "c.nii.gz"),
+            "--quiet",
+            "--preview-steps",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
     assert "--preview-steps 0 must be at least 1" in err, err

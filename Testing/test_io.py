@@ -69,7 +69,9 @@ def test_labels_are_uint8_and_partial_volumes_4d(tmp_path, suffix):
     labels = np.arange(60, dtype=np.int64).reshape(3, 4, 5) % 10
     pv = np.eye(10, dtype=np.float32)[labels].transpose(3, 0, 1, 2)
     affine = _oblique_affine()
-    result = SynthesisResult(image=None, affine=affine, provenance=PROV, labels=labels.astype(np.uint8), partial_volumes=pv)
+    result = SynthesisResult(
+        image=None, affine=affine, provenance=PROV, labels=labels.astype(np.uint8), partial_volumes=pv
+    )
     written = result.save(tmp_path / f"labels{suffix}", partial_volumes=tmp_path / f"pv{suffix}")
     assert [p.name for p in written] == [f"labels{suffix}", f"pv{suffix}", "labels.json", "pv.json"]
     back, back_affine = read_volume(tmp_path / f"labels{suffix}")

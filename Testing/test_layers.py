@@ -102,14 +102,22 @@ def test_no_import_cycles():
 
 
 def test_each_layer_imports_only_layers_below():
-    wrong = [f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
-             for a, targets in graph().items() for b in targets if layer_of(b) > layer_of(a)]
+    wrong = [
+        f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+        for a, targets in graph().items()
+        for b in targets
+        if layer_of(b) > layer_of(a)
+    ]
     assert wrong == [], "imports against the layers:\n" + "\n".join(wrong)
 
 
 def test_the_library_never_imports_developer_tools():
-    users = sorted(a for a, targets in graph().items() if not a.startswith(("SynthBrainLib.tools", "SynthBrainLib.cli"))
-                   and any(b.startswith("SynthBrainLib.tools") for b in targets))
+    users = sorted(
+        a
+        for a, targets in graph().items()
+        if not a.startswith(("SynthBrainLib.tools", "SynthBrainLib.cli"))
+        and any(b.startswith("SynthBrainLib.tools") for b in targets)
+    )
     assert users == [], f"library modules importing SynthBrainLib.tools: {users}"
 
 
@@ -117,8 +125,11 @@ def test_the_library_never_imports_slicer_qt_or_vtk():
     banned = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "PySide6", "PyQt5"}
     for path in LIB.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            )
             for name in names:
                 assert name.split(".")[0] not in banned, f"{path.relative_to(REPO)} imports {name}"
 
@@ -161,7 +172,8 @@ def test_the_slicer_module_loads_before_torch_is_installed():
 
         sys.meta_path.insert(0, NoTorch())
         sys.path.insert(0, {str(REPO / "SynthBrain")!r})
-        import SynthBrainSlicer.logic, SynthBrainSlicer.panel, SynthBrainSlicer.runs, SynthBrainSlicer.views, SynthBrainSlicer.saving
+        import SynthBrainSlicer.logic, SynthBrainSlicer.panel, SynthBrainSlicer.runs
+        import SynthBrainSlicer.views, SynthBrainSlicer.saving
         from SynthBrainSlicer.panel import is_user_error
         from SynthBrainLib.errors import ConditionError
         assert is_user_error(ConditionError("x"))

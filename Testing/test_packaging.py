@@ -47,14 +47,16 @@ def built(tmp_path_factory):
     source = clean_copy(base / "source")
     run([sys.executable, "-m", "build", "--no-isolation", "--outdir", base / "from-sdist", source])
     run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", base / "from-tree", source])
-    return {"sdist": next((base / "from-sdist").glob("*.tar.gz")), "wheel": next((base / "from-sdist").glob("*.whl")),
-            "tree_wheel": next((base / "from-tree").glob("*.whl"))}
+    return {
+        "sdist": next((base / "from-sdist").glob("*.tar.gz")),
+        "wheel": next((base / "from-sdist").glob("*.whl")),
+        "tree_wheel": next((base / "from-tree").glob("*.whl")),
+    }
 
 
 def test_the_package_list_names_every_library_package():
-    from setuptools import find_packages
-
     import tomllib
+    from setuptools import find_packages
 
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = set(find_packages(where=str(REPO), include=["SynthBrainLib*"]))
@@ -95,14 +97,49 @@ def test_installed_wheel_runs_the_main_job_offline(built, tmp_path):
     (site / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     work = tmp_path / "elsewhere"  # not the repository: the source tree is not on the path
     work.mkdir()
-    env = dict(os.environ, SYNTHBRAIN_HOME=str(tmp_path / "home"), SYNTHBRAIN_SHIPPED_MODELS="", OMP_NUM_THREADS="1", PYTHONPATH="")
-    where = run([python, "-c", "import SynthBrainLib, synthbrain_demo_models; print(SynthBrainLib.__file__); print(synthbrain_demo_models.__file__)"],
-                cwd=work, env=env).stdout.split()
+    env = dict(
+        os.environ,
+        SYNTHBRAIN_HOME=str(tmp_path / "home"),
+        SYNTHBRAIN_SHIPPED_MODELS="",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH="",
+    )
+    where = run(
+        [
+            python,
+            "-c",
+            "import SynthBrainLib, synthbrain_demo_models; print(SynthBrainLib.__file__); "
+            "print(synthbrain_demo_models.__file__)",
+        ],
+        cwd=work,
+        env=env,
+    ).stdout.split()
     assert all(path.startswith(str(venv)) for path in where), f"imported from outside the new environment: {where}"
     listing = run([venv / "bin" / "synthbrain", "models", "list"], cwd=work, env=env).stdout
     assert any(line.startswith("brain-ldm-demo") and "shipped" in line for line in listing.splitlines()), listing
-    run([venv / "bin" / "synthbrain", "generate", "--model", "brain-ldm-demo", "--age", "70", "--sex", "female", "--seed", "1",
-         "--preview-steps", "3", "--quiet", "-o", work / "brain.nii.gz", "--preview", work / "brain.png"], cwd=work, env=env)
+    run(
+        [
+            venv / "bin" / "synthbrain",
+            "generate",
+            "--model",
+            "brain-ldm-demo",
+            "--age",
+            "70",
+            "--sex",
+            "female",
+            "--seed",
+            "1",
+            "--preview-steps",
+            "3",
+            "--quiet",
+            "-o",
+            work / "brain.nii.gz",
+            "--preview",
+            work / "brain.png",
+        ],
+        cwd=work,
+        env=env,
+    )
     assert (work / "brain.nii.gz").is_file(), "image written"
     assert (work / "brain.json").is_file(), "provenance written"
     assert (work / "brain.png").stat().st_size > 1000, "preview written"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from SynthBrainLib.outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
 from SynthBrainLib.tools.phantoms import (
     INTENSITY_TABLE,
     LABEL_NAMES,
@@ -25,7 +26,6 @@ from SynthBrainLib.tools.phantoms import (
     render_contrast,
 )
 from SynthBrainLib.tools.phantoms.labels import CSF, DGM, GM, WM, WMH
-from SynthBrainLib.outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
 
 SHAPE = (64, 80, 64)
 
@@ -60,7 +60,12 @@ def test_grid_and_shapes(pop, healthy):
     assert np.allclose(np.diag(s.affine)[:3], 2.5)
     # the grid is centred on the brain: the brain's centre of mass is near the grid centre
     brain = s.partial_volumes[[GM, WM, DGM]].sum(0)
-    com_vox = np.array([(brain.sum(axis=tuple(a for a in range(3) if a != d)) * np.arange(SHAPE[d])).sum() / brain.sum() for d in range(3)])
+    com_vox = np.array(
+        [
+            (brain.sum(axis=tuple(a for a in range(3) if a != d)) * np.arange(SHAPE[d])).sum() / brain.sum()
+            for d in range(3)
+        ]
+    )
     com_mm = s.affine[:3, :3] @ com_vox + s.affine[:3, 3]
     assert np.all(np.abs(com_mm - pop.centre_mm) < 12.0), com_mm
     # nothing of the brain touches the grid faces (except the cut medulla at the bottom)
@@ -207,7 +212,11 @@ def test_lesion_fractions(healthy, wmh_subject, pop):
     assert lf["tumour"] == lf["edema"] == lf["gdtumour"] == 0.0
     # WMH sit in white matter, mostly near the ventricles
     assert (wmh_subject.labels == WMH).sum() > 50
-    tum = pop.make(SubjectSpec(age=60, deformation_seed=7, tumour=TumourSpec(centre_mm=(28.0, -10.0, 25.0), radius_mm=15.0, edema_mm=10.0)))
+    tum = pop.make(
+        SubjectSpec(
+            age=60, deformation_seed=7, tumour=TumourSpec(centre_mm=(28.0, -10.0, 25.0), radius_mm=15.0, edema_mm=10.0)
+        )
+    )
     lf = tum.lesion_fractions
     assert lf["wmh"] == 0.0, f"a tumour subject has WMH: {lf}"
     assert lf["tumour"] > 0.0005, f"tumour fraction too small: {lf}"

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from tiny_models import CountingUNet
 
 from SynthBrainLib import (
     ConditionalBrainPipeline,
@@ -18,7 +19,6 @@ from SynthBrainLib import (
     load_pipeline,
 )
 from SynthBrainLib.pipelines.device import resolve_device
-from tiny_models import CountingUNet
 
 
 @pytest.fixture(scope="module")
@@ -216,14 +216,29 @@ def test_label_to_image_centre_alignment_moves_labels_into_view(pipes):
 @pytest.mark.parametrize(
     "labels, affine, kwargs, message",
     [
-        (np.full((16, 16, 16), 12, np.uint8), None, {}, "label value 12 is not in the model's schema (0–9: 0 background, 1 csf"),
+        (
+            np.full((16, 16, 16), 12, np.uint8),
+            None,
+            {},
+            "label value 12 is not in the model's schema (0–9: 0 background, 1 csf",
+        ),
         (np.zeros((5, 16, 16, 16), np.float32), None, {}, "partial volumes have 5 channels; the model's schema has 10"),
         (np.zeros((8, 8, 8), np.uint8), None, {}, "labels of shape (8, 8, 8) need an affine"),
         (np.zeros((16, 16, 16), np.uint8), np.zeros((4, 4)), {}, "affine must be an invertible 4x4"),
         (np.zeros((16, 16, 16), np.uint8), None, {"sequence": "DWI"}, "sequence 'DWI' is not one of T1, FLAIR, T2"),
         (np.zeros((16, 16, 16), np.uint8), None, {"alignment": "best"}, "alignment 'best' is not one of world, centre"),
-        (np.zeros((16, 16, 16), np.uint8), None, {"steps": 5}, "steps 5: tiny-spade renders in one network pass (SPADE generator) and takes no sampler or steps"),
-        (np.zeros((16, 16, 16), np.uint8), None, {"sampler": "ddim", "steps": 5}, "sampler 'ddim', steps 5: tiny-spade renders in one network pass"),
+        (
+            np.zeros((16, 16, 16), np.uint8),
+            None,
+            {"steps": 5},
+            "steps 5: tiny-spade renders in one network pass (SPADE generator) and takes no sampler or steps",
+        ),
+        (
+            np.zeros((16, 16, 16), np.uint8),
+            None,
+            {"sampler": "ddim", "steps": 5},
+            "sampler 'ddim', steps 5: tiny-spade renders in one network pass",
+        ),
     ],
 )
 def test_label_to_image_bad_inputs(pipes, labels, affine, kwargs, message):
@@ -233,7 +248,10 @@ def test_label_to_image_bad_inputs(pipes, labels, affine, kwargs, message):
 
 
 def test_wrong_pipeline_class_is_refused(model_folders):
-    with pytest.raises(ConditionError, match="is a label_generator model; ConditionalBrainPipeline runs conditional_latent_diffusion models"):
+    with pytest.raises(
+        ConditionError,
+        match="is a label_generator model; ConditionalBrainPipeline runs conditional_latent_diffusion models",
+    ):
         ConditionalBrainPipeline.from_pretrained(str(model_folders["labels"]), device="cpu")
 
 
@@ -275,4 +293,6 @@ def test_numpy_integers_are_accepted_and_fractions_refused(pipes):
 def test_label_map_with_a_trailing_channel_axis_is_a_label_map(pipes):
     labels = _label_map((16, 16, 16))
     plain = pipes["spade"].generate(labels, seed=2).image
-    assert np.array_equal(pipes["spade"].generate(labels[None], seed=2).image, plain)  # (1, X, Y, Z), e.g. from a (X, Y, Z, 1) NIfTI
+    assert np.array_equal(
+        pipes["spade"].generate(labels[None], seed=2).image, plain
+    )  # (1, X, Y, Z), e.g. from a (X, Y, Z, 1) NIfTI

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from SynthBrainLib.models.cards import builtin_cards
 from SynthBrainLib.errors import ConditionError
+from SynthBrainLib.models.cards import builtin_cards
 from SynthBrainLib.pipelines.sampling import make_scheduler, resolve_sampler
 from SynthBrainLib.pipelines.schedulers import DPMSolverPP2MScheduler
 
@@ -26,7 +26,9 @@ def _scheduler(steps: int, **kwargs) -> DPMSolverPP2MScheduler:
 def _alphas_cumprod_float64() -> np.ndarray:
     """The card's scaled-linear schedule computed independently in float64."""
     kw = SCHEDULE.kwargs
-    betas = np.linspace(kw["beta_start"] ** 0.5, kw["beta_end"] ** 0.5, kw["num_train_timesteps"], dtype=np.float64) ** 2
+    betas = (
+        np.linspace(kw["beta_start"] ** 0.5, kw["beta_end"] ** 0.5, kw["num_train_timesteps"], dtype=np.float64) ** 2
+    )
     return np.cumprod(1.0 - betas)
 
 

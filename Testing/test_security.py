@@ -106,40 +106,139 @@ IMG = ("image-from-labels", "--model", "label2image-demo", "--sequence", "FLAIR"
 #: (id, setup(tmp) -> CLI arguments after --home, what the error line must contain)
 ROWS = [
     # 1. a model id taken without its checksum
-    ("takeover-shipped-id", lambda t: ("models", "import", model_folder(t, takeover_card())), "claims the id 'brain-ldm-demo' of a shipped model"),
-    ("import-under-builtin-id", lambda t: ("models", "import", model_folder(t, dict(takeover_card(), id="mine")), "--model", "brain-ldm"),
-     "'brain-ldm' is the id of a built-in model"),
+    (
+        "takeover-shipped-id",
+        lambda t: ("models", "import", model_folder(t, takeover_card())),
+        "claims the id 'brain-ldm-demo' of a shipped model",
+    ),
+    (
+        "import-under-builtin-id",
+        lambda t: ("models", "import", model_folder(t, dict(takeover_card(), id="mine")), "--model", "brain-ldm"),
+        "'brain-ldm' is the id of a built-in model",
+    ),
     # 4. tracebacks that must be one line
-    ("complex-label-map", lambda t: (*IMG, nifti(t / "l.nii.gz", np.zeros((8, 8, 8), np.complex64)), "-o", t / "o" / "x.nii.gz"), "complex64 values"),
-    ("rgb-label-map", lambda t: (*IMG, nifti(t / "l.nii.gz", np.zeros((8, 8, 8), [("R", "u1"), ("G", "u1"), ("B", "u1")])), "-o", t / "o" / "x.nii.gz"),
-     "records (e.g. RGB colour)"),
+    (
+        "complex-label-map",
+        lambda t: (*IMG, nifti(t / "l.nii.gz", np.zeros((8, 8, 8), np.complex64)), "-o", t / "o" / "x.nii.gz"),
+        "complex64 values",
+    ),
+    (
+        "rgb-label-map",
+        lambda t: (
+            *IMG,
+            nifti(t / "l.nii.gz", np.zeros((8, 8, 8), [("R", "u1"), ("G", "u1"), ("B", "u1")])),
+            "-o",
+            t / "o" / "x.nii.gz",
+        ),
+        "records (e.g. RGB colour)",
+    ),
     ("inference-json-list", lambda t: ("models", "import", bundle(t, "[1, 2]")), "inference.json"),
     ("inference-json-string", lambda t: ("models", "import", bundle(t, '"text"')), "inference.json"),
     ("card-nested-200000-deep", lambda t: ("models", "import", model_folder(t, deep_json())), "not valid JSON"),
-    ("card-huge-channels", lambda t: ("models", "import", model_folder(t, with_network_kwargs(channels=[32, 10**6, 64]))), "beyond 8192"),
-    ("card-huge-latent", lambda t: ("models", "import", model_folder(t, with_field(["latent", "shape"], [8, 4096, 4096, 4096]))), "latent.shape"),
-    ("card-huge-timesteps", lambda t: ("models", "import", model_folder(t, with_field(["scheduler", "kwargs", "num_train_timesteps"], 10**9))),
-     "num_train_timesteps"),
-    ("card-huge-default-steps", lambda t: ("models", "import", model_folder(t, with_field(["sampling", "default_steps"], 10**9))), "default_steps"),
-    ("card-norm-eps-text", lambda t: ("models", "import", model_folder(t, with_network_kwargs(norm_eps="tiny"))), "norm_eps"),
-    ("batch-csv-not-utf8", lambda t: ("batch", "--model", "brain-ldm-demo", "--out", t / "o", "--conditions", _write(t / "c.csv", b"age\n\xff\xfe70\n")), "UTF-8"),
-    ("batch-out-is-a-file", lambda t: ("batch", "--model", "brain-ldm-demo", "-n", "1", "--out", _write(t / "file", b"x")), "is a file, not a folder"),
-    ("batch-out-under-proc", lambda t: ("batch", "--model", "brain-ldm-demo", "-n", "1", "--out", "/proc/synthbrain-out"), "/proc/synthbrain-out"),
+    (
+        "card-huge-channels",
+        lambda t: ("models", "import", model_folder(t, with_network_kwargs(channels=[32, 10**6, 64]))),
+        "beyond 8192",
+    ),
+    (
+        "card-huge-latent",
+        lambda t: ("models", "import", model_folder(t, with_field(["latent", "shape"], [8, 4096, 4096, 4096]))),
+        "latent.shape",
+    ),
+    (
+        "card-huge-timesteps",
+        lambda t: (
+            "models",
+            "import",
+            model_folder(t, with_field(["scheduler", "kwargs", "num_train_timesteps"], 10**9)),
+        ),
+        "num_train_timesteps",
+    ),
+    (
+        "card-huge-default-steps",
+        lambda t: ("models", "import", model_folder(t, with_field(["sampling", "default_steps"], 10**9))),
+        "default_steps",
+    ),
+    (
+        "card-norm-eps-text",
+        lambda t: ("models", "import", model_folder(t, with_network_kwargs(norm_eps="tiny"))),
+        "norm_eps",
+    ),
+    (
+        "batch-csv-not-utf8",
+        lambda t: (
+            "batch",
+            "--model",
+            "brain-ldm-demo",
+            "--out",
+            t / "o",
+            "--conditions",
+            _write(t / "c.csv", b"age\n\xff\xfe70\n"),
+        ),
+        "UTF-8",
+    ),
+    (
+        "batch-out-is-a-file",
+        lambda t: ("batch", "--model", "brain-ldm-demo", "-n", "1", "--out", _write(t / "file", b"x")),
+        "is a file, not a folder",
+    ),
+    (
+        "batch-out-under-proc",
+        lambda t: ("batch", "--model", "brain-ldm-demo", "-n", "1", "--out", "/proc/synthbrain-out"),
+        "/proc/synthbrain-out",
+    ),
     ("home-is-a-file", lambda t: ("--home", _write(t / "homefile", b"x"), "models", "list"), "is a file, not a folder"),
     ("output-name-300-chars", lambda t: (*GEN, "-o", t / "o" / ("b" * 300 + ".nii.gz")), "at most 240"),
     # 5. accepted although wrong
-    ("label-map-zero-affine", lambda t: (*IMG, nifti(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.zeros((4, 4))), "-o", t / "o" / "x.nii.gz"),
-     "no usable voxel-to-world matrix"),
-    ("label-map-singular-affine", lambda t: (*IMG, nifti(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.diag([1.0, 1.0, 0.0, 1.0])),
-                                             "-o", t / "o" / "x.nii.gz"), "no usable voxel-to-world matrix"),
-    ("card-output-shape-not-decoded-shape", lambda t: ("models", "import", model_folder(t, with_field(["output", "shape"], [64, 80, 72]))), "output.shape"),
-    ("card-weight-name-with-nul", lambda t: ("models", "import", model_folder(t, with_field(["weights", "diffusion", "file"], "diffusion\x00.pt"))),
-     "plain file name"),
-    ("card-bundle-path-outside", lambda t: ("models", "import", model_folder(t, with_field(["weights", "diffusion", "bundle_path"], "../../etc/passwd"))),
-     "relative path inside the bundle"),
+    (
+        "label-map-zero-affine",
+        lambda t: (
+            *IMG,
+            nifti(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.zeros((4, 4))),
+            "-o",
+            t / "o" / "x.nii.gz",
+        ),
+        "no usable voxel-to-world matrix",
+    ),
+    (
+        "label-map-singular-affine",
+        lambda t: (
+            *IMG,
+            nifti(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.diag([1.0, 1.0, 0.0, 1.0])),
+            "-o",
+            t / "o" / "x.nii.gz",
+        ),
+        "no usable voxel-to-world matrix",
+    ),
+    (
+        "card-output-shape-not-decoded-shape",
+        lambda t: ("models", "import", model_folder(t, with_field(["output", "shape"], [64, 80, 72]))),
+        "output.shape",
+    ),
+    (
+        "card-weight-name-with-nul",
+        lambda t: (
+            "models",
+            "import",
+            model_folder(t, with_field(["weights", "diffusion", "file"], "diffusion\x00.pt")),
+        ),
+        "plain file name",
+    ),
+    (
+        "card-bundle-path-outside",
+        lambda t: (
+            "models",
+            "import",
+            model_folder(t, with_field(["weights", "diffusion", "bundle_path"], "../../etc/passwd")),
+        ),
+        "relative path inside the bundle",
+    ),
     # 6. low
-    ("preview-steps-named", lambda t: ("generate", "--model", "brain-ldm-demo", "--preview-steps", "100000", "-o", t / "o" / "x.nii.gz"),
-     "--preview-steps 100000"),
+    (
+        "preview-steps-named",
+        lambda t: ("generate", "--model", "brain-ldm-demo", "--preview-steps", "100000", "-o", t / "o" / "x.nii.gz"),
+        "--preview-steps 100000",
+    ),
     ("device-not-text-like", lambda t: (*GEN, "--device", "gpu7", "-o", t / "o" / "x.nii.gz"), "device 'gpu7'"),
 ]
 
@@ -178,7 +277,9 @@ def test_takeover_folder_does_not_change_what_the_shipped_id_runs(tmp_path, caps
     assert code == 2, err
     second = tmp_path / "b.nii.gz"
     assert run(capsys, "--home", home, *GEN, "-o", second)[0] == 0
-    assert np.array_equal(nib.load(str(first)).get_fdata(), nib.load(str(second)).get_fdata()), "the same weights as before"
+    assert np.array_equal(nib.load(str(first)).get_fdata(), nib.load(str(second)).get_fdata()), (
+        "the same weights as before"
+    )
     code, out, err = run(capsys, "--home", home, "models", "import", folder, "--model", "my-brain")
     assert code == 0, f"importing under its own id works: {err}"
     assert "my-brain" in out, out
@@ -189,7 +290,9 @@ def test_weights_bound_to_another_card_are_refused(tmp_path, capsys, monkeypatch
     hand, or by an older store) is not paired with the shipped card."""
     monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", "")
     home = tmp_path / "home"
-    assert run(capsys, "--home", home, "models", "import", DEMO / "brain-ldm-demo")[0] == 0, "the shipped folder itself imports"
+    assert run(capsys, "--home", home, "models", "import", DEMO / "brain-ldm-demo")[0] == 0, (
+        "the shipped folder itself imports"
+    )
     record_path = home / "models" / "brain-ldm-demo" / "install.json"
     record = json.loads(record_path.read_text())
     assert len(record["card_sha256"]) == 64, "install.json records the card it verified against"
@@ -213,8 +316,8 @@ def test_dangling_symlink_at_the_output_is_not_replaced(tmp_path, capsys):
 def test_a_file_finished_by_another_process_meanwhile_is_not_replaced(tmp_path, monkeypatch):
     """The check-then-write race, made deterministic: the destination appears after the up-front
     check and before the rename. The other process's file stays; nothing of ours is left."""
-    from SynthBrainLib.outputs import io
     from SynthBrainLib.errors import OutputError
+    from SynthBrainLib.outputs import io
 
     target = tmp_path / "brain.nii.gz"
     real = io.file_sha256
@@ -236,7 +339,10 @@ def test_two_processes_writing_one_file_never_both_succeed(tmp_path):
     for trial in range(3):
         target = tmp_path / f"same{trial}.nii.gz"
         command = [sys.executable, "-m", "SynthBrainLib.cli", *GEN, "-o", str(target)]
-        procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+        procs = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)
+        ]
         results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
         codes = sorted(code for code, _ in results)
         assert codes == [0, 2], f"trial {trial}: exit codes {codes}: {[err[-300:] for _, err in results]}"
@@ -251,7 +357,10 @@ def test_two_different_batches_cannot_share_a_folder(tmp_path):
     from SynthBrainLib.models.store import ModelStore
 
     card = ModelStore(home=tmp_path / "home").card("brain-ldm-demo")
-    plans = [batch.plan_batch(card, "brain-ldm-demo", count=2, base_seed=seed, settings={"model_id": card.id}) for seed in (1, 2)]
+    plans = [
+        batch.plan_batch(card, "brain-ldm-demo", count=2, base_seed=seed, settings={"model_id": card.id})
+        for seed in (1, 2)
+    ]
     start, outcomes = threading.Barrier(2), []
 
     def claim(plan):
@@ -289,13 +398,15 @@ def test_torch_floor_keeps_weights_only_safe(monkeypatch, tmp_path):
     import torch
     from packaging.requirements import Requirement
 
-    from SynthBrainLib.models import checkpoints
     from SynthBrainLib.errors import CheckpointError
+    from SynthBrainLib.models import checkpoints
 
     block = re.search(r"^dependencies = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M).group(1)
     torch_req = next(Requirement(r) for r in re.findall(r'"([^"]+)"', block) if Requirement(r).name == "torch")
     for vulnerable in ("2.5.1", "2.9.1"):
-        assert not torch_req.specifier.contains(vulnerable), f"pyproject allows torch {vulnerable} (weights_only bypassable)"
+        assert not torch_req.specifier.contains(vulnerable), (
+            f"pyproject allows torch {vulnerable} (weights_only bypassable)"
+        )
     assert torch_req.specifier.contains("2.10.0"), torch_req
     path = tmp_path / "w.pt"
     torch.save({"w": torch.zeros(2)}, path)
@@ -304,23 +415,27 @@ def test_torch_floor_keeps_weights_only_safe(monkeypatch, tmp_path):
         checkpoints.read_state_dict(path)
 
 
-@pytest.mark.parametrize("call, needle", [
-    (lambda p, i: p.generate(sex=["female"], preview=True, seed=1), "sex ['female']"),
-    (lambda p, i: p.generate(sampler=5, seed=1), "sampler 5"),
-    (lambda p, i: p.generate(cancel="yes", preview=True, seed=1), "cancel 'yes'"),
-    (lambda p, i: p.generate(progress=5, preview=True, seed=1), "progress 5"),
-    (lambda p, i: p.generate(raw=["x"], preview=True, seed=1), "raw ['x']"),
-    (lambda p, i: p.generate(preview="yes", seed=1), "preview 'yes'"),
-    (lambda p, i: i.generate(np.zeros((64, 80, 64), np.uint8), affine="eye", sequence="T1", seed=1), "affine"),
-    (lambda p, i: i.generate("abc", sequence="T1", seed=1), "labels holds <U3"),
-    (lambda p, i: i.generate(np.zeros((0, 80, 64), np.uint8), sequence="T1", seed=1), "labels is empty"),
-    (lambda p, i: i.generate(np.zeros((64, 80, 64), complex), sequence="T1", seed=1), "complex128"),
-    (lambda p, i: __import__("SynthBrainLib").load_pipeline("brain-ldm-demo", device=0), "device 0"),
-    (lambda p, i: __import__("SynthBrainLib").load_pipeline("brain-ldm-demo", foo=1), "unknown option 'foo'"),
-    (lambda p, i: p.generate(preview=True, seed=1).save(5), "output file 5"),
-    (lambda p, i: __import__("SynthBrainLib").read_volume(5), "input file 5"),
-    (lambda p, i: __import__("SynthBrainLib").ModelStore(home=5), "home 5"),
-], ids=lambda x: x if isinstance(x, str) else None)
+@pytest.mark.parametrize(
+    "call, needle",
+    [
+        (lambda p, i: p.generate(sex=["female"], preview=True, seed=1), "sex ['female']"),
+        (lambda p, i: p.generate(sampler=5, seed=1), "sampler 5"),
+        (lambda p, i: p.generate(cancel="yes", preview=True, seed=1), "cancel 'yes'"),
+        (lambda p, i: p.generate(progress=5, preview=True, seed=1), "progress 5"),
+        (lambda p, i: p.generate(raw=["x"], preview=True, seed=1), "raw ['x']"),
+        (lambda p, i: p.generate(preview="yes", seed=1), "preview 'yes'"),
+        (lambda p, i: i.generate(np.zeros((64, 80, 64), np.uint8), affine="eye", sequence="T1", seed=1), "affine"),
+        (lambda p, i: i.generate("abc", sequence="T1", seed=1), "labels holds <U3"),
+        (lambda p, i: i.generate(np.zeros((0, 80, 64), np.uint8), sequence="T1", seed=1), "labels is empty"),
+        (lambda p, i: i.generate(np.zeros((64, 80, 64), complex), sequence="T1", seed=1), "complex128"),
+        (lambda p, i: __import__("SynthBrainLib").load_pipeline("brain-ldm-demo", device=0), "device 0"),
+        (lambda p, i: __import__("SynthBrainLib").load_pipeline("brain-ldm-demo", foo=1), "unknown option 'foo'"),
+        (lambda p, i: p.generate(preview=True, seed=1).save(5), "output file 5"),
+        (lambda p, i: __import__("SynthBrainLib").read_volume(5), "input file 5"),
+        (lambda p, i: __import__("SynthBrainLib").ModelStore(home=5), "home 5"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else None,
+)
 def test_api_wrong_types_raise_the_librarys_one_line_error(call, needle, demo_pipelines):
     from SynthBrainLib.errors import SynthBrainError
 
@@ -334,4 +449,6 @@ def test_api_wrong_types_raise_the_librarys_one_line_error(call, needle, demo_pi
 def demo_pipelines():
     import SynthBrainLib
 
-    return SynthBrainLib.load_pipeline("brain-ldm-demo", device="cpu"), SynthBrainLib.load_pipeline("label2image-demo", device="cpu")
+    return SynthBrainLib.load_pipeline("brain-ldm-demo", device="cpu"), SynthBrainLib.load_pipeline(
+        "label2image-demo", device="cpu"
+    )

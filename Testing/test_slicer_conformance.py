@@ -13,7 +13,6 @@ import enum
 import typing
 
 import pytest
-
 import slicer_app
 
 pytestmark = pytest.mark.skipif(not slicer_app.REFERENCE_WRAPPER.is_dir(), reason=slicer_app.REFERENCE_MISSING)
@@ -37,7 +36,11 @@ def parameters(module, mrml_app):
 
 def bound_widgets(root) -> dict:
     """Parameter name -> widget, as Slicer's connectGui finds them (the SlicerParameterName property)."""
-    return {w.property("SlicerParameterName"): w for w in root.findChildren(slicer_app.QWidget) if w.property("SlicerParameterName")}
+    return {
+        w.property("SlicerParameterName"): w
+        for w in root.findChildren(slicer_app.QWidget)
+        if w.property("SlicerParameterName")
+    }
 
 
 def test_every_field_is_bound_by_slicer_or_synced_by_the_panel(module):
@@ -62,7 +65,9 @@ def test_slicers_own_lookup_finds_a_connector_for_every_field(module, gui):
             pytest.fail(f"Slicer 5.12.3 cannot bind {name} ({type(widget).__name__}): {exc}")
     assert chosen["age"] == "QDoubleSpinBoxCtkSliderWidgetToFloatIntConnector", f"age binds through {chosen['age']}"
     assert chosen["sex"] == "QComboBoxToEnumConnector", f"sex binds through {chosen['sex']}"
-    assert chosen["paintSegmentation"] == "qMRMLNodeComboBoxToNodeConnector", f"paintSegmentation binds through {chosen['paintSegmentation']}"
+    assert chosen["paintSegmentation"] == "qMRMLNodeComboBoxToNodeConnector", (
+        f"paintSegmentation binds through {chosen['paintSegmentation']}"
+    )
 
 
 def test_connect_gui_binds_the_whole_panel(parameters):
@@ -97,7 +102,13 @@ def test_values_flow_both_ways_for_every_plain_field(parameters, direction):
         checked += 1
         if direction == "node to widget":
             setattr(parameters, name, new)
-            shown = widget.value if hasattr(widget, "value") else widget.checked if hasattr(widget, "checked") else widget.currentText
+            shown = (
+                widget.value
+                if hasattr(widget, "value")
+                else widget.checked
+                if hasattr(widget, "checked")
+                else widget.currentText
+            )
             expected = new.label() if isinstance(new, enum.Enum) else new
             assert shown == expected, f"{name}: the widget shows {shown!r} after the parameter became {new!r}"
         else:
@@ -107,7 +118,9 @@ def test_values_flow_both_ways_for_every_plain_field(parameters, direction):
                 widget.checked = new
             else:
                 widget.value = new
-            assert getattr(parameters, name) == new, f"{name}: the parameter is {getattr(parameters, name)!r} after the widget showed {new!r}"
+            assert getattr(parameters, name) == new, (
+                f"{name}: the parameter is {getattr(parameters, name)!r} after the widget showed {new!r}"
+            )
     assert checked >= 20, f"only {checked} fields were exercised"
 
 
@@ -117,7 +130,9 @@ def test_node_fields_follow_their_selectors(parameters, mrml_app):
     parameters.connectGui(root)
     segmentation = mrml_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painting")
     widgets["paintSegmentation"].setCurrentNode(segmentation)
-    assert parameters.paintSegmentation is segmentation, "choosing a segmentation in the selector sets paintSegmentation"
+    assert parameters.paintSegmentation is segmentation, (
+        "choosing a segmentation in the selector sets paintSegmentation"
+    )
     volume = mrml_app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan")
     parameters.paintReference = volume
     assert widgets["paintReference"].currentNode() is volume, "setting paintReference shows it in its selector"

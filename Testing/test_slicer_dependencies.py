@@ -45,15 +45,31 @@ def _lowest(line: str) -> str:
 class RecordingSlicer:
     """``slicer`` as the installers see it; every call is recorded in ``calls``."""
 
-    def __init__(self, versions: dict, *, pydeps: bool = False, pytorch_extension: bool = True, pip_fails: bool = False, online: bool = True):
+    def __init__(
+        self,
+        versions: dict,
+        *,
+        pydeps: bool = False,
+        pytorch_extension: bool = True,
+        pip_fails: bool = False,
+        online: bool = True,
+    ):
         self.versions, self.calls = versions, []
         self.pip_fails, self.online = pip_fails, online
         self.util = types.SimpleNamespace(pip_install=self._pip_install)
         self.app = types.SimpleNamespace(extensionsManagerModel=lambda: self.manager)
-        self.manager = types.SimpleNamespace(isExtensionInstalled=lambda name: False, installExtensionFromServer=self._install_extension)
+        self.manager = types.SimpleNamespace(
+            isExtensionInstalled=lambda name: False, installExtensionFromServer=self._install_extension
+        )
         if pydeps:
-            self.pydeps = types.SimpleNamespace(load_requirements=lambda path: Path(path).read_text().split(), pip_ensure=self._pip_ensure)
-        self.pytorchUtils = types.SimpleNamespace(PyTorchUtilsLogic=lambda: types.SimpleNamespace(installTorch=self._install_torch)) if pytorch_extension else None
+            self.pydeps = types.SimpleNamespace(
+                load_requirements=lambda path: Path(path).read_text().split(), pip_ensure=self._pip_ensure
+            )
+        self.pytorchUtils = (
+            types.SimpleNamespace(PyTorchUtilsLogic=lambda: types.SimpleNamespace(installTorch=self._install_torch))
+            if pytorch_extension
+            else None
+        )
 
     def _install(self, requirements: list[str]) -> None:
         for line in requirements:
@@ -63,12 +79,20 @@ class RecordingSlicer:
         files = {flag: Path(args[args.index(flag) + 1]).read_text().split() for flag in ("-r", "-c") if flag in args}
         self.calls.append(("pip_install", list(args), files))
         if self.pip_fails:
-            raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "pip", "install"], "ERROR: Could not find a version that satisfies monai")
+            raise subprocess.CalledProcessError(
+                1, ["PythonSlicer", "-m", "pip", "install"], "ERROR: Could not find a version that satisfies monai"
+            )
         self._install(files.get("-r", []))
 
     def _pip_ensure(self, requirements, *, constraints, prompt_install, requester, skip_in_testing):
-        self.calls.append(("pip_ensure", list(requirements), Path(constraints).read_text().split(),
-                           {"prompt_install": prompt_install, "requester": requester, "skip_in_testing": skip_in_testing}))
+        self.calls.append(
+            (
+                "pip_ensure",
+                list(requirements),
+                Path(constraints).read_text().split(),
+                {"prompt_install": prompt_install, "requester": requester, "skip_in_testing": skip_in_testing},
+            )
+        )
         self._install(requirements)
 
     def _install_torch(self, **kwargs):
@@ -82,20 +106,30 @@ class RecordingSlicer:
 
 
 def installer(fake: RecordingSlicer, loaded=(), **kwargs) -> DependencyInstaller:
-    return DependencyInstaller(slicer=fake, pytorchUtils=fake.pytorchUtils, versions=fake.versions.get, loaded=lambda name: name in loaded, **kwargs)
+    return DependencyInstaller(
+        slicer=fake,
+        pytorchUtils=fake.pytorchUtils,
+        versions=fake.versions.get,
+        loaded=lambda name: name in loaded,
+        **kwargs,
+    )
 
 
 def test_requirements_file_names_neither_torch_nor_what_slicer_ships():
     names = {_name(r).lower() for r in read_requirements()}
     assert "torch" not in names, "torch comes through the PyTorch extension"
-    assert names.isdisjoint(n.lower() for n in SLICER_SHIPPED), f"Slicer ships {sorted(names & {n.lower() for n in SLICER_SHIPPED})}"
+    assert names.isdisjoint(n.lower() for n in SLICER_SHIPPED), (
+        f"Slicer ships {sorted(names & {n.lower() for n in SLICER_SHIPPED})}"
+    )
 
 
 def test_requirements_match_the_library_dependencies():
     block = re.search(r"^dependencies = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M).group(1)
     library = {_name(r).lower() for r in re.findall(r'"([^"]+)"', block)}
     inside_slicer = {_name(r).lower() for r in read_requirements()} | {"torch"} | {n.lower() for n in SLICER_SHIPPED}
-    assert library <= inside_slicer, f"library dependencies nothing installs in Slicer: {sorted(library - inside_slicer)}"
+    assert library <= inside_slicer, (
+        f"library dependencies nothing installs in Slicer: {sorted(library - inside_slicer)}"
+    )
 
 
 def test_fresh_slicer_gets_torch_from_pytorchutils_and_the_rest_from_pip_without_touching_slicers_packages():
@@ -108,7 +142,9 @@ def test_fresh_slicer_gets_torch_from_pytorchutils_and_the_rest_from_pip_without
     installed = {_name(r).lower() for r in files["-r"]}
     assert "torch" not in installed, "pip never installs torch"
     assert installed.isdisjoint({"numpy", "simpleitk", "vtk"}), f"pip was asked for {sorted(installed)}"
-    assert set(files["-c"]) == {"numpy==2.4.6", "SimpleITK==2.5.5", "vtk==9.4.2"}, f"constraints pin Slicer's own versions: {files['-c']}"
+    assert set(files["-c"]) == {"numpy==2.4.6", "SimpleITK==2.5.5", "vtk==9.4.2"}, (
+        f"constraints pin Slicer's own versions: {files['-c']}"
+    )
     assert fake.versions["numpy"] == "2.4.6", "Slicer's numpy is still there"
     assert installer(fake).missing() == [], "nothing is missing afterwards"
     assert not outcome.restartRequired, "nothing was loaded before: no restart"
@@ -125,15 +161,21 @@ def test_slicer_5_12_installs_through_pip_ensure_with_the_constraints():
 
 def test_nothing_is_installed_when_everything_is_there():
     fake = RecordingSlicer({"torch": "2.13.0", **{_name(r): _lowest(r) for r in read_requirements()}})
-    assert ensure_installed(installer(fake), confirm=lambda q: pytest.fail(f"asked {q!r}"), showError=pytest.fail, restart=pytest.fail)
+    assert ensure_installed(
+        installer(fake), confirm=lambda q: pytest.fail(f"asked {q!r}"), showError=pytest.fail, restart=pytest.fail
+    )
     assert fake.calls == [], "no installer was called"
 
 
 def test_missing_pytorch_extension_is_installed_from_the_extensions_manager_then_slicer_restarts():
     fake = RecordingSlicer(dict(SLICER_512), pytorch_extension=False)
     questions, restarts = [], []
-    ready = ensure_installed(installer(fake), confirm=lambda q: questions.append(q) or True, showError=pytest.fail,
-                             restart=lambda: restarts.append(True))
+    ready = ensure_installed(
+        installer(fake),
+        confirm=lambda q: questions.append(q) or True,
+        showError=pytest.fail,
+        restart=lambda: restarts.append(True),
+    )
     assert not ready, "not ready until Slicer has restarted"
     assert ("installExtensionFromServer", "PyTorch", False) in fake.calls, fake.calls
     assert "pip_install" not in [c[0] for c in fake.calls], "pip never stands in for the PyTorch extension"

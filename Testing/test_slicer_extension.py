@@ -51,34 +51,63 @@ def module_categories() -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "self.parent.categories":
             # each category is translated: [_("Simulation")]
-            return [ast.literal_eval(e.args[0]) if isinstance(e, ast.Call) else ast.literal_eval(e) for e in node.value.elts]
+            return [
+                ast.literal_eval(e.args[0]) if isinstance(e, ast.Call) else ast.literal_eval(e) for e in node.value.elts
+            ]
     raise AssertionError("no categories")
 
 
 def test_top_level_cmake_has_the_extension_fields():
-    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+    for field in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+    ):
         assert cmake_set(TOP_CMAKE, field).strip(), field
     assert cmake_set(TOP_CMAKE, "EXTENSION_DEPENDS") == "PyTorch"
     assert cmake_set(TOP_CMAKE, "EXTENSION_ICONURL").endswith("SynthBrain/Resources/Icons/SynthBrain.png")
-    for line in ("project(SynthBrain)", "find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(SynthBrain)",
-                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+    for line in (
+        "project(SynthBrain)",
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(SynthBrain)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ):
         assert line in TOP_CMAKE, line
-    assert TOP_CMAKE.index("find_package(Slicer") < TOP_CMAKE.index("add_subdirectory(SynthBrain)") < TOP_CMAKE.index("Slicer_EXTENSION_CPACK")
+    assert (
+        TOP_CMAKE.index("find_package(Slicer")
+        < TOP_CMAKE.index("add_subdirectory(SynthBrain)")
+        < TOP_CMAKE.index("Slicer_EXTENSION_CPACK")
+    )
 
 
 def test_module_cmake_lists_every_script_and_resource():
     scripts = set(cmake_list(MODULE_CMAKE, "MODULE_PYTHON_SCRIPTS"))
     resources = set(cmake_list(MODULE_CMAKE, "MODULE_PYTHON_RESOURCES"))
-    on_disk_scripts = {"SynthBrain.py"} | {f"SynthBrainSlicer/{p.name}" for p in (MODULE_DIR / "SynthBrainSlicer").glob("*.py")}
+    on_disk_scripts = {"SynthBrain.py"} | {
+        f"SynthBrainSlicer/{p.name}" for p in (MODULE_DIR / "SynthBrainSlicer").glob("*.py")
+    }
     assert scripts == on_disk_scripts
     dev_only = {"Resources/Icons/make_icon.py"}
-    on_disk_resources = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*")
-                         if p.is_file() and "__pycache__" not in p.parts} - dev_only
+    on_disk_resources = {
+        p.relative_to(MODULE_DIR).as_posix()
+        for p in (MODULE_DIR / "Resources").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    } - dev_only
     assert resources == on_disk_resources
     for item in scripts | resources:
         assert (MODULE_DIR / item).is_file(), item
     build = re.search(r"slicerMacroBuildScriptedModule\((.*?)\)", MODULE_CMAKE, re.S).group(1)
-    for word in ("NAME ${MODULE_NAME}", "SCRIPTS ${MODULE_PYTHON_SCRIPTS}", "RESOURCES ${MODULE_PYTHON_RESOURCES}", "WITH_GENERIC_TESTS"):
+    for word in (
+        "NAME ${MODULE_NAME}",
+        "SCRIPTS ${MODULE_PYTHON_SCRIPTS}",
+        "RESOURCES ${MODULE_PYTHON_RESOURCES}",
+        "WITH_GENERIC_TESTS",
+    ):
         assert word in build, word
     testing = re.search(r"if\(BUILD_TESTING\)(.*?)endif\(\)", MODULE_CMAKE, re.S)
     assert testing is not None, "the module CMakeLists.txt has an if(BUILD_TESTING) block"
@@ -87,7 +116,9 @@ def test_module_cmake_lists_every_script_and_resource():
 
 def test_self_test_is_registered_as_the_extension_wizard_lays_it_out():
     """SynthBrain/Testing/CMakeLists.txt -> Python/ -> slicer_add_python_unittest(SCRIPT <file that exists>)."""
-    assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text(), "Testing/ descends into Python/"
+    assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text(), (
+        "Testing/ descends into Python/"
+    )
     python = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text()
     scripts = re.findall(r"slicer_add_python_unittest\(SCRIPT\s+(\S+)\)", python)
     assert scripts == ["SynthBrainModuleTest.py"], scripts
@@ -101,7 +132,7 @@ def test_module_cmake_ships_the_library_and_demo_models():
     assert "${_synthbrain_root}/SynthBrainLib/*.py" in glob, "the library's Python files are shipped"
     assert "${_synthbrain_root}/Resources/Models/*" in glob, "the demo models are shipped"
     # every kind of data file the pip package ships (pyproject package-data) ships in Slicer too
-    package_data = re.search(r'SynthBrainLib = \[(.*?)\]', (REPO / "pyproject.toml").read_text()).group(1)
+    package_data = re.search(r"SynthBrainLib = \[(.*?)\]", (REPO / "pyproject.toml").read_text()).group(1)
     for pattern in re.findall(r'"([^"]+)"', package_data):
         assert f"${{_synthbrain_root}}/SynthBrainLib/*{Path(pattern).suffix}" in glob, pattern
     assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/${_dir}" in MODULE_CMAKE
@@ -115,7 +146,10 @@ def test_only_the_module_file_at_the_top_of_the_module_folder():
 
 def test_catalog_entry_follows_schema_v1_0_2():
     entry = json.loads((REPO / "SynthBrain.json").read_text(encoding="utf-8"))
-    assert entry["$schema"] == "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json#"
+    assert (
+        entry["$schema"]
+        == "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json#"
+    )
     for key in CATALOG_SCHEMA["required"]:
         assert key in entry, key
     for key, value in entry.items():
@@ -140,9 +174,9 @@ def read_png(path: Path) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, chunks = 8, {}
     while pos < len(data):
-        length, tag = struct.unpack(">I4s", data[pos:pos + 8])
+        length, tag = struct.unpack(">I4s", data[pos : pos + 8])
         chunks.setdefault(tag, b"")
-        chunks[tag] += data[pos + 8:pos + 8 + length]
+        chunks[tag] += data[pos + 8 : pos + 8 + length]
         pos += 12 + length
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
     assert depth == 8, f"{path.name}: bit depth {depth}, the test decoder reads 8"
@@ -153,7 +187,10 @@ def read_png(path: Path) -> np.ndarray:
     stride = width * channels
     rows, previous = [], np.zeros(stride, np.int32)
     for r in range(height):
-        kind, line = raw[r * (stride + 1)], np.frombuffer(raw[r * (stride + 1) + 1:(r + 1) * (stride + 1)], np.uint8).astype(np.int32)
+        kind, line = (
+            raw[r * (stride + 1)],
+            np.frombuffer(raw[r * (stride + 1) + 1 : (r + 1) * (stride + 1)], np.uint8).astype(np.int32),
+        )
         assert kind in (0, 2), "the test decoder knows filters 0 and 2"
         current = line if kind == 0 else (line + previous) % 256
         rows.append(current)
@@ -176,4 +213,6 @@ def test_every_console_call_in_the_docs_exists():
     for doc in (REPO / "docs" / "slicer.md", REPO / "README.md"):
         called = set(re.findall(r"logic\.(\w+)\(", doc.read_text(encoding="utf-8")))
         assert called, f"{doc.name} shows console calls"
-        assert called <= methods | {"getModuleLogic"}, f"{doc.name} calls logic methods that do not exist: {sorted(called - methods)}"
+        assert called <= methods | {"getModuleLogic"}, (
+            f"{doc.name} calls logic methods that do not exist: {sorted(called - methods)}"
+        )

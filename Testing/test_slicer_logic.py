@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from pathlib import Path
 
@@ -21,13 +20,26 @@ import torch
 try:
     import slicer
 except ImportError as exc:  # pragma: no cover - CI installs slicer-core; say how, do not skip
-    raise ImportError("slicer-core is required for the Slicer module tests: pip install -e .[test,slicer-test]") from exc
+    raise ImportError(
+        "slicer-core is required for the Slicer module tests: pip install -e .[test,slicer-test]"
+    ) from exc
 
-from test_slicer_scene import MODEL_AFFINE, SCHEMA, USER_AFFINE, USER_SHAPE, VALUE, phantom_labels, snapshot, world_points
+from test_slicer_scene import (
+    MODEL_AFFINE,
+    SCHEMA,
+    USER_AFFINE,
+    USER_SHAPE,
+    VALUE,
+    phantom_labels,
+    snapshot,
+    world_points,
+)
 
 from SynthBrainLib import load_pipeline  # noqa: E402
 from SynthBrainLib.errors import ConditionError, ModelNotFoundError, SynthBrainError, SynthesisCancelled  # noqa: E402
-from SynthBrainSlicer import environment, logic as core, scene as mrml  # noqa: E402
+from SynthBrainSlicer import environment  # noqa: E402
+from SynthBrainSlicer import logic as core
+from SynthBrainSlicer import scene as mrml
 from SynthBrainSlicer.tasks import BackgroundRun, Task  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +78,7 @@ class TumourEcho(torch.nn.Module):
         self.channel = channel
 
     def decode(self, seg, z):
-        return seg[:, self.channel:self.channel + 1]
+        return seg[:, self.channel : self.channel + 1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +87,7 @@ def test_model_statuses_and_defaults(slicer_logic, model_folders):
     ids = [s.id for s in statuses]
     installed = [s.id for s in statuses if s.installed]
     assert set(installed) == {"tiny-brain-ldm", "tiny-labels", "tiny-spade", "tiny-spade-ldm", "tiny-rflow"}
-    assert ids[:len(installed)] == sorted(installed)  # installed first
+    assert ids[: len(installed)] == sorted(installed)  # installed first
     brain = slicer_logic.modelStatus("brain-ldm")
     assert not brain.installed, "brain-ldm is not installed in the test store"
     assert "model.pt" in brain.summary, f"the summary names the missing weights file: {brain.summary}"
@@ -93,7 +105,9 @@ def test_model_statuses_and_defaults(slicer_logic, model_folders):
 
 def test_generate_brain_matches_library_and_carries_provenance(slicer_logic, mrml_app, model_folders):
     steps = []
-    node = slicer_logic.generateBrain(model="tiny-brain-ldm", age=70, sex="male", seed=5, progress=lambda s, t: steps.append((s, t)))
+    node = slicer_logic.generateBrain(
+        model="tiny-brain-ldm", age=70, sex="male", seed=5, progress=lambda s, t: steps.append((s, t))
+    )
     expected = load_pipeline(str(model_folders["brain"]), device="cpu").generate(age=70, sex="male", seed=5)
 
     assert np.array_equal(mrml.volume_array(node), expected.image)
@@ -128,7 +142,9 @@ def test_preview_uses_the_preview_sampler_and_repeats_come_from_the_cache(slicer
         slicer_logic.generateBrain(model="tiny-brain-ldm", age=70, seed=2, device="cpu", preview=True)
         assert calls, "a new age must be computed"
         calls.clear()
-        again = slicer_logic.generateBrain(model="tiny-brain-ldm", age=60, seed=2, device="cpu", preview=True)  # slider moved back
+        again = slicer_logic.generateBrain(
+            model="tiny-brain-ldm", age=60, seed=2, device="cpu", preview=True
+        )  # slider moved back
     finally:
         handle.remove()
     assert not calls, "a repeated preview is answered from the cache"
@@ -157,8 +173,12 @@ def test_synthesised_image_is_aligned_with_lesion_painted_on_other_geometry(mrml
     card = ModelCard.from_dict(tiny_store.card("tiny-spade").to_dict())
     z = card.networks["generator"].kwargs["z_dim"]
     styles = {f"{s}.{k}": torch.zeros(z) for s in card.sequences.names for k in ("mean", "std")}
-    echo = LabelToImagePipeline(card, {"generator": TumourEcho(VALUE["tumour"])}, device="cpu", tensors={card.sequences.weights: styles})
-    logic = core.SynthBrainLogic(scene=mrml_app.scene, store=tiny_store, pipelineLoader=lambda model, device, store: echo)
+    echo = LabelToImagePipeline(
+        card, {"generator": TumourEcho(VALUE["tumour"])}, device="cpu", tensors={card.sequences.weights: styles}
+    )
+    logic = core.SynthBrainLogic(
+        scene=mrml_app.scene, store=tiny_store, pipelineLoader=lambda model, device, store: echo
+    )
     seg, user, painted = painted_template(logic, mrml_app.scene)
 
     image_node = logic.synthesizeFromSegmentation(seg, model="tiny-spade", sequence="FLAIR", seed=1)
@@ -190,7 +210,9 @@ def test_synthesis_with_tiny_spade_on_painted_geometry(slicer_logic, mrml_app, m
 
     labels, affine = mrml.segmentation_to_labels(seg, SCHEMA)
     assert np.all(labels[painted > 0] == VALUE["tumour"])
-    expected = load_pipeline(str(model_folders["spade"]), device="cpu").generate(labels, affine=shift @ USER_AFFINE, sequence="FLAIR", seed=8)
+    expected = load_pipeline(str(model_folders["spade"]), device="cpu").generate(
+        labels, affine=shift @ USER_AFFINE, sequence="FLAIR", seed=8
+    )
     assert np.array_equal(mrml.volume_array(node), expected.image)
     assert np.allclose(mrml.volume_affine(node), USER_AFFINE)
     assert node.GetParentTransformNode() is transform  # displayed where the segmentation is
@@ -204,7 +226,9 @@ def test_synthesis_with_tiny_spade_on_painted_geometry(slicer_logic, mrml_app, m
 
 def test_age_sweep_is_a_sequence_of_the_same_brain(slicer_logic, mrml_app, model_folders):
     steps = []
-    sequence = slicer_logic.ageSweep(50, 80, 3, model="tiny-brain-ldm", seed=9, sex="female", progress=lambda s, t: steps.append((s, t)))
+    sequence = slicer_logic.ageSweep(
+        50, 80, 3, model="tiny-brain-ldm", seed=9, sex="female", progress=lambda s, t: steps.append((s, t))
+    )
     pipe = load_pipeline(str(model_folders["brain"]), device="cpu")
 
     assert sequence.GetNumberOfDataNodes() == 3
@@ -216,7 +240,9 @@ def test_age_sweep_is_a_sequence_of_the_same_brain(slicer_logic, mrml_app, model
         expected = pipe.generate(age=age, sex="female", seed=9)
         assert np.array_equal(mrml.volume_array(item), expected.image)
         assert json.loads(item.GetAttribute("SynthBrain.Provenance"))["seed"] == 9
-    assert not np.array_equal(mrml.volume_array(sequence.GetNthDataNode(0)), mrml.volume_array(sequence.GetNthDataNode(2)))
+    assert not np.array_equal(
+        mrml.volume_array(sequence.GetNthDataNode(0)), mrml.volume_array(sequence.GetNthDataNode(2))
+    )
     browser = mrml_app.scene.GetNodeByID(sequence.GetAttribute("SynthBrain.SequenceBrowser"))
     assert browser is not None, "the sweep has a sequence browser"
     assert browser.GetProxyNode(sequence) is not None, "the sequence browser shows the sweep through a proxy node"
@@ -300,7 +326,9 @@ def test_background_run_applies_on_the_calling_thread(slicer_logic, mrml_app):
     assert where["compute"] is not threading.main_thread(), "compute runs on a worker thread"
     assert where["apply"] is threading.main_thread(), "apply runs on the calling (main) thread"
     assert mrml_app.scene.GetNodeByID(node.GetID()) is node
-    failing = BackgroundRun(Task("fails", lambda p, c: (_ for _ in ()).throw(ConditionError("bad value")), task.apply)).start()
+    failing = BackgroundRun(
+        Task("fails", lambda p, c: (_ for _ in ()).throw(ConditionError("bad value")), task.apply)
+    ).start()
     assert failing.wait(10)
     with pytest.raises(ConditionError, match="bad value"):
         failing.finish()
@@ -328,7 +356,11 @@ def test_user_errors_are_one_line_and_change_nothing(slicer_logic, mrml_app):
         (lambda: slicer_logic.generateBrain(model="no-such-model"), ModelNotFoundError, "no-such-model"),
         (lambda: slicer_logic.generateBrain(model="tiny-brain-ldm", sampler="rflow"), ConditionError, "rflow"),
         (lambda: slicer_logic.generateBrain(model="tiny-brain-ldm", device="cuda:7"), SynthBrainError, "cuda"),
-        (lambda: slicer_logic.synthesizeFromSegmentation(seg, model="tiny-spade", sequence="DWI"), ConditionError, "DWI"),
+        (
+            lambda: slicer_logic.synthesizeFromSegmentation(seg, model="tiny-spade", sequence="DWI"),
+            ConditionError,
+            "DWI",
+        ),
         (lambda: slicer_logic.synthesizeFromSegmentation(None, model="tiny-spade"), ConditionError, "segmentation"),
         (lambda: slicer_logic.ageSweep(50, 80, 1, model="tiny-brain-ldm"), ConditionError, "2 to 200"),
         (lambda: slicer_logic.ageSweep(30, 80, 3, model="tiny-brain-ldm"), ConditionError, "age"),
@@ -388,11 +420,26 @@ def test_wrong_nodes_and_empty_paint_are_one_line_errors(slicer_logic, mrml_app)
     empty.GetSegmentation().AddEmptySegment("tumour", "tumour")
     before = snapshot(scene)
     cases = [
-        (lambda: slicer_logic.synthesizeFromSegmentation(user, model="tiny-spade"), "select a segmentation to synthesise from (user T1 is a vtkMRMLScalarVolumeNode)"),
-        (lambda: slicer_logic.synthesizeFromSegmentation(seg, model="tiny-spade", referenceVolumeNode=seg), "the reference must be a scalar volume (template is a vtkMRMLSegmentationNode)"),
-        (lambda: slicer_logic.synthesizeFromSegmentation(empty, model="tiny-spade"), "segmentation nothing painted is empty on its grid; paint at least one segment"),
-        (lambda: slicer_logic.templateFromNode(None, model="tiny-spade"), "select a segmentation or a label-map volume"),
-        (lambda: slicer_logic.paintVolume(user, model="tiny-spade"), "select a segmentation to paint (user T1 is a vtkMRMLScalarVolumeNode)"),
+        (
+            lambda: slicer_logic.synthesizeFromSegmentation(user, model="tiny-spade"),
+            "select a segmentation to synthesise from (user T1 is a vtkMRMLScalarVolumeNode)",
+        ),
+        (
+            lambda: slicer_logic.synthesizeFromSegmentation(seg, model="tiny-spade", referenceVolumeNode=seg),
+            "the reference must be a scalar volume (template is a vtkMRMLSegmentationNode)",
+        ),
+        (
+            lambda: slicer_logic.synthesizeFromSegmentation(empty, model="tiny-spade"),
+            "segmentation nothing painted is empty on its grid; paint at least one segment",
+        ),
+        (
+            lambda: slicer_logic.templateFromNode(None, model="tiny-spade"),
+            "select a segmentation or a label-map volume",
+        ),
+        (
+            lambda: slicer_logic.paintVolume(user, model="tiny-spade"),
+            "select a segmentation to paint (user T1 is a vtkMRMLScalarVolumeNode)",
+        ),
         (lambda: slicer_logic.ageSweep(60, 60, 3, model="tiny-brain-ldm"), "ages 60 to 60 in 3 steps are not distinct"),
     ]
     for call, message in cases:

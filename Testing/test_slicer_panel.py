@@ -12,7 +12,6 @@ import types
 
 import numpy as np
 import pytest
-
 import slicer_app
 
 pytestmark = pytest.mark.skipif(not slicer_app.REFERENCE_WRAPPER.is_dir(), reason=slicer_app.REFERENCE_MISSING)
@@ -30,7 +29,9 @@ def opened(monkeypatch, mrml_app, tiny_store):
     widget.logic = module.SynthBrainLogic(scene=mrml_app.scene, store=tiny_store, sequencesLogic=mrml_app.sequences)
     widget.setup()
     try:
-        yield types.SimpleNamespace(widget=widget, ui=widget.ui, module=module, gui=gui, scene=mrml_app.scene, parameters=widget._parameterNode)
+        yield types.SimpleNamespace(
+            widget=widget, ui=widget.ui, module=module, gui=gui, scene=mrml_app.scene, parameters=widget._parameterNode
+        )
     finally:
         widget.cleanup()
         torch.set_num_threads(threads)
@@ -44,13 +45,18 @@ def finish(widget, timeout: float = 120.0) -> None:
 
 
 def volumes(scene) -> list:
-    return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    return [
+        scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+    ]
 
 
 def test_the_panel_opens_without_an_error_and_chooses_an_installed_model(opened):
     assert opened.gui.dialogs == [], f"opening the panel showed {opened.gui.dialogs}"
     assert opened.parameters.brainModel == "tiny-brain-ldm", "a new scene starts with an installed brain model"
-    assert opened.ui.brainModelSelector.itemData(opened.ui.brainModelSelector.currentIndex) == "tiny-brain-ldm", "the selector shows it"
+    assert opened.ui.brainModelSelector.itemData(opened.ui.brainModelSelector.currentIndex) == "tiny-brain-ldm", (
+        "the selector shows it"
+    )
     assert opened.ui.ageSlider.maximum == 82.0, "the age slider takes the card's range"
 
 
@@ -63,7 +69,9 @@ def test_choosing_a_model_in_its_selector_sets_the_parameter(opened):
 def test_a_model_set_from_the_console_is_shown_in_its_selector(opened):
     opened.parameters.brainModel = "from-another-computer"
     selector = opened.ui.brainModelSelector
-    assert selector.itemText(selector.currentIndex) == "from-another-computer (not installed)", "an unknown saved model stays visible"
+    assert selector.itemText(selector.currentIndex) == "from-another-computer (not installed)", (
+        "an unknown saved model stays visible"
+    )
 
 
 def test_generate_adds_a_synthetic_volume_and_shows_the_measured_volumes(opened):
@@ -75,7 +83,9 @@ def test_generate_adds_a_synthetic_volume_and_shows_the_measured_volumes(opened)
     added = [v for v in volumes(opened.scene)][before:]
     assert len(added) == 1, f"one volume added, got {len(added)}"
     assert added[0].GetAttribute("SynthBrain.Synthetic") == "true", "the result is marked synthetic"
-    assert opened.ui.measuredLabel.text.startswith("Measured in the result: ventricles"), f"measured volumes shown: {opened.ui.measuredLabel.text!r}"
+    assert opened.ui.measuredLabel.text.startswith("Measured in the result: ventricles"), (
+        f"measured volumes shown: {opened.ui.measuredLabel.text!r}"
+    )
     assert opened.gui.dialogs[-1][0] == "setSliceViewerLayers", "the result is shown in the views"
 
 
@@ -95,7 +105,10 @@ def test_quick_preview_and_precision_apply_to_sweeps(opened):
     opened.parameters.sweepSteps = 2
     opened.ui.sweepButton.click()
     finish(opened.widget)
-    sequences = [opened.scene.GetNthNodeByClass(i, "vtkMRMLSequenceNode") for i in range(opened.scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode"))]
+    sequences = [
+        opened.scene.GetNthNodeByClass(i, "vtkMRMLSequenceNode")
+        for i in range(opened.scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode"))
+    ]
     assert len(sequences) == 1, f"one sweep, got {len(sequences)} ({opened.gui.dialogs})"
     item = json.loads(sequences[0].GetNthDataNode(0).GetAttribute("SynthBrain.Provenance"))
     assert item["preview"] is True, "the sweep's items are previews"
@@ -114,13 +127,22 @@ def test_compare_shows_a_and_b_side_by_side_with_their_difference(opened):
     opened.ui.compareButton.click()
     finish(opened.widget)
     a, b, difference = volumes(opened.scene)[before:]
-    left = [c for c in (opened.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(2)) if c.GetLayoutName() == "Red"][0]
+    left = [
+        c
+        for c in (opened.scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(2))
+        if c.GetLayoutName() == "Red"
+    ][0]
     assert left.GetBackgroundVolumeID() == a.GetID(), "A in the left view"
     assert left.GetLinkedControl(), "the views are linked"
-    assert opened.gui.layoutManager.layout == opened.module.slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView, "side-by-side layout"
+    assert opened.gui.layoutManager.layout == opened.module.slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView, (
+        "side-by-side layout"
+    )
     arrays = [slicer_app_array(n) for n in (a, b, difference)]
     assert np.allclose(arrays[2], arrays[1] - arrays[0], atol=1e-6), "the difference volume is B - A"
-    assert json.loads(a.GetAttribute("SynthBrain.Provenance"))["seed"] == json.loads(b.GetAttribute("SynthBrain.Provenance"))["seed"], "same seed"
+    assert (
+        json.loads(a.GetAttribute("SynthBrain.Provenance"))["seed"]
+        == json.loads(b.GetAttribute("SynthBrain.Provenance"))["seed"]
+    ), "same seed"
 
 
 def slicer_app_array(node) -> np.ndarray:
@@ -131,7 +153,9 @@ def slicer_app_array(node) -> np.ndarray:
 
 def test_raw_model_values_replace_an_assumed_mapping(opened):
     opened.ui.rawValuesCheckBox.checked = True
-    assert opened.ui.ventricularVolumeSlider.maximum == 1.0, "the assumed condition's slider takes the model's 0-1 input"
+    assert opened.ui.ventricularVolumeSlider.maximum == 1.0, (
+        "the assumed condition's slider takes the model's 0-1 input"
+    )
     assert "model input" in opened.ui.ventricularVolumeLabel.text, opened.ui.ventricularVolumeLabel.text
     assert opened.ui.ageSlider.maximum == 82.0, "age has a published mapping: it stays in years"
     opened.parameters.ventricularVolume = 0.7
@@ -158,10 +182,16 @@ def test_download_is_offered_for_a_model_that_is_not_installed(opened):
 def test_reload_reloads_the_helper_packages(opened):
     import SynthBrainSlicer.panel  # noqa: F401  (loaded)
 
-    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] in ("SynthBrainSlicer", "SynthBrainLib")}
+    saved = {
+        name: module
+        for name, module in sys.modules.items()
+        if name.split(".")[0] in ("SynthBrainSlicer", "SynthBrainLib")
+    }
     try:
         opened.widget.onReload()
-        assert "SynthBrainSlicer.panel" not in sys.modules, "Reload drops SynthBrainSlicer so that it is imported afresh"
+        assert "SynthBrainSlicer.panel" not in sys.modules, (
+            "Reload drops SynthBrainSlicer so that it is imported afresh"
+        )
         assert "SynthBrainLib.errors" not in sys.modules, "and SynthBrainLib"
         assert opened.widget.reloaded == 1, "and then reloads the module file as Slicer does"
     finally:

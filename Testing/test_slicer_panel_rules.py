@@ -12,12 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "SynthBrain"))
 
 import slicer_app  # noqa: E402
-from SynthBrainLib.models.cards import ModelCard, builtin_cards  # noqa: E402
+from tiny_models import tiny_brain_card  # noqa: E402
+
 from SynthBrainLib.errors import ConditionError, ModelNotFoundError  # noqa: E402
+from SynthBrainLib.models.cards import ModelCard, builtin_cards  # noqa: E402
 from SynthBrainSlicer import panel  # noqa: E402
 from SynthBrainSlicer.choices import Precision, Sampler, Sex  # noqa: E402
 from SynthBrainSlicer.runs import PanelRuns  # noqa: E402
-from tiny_models import tiny_brain_card  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +27,24 @@ def brain_ldm():
 
 
 def parameters(**values):
-    defaults = dict(age=60.0, ventricularVolume=30.0, brainVolume=1300.0, sex=Sex.MALE, rawValues=False, preview=False,
-                    sampler=Sampler.DDIM, steps=20, seed=3, brainModel="brain-ldm", measureVolumes=True, precision=Precision.AUTO,
-                    sweepAgeFrom=50.0, sweepAgeTo=80.0, sweepSteps=4, sweepTypicalVolumes=False)
+    defaults = dict(
+        age=60.0,
+        ventricularVolume=30.0,
+        brainVolume=1300.0,
+        sex=Sex.MALE,
+        rawValues=False,
+        preview=False,
+        sampler=Sampler.DDIM,
+        steps=20,
+        seed=3,
+        brainModel="brain-ldm",
+        measureVolumes=True,
+        precision=Precision.AUTO,
+        sweepAgeFrom=50.0,
+        sweepAgeTo=80.0,
+        sweepSteps=4,
+        sweepTypicalVolumes=False,
+    )
     return types.SimpleNamespace(**{**defaults, **values})
 
 
@@ -60,7 +76,9 @@ def test_raw_slider_takes_the_model_input_range_and_its_default(brain_ldm):
 
 def test_configure_slider_stays_within_the_parameter_bounds(brain_ldm):
     slider = slicer_app.ctkSliderWidget()
-    panel.configure_slider(slider, panel.slider_settings(brain_ldm.conditioning.variable("brain_volume")), (0.0, 1500.0))
+    panel.configure_slider(
+        slider, panel.slider_settings(brain_ldm.conditioning.variable("brain_volume")), (0.0, 1500.0)
+    )
     assert slider.maximum == 1500.0, "a card range wider than the parameter's validation bound is cut to the bound"
     assert slider.suffix == " mL", slider.suffix
 
@@ -122,10 +140,13 @@ def test_model_selectors_follow_the_parameters_both_ways():
     assert params.brainModel == "x", "disconnected selectors write nothing"
 
 
-@pytest.mark.parametrize("error, sentence", [
-    (ConditionError("age 120 is outside 44–82 years"), "Age 120 is outside 44–82 years."),
-    (ModelNotFoundError("weights of brain-ldm are not installed."), "Weights of brain-ldm are not installed."),
-])
+@pytest.mark.parametrize(
+    "error, sentence",
+    [
+        (ConditionError("age 120 is outside 44–82 years"), "Age 120 is outside 44–82 years."),
+        (ModelNotFoundError("weights of brain-ldm are not installed."), "Weights of brain-ldm are not installed."),
+    ],
+)
 def test_library_errors_are_shown_as_their_sentence(error, sentence):
     assert panel.error_message(error) == sentence
 

@@ -22,7 +22,11 @@ def cmake_list(name: str) -> list[str]:
 
 def shipped_library_files() -> set[str]:
     """The GLOB_RECURSE patterns and the skip regex of the CMake file, evaluated on the tree."""
-    block = re.search(r"file\(GLOB_RECURSE _synthbrain_shipped_files RELATIVE \$\{_synthbrain_root\} CONFIGURE_DEPENDS(.*?)\)", CMAKE, re.S).group(1)
+    block = re.search(
+        r"file\(GLOB_RECURSE _synthbrain_shipped_files RELATIVE \$\{_synthbrain_root\} CONFIGURE_DEPENDS(.*?)\)",
+        CMAKE,
+        re.S,
+    ).group(1)
     patterns = [p.replace("${_synthbrain_root}/", "") for p in block.split()]
     skip = re.search(r'if\(_file MATCHES "(.*?)"\)', CMAKE).group(1).replace("\\\\", "\\")
     files = set()
@@ -74,7 +78,14 @@ def needed_library_files() -> set[str]:
                 target = file_of(".".join(parts[:k]))
                 if target is not None and target not in seen:
                     seen.add(target)
-                    todo.append((target, module_name(target) if target.name == "__init__.py" else module_name(target).rsplit(".", 1)[0]))
+                    todo.append(
+                        (
+                            target,
+                            module_name(target)
+                            if target.name == "__init__.py"
+                            else module_name(target).rsplit(".", 1)[0],
+                        )
+                    )
     return {p.relative_to(REPO).as_posix() for p in seen}
 
 
@@ -88,7 +99,11 @@ def test_the_built_in_cards_and_every_demo_model_file_are_shipped():
     shipped = shipped_library_files()
     cards = {p.relative_to(REPO).as_posix() for p in (REPO / "SynthBrainLib" / "models" / "cards").glob("*.json")}
     assert cards and cards <= shipped, f"built-in cards not installed: {sorted(cards - shipped)}"
-    models = {p.relative_to(REPO).as_posix() for p in (REPO / "Resources" / "Models").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    models = {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "Resources" / "Models").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert models - shipped == set(), f"demo model files not installed: {sorted(models - shipped)}"
 
 

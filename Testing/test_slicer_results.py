@@ -18,14 +18,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "SynthBrain"))
 
 import slicer  # noqa: E402
+from tiny_models import tiny_brain_card, write_model_folder  # noqa: E402
+
 from SynthBrainLib.errors import SynthesisCancelled  # noqa: E402
 from SynthBrainSlicer import logic as core  # noqa: E402
 from SynthBrainSlicer.saving import sidecar_path  # noqa: E402
-from tiny_models import tiny_brain_card, write_model_folder  # noqa: E402
 
 
 def scalar_volumes(scene) -> list:
-    return [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    return [
+        scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+    ]
 
 
 def test_background_run_returns_at_once_and_its_result_adds_the_node(slicer_logic, mrml_app):
@@ -60,7 +64,9 @@ def test_compare_brains_uses_one_seed_and_gives_the_difference(slicer_logic):
     assert np.allclose(arrays[2], arrays[1] - arrays[0], atol=1e-6), "difference = B - A"
     assert not np.allclose(arrays[0], arrays[1]), "the two conditions give different brains"
     same = slicer_logic.generateBrain(model="tiny-brain-ldm", age=50, seed=7)
-    assert np.array_equal(slicer.util.arrayFromVolume(same), slicer.util.arrayFromVolume(a)), "A is the brain generateBrain gives for A"
+    assert np.array_equal(slicer.util.arrayFromVolume(same), slicer.util.arrayFromVolume(a)), (
+        "A is the brain generateBrain gives for A"
+    )
     assert difference.GetAttribute("SynthBrain.Synthetic") == "true", "the difference is marked synthetic too"
 
 
@@ -126,7 +132,9 @@ def test_download_fetches_checks_and_installs_public_weights(weights_server, mrm
     from SynthBrainLib.models.store import ModelStore
 
     folder, url = weights_server
-    store = ModelStore(home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain").parent])
+    store = ModelStore(
+        home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain").parent]
+    )
     logic = core.SynthBrainLogic(scene=mrml_app.scene, store=store)
     assert not logic.modelStatus("served-brain").installed, "only the card is there"
     steps = []
@@ -143,7 +151,10 @@ def test_download_with_a_wrong_checksum_installs_nothing(weights_server, mrml_ap
     from SynthBrainLib.models.store import ModelStore
 
     folder, url = weights_server
-    store = ModelStore(home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain", corrupt=True).parent])
+    store = ModelStore(
+        home=tmp_path / "home",
+        shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain", corrupt=True).parent],
+    )
     logic = core.SynthBrainLogic(scene=mrml_app.scene, store=store)
     with pytest.raises(CheckpointError):
         logic.downloadModel("served-brain")
@@ -154,7 +165,9 @@ def test_cancelled_download_keeps_nothing_installed(weights_server, mrml_app, tm
     from SynthBrainLib.models.store import ModelStore
 
     folder, url = weights_server
-    store = ModelStore(home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain").parent])
+    store = ModelStore(
+        home=tmp_path / "home", shipped=[_card_only(folder, url, tmp_path / "cards" / "served-brain").parent]
+    )
     logic = core.SynthBrainLogic(scene=mrml_app.scene, store=store)
     cancel = threading.Event()
     cancel.set()

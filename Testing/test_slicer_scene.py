@@ -18,13 +18,14 @@ try:
     import slicer
     import vtk
 except ImportError as exc:  # pragma: no cover - CI installs slicer-core; say how, do not skip
-    raise ImportError("slicer-core is required for the Slicer module tests: pip install -e .[test,slicer-test]") from exc
+    raise ImportError(
+        "slicer-core is required for the Slicer module tests: pip install -e .[test,slicer-test]"
+    ) from exc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "SynthBrain"))
 
-from SynthBrainSlicer import scene as mrml  # noqa: E402
-
 from SynthBrainLib.models.cards import builtin_cards  # noqa: E402
+from SynthBrainSlicer import scene as mrml  # noqa: E402
 
 SCHEMA = builtin_cards()["brainspade3d-image"].labels
 VALUE = {c.name: c.value for c in SCHEMA}
@@ -83,7 +84,9 @@ def test_result_volume_geometry_voxels_and_display(mrml_app):
     scene = mrml_app.scene
     rng = np.random.default_rng(0)
     image = rng.random(USER_SHAPE).astype(np.float32)
-    node = mrml.add_result_volume(scene, image, USER_AFFINE, "SynthBrain test", {"synthetic": True, "seed": 7, "model": {"id": "m"}})
+    node = mrml.add_result_volume(
+        scene, image, USER_AFFINE, "SynthBrain test", {"synthetic": True, "seed": 7, "model": {"id": "m"}}
+    )
 
     assert np.allclose(mrml.volume_affine(node), USER_AFFINE)
     assert np.allclose(node.GetSpacing(), [1.5, 1.25, 1.75])
@@ -109,9 +112,16 @@ def test_result_volume_geometry_voxels_and_display(mrml_app):
 
 def test_result_attributes_folder_and_saved_scene(mrml_app, tmp_path):
     scene = mrml_app.scene
-    provenance = {"synthetic": True, "seed": 11, "model": {"id": "tiny-brain-ldm"}, "conditions": {"real_units": {"age": 70}}}
+    provenance = {
+        "synthetic": True,
+        "seed": 11,
+        "model": {"id": "tiny-brain-ldm"},
+        "conditions": {"real_units": {"age": 70}},
+    }
     node = mrml.add_result_volume(scene, np.ones(MODEL_SHAPE, np.float32), MODEL_AFFINE, "SynthBrain brain", provenance)
-    other = mrml.add_result_volume(scene, np.ones(MODEL_SHAPE, np.float32), MODEL_AFFINE, "SynthBrain brain 2", provenance)
+    other = mrml.add_result_volume(
+        scene, np.ones(MODEL_SHAPE, np.float32), MODEL_AFFINE, "SynthBrain brain 2", provenance
+    )
 
     assert node.GetAttribute("SynthBrain.Synthetic") == "true"
     assert json.loads(node.GetAttribute("SynthBrain.Provenance")) == provenance
@@ -229,7 +239,10 @@ def test_overlapping_segments_higher_value_wins_and_unknown_segments_are_refused
     scene = mrml_app.scene
     seg = mrml.labels_to_segmentation(scene, phantom_labels(), MODEL_AFFINE, SCHEMA, "template")
     seg.GetSegmentation().AddEmptySegment("my notes", "my notes", [1, 1, 1])
-    with pytest.raises(SynthBrainError, match=r"^segment 'my notes' of template is not a class of the model \(csf, .*\); rename or delete it$"):
+    with pytest.raises(
+        SynthBrainError,
+        match=r"^segment 'my notes' of template is not a class of the model \(csf, .*\); rename or delete it$",
+    ):
         mrml.segmentation_to_labels(seg, SCHEMA)  # its voxels would silently vanish
     seg.GetSegmentation().RemoveSegment("my notes")
     grid = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "grid")
@@ -238,7 +251,8 @@ def test_overlapping_segments_higher_value_wins_and_unknown_segments_are_refused
     block[6:10, 6:10, 6:10] = 1
     # Segments overlap only when the user allows it; then the lesion must win over tissue.
     slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        mrml.oriented_image(block, MODEL_AFFINE), seg, "edema", slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
+        mrml.oriented_image(block, MODEL_AFFINE), seg, "edema", slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX
+    )
     labels, _ = mrml.segmentation_to_labels(seg, SCHEMA, grid)
     assert np.all(labels[block > 0] == VALUE["edema"])
 
@@ -264,7 +278,11 @@ def test_segments_sharing_a_class_name_are_merged(mrml_app):
     for segment_id, name, mask in (("t1", "Tumour", a), ("t2", "tumour", b)):
         seg.GetSegmentation().AddEmptySegment(segment_id, name, [1, 0, 0])
         slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            mrml.oriented_image(mask, MODEL_AFFINE), seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+            mrml.oriented_image(mask, MODEL_AFFINE),
+            seg,
+            segment_id,
+            slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+        )
     labels, _ = mrml.segmentation_to_labels(seg, SCHEMA)
     assert (labels == VALUE["tumour"]).sum() == a.sum() + b.sum()
 
@@ -276,7 +294,9 @@ def test_segmentation_without_reference_geometry_uses_its_labelmaps(mrml_app):
     mask[3:7, 4:9, 5:8] = 1
     segment = slicer.vtkSegment()
     segment.SetName("tumour")
-    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(), mrml.oriented_image(mask, MODEL_AFFINE))
+    segment.AddRepresentation(
+        slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(), mrml.oriented_image(mask, MODEL_AFFINE)
+    )
     seg.GetSegmentation().AddSegment(segment, "tumour")
     labels, affine = mrml.segmentation_to_labels(seg, SCHEMA)
     assert (labels == VALUE["tumour"]).sum() == mask.sum()
@@ -296,12 +316,16 @@ def test_labelmap_and_segmentation_templates(mrml_app):
 
     # A segmentation with differently-ordered, differently-cased segment names maps by name.
     other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "renamed")
-    other.GetSegmentation().SetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
-                                                   slicer.vtkSegmentationConverter.SerializeImageGeometry(mrml.geometry_image(USER_AFFINE, USER_SHAPE)))
+    other.GetSegmentation().SetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),
+        slicer.vtkSegmentationConverter.SerializeImageGeometry(mrml.geometry_image(USER_AFFINE, USER_SHAPE)),
+    )
     for name in ("WM", "CSF", "GM"):
         other.GetSegmentation().AddEmptySegment(name, name, [0.5, 0.5, 0.5])
         mask = mrml.oriented_image((labels == VALUE[name.lower()]).astype(np.uint8), USER_AFFINE)
-        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(mask, other, name, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            mask, other, name, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+        )
     copy = mrml.segmentation_to_schema(scene, other, SCHEMA, "from segmentation")
     assert copy.GetID() != other.GetID()
     assert other.GetSegmentation().GetNumberOfSegments() == 3  # input untouched
@@ -332,8 +356,13 @@ def test_volume_sequence_and_browser(mrml_app):
     scene = mrml_app.scene
     ages = ["50", "65", "80"]
     images = [(np.full(MODEL_SHAPE, float(a)) + np.linspace(0, 1, 16)[:, None, None]).astype(np.float32) for a in ages]
-    items = [(a, img, MODEL_AFFINE, {"synthetic": True, "seed": 3, "conditions": {"real_units": {"age": float(a)}}}) for a, img in zip(ages, images)]
-    sequence, browser, proxy = mrml.add_volume_sequence(scene, items, "SynthBrain age sweep", "age", "years", {"synthetic": True, "seed": 3}, mrml_app.sequences)
+    items = [
+        (a, img, MODEL_AFFINE, {"synthetic": True, "seed": 3, "conditions": {"real_units": {"age": float(a)}}})
+        for a, img in zip(ages, images)
+    ]
+    sequence, browser, proxy = mrml.add_volume_sequence(
+        scene, items, "SynthBrain age sweep", "age", "years", {"synthetic": True, "seed": 3}, mrml_app.sequences
+    )
 
     assert sequence.GetNumberOfDataNodes() == 3
     assert sequence.GetIndexName() == "age", f"sequence index name {sequence.GetIndexName()}"
@@ -348,7 +377,11 @@ def test_volume_sequence_and_browser(mrml_app):
         assert np.allclose(mrml.volume_affine(item), MODEL_AFFINE)
     assert sequence.GetAttribute("SynthBrain.Synthetic") == "true"
     assert sequence.GetAttribute("SynthBrain.SequenceBrowser") == browser.GetID()
-    primary = browser.GetMasterSequenceNode() if hasattr(browser, "GetMasterSequenceNode") else browser.GetPrimarySequenceNode()
+    primary = (
+        browser.GetMasterSequenceNode()
+        if hasattr(browser, "GetMasterSequenceNode")
+        else browser.GetPrimarySequenceNode()
+    )
     assert primary is sequence
     assert proxy is not None, "the sequence has a proxy node"
     assert browser.GetProxyNode(sequence) is proxy, "the browser shows the sequence through the returned proxy"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import tiny_brain_card, write_model_folder, write_old_format_bundle
 
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.errors import CardError, CheckpointError, ModelNotFoundError
 from SynthBrainLib.models.store import ModelStore
-from tiny_models import tiny_brain_card, write_model_folder, write_old_format_bundle
 
 
 def _md5(path: Path) -> str:
@@ -36,7 +36,13 @@ def bundle_store(tmp_path):
 
 def test_bundle_with_wrong_checksums_is_refused_then_accepted_explicitly(bundle_store, tmp_path):
     store, bundle, _ = bundle_store
-    with pytest.raises(CheckpointError, match=r"autoencoder.pt is not the published tiny-brain-ldm 'autoencoder' checkpoint \(md5 [0-9a-f]{32}, expected md5 329e97b3"):
+    with pytest.raises(
+        CheckpointError,
+        match=(
+            r"autoencoder.pt is not the published tiny-brain-ldm 'autoencoder' checkpoint \(md5 [0-9a-f]{32}, "
+            r"expected md5 329e97b3"
+        ),
+    ):
         store.import_path(bundle)
     assert not (store.models_dir / "tiny-brain-ldm").exists()
     installed = store.import_path(bundle, allow_unverified=True)
@@ -69,7 +75,11 @@ def test_import_never_copies_twice(bundle_store):
     mtimes = {k: w.path.stat().st_mtime_ns for k, w in first.weights.items()}
     second = store.import_path(bundle, allow_unverified=True)
     assert {k: w.path.stat().st_mtime_ns for k, w in second.weights.items()} == mtimes
-    assert sorted(p.name for p in (store.models_dir / "tiny-brain-ldm").iterdir()) == ["autoencoder.pt", "install.json", "model.pt"]
+    assert sorted(p.name for p in (store.models_dir / "tiny-brain-ldm").iterdir()) == [
+        "autoencoder.pt",
+        "install.json",
+        "model.pt",
+    ]
 
 
 def test_bundle_that_matches_no_card(bundle_store):
@@ -77,7 +87,13 @@ def test_bundle_that_matches_no_card(bundle_store):
     config = json.loads((bundle / "configs" / "inference.json").read_text())
     config["diffusion_def"]["channels"] = [8, 32]
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
-    with pytest.raises(CardError, match=r"does not match a known model \(.*tiny-brain-ldm: 'diffusion_def.channels' is \[8, 32\], the card has \[8, 16\]"):
+    with pytest.raises(
+        CardError,
+        match=(
+            r"does not match a known model \(.*tiny-brain-ldm: 'diffusion_def.channels' is \[8, 32\], the card "
+            r"has \[8, 16\]"
+        ),
+    ):
         store.import_path(bundle, allow_unverified=True)
 
 
@@ -88,7 +104,9 @@ def test_checkpoint_that_does_not_fit_is_refused_before_install(bundle_store):
     sd = torch.load(bundle / "models" / "model.pt", weights_only=True)
     sd.pop(next(iter(sd)))
     torch.save(sd, bundle / "models" / "model.pt")
-    with pytest.raises(CheckpointError, match="does not fit DiffusionModelUNet as described by the card: 1 missing key"):
+    with pytest.raises(
+        CheckpointError, match="does not fit DiffusionModelUNet as described by the card: 1 missing key"
+    ):
         store.import_path(bundle, allow_unverified=True)
     assert not (store.models_dir / "tiny-brain-ldm").exists()
 
@@ -103,11 +121,19 @@ def test_single_checkpoints_and_safetensors(tmp_path, store):
     st = ModelStore(home=tmp_path / "home2", shipped=[shipped])
     with pytest.raises(ModelNotFoundError, match="needs --model ID"):
         st.import_path(folder / "autoencoder.safetensors")
-    with pytest.raises(ModelNotFoundError, match="component 'vae' is not a weight of tiny-st; choose one of autoencoder, diffusion"):
+    with pytest.raises(
+        ModelNotFoundError, match="component 'vae' is not a weight of tiny-st; choose one of autoencoder, diffusion"
+    ):
         st.import_path(folder / "autoencoder.safetensors", model="tiny-st", component="vae")
     part = st.import_path(folder / "autoencoder.safetensors", model="tiny-st", component="autoencoder")
     assert part.missing == ["diffusion"]
-    with pytest.raises(ModelNotFoundError, match=r"weights of tiny-st \(model.safetensors\) are not installed; run: synthbrain models import PATH --model tiny-st --component diffusion"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=(
+            r"weights of tiny-st \(model.safetensors\) are not installed; "
+            r"run: synthbrain models import PATH --model tiny-st --component diffusion"
+        ),
+    ):
         load_pipeline("tiny-st", device="cpu", store=st)
     st.import_path(folder / "model.safetensors", model="tiny-st", component="diffusion")
     pipe = load_pipeline("tiny-st", device="cpu", store=st)
@@ -121,7 +147,6 @@ def test_model_folder_import_copies_the_card(tmp_path, store):
     assert "custom-model" in store.cards(), "the imported card is known to the store"
     assert installed.complete, "the imported folder is installed with all its weights"
     assert load_pipeline("custom-model", device="cpu", store=store).card.id == "custom-model"
-
 
 
 def test_importing_a_card_file_imports_its_folder(tmp_path, store):
@@ -158,7 +183,10 @@ def test_edit_with_restored_time_is_still_caught(tmp_path, store):
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert path.stat().st_size == before.st_size, "the edit kept the file size"
     assert path.stat().st_mtime_ns == before.st_mtime_ns, "the edit's modification time was put back"
-    with pytest.raises(CheckpointError, match=r"changed since it was installed .*install it again: synthbrain models import PATH --model sneaky"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"changed since it was installed .*install it again: synthbrain models import PATH --model sneaky",
+    ):
         load_pipeline("sneaky", device="cpu", store=store)
 
 
@@ -178,7 +206,9 @@ def test_non_finite_output_is_refused():
 
     image = np.zeros((4, 4, 4), np.float32)
     image[1, 2, 3] = np.nan
-    with pytest.raises(SynthBrainError, match=r"m1 produced 1 non-finite values .* in its image: its weights may be damaged"):
+    with pytest.raises(
+        SynthBrainError, match=r"m1 produced 1 non-finite values .* in its image: its weights may be damaged"
+    ):
         SynthesisResult(image=image, affine=np.eye(4), provenance={"model": {"id": "m1"}})
 
 
@@ -200,9 +230,14 @@ def test_shipped_folder_with_corrupt_weights_is_refused(tmp_path):
 
 
 def test_unknown_model_and_unpublished_weights(store):
-    with pytest.raises(ModelNotFoundError, match="model 'nope' is not known; known models: brain-ldm, brainspade3d-image, brainspade3d-labels"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match="model 'nope' is not known; known models: brain-ldm, brainspade3d-image, brainspade3d-labels",
+    ):
         store.locate("nope")
-    with pytest.raises(ModelNotFoundError, match="weights of brain-ldm .* are not installed; run: synthbrain models download brain-ldm"):
+    with pytest.raises(
+        ModelNotFoundError, match="weights of brain-ldm .* are not installed; run: synthbrain models download brain-ldm"
+    ):
         store.locate("brain-ldm")
     with pytest.raises(ModelNotFoundError, match="are not installed and not public"):
         store.locate("brainspade3d-labels")

@@ -59,26 +59,61 @@ class _Recorder(torch.nn.Module):
 
 def test_v_prediction_target_follows_salimans_and_ho(monkeypatch):
     """loss = mean((0 - v)^2) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, eps recovered from x_t."""
-    import SynthBrainLib.tools.training.trainers as trainers
     from monai.networks.schedulers import DDPMScheduler
+
+    import SynthBrainLib.tools.training.trainers as trainers
 
     recorder = _Recorder()
     monkeypatch.setattr(trainers, "build_network", lambda spec: recorder)
     losses = []
-    monkeypatch.setattr(trainers, "fit", lambda model, loss_fn, n, config, log, name: losses.append(loss_fn(model, np.array([0, 1]), torch.Generator().manual_seed(3))))
-    schedule = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205, "prediction_type": "v_prediction"}
+    monkeypatch.setattr(
+        trainers,
+        "fit",
+        lambda model, loss_fn, n, config, log, name: losses.append(
+            loss_fn(model, np.array([0, 1]), torch.Generator().manual_seed(3))
+        ),
+    )
+    schedule = {
+        "num_train_timesteps": 1000,
+        "schedule": "scaled_linear_beta",
+        "beta_start": 0.0015,
+        "beta_end": 0.0205,
+        "prediction_type": "v_prediction",
+    }
     x0 = np.random.default_rng(0).normal(size=(2, 2, 4, 4, 4)).astype(np.float32)
-    train_latent_diffusion(NetworkSpec("diffusion", "DiffusionModelUNet", {}, None), x0, np.zeros((2, 1), np.float32), schedule, ("crossattn",), FitConfig(steps=1, batch=2))
+    train_latent_diffusion(
+        NetworkSpec("diffusion", "DiffusionModelUNet", {}, None),
+        x0,
+        np.zeros((2, 1), np.float32),
+        schedule,
+        ("crossattn",),
+        FitConfig(steps=1, batch=2),
+    )
     xt, t = recorder.seen
-    abar = DDPMScheduler(**{k: v for k, v in schedule.items() if k != "prediction_type"}).alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    abar = (
+        DDPMScheduler(**{k: v for k, v in schedule.items() if k != "prediction_type"})
+        .alphas_cumprod[t]
+        .view(-1, 1, 1, 1, 1)
+    )
     x0t = torch.from_numpy(x0)
     eps = (xt - abar.sqrt() * x0t) / (1 - abar).sqrt()
     v = abar.sqrt() * eps - (1 - abar).sqrt() * x0t
     assert torch.allclose(losses[0], (v**2).mean(), rtol=1e-4)
     # and the epsilon objective's target is the noise
     losses.clear()
-    train_latent_diffusion(NetworkSpec("diffusion", "DiffusionModelUNet", {}, None), x0, np.zeros((2, 1), np.float32), dict(schedule, prediction_type="epsilon"), ("crossattn",), FitConfig(steps=1, batch=2))
+    train_latent_diffusion(
+        NetworkSpec("diffusion", "DiffusionModelUNet", {}, None),
+        x0,
+        np.zeros((2, 1), np.float32),
+        dict(schedule, prediction_type="epsilon"),
+        ("crossattn",),
+        FitConfig(steps=1, batch=2),
+    )
     xt, t = recorder.seen
-    abar = DDPMScheduler(**{k: v for k, v in schedule.items() if k != "prediction_type"}).alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    abar = (
+        DDPMScheduler(**{k: v for k, v in schedule.items() if k != "prediction_type"})
+        .alphas_cumprod[t]
+        .view(-1, 1, 1, 1, 1)
+    )
     eps = (xt - abar.sqrt() * x0t) / (1 - abar).sqrt()
     assert torch.allclose(losses[0], (eps**2).mean(), rtol=1e-4)

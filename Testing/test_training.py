@@ -18,7 +18,20 @@ pytestmark = pytest.mark.slow  # trains three demo models (phantoms + networks) 
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("train")
     for model in ("brain-ldm-demo", "labels-demo", "label2image-demo"):
-        code = main(["train", model, "--out", str(base / model), "--subjects", "8", "--scale", "0.002", "--data", str(base / "phantoms")])
+        code = main(
+            [
+                "train",
+                model,
+                "--out",
+                str(base / model),
+                "--subjects",
+                "8",
+                "--scale",
+                "0.002",
+                "--data",
+                str(base / "phantoms"),
+            ]
+        )
         assert code == 0, f"synthbrain train {model} exited with {code}"
     return base
 
@@ -55,7 +68,20 @@ def test_trained_models_run(trained):
 
 def test_existing_model_folder_is_not_replaced(trained, capsys):
     before = (trained / "brain-ldm-demo" / "card.json").read_bytes()
-    code = main(["train", "brain-ldm-demo", "--out", str(trained / "brain-ldm-demo"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms")])
+    code = main(
+        [
+            "train",
+            "brain-ldm-demo",
+            "--out",
+            str(trained / "brain-ldm-demo"),
+            "--subjects",
+            "8",
+            "--scale",
+            "0.002",
+            "--data",
+            str(trained / "phantoms"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
     assert "card.json already exists; pass --overwrite" in err, f"the error does not ask for --overwrite: {err}"
@@ -64,8 +90,22 @@ def test_existing_model_folder_is_not_replaced(trained, capsys):
 
 def test_autoencoder_is_reused_and_only_the_unet_trains(trained, tmp_path):
     source = trained / "labels-demo"
-    code = main(["train", "labels-demo", "--out", str(tmp_path / "again"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms"),
-                 "--autoencoder-from", str(source)])
+    code = main(
+        [
+            "train",
+            "labels-demo",
+            "--out",
+            str(tmp_path / "again"),
+            "--subjects",
+            "8",
+            "--scale",
+            "0.002",
+            "--data",
+            str(trained / "phantoms"),
+            "--autoencoder-from",
+            str(source),
+        ]
+    )
     assert code == 0, f"training with --autoencoder-from exited with {code}"
     old, new = (json.loads((folder / "card.json").read_text())["weights"] for folder in (source, tmp_path / "again"))
     assert new["autoencoder"]["sha256"] == old["autoencoder"]["sha256"]
@@ -76,8 +116,22 @@ def test_autoencoder_is_reused_and_only_the_unet_trains(trained, tmp_path):
 
 
 def test_autoencoder_from_another_model_is_refused(trained, tmp_path, capsys):
-    code = main(["train", "labels-demo", "--out", str(tmp_path / "x"), "--subjects", "8", "--scale", "0.002", "--data", str(trained / "phantoms"),
-                 "--autoencoder-from", str(trained / "brain-ldm-demo")])
+    code = main(
+        [
+            "train",
+            "labels-demo",
+            "--out",
+            str(tmp_path / "x"),
+            "--subjects",
+            "8",
+            "--scale",
+            "0.002",
+            "--data",
+            str(trained / "phantoms"),
+            "--autoencoder-from",
+            str(trained / "brain-ldm-demo"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
     assert "holds 'brain-ldm-demo', not 'labels-demo'" in err, f"the error does not name both models: {err}"

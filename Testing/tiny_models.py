@@ -30,8 +30,12 @@ def tiny_brain_card(model_id: str = "tiny-brain-ldm") -> dict:
     card["name"] = "Tiny Brain LDM (tests)"
     for w in card["weights"].values():
         w.pop("url", None)
-    card["networks"]["autoencoder"]["kwargs"].update(channels=[8, 8], num_res_blocks=1, norm_num_groups=4, attention_levels=[False, False])
-    card["networks"]["diffusion"]["kwargs"].update(channels=[8, 16], num_res_blocks=1, norm_num_groups=4, attention_levels=[False, True], num_head_channels=[0, 16])
+    card["networks"]["autoencoder"]["kwargs"].update(
+        channels=[8, 8], num_res_blocks=1, norm_num_groups=4, attention_levels=[False, False]
+    )
+    card["networks"]["diffusion"]["kwargs"].update(
+        channels=[8, 16], num_res_blocks=1, norm_num_groups=4, attention_levels=[False, True], num_head_channels=[0, 16]
+    )
     card["latent"]["shape"] = [3, 8, 8, 8]
     card["output"].update(shape=[16, 16, 16], spacing=[2.0, 2.0, 2.0], affine=_affine([16, 16, 16], [2.0, 2.0, 2.0]))
     card["sampling"]["default_steps"] = 4
@@ -42,8 +46,18 @@ def tiny_labels_card(model_id: str = "tiny-labels") -> dict:
     card = copy.deepcopy(builtin_cards()["brainspade3d-labels"].to_dict())
     card["id"] = model_id
     card["name"] = "Tiny label generator (tests)"
-    card["networks"]["autoencoder"]["kwargs"].update(channels=[8, 8], num_res_blocks=[1, 1], norm_num_groups=4, latent_channels=4, attention_levels=[False, False])
-    card["networks"]["diffusion"]["kwargs"].update(in_channels=4, out_channels=4, channels=[8, 16], attention_levels=[False, True], num_res_blocks=1, num_head_channels=[8, 16], norm_num_groups=4)
+    card["networks"]["autoencoder"]["kwargs"].update(
+        channels=[8, 8], num_res_blocks=[1, 1], norm_num_groups=4, latent_channels=4, attention_levels=[False, False]
+    )
+    card["networks"]["diffusion"]["kwargs"].update(
+        in_channels=4,
+        out_channels=4,
+        channels=[8, 16],
+        attention_levels=[False, True],
+        num_res_blocks=1,
+        num_head_channels=[8, 16],
+        norm_num_groups=4,
+    )
     card["latent"] = {"shape": [4, 8, 8, 8], "scale_factor": 0.5}
     card["output"].update(shape=[16, 16, 16], spacing=[2.0, 2.0, 2.0], affine=_affine([16, 16, 16], [2.0, 2.0, 2.0]))
     card["sampling"]["default_steps"] = 4
@@ -55,7 +69,9 @@ def tiny_spade_card(model_id: str = "tiny-spade") -> dict:
     card = copy.deepcopy(builtin_cards()["brainspade3d-image"].to_dict())
     card["id"] = model_id
     card["name"] = "Tiny SPADE (tests)"
-    card["networks"]["generator"]["kwargs"].update(input_shape=[16, 16, 16], channels=[8, 16], z_dim=8, spade_intermediate_channels=8)
+    card["networks"]["generator"]["kwargs"].update(
+        input_shape=[16, 16, 16], channels=[8, 16], z_dim=8, spade_intermediate_channels=8
+    )
     card["output"].update(shape=[16, 16, 16], spacing=[2.0, 2.0, 2.0], affine=_affine([16, 16, 16], [2.0, 2.0, 2.0]))
     return card
 
@@ -65,15 +81,50 @@ def tiny_spade_ldm_card(model_id: str = "tiny-spade-ldm") -> dict:
     card = tiny_spade_card(model_id)
     card["weights"] = {"autoencoder": {"file": "autoencoder.pt"}, "diffusion": {"file": "diffusion.pt"}}
     card["networks"] = {
-        "autoencoder": {"class": "SPADEAutoencoderKL", "weights": "autoencoder", "kwargs": {
-            "spatial_dims": 3, "label_nc": 10, "in_channels": 1, "out_channels": 1, "latent_channels": 3, "channels": [8, 8],
-            "num_res_blocks": [1, 1], "norm_num_groups": 4, "attention_levels": [False, False],
-            "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False}},
-        "diffusion": {"class": "SPADEDiffusionModelUNet", "weights": "diffusion", "kwargs": {
-            "spatial_dims": 3, "label_nc": 10, "in_channels": 3, "out_channels": 3, "channels": [8, 16], "num_res_blocks": 1,
-            "attention_levels": [False, False], "norm_num_groups": 4, "num_class_embeds": 3}},
+        "autoencoder": {
+            "class": "SPADEAutoencoderKL",
+            "weights": "autoencoder",
+            "kwargs": {
+                "spatial_dims": 3,
+                "label_nc": 10,
+                "in_channels": 1,
+                "out_channels": 1,
+                "latent_channels": 3,
+                "channels": [8, 8],
+                "num_res_blocks": [1, 1],
+                "norm_num_groups": 4,
+                "attention_levels": [False, False],
+                "with_encoder_nonlocal_attn": False,
+                "with_decoder_nonlocal_attn": False,
+            },
+        },
+        "diffusion": {
+            "class": "SPADEDiffusionModelUNet",
+            "weights": "diffusion",
+            "kwargs": {
+                "spatial_dims": 3,
+                "label_nc": 10,
+                "in_channels": 3,
+                "out_channels": 3,
+                "channels": [8, 16],
+                "num_res_blocks": 1,
+                "attention_levels": [False, False],
+                "norm_num_groups": 4,
+                "num_class_embeds": 3,
+            },
+        },
     }
-    card["scheduler"] = {"class": "DDIMScheduler", "objective": "epsilon", "kwargs": {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0195, "clip_sample": False}}
+    card["scheduler"] = {
+        "class": "DDIMScheduler",
+        "objective": "epsilon",
+        "kwargs": {
+            "num_train_timesteps": 1000,
+            "schedule": "scaled_linear_beta",
+            "beta_start": 0.0015,
+            "beta_end": 0.0195,
+            "clip_sample": False,
+        },
+    }
     card["sampling"] = {"default_sampler": "ddim", "default_steps": 3, "samplers": ["ddim", "ddpm", "pndm"]}
     card["latent"] = {"shape": [3, 8, 8, 8], "scale_factor": 1.0}
     card["sequences"] = {"names": ["T1", "FLAIR", "T2"], "mode": "class_label"}
@@ -83,7 +134,11 @@ def tiny_spade_ldm_card(model_id: str = "tiny-spade-ldm") -> dict:
 def rflow_card(model_id: str = "tiny-rflow") -> dict:
     """Tiny Brain LDM trained (notionally) with rectified flow."""
     card = tiny_brain_card(model_id)
-    card["scheduler"] = {"class": "RFlowScheduler", "objective": "rflow", "kwargs": {"num_train_timesteps": 1000, "use_discrete_timesteps": False}}
+    card["scheduler"] = {
+        "class": "RFlowScheduler",
+        "objective": "rflow",
+        "kwargs": {"num_train_timesteps": 1000, "use_discrete_timesteps": False},
+    }
     card["sampling"] = {"default_sampler": "rflow", "default_steps": 4, "samplers": ["rflow"]}
     return card
 

@@ -98,16 +98,28 @@ class DependencyInstaller:
             upgrade needs a restart); default: looks in ``sys.modules``.
     """
 
-    def __init__(self, slicer=None, pytorchUtils: Any = None, versions: Callable[[str], str | None] | None = None,
-                 requirementsFile: Path = REQUIREMENTS_FILE, wheelsDir: Path | None = None,
-                 loaded: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        slicer=None,
+        pytorchUtils: Any = None,
+        versions: Callable[[str], str | None] | None = None,
+        requirementsFile: Path = REQUIREMENTS_FILE,
+        wheelsDir: Path | None = None,
+        loaded: Callable[[str], bool] | None = None,
+    ) -> None:
         self._loaded = loaded or (lambda name: name.lower() in sys.modules or name in sys.modules)
         self._slicer = slicer
         self._pytorchUtils = pytorchUtils
         self._versions = versions or _installed_version
         self.requirementsFile = Path(requirementsFile)
         env = os.environ.get("SYNTHBRAIN_WHEELS")
-        self.wheelsDir = Path(wheelsDir) if wheelsDir else Path(env) if env else (DEFAULT_WHEELS_DIR if DEFAULT_WHEELS_DIR.is_dir() else None)
+        self.wheelsDir = (
+            Path(wheelsDir)
+            if wheelsDir
+            else Path(env)
+            if env
+            else (DEFAULT_WHEELS_DIR if DEFAULT_WHEELS_DIR.is_dir() else None)
+        )
 
     # ---- what is missing ----------------------------------------------------------------------
     def requirements(self) -> list[str]:
@@ -182,13 +194,19 @@ class DependencyInstaller:
     def _installTorch(self) -> None:
         utils = self.pytorchUtils()
         if utils is None:
-            raise PyTorchExtensionMissing(_("SynthBrain needs PyTorch, which is installed by the PyTorch extension; install that extension first"))
-        specifier = TORCH_REQUIREMENT[len("torch"):]
+            raise PyTorchExtensionMissing(
+                _("SynthBrain needs PyTorch, which is installed by the PyTorch extension; install that extension first")
+            )
+        specifier = TORCH_REQUIREMENT[len("torch") :]
         try:
             torch = utils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=specifier)
         except Exception as exc:  # light-the-torch/pip failures: offline, proxy, no matching build
-            raise DependencyError(_("PyTorch could not be installed ({reason}); check the internet connection or proxy, "
-                                    "or install torch with the PyTorch module's own panel").format(reason=_first_line(exc))) from exc
+            raise DependencyError(
+                _(
+                    "PyTorch could not be installed ({reason}); check the internet connection or proxy, "
+                    "or install torch with the PyTorch module's own panel"
+                ).format(reason=_first_line(exc))
+            ) from exc
         if torch is None:
             raise DependencyError(_("PyTorch was not installed (cancelled)"))
 
@@ -201,8 +219,12 @@ class DependencyInstaller:
         if manager.isExtensionInstalled(PYTORCH_EXTENSION):
             return InstallOutcome(installed=[], restartRequired=True)
         if not manager.installExtensionFromServer(PYTORCH_EXTENSION, False):
-            raise DependencyError(_("the PyTorch extension could not be downloaded (offline?); install it from a package file "
-                                    "in the Extensions Manager, then restart Slicer"))
+            raise DependencyError(
+                _(
+                    "the PyTorch extension could not be downloaded (offline?); install it from a package file "
+                    "in the Extensions Manager, then restart Slicer"
+                )
+            )
         return InstallOutcome(installed=[PYTORCH_EXTENSION], restartRequired=True)
 
     def _pipInstall(self, requirements: list[str]) -> None:
@@ -216,9 +238,13 @@ class DependencyInstaller:
             except Exception as exc:  # pip's CalledProcessError, InstallationAbortedError, ...
                 names = ", ".join(_name(r) for r in requirements)
                 where = self.wheelsDir or DEFAULT_WHEELS_DIR
-                raise DependencyError(_("pip could not install {names} ({reason}); without internet, download the wheels on a "
-                                        "connected computer (pip download -d wheels -r requirements.txt) and put them in {folder} "
-                                        "or set SYNTHBRAIN_WHEELS").format(names=names, reason=_first_line(exc), folder=where)) from exc
+                raise DependencyError(
+                    _(
+                        "pip could not install {names} ({reason}); without internet, download the wheels on a "
+                        "connected computer (pip download -d wheels -r requirements.txt) and put them in {folder} "
+                        "or set SYNTHBRAIN_WHEELS"
+                    ).format(names=names, reason=_first_line(exc), folder=where)
+                ) from exc
 
     def _runPip(self, requirements: Path, constraints: Path) -> None:
         offline = ["--no-index", "--find-links", str(self.wheelsDir)] if self.wheelsDir else []
@@ -226,11 +252,15 @@ class DependencyInstaller:
         if pydeps is not None and not offline:
             # The user agreed in the module's own dialog: no second prompt; the self-test needs the
             # packages, so install in testing mode too.
-            pydeps.pip_ensure(pydeps.load_requirements(str(requirements)), constraints=str(constraints), prompt_install=False,
-                              requester="SynthBrain", skip_in_testing=False)
+            pydeps.pip_ensure(
+                pydeps.load_requirements(str(requirements)),
+                constraints=str(constraints),
+                prompt_install=False,
+                requester="SynthBrain",
+                skip_in_testing=False,
+            )
         else:
             self.slicer.util.pip_install(["-r", str(requirements), "-c", str(constraints), *offline])
-
 
     def _slicerPipEnsure(self):
         """Slicer's ``pip_ensure`` module: ``slicer.pydeps`` (newer) or ``slicer.packaging`` (5.11/5.12), or None."""
@@ -255,8 +285,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def ensure_installed(installer: DependencyInstaller, confirm: Callable[[str], bool], showError: Callable[[BaseException], None],
-                     restart: Callable[[], None]) -> bool:
+def ensure_installed(
+    installer: DependencyInstaller,
+    confirm: Callable[[str], bool],
+    showError: Callable[[BaseException], None],
+    restart: Callable[[], None],
+) -> bool:
     """The first-use conversation, without Qt: True when everything is there (now or already).
 
     Asks ``confirm(question)`` before installing anything; when the PyTorch extension is missing,
@@ -266,15 +300,23 @@ def ensure_installed(installer: DependencyInstaller, confirm: Callable[[str], bo
     missing = installer.missing()
     if not missing:
         return True
-    if not confirm(_("SynthBrain needs Python packages that are not installed yet: {names}. Install them now? "
-                     "PyTorch comes through the PyTorch extension and can take minutes.").format(names=", ".join(missing))):
+    if not confirm(
+        _(
+            "SynthBrain needs Python packages that are not installed yet: {names}. Install them now? "
+            "PyTorch comes through the PyTorch extension and can take minutes."
+        ).format(names=", ".join(missing))
+    ):
         return False
     try:
         try:
             outcome = installer.install()
         except PyTorchExtensionMissing:
-            if not confirm(_("PyTorch is installed by the PyTorch extension, which is missing. Install it from the "
-                             "Extensions Manager now? Slicer must restart afterwards.")):
+            if not confirm(
+                _(
+                    "PyTorch is installed by the PyTorch extension, which is missing. Install it from the "
+                    "Extensions Manager now? Slicer must restart afterwards."
+                )
+            ):
                 return False
             outcome = installer.installPyTorchExtension()
     except DependencyError as exc:  # one sentence: offline, proxy, cancelled

@@ -33,7 +33,8 @@ import numpy as np
 
 from SynthBrainLib import errors
 
-from . import environment, saving, scene as mrml
+from . import environment, saving
+from . import scene as mrml
 from .choices import BRAIN_KIND, IMAGE_KIND, KIND_NAMES, LABELS_KIND
 from .dependencies import DependencyInstaller, InstallOutcome
 from .panel import AGE
@@ -83,8 +84,14 @@ class SynthBrainLogic:
             (default ``slicer.modules.sequences.logic()`` when available).
     """
 
-    def __init__(self, scene=None, store=None, pipelineLoader: Callable | None = None, sequencesLogic=None,
-                 dependencies: DependencyInstaller | None = None) -> None:
+    def __init__(
+        self,
+        scene=None,
+        store=None,
+        pipelineLoader: Callable | None = None,
+        sequencesLogic=None,
+        dependencies: DependencyInstaller | None = None,
+    ) -> None:
         self._scene = scene
         self.dependencies = dependencies or DependencyInstaller()
         self._store = store
@@ -159,10 +166,14 @@ class SynthBrainLogic:
         schema, sequences); with ``kind``, an error unless the model is of that kind."""
         cards = self.cards()
         if modelId not in cards:
-            raise errors.ModelNotFoundError(f"model {modelId!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
+            raise errors.ModelNotFoundError(
+                f"model {modelId!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}"
+            )
         card = cards[modelId]
         if kind is not None and card.kind != kind:
-            raise errors.ConditionError(f"model {modelId} is a {KIND_NAMES.get(card.kind, card.kind)} model, not a {KIND_NAMES[kind]} model")
+            raise errors.ConditionError(
+                f"model {modelId} is a {KIND_NAMES.get(card.kind, card.kind)} model, not a {KIND_NAMES[kind]} model"
+            )
         return card
 
     def knownCard(self, modelId: str | None):
@@ -181,7 +192,16 @@ class SynthBrainLogic:
                     statuses[modelId] = ModelStatus(modelId, card.name, card.kind, False, "", "", 0, (), str(exc))
                     continue
                 missing = tuple(card.weights[k].file for k in found.missing)
-                statuses[modelId] = ModelStatus(modelId, card.name, card.kind, found.complete, found.location, str(found.folder), found.size_bytes, missing)
+                statuses[modelId] = ModelStatus(
+                    modelId,
+                    card.name,
+                    card.kind,
+                    found.complete,
+                    found.location,
+                    str(found.folder),
+                    found.size_bytes,
+                    missing,
+                )
             self._statuses = statuses
         rows = [s for s in self._statuses.values() if kind is None or s.kind == kind]
         return sorted(rows, key=lambda s: (not s.installed, s.id))
@@ -202,11 +222,16 @@ class SynthBrainLogic:
     def _model(self, model: str | None, kind: str) -> str:
         modelId = model or self.defaultModel(kind)
         if modelId is None:
-            raise errors.ModelNotFoundError(f"no {KIND_NAMES[kind]} model is installed; import one in the Model section (or: synthbrain models import PATH)")
+            raise errors.ModelNotFoundError(
+                f"no {KIND_NAMES[kind]} model is installed; import one in the Model section "
+                "(or: synthbrain models import PATH)"
+            )
         self.card(modelId, kind)
         return modelId
 
-    def importModel(self, path: str | Path, model: str | None = None, component: str | None = None, allowUnverified: bool = False):
+    def importModel(
+        self, path: str | Path, model: str | None = None, component: str | None = None, allowUnverified: bool = False
+    ):
         """Import a MONAI bundle folder, a model folder (card.json + weights) or one checkpoint."""
         installed = self.store.import_path(path, model=model, component=component, allow_unverified=allowUnverified)
         self.refreshModels()
@@ -220,7 +245,12 @@ class SynthBrainLogic:
         import torch
 
         if not torch.cuda.is_available():
-            return {"cuda": False, "name": None, "memoryGB": None, "text": "no CUDA GPU found: synthesis runs on the CPU"}
+            return {
+                "cuda": False,
+                "name": None,
+                "memoryGB": None,
+                "text": "no CUDA GPU found: synthesis runs on the CPU",
+            }
         props = torch.cuda.get_device_properties(0)
         memory = props.total_memory / 1e9
         return {"cuda": True, "name": props.name, "memoryGB": memory, "text": f"GPU: {props.name}, {memory:.1f} GB"}
@@ -279,9 +309,20 @@ class SynthBrainLogic:
         return SynthesisPipeline.resolve_seed(seed)
 
     # ---- tasks ---------------------------------------------------------------------------------
-    def brainTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
-                  device: str | None = None, precision: str | None = None, raw: dict[str, float] | None = None, preview: bool = False,
-                  measure: bool = False, **conditions: Any) -> Task:
+    def brainTask(
+        self,
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        raw: dict[str, float] | None = None,
+        preview: bool = False,
+        measure: bool = False,
+        **conditions: Any,
+    ) -> Task:
         """A conditioned brain: ``compute`` gives a SynthesisResult, ``apply`` a volume node.
 
         ``preview``: the pipeline's quick preview (few DPM-Solver++ steps) unless ``sampler``/``steps`` are given.
@@ -297,23 +338,65 @@ class SynthBrainLogic:
                 node.SetAttribute(MEASURED_ATTRIBUTE, json.dumps(measured, sort_keys=True))
             return node
 
-        return self._conditionedTask(BRAIN_KIND, "brain", apply, model, seed, sampler, steps, device, precision, raw, conditions, preview, measure)
+        return self._conditionedTask(
+            BRAIN_KIND,
+            "brain",
+            apply,
+            model,
+            seed,
+            sampler,
+            steps,
+            device,
+            precision,
+            raw,
+            conditions,
+            preview,
+            measure,
+        )
 
-    def labelsTask(self, *, model: str | None = None, seed: int | None = None, sampler: str | None = None, steps: int | None = None,
-                   device: str | None = None, precision: str | None = None, raw: dict[str, float] | None = None, preview: bool = False,
-                   **conditions: Any) -> Task:
+    def labelsTask(
+        self,
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        raw: dict[str, float] | None = None,
+        preview: bool = False,
+        **conditions: Any,
+    ) -> Task:
         """A label map from the label generator: ``apply`` gives a schema segmentation node."""
 
         def apply(scene, card, seed, result, measured):
             real = (result.provenance.get("conditions") or {}).get("real_units", {})
             lesions = ", ".join(f"{k} {v:g}" for k, v in real.items() if isinstance(v, (int, float)) and v)
             name = f"SynthBrain labels {lesions or 'healthy'} seed {seed}"
-            return mrml.labels_to_segmentation(scene, result.labels, result.affine, card.labels, name, result.provenance)
+            return mrml.labels_to_segmentation(
+                scene, result.labels, result.affine, card.labels, name, result.provenance
+            )
 
-        return self._conditionedTask(LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, precision, raw, conditions, preview)
+        return self._conditionedTask(
+            LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, precision, raw, conditions, preview
+        )
 
-    def _conditionedTask(self, kind, what, apply, model, seed, sampler, steps, device, precision, raw, conditions, preview=False,
-                         measure=False) -> Task:
+    def _conditionedTask(
+        self,
+        kind,
+        what,
+        apply,
+        model,
+        seed,
+        sampler,
+        steps,
+        device,
+        precision,
+        raw,
+        conditions,
+        preview=False,
+        measure=False,
+    ) -> Task:
         """Validate on the calling thread, generate in ``compute``, add nodes in ``apply``."""
         modelId = self._model(model, kind)
         card = self.card(modelId)
@@ -322,19 +405,37 @@ class SynthBrainLogic:
         scene = self.scene
 
         def compute(progress, cancel):
-            result = self._generate(modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel)
+            result = self._generate(
+                modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel
+            )
             return result, (measure_volumes(result.image, result.affine) if measure else None)
 
-        return Task(f"{modelId} {what}", compute, lambda payload: _kept(apply(scene, card, seed, *payload)), scene=scene)
+        return Task(
+            f"{modelId} {what}", compute, lambda payload: _kept(apply(scene, card, seed, *payload)), scene=scene
+        )
 
     def _generate(self, modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel):
         pipe = self.pipeline(modelId, device, precision)
         options = {"preview": True} if preview else {}
-        return pipe.generate(seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions)
+        return pipe.generate(
+            seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions
+        )
 
-    def compareTask(self, conditionsA: dict[str, Any], conditionsB: dict[str, Any], *, model: str | None = None, seed: int | None = None,
-                    sampler: str | None = None, steps: int | None = None, device: str | None = None, precision: str | None = None,
-                    rawA: dict[str, float] | None = None, rawB: dict[str, float] | None = None, preview: bool = False) -> Task:
+    def compareTask(
+        self,
+        conditionsA: dict[str, Any],
+        conditionsB: dict[str, Any],
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        rawA: dict[str, float] | None = None,
+        rawB: dict[str, float] | None = None,
+        preview: bool = False,
+    ) -> Task:
         """Two brains from the same seed (so the same noise) under two sets of conditions, and B - A.
 
         ``apply`` gives ``(volumeA, volumeB, difference)``: three volume nodes on one grid; the
@@ -350,11 +451,16 @@ class SynthBrainLogic:
         def compute(progress, cancel):
             results = []
             for index, (conditions, raw) in enumerate(((conditionsA, rawA), (conditionsB, rawB))):
+
                 def half(step, total, _i=index):
                     if progress is not None:
                         progress(_i * total + step, 2 * total)
 
-                results.append(self._generate(modelId, device, precision, seed, sampler, steps, raw, preview, conditions, half, cancel))
+                results.append(
+                    self._generate(
+                        modelId, device, precision, seed, sampler, steps, raw, preview, conditions, half, cancel
+                    )
+                )
             return results
 
         def apply(results):
@@ -365,9 +471,16 @@ class SynthBrainLogic:
             volumeB = mrml.add_result_volume(scene, b.image, b.affine, nameB, b.provenance)
             delta = (b.image - a.image).astype(np.float32)
             limit = float(np.abs(delta).max()) or 1.0
-            provenance = {"description": "difference B - A of two SynthBrain results with the same seed", "seed": seed,
-                          "model": a.provenance.get("model"), "a": a.provenance, "b": b.provenance}
-            difference = mrml.add_result_volume(scene, delta, a.affine, f"SynthBrain B - A seed {seed}", provenance, window=(-limit, limit))
+            provenance = {
+                "description": "difference B - A of two SynthBrain results with the same seed",
+                "seed": seed,
+                "model": a.provenance.get("model"),
+                "a": a.provenance,
+                "b": b.provenance,
+            }
+            difference = mrml.add_result_volume(
+                scene, delta, a.affine, f"SynthBrain B - A seed {seed}", provenance, window=(-limit, limit)
+            )
             return tuple(_kept(node) for node in (volumeA, volumeB, difference))
 
         return Task(f"{modelId} comparison", compute, apply, scene=scene)
@@ -381,7 +494,9 @@ class SynthBrainLogic:
         def compute(progress, cancel):
             def bytes_done(name, done, total):
                 if is_set(cancel):
-                    raise errors.SynthesisCancelled("download cancelled; the partial file is kept and the next download resumes it")
+                    raise errors.SynthesisCancelled(
+                        "download cancelled; the partial file is kept and the next download resumes it"
+                    )
                 if progress is not None:
                     progress(int(done), int(total or 0))
 
@@ -394,9 +509,20 @@ class SynthBrainLogic:
 
         return Task(f"{card.id} download", compute, apply)
 
-    def synthesisTask(self, segmentationNode, *, sequence: str = "T1", model: str | None = None, referenceVolumeNode=None,
-                      seed: int | None = None, sampler: str | None = None, steps: int | None = None, device: str | None = None,
-                      precision: str | None = None, alignment: str = "world") -> Task:
+    def synthesisTask(
+        self,
+        segmentationNode,
+        *,
+        sequence: str = "T1",
+        model: str | None = None,
+        referenceVolumeNode=None,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        alignment: str = "world",
+    ) -> Task:
         """An image rendered from a (painted) segmentation, on the segmentation's own grid.
 
         The segmentation is read here, on the main thread: into a label map with the model's
@@ -416,17 +542,31 @@ class SynthBrainLogic:
         self._check(card, {}, None, sampler, steps, device)
         labels, affine = mrml.segmentation_to_labels(segmentationNode, card.labels, referenceVolumeNode)
         if not labels.any():
-            raise errors.ConditionError(f"segmentation {segmentationNode.GetName()} is empty on its grid; paint at least one segment")
+            raise errors.ConditionError(
+                f"segmentation {segmentationNode.GetName()} is empty on its grid; paint at least one segment"
+            )
         worldAffine = mrml.to_world(segmentationNode, affine)
         parent = segmentationNode.GetParentTransformNode()
-        source = {"segmentation": segmentationNode.GetName(), "reference_volume": referenceVolumeNode.GetName() if referenceVolumeNode else None}
+        source = {
+            "segmentation": segmentationNode.GetName(),
+            "reference_volume": referenceVolumeNode.GetName() if referenceVolumeNode else None,
+        }
         seed = self._seed(seed)
         scene = self.scene
 
         def compute(progress, cancel):
             pipe = self.pipeline(modelId, device, precision)
-            return pipe.generate(labels, affine=worldAffine, sequence=sequence, seed=seed, sampler=sampler, steps=steps,
-                                 alignment=alignment, progress=progress, cancel=cancel)
+            return pipe.generate(
+                labels,
+                affine=worldAffine,
+                sequence=sequence,
+                seed=seed,
+                sampler=sampler,
+                steps=steps,
+                alignment=alignment,
+                progress=progress,
+                cancel=cancel,
+            )
 
         def apply(result):
             provenance = dict(result.provenance, slicer=source)
@@ -436,9 +576,22 @@ class SynthBrainLogic:
 
         return Task(f"{modelId} {sequence}", compute, apply, scene=scene)
 
-    def ageSweepTask(self, ageFrom: float, ageTo: float, count: int, *, model: str | None = None, seed: int | None = None,
-                     sampler: str | None = None, steps: int | None = None, device: str | None = None, precision: str | None = None,
-                     raw: dict[str, float] | None = None, preview: bool = False, **conditions: Any) -> Task:
+    def ageSweepTask(
+        self,
+        ageFrom: float,
+        ageTo: float,
+        count: int,
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        raw: dict[str, float] | None = None,
+        preview: bool = False,
+        **conditions: Any,
+    ) -> Task:
         """The same brain (same seed and other conditions) at ``count`` ages from ``ageFrom`` to ``ageTo``.
 
         ``preview`` and ``precision`` apply to every item, as for :meth:`brainTask`.
@@ -456,7 +609,10 @@ class SynthBrainLogic:
             raise errors.ConditionError("give the sweep's ages as ageFrom and ageTo, not age")
         ages = [round(float(a), 3) for a in np.linspace(float(ageFrom), float(ageTo), int(count))]
         if len({f"{a:g}" for a in ages}) < len(ages):  # the sequence is indexed by these texts
-            raise errors.ConditionError(f"ages {float(ageFrom):g} to {float(ageTo):g} in {int(count)} steps are not distinct; widen the range or take fewer steps")
+            raise errors.ConditionError(
+                f"ages {float(ageFrom):g} to {float(ageTo):g} in {int(count)} steps are not distinct; widen "
+                "the range or take fewer steps"
+            )
         for age in (ages[0], ages[-1]):
             self._check(card, {**conditions, AGE: age}, raw, sampler, steps, device)
         seed = self._seed(seed)
@@ -474,15 +630,38 @@ class SynthBrainLogic:
                     if progress is not None:
                         progress(_i * total + step, len(ages) * total)
 
-                results.append(self._generate(modelId, device, precision, seed, sampler, steps, raw, preview, {**conditions, AGE: age},
-                                              item_progress, cancel))
+                results.append(
+                    self._generate(
+                        modelId,
+                        device,
+                        precision,
+                        seed,
+                        sampler,
+                        steps,
+                        raw,
+                        preview,
+                        {**conditions, AGE: age},
+                        item_progress,
+                        cancel,
+                    )
+                )
             return results
 
         def apply(results):
             name = f"SynthBrain age sweep {ages[0]:g}-{ages[-1]:g} {unit} seed {seed}"
             items = [(f"{age:g}", r.image, r.affine, r.provenance) for age, r in zip(ages, results)]
-            summary = dict(results[0].provenance, conditions=None, description=name,
-                           sweep={"variable": AGE, "unit": unit, "values": ages, "fixed": dict(conditions), "raw": dict(raw or {})})
+            summary = dict(
+                results[0].provenance,
+                conditions=None,
+                description=name,
+                sweep={
+                    "variable": AGE,
+                    "unit": unit,
+                    "values": ages,
+                    "fixed": dict(conditions),
+                    "raw": dict(raw or {}),
+                },
+            )
             sequence, _, _ = mrml.add_volume_sequence(scene, items, name, AGE, unit, summary, sequencesLogic)
             return _kept(sequence)
 
@@ -496,7 +675,9 @@ class SynthBrainLogic:
         else:
             modelId = self.defaultModel(IMAGE_KIND) or self.defaultModel(LABELS_KIND)
             if modelId is None:
-                raise errors.ModelNotFoundError("no label-to-image or label generator model is installed; import one in the Model section")
+                raise errors.ModelNotFoundError(
+                    "no label-to-image or label generator model is installed; import one in the Model section"
+                )
             card = self.card(modelId)
         if not card.labels:
             raise errors.ConditionError(f"model {card.id} has no label schema")
@@ -508,7 +689,11 @@ class SynthBrainLogic:
         Label-map values must follow the schema; segments are matched to classes by name. The
         input node is not modified.
         """
-        _require(node, ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"), "select a segmentation or a label-map volume")
+        _require(
+            node,
+            ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"),
+            "select a segmentation or a label-map volume",
+        )
         card = self._schemaModel(model)
         scene = self.scene
         name = name or f"SynthBrain template from {node.GetName()}"
@@ -516,7 +701,9 @@ class SynthBrainLogic:
             return mrml.labelmap_to_segmentation(scene, node, card.labels, name)
         if node.IsA("vtkMRMLSegmentationNode"):
             return mrml.segmentation_to_schema(scene, node, card.labels, name)
-        raise errors.ConditionError(f"{node.GetName()} is a {node.GetClassName()}; select a segmentation or a label-map volume")
+        raise errors.ConditionError(
+            f"{node.GetName()} is a {node.GetClassName()}; select a segmentation or a label-map volume"
+        )
 
     def paintingFrom(self, node, *, model: str | None = None, reference=None):
         """``(segmentation, volume to paint on)`` from a user's label map or segmentation: a new
@@ -562,7 +749,9 @@ class SynthBrainLogic:
                     logging.info("SynthBrain background run %s ended without a result: %s", run.task.title, exc)
         return len(self._background)
 
-    def generateBrain(self, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False, **kwargs: Any):
+    def generateBrain(
+        self, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False, **kwargs: Any
+    ):
         """A synthetic brain volume node, e.g. ``generateBrain(age=72, sex="female", seed=3)``.
 
         Keyword arguments: the model's conditions in real units (unset ones take the card's
@@ -572,7 +761,9 @@ class SynthBrainLogic:
         """
         return self._run(self.brainTask(**kwargs), progress, cancel, background)
 
-    def generateLabels(self, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False, **kwargs: Any):
+    def generateLabels(
+        self, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False, **kwargs: Any
+    ):
         """A synthetic label-map segmentation node, e.g. ``generateLabels(wmh=0.03, seed=4)``.
 
         Keyword arguments: the model's lesion conditions (``wmh``, ``tumour``, ``edema``,
@@ -583,8 +774,15 @@ class SynthBrainLogic:
         """
         return self._run(self.labelsTask(**kwargs), progress, cancel, background)
 
-    def synthesizeFromSegmentation(self, segmentationNode, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False,
-                                   **kwargs: Any):
+    def synthesizeFromSegmentation(
+        self,
+        segmentationNode,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel=None,
+        background: bool = False,
+        **kwargs: Any,
+    ):
         """A synthetic image volume node aligned with ``segmentationNode``, e.g. ``sequence="FLAIR"``.
 
         Keyword arguments: ``sequence`` (T1 | FLAIR | T2), ``model``, ``referenceVolumeNode`` (the
@@ -595,8 +793,17 @@ class SynthBrainLogic:
         """
         return self._run(self.synthesisTask(segmentationNode, **kwargs), progress, cancel, background)
 
-    def ageSweep(self, ageFrom: float, ageTo: float, count: int, *, progress: ProgressCallback | None = None, cancel=None,
-                 background: bool = False, **kwargs: Any):
+    def ageSweep(
+        self,
+        ageFrom: float,
+        ageTo: float,
+        count: int,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel=None,
+        background: bool = False,
+        **kwargs: Any,
+    ):
         """A sequence node of the same brain at ``count`` ages (with a browser to scrub through it).
 
         E.g. ``ageSweep(50, 80, 7, sex="female", seed=3)``. Keyword arguments: the other
@@ -606,8 +813,16 @@ class SynthBrainLogic:
         """
         return self._run(self.ageSweepTask(ageFrom, ageTo, count, **kwargs), progress, cancel, background)
 
-    def compareBrains(self, conditionsA: dict[str, Any], conditionsB: dict[str, Any], *, progress: ProgressCallback | None = None,
-                      cancel=None, background: bool = False, **kwargs: Any):
+    def compareBrains(
+        self,
+        conditionsA: dict[str, Any],
+        conditionsB: dict[str, Any],
+        *,
+        progress: ProgressCallback | None = None,
+        cancel=None,
+        background: bool = False,
+        **kwargs: Any,
+    ):
         """Two brains with the same seed and their difference: ``(volumeA, volumeB, differenceBminusA)``.
 
         E.g. ``compareBrains({"age": 50}, {"age": 80}, seed=3)``. Keyword arguments as for
@@ -617,7 +832,9 @@ class SynthBrainLogic:
         """
         return self._run(self.compareTask(conditionsA, conditionsB, **kwargs), progress, cancel, background)
 
-    def downloadModel(self, model: str, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False):
+    def downloadModel(
+        self, model: str, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False
+    ):
         """Download a model's public weights (e.g. ``"brain-ldm"``), checked against the card's sha256."""
         return self._run(self.downloadTask(model), progress, cancel, background)
 
@@ -628,7 +845,10 @@ def measure_volumes(image: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     from SynthBrainLib.outputs.measure import measure_t1
 
     measured = measure_t1(image, affine)
-    return {"ventricular_volume": round(measured["ventricular_volume_ml"], 2), "brain_volume": round(measured["brain_volume_ml"], 2)}
+    return {
+        "ventricular_volume": round(measured["ventricular_volume_ml"], 2),
+        "brain_volume": round(measured["brain_volume_ml"], 2),
+    }
 
 
 def measuredVolumes(node) -> dict[str, float] | None:

@@ -38,8 +38,15 @@ LESION_CONDITIONS = {
     "edema": ("edema", "edemaSlider", "edemaLabel"),
     "gdtumour": ("gdtumour", "gdtumourSlider", "gdtumourLabel"),
 }
-FIELD_BOUNDS = {"age": AGE_BOUNDS, "ventricularVolume": VOLUME_BOUNDS, "brainVolume": VOLUME_BOUNDS,
-                "wmh": FRACTION_BOUNDS, "tumour": FRACTION_BOUNDS, "edema": FRACTION_BOUNDS, "gdtumour": FRACTION_BOUNDS}
+FIELD_BOUNDS = {
+    "age": AGE_BOUNDS,
+    "ventricularVolume": VOLUME_BOUNDS,
+    "brainVolume": VOLUME_BOUNDS,
+    "wmh": FRACTION_BOUNDS,
+    "tumour": FRACTION_BOUNDS,
+    "edema": FRACTION_BOUNDS,
+    "gdtumour": FRACTION_BOUNDS,
+}
 
 
 # ---- sliders from model cards ----------------------------------------------------------------------
@@ -83,7 +90,8 @@ def slider_settings(variable, raw: bool = False) -> SliderSettings:
         step, decimals = _step(lo, hi)
         label = _("{name} (model input):").format(name=variable.label)
         tip = _("The model's own input value, passed as is (the mapping to {unit} is not published). {note}").format(
-            unit=variable.unit or _("real units"), note=variable.note)
+            unit=variable.unit or _("real units"), note=variable.note
+        )
         return SliderSettings(lo, hi, step, decimals, default, "", label, tip.strip(), True)
     lo, hi = (float(v) for v in variable.range)
     step, decimals = _step(lo, hi)
@@ -92,9 +100,13 @@ def slider_settings(variable, raw: bool = False) -> SliderSettings:
     tip = variable.note or variable.label
     if is_assumed(variable):
         label = _("{label} [assumed]").format(label=label.rstrip(":")) + ":"
-        tip = _("Assumed mapping: the model's authors publish no mapping from {unit} to the model's input. {note} "
-                "Tick 'Raw model values' to give the input itself.").format(unit=unit or _("real units"), note=variable.note)
-    return SliderSettings(lo, hi, step, decimals, float(variable.default), f" {unit}" if unit else "", label, tip, False)
+        tip = _(
+            "Assumed mapping: the model's authors publish no mapping from {unit} to the model's input. {note} "
+            "Tick 'Raw model values' to give the input itself."
+        ).format(unit=unit or _("real units"), note=variable.note)
+    return SliderSettings(
+        lo, hi, step, decimals, float(variable.default), f" {unit}" if unit else "", label, tip, False
+    )
 
 
 def configure_slider(slider, settings: SliderSettings, bounds: tuple[float, float]) -> None:
@@ -107,8 +119,13 @@ def configure_slider(slider, settings: SliderSettings, bounds: tuple[float, floa
     slider.toolTip = settings.toolTip
 
 
-def condition_values(card, fields: Mapping[str, tuple[str, str, str]], values: Mapping[str, Any], raw: bool = False,
-                     sex: str | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+def condition_values(
+    card,
+    fields: Mapping[str, tuple[str, str, str]],
+    values: Mapping[str, Any],
+    raw: bool = False,
+    sex: str | None = None,
+) -> tuple[dict[str, Any], dict[str, float]]:
     """``(conditions, raw)`` to send for a card, from the panel's field values.
 
     ``fields`` maps parameter fields to card conditions (:data:`BRAIN_CONDITIONS`); conditions the
@@ -135,12 +152,18 @@ def sweep_conditions(card, conditions: Mapping[str, Any], typicalVolumes: bool) 
     whose card default follows age (``default_from``) are left unset so that they follow it."""
     kept = {k: v for k, v in conditions.items() if k != AGE}
     if typicalVolumes:
-        kept = {k: v for k, v in kept.items() if not (k in card.conditioning.names and card.conditioning.variable(k).default_from)}
+        kept = {
+            k: v
+            for k, v in kept.items()
+            if not (k in card.conditioning.names and card.conditioning.variable(k).default_from)
+        }
     return kept
 
 
 # ---- applying a card to the panel ------------------------------------------------------------------
-def apply_conditions(ui, parameters, card, fields: Mapping[str, tuple[str, str, str]], setDefaults: bool, raw: bool = False) -> None:
+def apply_conditions(
+    ui, parameters, card, fields: Mapping[str, tuple[str, str, str]], setDefaults: bool, raw: bool = False
+) -> None:
     """Sliders and labels of ``fields`` take the card's ranges, units and notes; with ``setDefaults``
     (a user's new choice of model) the parameters take the card's defaults. Conditions the card
     lacks are disabled."""
@@ -199,23 +222,44 @@ def sampling(parameters) -> dict[str, Any]:
 def brain_request(parameters, card) -> dict[str, Any]:
     """Keyword arguments of ``logic.brainTask`` for the panel's state."""
     conditions, raw = brain_conditions(parameters, card)
-    return dict(model=parameters.brainModel or None, seed=parameters.seed, raw=raw, measure=parameters.measureVolumes,
-                **sampling(parameters), **conditions)
+    return dict(
+        model=parameters.brainModel or None,
+        seed=parameters.seed,
+        raw=raw,
+        measure=parameters.measureVolumes,
+        **sampling(parameters),
+        **conditions,
+    )
 
 
 def sweep_request(parameters, card) -> dict[str, Any]:
     """Keyword arguments of ``logic.ageSweepTask`` (ages included) for the panel's state."""
     conditions, raw = brain_conditions(parameters, card)
     conditions = sweep_conditions(card, conditions, parameters.sweepTypicalVolumes)
-    return dict(ageFrom=parameters.sweepAgeFrom, ageTo=parameters.sweepAgeTo, count=parameters.sweepSteps, model=parameters.brainModel or None,
-                seed=parameters.seed, raw=raw, **sampling(parameters), **conditions)
+    return dict(
+        ageFrom=parameters.sweepAgeFrom,
+        ageTo=parameters.sweepAgeTo,
+        count=parameters.sweepSteps,
+        model=parameters.brainModel or None,
+        seed=parameters.seed,
+        raw=raw,
+        **sampling(parameters),
+        **conditions,
+    )
 
 
 def compare_request(pinned: tuple[dict, dict], parameters, card) -> dict[str, Any]:
     """Keyword arguments of ``logic.compareTask``: the pinned conditions as A, the current ones as B."""
     (conditionsA, rawA), (conditionsB, rawB) = pinned, brain_conditions(parameters, card)
-    return dict(conditionsA=conditionsA, conditionsB=conditionsB, rawA=rawA, rawB=rawB, model=parameters.brainModel or None,
-                seed=parameters.seed, **sampling(parameters))
+    return dict(
+        conditionsA=conditionsA,
+        conditionsB=conditionsB,
+        rawA=rawA,
+        rawB=rawB,
+        model=parameters.brainModel or None,
+        seed=parameters.seed,
+        **sampling(parameters),
+    )
 
 
 def labels_request(parameters, card) -> dict[str, Any]:
@@ -284,7 +328,10 @@ class ModelSelectors:
         self.disconnect()
         self._parameters = parameters
         for field, combo in self.selectors.items():
-            slot = (lambda index, _f=field, _c=combo: self._chosen(_f, _c))
+
+            def slot(index, _f=field, _c=combo):
+                return self._chosen(_f, _c)
+
             combo.currentIndexChanged.connect(slot)
             self._slots[field] = slot
         self.update()
@@ -321,7 +368,11 @@ def fill_model_selectors(modelSelector, selectors: "ModelSelectors", statuses, p
     fill_combo(modelSelector, [(f"{s.id} ({KIND_NAMES.get(s.kind, s.kind)})", s.id) for s in statuses], shown)
     defaulted = []
     for field, kind in MODEL_FIELDS.items():
-        items = [(s.id if s.installed else _("{model} (not installed)").format(model=s.id), s.id) for s in statuses if s.kind == kind]
+        items = [
+            (s.id if s.installed else _("{model} (not installed)").format(model=s.id), s.id)
+            for s in statuses
+            if s.kind == kind
+        ]
         fill_combo(selectors.selectors[field], items, getattr(parameters, field))
         if not getattr(parameters, field):
             setattr(parameters, field, defaultModel(kind) or "")
@@ -348,7 +399,8 @@ def error_message(exc: BaseException) -> str:
     else:
         logging.error("SynthBrain failed", exc_info=exc)
         text = _("SynthBrain failed unexpectedly ({kind}: {message}); details are in the Python console").format(
-            kind=name, message=first or _("no message"))
+            kind=name, message=first or _("no message")
+        )
     text = text[0].upper() + text[1:]
     return text if text.endswith(".") else text + "."
 
@@ -366,6 +418,9 @@ def measured_text(measured: Mapping[str, float] | None, provenance: Mapping[str,
         if key in measured:
             asked = requested.get(key)
             value = f"{measured[key]:.1f} mL" if measured[key] < 100 else f"{measured[key]:.0f} mL"
-            parts.append(_("{what} {value} (asked {asked:g})").format(what=what, value=value, asked=float(asked)) if isinstance(asked, (int, float))
-                         else f"{what} {value}")
+            parts.append(
+                _("{what} {value} (asked {asked:g})").format(what=what, value=value, asked=float(asked))
+                if isinstance(asked, (int, float))
+                else f"{what} {value}"
+            )
     return _("Measured in the result: {parts}.").format(parts=", ".join(parts)) if parts else ""

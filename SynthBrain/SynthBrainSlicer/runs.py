@@ -18,14 +18,20 @@ from .tasks import BackgroundRun
 
 class PanelRuns:
     """Args:
-        buttons: run buttons by name (each starts one kind of run).
-        progressBar, statusLabel: the panel's progress bar and status line.
-        showError: ``showError(exception)`` tells the user (one sentence).
-        startRun: ``startRun(task) -> BackgroundRun`` (default: a BackgroundRun started now).
+    buttons: run buttons by name (each starts one kind of run).
+    progressBar, statusLabel: the panel's progress bar and status line.
+    showError: ``showError(exception)`` tells the user (one sentence).
+    startRun: ``startRun(task) -> BackgroundRun`` (default: a BackgroundRun started now).
     """
 
-    def __init__(self, buttons: Mapping[str, Any], progressBar, statusLabel, showError: Callable[[BaseException], None],
-                 startRun: Callable[[Any], BackgroundRun] | None = None) -> None:
+    def __init__(
+        self,
+        buttons: Mapping[str, Any],
+        progressBar,
+        statusLabel,
+        showError: Callable[[BaseException], None],
+        startRun: Callable[[Any], BackgroundRun] | None = None,
+    ) -> None:
         self.buttons = dict(buttons)
         self.progressBar, self.statusLabel, self.showError = progressBar, statusLabel, showError
         self._startRun = startRun or (lambda task: BackgroundRun(task).start())

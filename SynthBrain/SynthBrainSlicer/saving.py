@@ -64,7 +64,10 @@ def write_sidecar(node, data_file: str | Path) -> Path:
     """Write the sidecar of ``node`` saved as ``data_file`` (atomically: temporary file, then rename)."""
     target = sidecar_path(data_file)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(sidecar_content(node, data_file), indent=2, sort_keys=True, default=mrml._json_value), encoding="utf-8")
+    temporary.write_text(
+        json.dumps(sidecar_content(node, data_file), indent=2, sort_keys=True, default=mrml._json_value),
+        encoding="utf-8",
+    )
     os.replace(temporary, target)
     return target
 

@@ -15,10 +15,10 @@ import json
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util import numpy_support
 
-import slicer
 from SynthBrainLib.errors import SynthBrainError
 
 #: Node attributes written on every result.
@@ -77,7 +77,9 @@ def to_world(node, affine: np.ndarray) -> np.ndarray:
     if parent is None:
         return np.asarray(affine, dtype=np.float64)
     if not parent.IsTransformToWorldLinear():
-        raise _user_error(f"{node.GetName()} is under the non-linear transform {parent.GetName()}; harden the transform first")
+        raise _user_error(
+            f"{node.GetName()} is under the non-linear transform {parent.GetName()}; harden the transform first"
+        )
     matrix = vtk.vtkMatrix4x4()
     parent.GetMatrixTransformToWorld(matrix)
     return numpy_matrix(matrix) @ np.asarray(affine, dtype=np.float64)
@@ -132,8 +134,12 @@ def segmentation_geometry(segmentation_node, reference_volume_node=None):
             raise _user_error(f"reference volume {reference_volume_node.GetName()} has no voxels")
         ref_to_seg = vtk.vtkMatrix4x4()
         if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
-                reference_volume_node.GetParentTransformNode(), segmentation_node.GetParentTransformNode(), ref_to_seg):
-            raise _user_error(f"{reference_volume_node.GetName()} and {segmentation_node.GetName()} are related by a non-linear transform; harden it first")
+            reference_volume_node.GetParentTransformNode(), segmentation_node.GetParentTransformNode(), ref_to_seg
+        ):
+            raise _user_error(
+                f"{reference_volume_node.GetName()} and {segmentation_node.GetName()} are related by a "
+                "non-linear transform; harden it first"
+            )
         return geometry_image(numpy_matrix(ref_to_seg) @ volume_affine(reference_volume_node), image.GetDimensions())
     segmentation = segmentation_node.GetSegmentation()
     text = segmentation.GetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
@@ -156,7 +162,9 @@ def segmentation_geometry(segmentation_node, reference_volume_node=None):
 def set_segmentation_geometry(segmentation_node, affine: np.ndarray, shape: Sequence[int]) -> None:
     """Record a grid as the segmentation's reference image geometry (what it is painted and exported on)."""
     text = slicer.vtkSegmentationConverter.SerializeImageGeometry(geometry_image(affine, shape))
-    segmentation_node.GetSegmentation().SetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), text)
+    segmentation_node.GetSegmentation().SetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(), text
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,7 +266,15 @@ def apply_window_level(volume_node, lo: float, hi: float) -> None:
     display.SetWindowLevelMinMax(lo, hi)
 
 
-def add_result_volume(scene, image: np.ndarray, affine: np.ndarray, name: str, provenance: dict | None, parent_transform=None, window: tuple[float, float] | None = None):
+def add_result_volume(
+    scene,
+    image: np.ndarray,
+    affine: np.ndarray,
+    name: str,
+    provenance: dict | None,
+    parent_transform=None,
+    window: tuple[float, float] | None = None,
+):
     """A new scalar volume holding a synthetic image, under the SynthBrain folder.
 
     Never reuses a node: each call adds one with a name no other node has.
@@ -298,7 +314,15 @@ def segment_id_for(segmentation_node, name: str) -> str | None:
     return None
 
 
-def labels_to_segmentation(scene, labels: np.ndarray, affine: np.ndarray, classes: Iterable, name: str, provenance: dict | None = None, parent_transform=None):
+def labels_to_segmentation(
+    scene,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    classes: Iterable,
+    name: str,
+    provenance: dict | None = None,
+    parent_transform=None,
+):
     """A new segmentation with one segment per class of the schema (background excepted).
 
     Segment IDs and names are the schema's class names, colours its colours, and each segment's
@@ -312,7 +336,9 @@ def labels_to_segmentation(scene, labels: np.ndarray, affine: np.ndarray, classe
     present = set(np.unique(labels).tolist())
     if not present <= known:
         bad = sorted(present - known)
-        raise _user_error(f"label values {bad} are not in the model's schema ({', '.join(f'{v} {n}' for v, n, _ in schema)})")
+        raise _user_error(
+            f"label values {bad} are not in the model's schema ({', '.join(f'{v} {n}' for v, n, _ in schema)})"
+        )
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", unique_name(scene, name))
     node.CreateDefaultDisplayNodes()
     if parent_transform is not None:
@@ -324,14 +350,18 @@ def labels_to_segmentation(scene, labels: np.ndarray, affine: np.ndarray, classe
         segmentation.GetSegment(segment_id).SetTag(LABEL_VALUE_TAG, str(value))
         if value in present:
             mask = oriented_image((labels == value).astype(np.uint8), affine)
-            slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(mask, node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+            slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+                mask, node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+            )
     if provenance is not None:
         mark_synthetic(node, provenance)
     place_in_folder(scene, node)
     return node
 
 
-def segmentation_to_labels(segmentation_node, classes: Iterable, reference_volume_node=None) -> tuple[np.ndarray, np.ndarray]:
+def segmentation_to_labels(
+    segmentation_node, classes: Iterable, reference_volume_node=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge a segmentation into a label map with the schema's values, on its own geometry.
 
     Segments are matched to classes by name (case-insensitive); several segments of one name are
@@ -358,18 +388,27 @@ def segmentation_to_labels(segmentation_node, classes: Iterable, reference_volum
         elif value != 0:
             matched.append((value, index, segment_id))
     if unknown:
-        raise _user_error(f"segment {', '.join(map(repr, unknown))} of {segmentation_node.GetName()} is not a class of the model ({names}); rename or delete it")
+        raise _user_error(
+            f"segment {', '.join(map(repr, unknown))} of {segmentation_node.GetName()} is not a class of the "
+            f"model ({names}); rename or delete it"
+        )
     if not matched:
-        raise _user_error(f"segmentation {segmentation_node.GetName()} has no segment named after a model class ({names})")
+        raise _user_error(
+            f"segmentation {segmentation_node.GetName()} has no segment named after a model class ({names})"
+        )
     ids, values = vtk.vtkStringArray(), vtk.vtkIntArray()
     for value, _, segment_id in sorted(matched):  # painted in increasing label value: the higher one wins an overlap
         ids.InsertNextValue(segment_id)
         values.InsertNextValue(value)
     geometry = segmentation_geometry(segmentation_node, reference_volume_node)
     merged = slicer.vtkOrientedImageData()
-    if not segmentation_node.GenerateMergedLabelmapForAllSegments(merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, geometry, ids, values):
-        raise _user_error(f"segmentation {segmentation_node.GetName()} could not be converted to a label map; it needs a binary labelmap "
-                          "representation (Segmentations module: Representations, Binary labelmap, Create)")
+    if not segmentation_node.GenerateMergedLabelmapForAllSegments(
+        merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, geometry, ids, values
+    ):
+        raise _user_error(
+            f"segmentation {segmentation_node.GetName()} could not be converted to a label map; it needs a "
+            "binary labelmap representation (Segmentations module: Representations, Binary labelmap, Create)"
+        )
     labels, affine = oriented_image_array(merged)
     return labels.astype(np.uint8), affine
 
@@ -379,13 +418,22 @@ def labelmap_to_segmentation(scene, labelmap_node, classes: Iterable, name: str)
     labels = volume_array(labelmap_node)
     if not np.all(np.mod(labels, 1) == 0):
         raise _user_error(f"{labelmap_node.GetName()} is not an integer label map")
-    return labels_to_segmentation(scene, labels.astype(np.int64), volume_affine(labelmap_node), classes, name, parent_transform=labelmap_node.GetParentTransformNode())
+    return labels_to_segmentation(
+        scene,
+        labels.astype(np.int64),
+        volume_affine(labelmap_node),
+        classes,
+        name,
+        parent_transform=labelmap_node.GetParentTransformNode(),
+    )
 
 
 def segmentation_to_schema(scene, segmentation_node, classes: Iterable, name: str, reference_volume_node=None):
     """A new schema segmentation from an existing one (segments matched by name); the input is untouched."""
     labels, affine = segmentation_to_labels(segmentation_node, classes, reference_volume_node)
-    return labels_to_segmentation(scene, labels, affine, classes, name, parent_transform=segmentation_node.GetParentTransformNode())
+    return labels_to_segmentation(
+        scene, labels, affine, classes, name, parent_transform=segmentation_node.GetParentTransformNode()
+    )
 
 
 def label_volume(scene, segmentation_node, classes: Iterable, name: str):
@@ -439,7 +487,9 @@ def add_volume_sequence(
         sequence.SetDataNodeAtValue(volume, value)
     mark_synthetic(sequence, provenance)
     browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", unique_name(scene, f"{name} browser"))
-    set_primary = getattr(browser, "SetAndObservePrimarySequenceNodeID", None) or browser.SetAndObserveMasterSequenceNodeID
+    set_primary = (
+        getattr(browser, "SetAndObservePrimarySequenceNodeID", None) or browser.SetAndObserveMasterSequenceNodeID
+    )
     set_primary(sequence.GetID())
     browser.SetSelectedItemNumber(0)
     sequence.SetAttribute(BROWSER_ATTRIBUTE, browser.GetID())

@@ -29,7 +29,10 @@ def segment_editor_node(scene):
 def hide_editor_selectors(editor) -> None:
     """The panel chooses the segmentation and the volume painted on; the editor's own selectors
     would offer a second, conflicting choice. (Method names changed over Slicer versions.)"""
-    for names in (("setSegmentationNodeSelectorVisible",), ("setSourceVolumeNodeSelectorVisible", "setMasterVolumeNodeSelectorVisible")):
+    for names in (
+        ("setSegmentationNodeSelectorVisible",),
+        ("setSourceVolumeNodeSelectorVisible", "setMasterVolumeNodeSelectorVisible"),
+    ):
         method = next((getattr(editor, n) for n in names if hasattr(editor, n)), None)
         if method is not None:
             method(False)
@@ -73,7 +76,10 @@ def show_side_by_side(scene, volumeA, volumeB, difference) -> list:
     if display is not None and scene.GetNodeByID(DIFFERENCE_COLORS) is not None:
         display.SetAndObserveColorNodeID(DIFFERENCE_COLORS)
     changed = []
-    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    composites = [
+        scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))
+    ]
     for composite in composites:
         if composite.GetLayoutName() not in SIDE_BY_SIDE_VIEWS:
             continue

@@ -30,35 +30,87 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> None:
-    p.add_argument("--model", required=True, metavar="ID", help="model id (see 'synthbrain models list') or a model folder")
-    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default: drawn and recorded in the provenance)")
+    p.add_argument(
+        "--model", required=True, metavar="ID", help="model id (see 'synthbrain models list') or a model folder"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="random seed (default: drawn and recorded in the provenance)",
+    )
     if diffusion:
-        p.add_argument("--sampler", default=None, metavar="NAME", help="ddim | ddpm | pndm | rflow | dpm++2m, as the model allows (default: the card's)")
+        p.add_argument(
+            "--sampler",
+            default=None,
+            metavar="NAME",
+            help="ddim | ddpm | pndm | rflow | dpm++2m, as the model allows (default: the card's)",
+        )
         p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
-    p.add_argument("--device", default="auto", metavar="D", help="auto (CUDA if present) | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument(
+        "--device", default="auto", metavar="D", help="auto (CUDA if present) | cpu | cuda | cuda:N (default: auto)"
+    )
     _add_speed_options(p)
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .nii.gz, .nii or .nrrd (a .json provenance file is written beside it)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file: .nii.gz, .nii or .nrrd (a .json provenance file is written beside it)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--preview", metavar="PNG", default=None, help="also write a PNG of the axial, coronal and sagittal mid-slices")
+    p.add_argument(
+        "--preview", metavar="PNG", default=None, help="also write a PNG of the axial, coronal and sagittal mid-slices"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_speed_options(p: argparse.ArgumentParser, preview: bool = True) -> None:
-    p.add_argument("--precision", default=None, metavar="P",
-                   help="auto | float32 | mixed | bfloat16 | float16 (auto: float32 on the CPU, float16 on CUDA; mixed: bfloat16 except the noisiest denoising steps, "
-                        "as accurate as float32 in our measurements; bfloat16 and mixed are fast on CPUs with AVX-512 BF16/AMX)")
-    p.add_argument("--decode", default="auto", metavar="MODE", help="auto | full | tiled: tiled decoding bounds memory (auto: tiled when a full decode would need over half the machine's memory)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        metavar="P",
+        help="auto | float32 | mixed | bfloat16 | float16 (auto: float32 on the CPU, float16 on CUDA; "
+        "mixed: bfloat16 except the noisiest denoising steps, "
+        "as accurate as float32 in our measurements; bfloat16 and mixed are fast on CPUs with AVX-512 BF16/AMX)",
+    )
+    p.add_argument(
+        "--decode",
+        default="auto",
+        metavar="MODE",
+        help=(
+            "auto | full | tiled: tiled decoding bounds memory (auto: tiled when a full decode would need over "
+            "half the machine's memory)"
+        ),
+    )
     if not preview:  # a batch is for keeping: no quick-preview option
         return
-    p.add_argument("--preview-steps", type=int, default=None, metavar="N",
-                   help="quick preview: the preview sampler (dpm++2m where the model allows it) with N steps, unless --sampler/--steps say otherwise")
+    p.add_argument(
+        "--preview-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=(
+            "quick preview: the preview sampler (dpm++2m where the model allows it) with N steps, unless "
+            "--sampler/--steps say otherwise"
+        ),
+    )
 
 
 def _add_conditions(p: argparse.ArgumentParser, flags: Sequence[tuple[str, str, Callable]]) -> None:
     for flag, help_text, kind in flags:
         p.add_argument(flag, type=kind, default=None, help=help_text)
-    p.add_argument("--raw", type=_key_value, action="append", default=[], metavar="NAME=VALUE",
-                   help="give a condition in the model's own units (usually 0-1) instead of real units, e.g. --raw brain_volume=0.4")
+    p.add_argument(
+        "--raw",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=(
+            "give a condition in the model's own units (usually 0-1) instead of real units, e.g. --raw brain_volume=0.4"
+        ),
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,52 +121,122 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="synthbrain", description="Synthesise brain MRI with published generative models. Every output is marked SYNTHETIC and carries its provenance.")
+    parser = _Parser(
+        prog="synthbrain",
+        description=(
+            "Synthesise brain MRI with published generative models. Every output is marked SYNTHETIC and carries "
+            "its provenance."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"synthbrain {__version__}")
-    parser.add_argument("--home", metavar="DIR", default=None, help="model cache folder (default: $SYNTHBRAIN_HOME or ~/.cache/synthbrain)")
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        default=None,
+        help="model cache folder (default: $SYNTHBRAIN_HOME or ~/.cache/synthbrain)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("generate", help="generate a brain image from age, sex and volumes", description="Generate a T1 brain with a conditional latent diffusion model (Brain LDM and its demo).")
-    _add_conditions(p, [
-        ("--age", "age in years (e.g. 45-82 for Brain LDM)", float),
-        ("--sex", "female | male", str),
-        ("--ventricular-volume", "ventricular CSF volume in mL", float),
-        ("--brain-volume", "brain volume (normalised for head size) in mL", float),
-    ])
+    p = sub.add_parser(
+        "generate",
+        help="generate a brain image from age, sex and volumes",
+        description="Generate a T1 brain with a conditional latent diffusion model (Brain LDM and its demo).",
+    )
+    _add_conditions(
+        p,
+        [
+            ("--age", "age in years (e.g. 45-82 for Brain LDM)", float),
+            ("--sex", "female | male", str),
+            ("--ventricular-volume", "ventricular CSF volume in mL", float),
+            ("--brain-volume", "brain volume (normalised for head size) in mL", float),
+        ],
+    )
     _add_run_options(p)
     p.set_defaults(handler=_cmd_generate)
 
-    p = sub.add_parser("labels", help="generate a tissue/lesion label map", description="Generate a brainSPADE3D-style label map conditioned on lesion volume fractions (0 = no lesion of that kind).")
-    _add_conditions(p, [
-        ("--wmh", "white-matter hyperintensity volume fraction", float),
-        ("--tumour", "non-enhancing tumour volume fraction", float),
-        ("--edema", "edema volume fraction", float),
-        ("--gdtumour", "gadolinium-enhancing tumour volume fraction", float),
-    ])
+    p = sub.add_parser(
+        "labels",
+        help="generate a tissue/lesion label map",
+        description=(
+            "Generate a brainSPADE3D-style label map conditioned on lesion volume fractions (0 = no lesion of "
+            "that kind)."
+        ),
+    )
+    _add_conditions(
+        p,
+        [
+            ("--wmh", "white-matter hyperintensity volume fraction", float),
+            ("--tumour", "non-enhancing tumour volume fraction", float),
+            ("--edema", "edema volume fraction", float),
+            ("--gdtumour", "gadolinium-enhancing tumour volume fraction", float),
+        ],
+    )
     _add_run_options(p)
-    p.add_argument("--partial-volumes", metavar="OUT", default=None, help="also write the per-class probability maps (4D) to this file")
+    p.add_argument(
+        "--partial-volumes",
+        metavar="OUT",
+        default=None,
+        help="also write the per-class probability maps (4D) to this file",
+    )
     p.set_defaults(handler=_cmd_labels)
 
-    p = sub.add_parser("image-from-labels", help="synthesise an image that matches a label map", description="Render a label map (NIfTI/NRRD, any grid) as a T1, FLAIR or T2 image; the result lies on the input's grid.")
+    p = sub.add_parser(
+        "image-from-labels",
+        help="synthesise an image that matches a label map",
+        description=(
+            "Render a label map (NIfTI/NRRD, any grid) as a T1, FLAIR or T2 image; the result lies on the input's grid."
+        ),
+    )
     p.add_argument("labels", metavar="LABELS", help="label map or partial-volume maps (.nii.gz, .nii, .nrrd)")
     p.add_argument("--sequence", default="T1", help="T1 | FLAIR | T2 (as the model allows; default T1)")
-    p.add_argument("--alignment", default="world", choices=("world", "centre"), help="map labels to the model grid by RAS coordinates (world) or by centring them (centre)")
+    p.add_argument(
+        "--alignment",
+        default="world",
+        choices=("world", "centre"),
+        help="map labels to the model grid by RAS coordinates (world) or by centring them (centre)",
+    )
     _add_run_options(p)
     p.set_defaults(handler=_cmd_image_from_labels)
 
-    p = sub.add_parser("train", help="train a demo model on the MNI152 phantom population", description="Train one of the shipped demo models from scratch with a fixed seed (CPU recipe; measured on 2 cores: 25-45 CPU-minutes per network, about an hour of wall time each when three train side by side; see docs/demo-models.md).")
+    p = sub.add_parser(
+        "train",
+        help="train a demo model on the MNI152 phantom population",
+        description=(
+            "Train one of the shipped demo models from scratch with a fixed seed (CPU recipe; measured on 2 "
+            "cores: 25-45 CPU-minutes per network, about an hour of wall time each when three train side by "
+            "side; see docs/demo-models.md)."
+        ),
+    )
     p.add_argument("model", choices=("brain-ldm-demo", "labels-demo", "label2image-demo"), help="which demo model")
-    p.add_argument("--out", required=True, metavar="DIR", help="model folder to write (card.json, weights, training.json)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="model folder to write (card.json, weights, training.json)"
+    )
     p.add_argument("--subjects", type=int, default=320, metavar="N", help="phantom subjects to train on (default 320)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="phantom population seed (default 0)")
-    p.add_argument("--scale", type=float, default=1.0, metavar="F", help="multiply every step budget (e.g. 0.01 for a smoke run)")
+    p.add_argument(
+        "--scale", type=float, default=1.0, metavar="F", help="multiply every step budget (e.g. 0.01 for a smoke run)"
+    )
     p.add_argument("--minutes", type=float, default=None, metavar="M", help="wall-clock cap per network")
-    p.add_argument("--data", metavar="DIR", default=None, help="phantom dataset cache (default $SYNTHBRAIN_HOME/phantoms)")
-    p.add_argument("--autoencoder-from", metavar="DIR", default=None, help="reuse the autoencoder of this model folder (sha256-checked) and train only the diffusion UNet")
+    p.add_argument(
+        "--data", metavar="DIR", default=None, help="phantom dataset cache (default $SYNTHBRAIN_HOME/phantoms)"
+    )
+    p.add_argument(
+        "--autoencoder-from",
+        metavar="DIR",
+        default=None,
+        help="reuse the autoencoder of this model folder (sha256-checked) and train only the diffusion UNet",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     p.set_defaults(handler=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="measure a model on held-out phantoms and write a report", description="Evaluate a model (controllability, lesions, diversity, FLAIR lesion Dice) on held-out MNI152 phantoms; writes MODEL.md, MODEL.json and MODEL.png.")
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a model on held-out phantoms and write a report",
+        description=(
+            "Evaluate a model (controllability, lesions, diversity, FLAIR lesion Dice) on held-out MNI152 "
+            "phantoms; writes MODEL.md, MODEL.json and MODEL.png."
+        ),
+    )
     p.add_argument("model", metavar="MODEL", help="model id or folder")
     p.add_argument("--out", default="docs/evaluation", metavar="DIR", help="report folder (default docs/evaluation)")
     p.add_argument("--samples", type=int, default=32, metavar="N", help="cases to generate (default 32)")
@@ -122,53 +244,159 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", metavar="D")
     p.set_defaults(handler=_cmd_evaluate)
 
-    p = sub.add_parser("batch", help="make many samples (resumable; shard with torchrun)",
-                       description="Generate N images (or label maps) with conditions from a CSV or drawn from ranges; sample i gets a seed derived from --seed and i. "
-                                   "Finished samples are skipped on a restart; manifest.csv lists every file with its conditions and provenance. "
-                                   "Shard over processes with: torchrun --nproc-per-node K -m SynthBrainLib.cli batch ... (each rank makes its share).")
-    p.add_argument("--model", required=True, metavar="ID", help="model id or folder (a conditional_latent_diffusion or label_generator model)")
-    p.add_argument("-n", "--count", type=int, default=None, metavar="N", help="number of samples (default: the rows of --conditions)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (sample_00000.nii.gz, ... with JSON sidecars, batch.json, manifest.csv)")
-    p.add_argument("--conditions", metavar="CSV", default=None, help="one row per sample, columns named like the conditions (real units; empty = default)")
-    p.add_argument("--range", dest="ranges", action="append", default=[], metavar="NAME=LO:HI|NAME=A,B",
-                   help="draw a condition per sample, e.g. --range age=45:82 --range sex=female,male (repeatable)")
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="base seed; sample i uses a seed derived from (N, i) (default 0)")
+    p = sub.add_parser(
+        "batch",
+        help="make many samples (resumable; shard with torchrun)",
+        description=(
+            "Generate N images (or label maps) with conditions from a CSV or drawn from ranges; sample i gets a "
+            "seed derived from --seed and i. "
+            "Finished samples are skipped on a restart; manifest.csv lists every file with its conditions and "
+            "provenance. "
+            "Shard over processes with: torchrun --nproc-per-node K -m SynthBrainLib.cli batch ... (each rank "
+            "makes its share)."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="ID",
+        help="model id or folder (a conditional_latent_diffusion or label_generator model)",
+    )
+    p.add_argument(
+        "-n",
+        "--count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of samples (default: the rows of --conditions)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (sample_00000.nii.gz, ... with JSON sidecars, batch.json, manifest.csv)",
+    )
+    p.add_argument(
+        "--conditions",
+        metavar="CSV",
+        default=None,
+        help="one row per sample, columns named like the conditions (real units; empty = default)",
+    )
+    p.add_argument(
+        "--range",
+        dest="ranges",
+        action="append",
+        default=[],
+        metavar="NAME=LO:HI|NAME=A,B",
+        help="draw a condition per sample, e.g. --range age=45:82 --range sex=female,male (repeatable)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="base seed; sample i uses a seed derived from (N, i) (default 0)",
+    )
     p.add_argument("--sampler", default=None, metavar="NAME", help="sampler (default: the card's)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
-    p.add_argument("--device", default="auto", metavar="D", help="auto | cpu | cuda | cuda:N; under torchrun, auto/cuda use cuda:LOCAL_RANK")
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="D",
+        help="auto | cpu | cuda | cuda:N; under torchrun, auto/cuda use cuda:LOCAL_RANK",
+    )
     _add_speed_options(p, preview=False)
     p.add_argument("--format", default="nii.gz", metavar="EXT", help="nii.gz | nii | nrrd (default nii.gz)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_batch)
 
-    p = sub.add_parser("bench", help="measure speed and memory against the model-zoo reference path",
-                       description="Per-step latency, end-to-end time and peak memory of each synthesis path (each in its own process; warm-up excluded; medians), "
-                                   "and the same for the reference path (the MONAI bundle's plain DDIM 50-step float32 loop with a full decode), with each path's speed-up and "
-                                   "output difference (PSNR, MS-SSIM, max abs) against it. Models without installed weights are built from their card with random (perturbed) weights.")
+    p = sub.add_parser(
+        "bench",
+        help="measure speed and memory against the model-zoo reference path",
+        description=(
+            "Per-step latency, end-to-end time and peak memory of each synthesis path (each in its own process; "
+            "warm-up excluded; medians), "
+            "and the same for the reference path (the MONAI bundle's plain DDIM 50-step float32 loop with a "
+            "full decode), with each path's speed-up and "
+            "output difference (PSNR, MS-SSIM, max abs) against it. Models without installed weights are built "
+            "from their card with random (perturbed) weights."
+        ),
+    )
     p.add_argument("models", nargs="+", metavar="MODEL", help="model ids or folders, e.g. brain-ldm brain-ldm-demo")
-    p.add_argument("--path", dest="paths", action="append", default=[], metavar="NAME=SAMPLER:STEPS:PRECISION:DECODE",
-                   help="a path to measure (repeatable), e.g. fast=dpm++2m:15:bfloat16:auto, preview=preview, or 'reference' (default: reference, default, fast, preview)")
+    p.add_argument(
+        "--path",
+        dest="paths",
+        action="append",
+        default=[],
+        metavar="NAME=SAMPLER:STEPS:PRECISION:DECODE",
+        help=(
+            "a path to measure (repeatable), e.g. fast=dpm++2m:15:bfloat16:auto, preview=preview, or 'reference' "
+            "(default: reference, default, fast, preview)"
+        ),
+    )
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs per path (default 3)")
-    p.add_argument("--reference-repeats", type=int, default=1, metavar="N", help="timed runs of the reference path (default 1: it is the slow one)")
+    p.add_argument(
+        "--reference-repeats",
+        type=int,
+        default=1,
+        metavar="N",
+        help="timed runs of the reference path (default 1: it is the slow one)",
+    )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="noise seed shared by all paths (default 0)")
     p.add_argument("--device", default="cpu", metavar="D", help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--random-weights", action="store_true", help="use perturbed random weights even when trained weights are installed")
-    p.add_argument("--decode-check", action="store_true", help="also measure decoding alone: full float32 vs tiled float32 / bfloat16 (time, peak memory, difference)")
-    p.add_argument("--quality", type=int, default=0, metavar="N",
-                   help="instead of timing: compare samplers/steps/precisions with the 50-step DDIM float32 result on N seeds x conditions (PSNR, MS-SSIM, measured volumes)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use perturbed random weights even when trained weights are installed",
+    )
+    p.add_argument(
+        "--decode-check",
+        action="store_true",
+        help="also measure decoding alone: full float32 vs tiled float32 / bfloat16 (time, peak memory, difference)",
+    )
+    p.add_argument(
+        "--quality",
+        type=int,
+        default=0,
+        metavar="N",
+        help=(
+            "instead of timing: compare samplers/steps/precisions with the 50-step DDIM float32 result on N "
+            "seeds x conditions (PSNR, MS-SSIM, measured volumes)"
+        ),
+    )
     p.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", default=None, help="write the tables as Markdown")
     p.set_defaults(handler=_cmd_bench)
 
-    models = sub.add_parser("models", help="list, import, download, verify models", description="Manage the model cache.")
+    models = sub.add_parser(
+        "models", help="list, import, download, verify models", description="Manage the model cache."
+    )
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION", parser_class=_Parser)
     m = msub.add_parser("list", help="show known models, whether their weights are installed, and where")
     m.set_defaults(handler=_cmd_models_list)
-    m = msub.add_parser("import", help="import a MONAI bundle folder, a model folder or a checkpoint", description="Import weights into the cache (copied once; checksums verified; loaded strictly before anything is written).")
+    m = msub.add_parser(
+        "import",
+        help="import a MONAI bundle folder, a model folder or a checkpoint",
+        description=(
+            "Import weights into the cache (copied once; checksums verified; loaded strictly before anything is "
+            "written)."
+        ),
+    )
     m.add_argument("path", metavar="PATH")
-    m.add_argument("--model", metavar="ID", default=None, help="card id (needed for a single checkpoint; recognised for a bundle)")
-    m.add_argument("--component", metavar="KEY", default=None, help="which weights a single checkpoint holds, e.g. autoencoder or diffusion")
-    m.add_argument("--allow-unverified", action="store_true", help="accept weights whose checksum differs from the published one (your own weights); recorded in provenance")
+    m.add_argument(
+        "--model", metavar="ID", default=None, help="card id (needed for a single checkpoint; recognised for a bundle)"
+    )
+    m.add_argument(
+        "--component",
+        metavar="KEY",
+        default=None,
+        help="which weights a single checkpoint holds, e.g. autoencoder or diffusion",
+    )
+    m.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="accept weights whose checksum differs from the published one (your own weights); recorded in provenance",
+    )
     m.set_defaults(handler=_cmd_models_import)
     m = msub.add_parser("download", help="download a model's weights (checksum verified, resumable)")
     m.add_argument("model", metavar="ID")
@@ -228,13 +456,19 @@ def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
 
     if args.preview_steps is not None and args.preview_steps < 1:
         raise SynthBrainError(f"--preview-steps {args.preview_steps} must be at least 1")
-    pipe = load_pipeline(args.model, device=args.device, store=_store(args), precision=args.precision, decode=args.decode)
+    pipe = load_pipeline(
+        args.model, device=args.device, store=_store(args), precision=args.precision, decode=args.decode
+    )
     if pipe.kind != kind:
-        raise SynthBrainError(f"model {pipe.card.id} is a {pipe.card.kind} model; '{args.command}' needs a {kind} model")
+        raise SynthBrainError(
+            f"model {pipe.card.id} is a {pipe.card.kind} model; '{args.command}' needs a {kind} model"
+        )
     if args.preview_steps is not None:
         limit = pipe.card.sampling.max_steps if pipe.card.sampling is not None else 1
         if args.preview_steps > limit:
-            raise SynthBrainError(f"--preview-steps {args.preview_steps} is outside 1–{limit} (the most {pipe.card.id} allows)")
+            raise SynthBrainError(
+                f"--preview-steps {args.preview_steps} is outside 1–{limit} (the most {pipe.card.id} allows)"
+            )
         pipe.preview_steps = args.preview_steps
     progress = _Progress(not args.quiet, pipe.card.id)
     try:
@@ -254,7 +488,9 @@ def _finish(args, pipe, result, partial_volumes: str | None = None) -> int:
 
         volume = result.image if result.image is not None else result.labels
         try:
-            written.append(write_png(args.preview, montage([volume], zoom=preview_zoom(result.affine)), overwrite=args.overwrite))
+            written.append(
+                write_png(args.preview, montage([volume], zoom=preview_zoom(result.affine)), overwrite=args.overwrite)
+            )
         except BaseException:
             for path in written:  # all or nothing, as for the volumes themselves
                 if path not in existed:
@@ -278,17 +514,44 @@ def _conditions(args, names: Sequence[str]) -> tuple[dict, dict]:
 def _cmd_generate(args) -> int:
     _planned_outputs(args)
     values, raw = _conditions(args, ("age", "sex", "ventricular_volume", "brain_volume"))
-    pipe, result = _run(args, "conditional_latent_diffusion", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, preview=args.preview_steps is not None, **values))
+    pipe, result = _run(
+        args,
+        "conditional_latent_diffusion",
+        lambda p, prog: p.generate(
+            seed=args.seed,
+            sampler=args.sampler,
+            steps=args.steps,
+            raw=raw,
+            progress=prog,
+            preview=args.preview_steps is not None,
+            **values,
+        ),
+    )
     return _finish(args, pipe, result)
 
 
 def _cmd_labels(args) -> int:
     _planned_outputs(args, args.partial_volumes)
     values, raw = _conditions(args, ("wmh", "tumour", "edema", "gdtumour"))
-    pipe, result = _run(args, "label_generator", lambda p, prog: p.generate(seed=args.seed, sampler=args.sampler, steps=args.steps, raw=raw, progress=prog, preview=args.preview_steps is not None, **values))
+    pipe, result = _run(
+        args,
+        "label_generator",
+        lambda p, prog: p.generate(
+            seed=args.seed,
+            sampler=args.sampler,
+            steps=args.steps,
+            raw=raw,
+            progress=prog,
+            preview=args.preview_steps is not None,
+            **values,
+        ),
+    )
     for name, info in result.provenance.get("lesions", {}).items():
         if info["requested"] and not info["present"]:
-            print(f"synthbrain: note: {name} was requested ({info['requested']:g}) but did not appear; try another seed", file=sys.stderr)
+            print(
+                f"synthbrain: note: {name} was requested ({info['requested']:g}) but did not appear; try another seed",
+                file=sys.stderr,
+            )
     return _finish(args, pipe, result, args.partial_volumes)
 
 
@@ -298,9 +561,19 @@ def _cmd_image_from_labels(args) -> int:
     _planned_outputs(args)
     labels, affine = read_volume(args.labels)
     pipe, result = _run(
-        args, "label_to_image",
-        lambda p, prog: p.generate(labels, affine=affine, sequence=args.sequence, seed=args.seed, sampler=args.sampler, steps=args.steps, alignment=args.alignment, progress=prog,
-                                   preview=args.preview_steps is not None),
+        args,
+        "label_to_image",
+        lambda p, prog: p.generate(
+            labels,
+            affine=affine,
+            sequence=args.sequence,
+            seed=args.seed,
+            sampler=args.sampler,
+            steps=args.steps,
+            alignment=args.alignment,
+            progress=prog,
+            preview=args.preview_steps is not None,
+        ),
     )
     return _finish(args, pipe, result)
 
@@ -312,8 +585,18 @@ def _cmd_train(args) -> int:
         raise SynthBrainError(f"--subjects {args.subjects} is too few; use at least 8")
     if not 0 < args.scale <= 10:
         raise SynthBrainError(f"--scale {args.scale:g} is outside 0–10")
-    train_demo(args.model, args.out, subjects=args.subjects, seed=args.seed, scale=args.scale, minutes=args.minutes,
-                      data_dir=args.data, overwrite=args.overwrite, autoencoder_from=args.autoencoder_from, log=lambda line: print(line, file=sys.stderr, flush=True))
+    train_demo(
+        args.model,
+        args.out,
+        subjects=args.subjects,
+        seed=args.seed,
+        scale=args.scale,
+        minutes=args.minutes,
+        data_dir=args.data,
+        overwrite=args.overwrite,
+        autoencoder_from=args.autoencoder_from,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     print(Path(args.out) / "card.json")
     return 0
 
@@ -323,7 +606,14 @@ def _cmd_evaluate(args) -> int:
 
     if args.samples < 4:
         raise SynthBrainError(f"--samples {args.samples} is too few; use at least 4")
-    evaluate_model(args.model, args.out, samples=args.samples, steps=args.steps, device=args.device, log=lambda line: print(line, file=sys.stderr, flush=True))
+    evaluate_model(
+        args.model,
+        args.out,
+        samples=args.samples,
+        steps=args.steps,
+        device=args.device,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     return 0
 
 
@@ -350,18 +640,39 @@ def _cmd_batch(args) -> int:
 
     precision = Precision.for_device(resolve_device(device), None, args.precision)
     settings = {"model_id": card.id, "precision": precision.name, "decode": args.decode}
-    plan = batch.plan_batch(card, args.model, count=args.count, base_seed=args.seed, rows=rows, ranges=ranges, sampler=args.sampler, steps=args.steps,
-                            suffix=suffix, settings=settings)
+    plan = batch.plan_batch(
+        card,
+        args.model,
+        count=args.count,
+        base_seed=args.seed,
+        rows=rows,
+        ranges=ranges,
+        sampler=args.sampler,
+        steps=args.steps,
+        suffix=suffix,
+        settings=settings,
+    )
     pipe = load_pipeline(args.model, device=device, store=store, precision=args.precision, decode=args.decode)
     progress = _Progress(not args.quiet, f"{card.id} rank {rank}/{world}" if world > 1 else card.id)
     try:
-        report = batch.run_batch(pipe, plan, args.out, rank=rank, world=world, progress=progress, log=lambda line: print(line, file=sys.stderr, flush=True))
+        report = batch.run_batch(
+            pipe,
+            plan,
+            args.out,
+            rank=rank,
+            world=world,
+            progress=progress,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
     finally:
         progress.close()
     if rank == 0:
         print(report["manifest"])
         if report["missing"]:
-            raise SynthBrainError(f"{len(report['missing'])} of {plan.count} samples are missing (e.g. sample {report['missing'][0]}); run the same command again to finish")
+            raise SynthBrainError(
+                f"{len(report['missing'])} of {plan.count} samples are missing (e.g. sample "
+                f"{report['missing'][0]}); run the same command again to finish"
+            )
     return 0
 
 
@@ -370,7 +681,11 @@ def _cmd_bench(args) -> int:
 
     from ..tools import bench
 
-    for flag, value, lo in (("--repeats", args.repeats, 1), ("--reference-repeats", args.reference_repeats, 0), ("--quality", args.quality, 0)):
+    for flag, value, lo in (
+        ("--repeats", args.repeats, 1),
+        ("--reference-repeats", args.reference_repeats, 0),
+        ("--quality", args.quality, 0),
+    ):
         if value < lo or value > 1000:
             raise SynthBrainError(f"{flag} {value} is outside {lo}–1000")
     from ..pipelines.device import resolve_device
@@ -388,13 +703,25 @@ def _cmd_bench(args) -> int:
             paths = [p for p in paths if not p.reference]
         elif paths is None and args.reference_repeats == 0:
             raise SynthBrainError("--reference-repeats 0 needs --path: the default paths include the reference")
-        report = bench.bench(args.models, paths=paths, repeats=args.repeats, reference_repeats=max(args.reference_repeats, 1), seed=args.seed,
-                             device=device, random_weights=args.random_weights, log=log)
+        report = bench.bench(
+            args.models,
+            paths=paths,
+            repeats=args.repeats,
+            reference_repeats=max(args.reference_repeats, 1),
+            seed=args.seed,
+            device=device,
+            random_weights=args.random_weights,
+            log=log,
+        )
         text = bench.format_table(report)
         if args.decode_check:
             store = _store(args)
-            tileable = [m for m in args.models if "autoencoder" in store.locate(m, require_complete=False).card.networks]
-            report["decode"] = [bench.bench_decode(m, device=device, random_weights=args.random_weights, log=log) for m in tileable]
+            tileable = [
+                m for m in args.models if "autoencoder" in store.locate(m, require_complete=False).card.networks
+            ]
+            report["decode"] = [
+                bench.bench_decode(m, device=device, random_weights=args.random_weights, log=log) for m in tileable
+            ]
             text += "\n\n" + "\n\n".join(bench.format_decode_table(d) for d in report["decode"])
     print(text)
     if args.json:
@@ -409,7 +736,9 @@ def _cmd_models_list(args) -> int:
     rows = [("MODEL", "KIND", "STATUS", "SIZE", "WHERE")]
     for model_id, m, problem in store.list():
         if m is None:
-            rows.append((model_id, store.card(model_id).kind, "changed since install: run 'synthbrain models verify'", "-", "-"))
+            rows.append(
+                (model_id, store.card(model_id).kind, "changed since install: run 'synthbrain models verify'", "-", "-")
+            )
             continue
         if m.complete:
             status = {"cache": "installed", "shipped": "shipped", "folder": "folder"}[m.location]
@@ -427,11 +756,15 @@ def _cmd_models_list(args) -> int:
 
 
 def _cmd_models_import(args) -> int:
-    installed = _store(args).import_path(args.path, model=args.model, component=args.component, allow_unverified=args.allow_unverified)
+    installed = _store(args).import_path(
+        args.path, model=args.model, component=args.component, allow_unverified=args.allow_unverified
+    )
     for key, rec in installed.weights.items():
         print(f"{installed.card.id} {key}: {rec.path} (sha256 {rec.sha256[:12]}..., {rec.checksum})")
     if not installed.complete:
-        print(f"{installed.card.id} still needs: {', '.join(installed.card.weights[k].file for k in installed.missing)}")
+        print(
+            f"{installed.card.id} still needs: {', '.join(installed.card.weights[k].file for k in installed.missing)}"
+        )
     return 0
 
 
@@ -491,7 +824,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CANCELLED if isinstance(exc, SynthesisCancelled) else EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.command == "batch":
-            print(f"synthbrain: cancelled; finished samples are kept in {args.out}: run the same command again to resume", file=sys.stderr)
+            print(
+                f"synthbrain: cancelled; finished samples are kept in {args.out}: run the same command again to resume",
+                file=sys.stderr,
+            )
         else:
             print("synthbrain: cancelled; nothing was written", file=sys.stderr)
         return EXIT_CANCELLED

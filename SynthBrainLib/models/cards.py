@@ -96,7 +96,9 @@ class _Fields:
             return default
         return self.data[key]
 
-    def str(self, key: str, required: bool = True, default: str | None = None, choices: Iterable[str] | None = None) -> str | None:
+    def str(
+        self, key: str, required: bool = True, default: str | None = None, choices: Iterable[str] | None = None
+    ) -> str | None:
         if self.data.get(key) is None:
             return self._get(key, required, default)
         value = self.data[key]
@@ -106,7 +108,9 @@ class _Fields:
             self.fail(key, f"must be one of {', '.join(choices)}, got {_short(value)}")
         return value
 
-    def number(self, key: str, required: bool = True, default: float | None = None, positive: bool = False) -> float | None:
+    def number(
+        self, key: str, required: bool = True, default: float | None = None, positive: bool = False
+    ) -> float | None:
         value = self._get(key, required, default)
         if value is None:
             return None
@@ -116,7 +120,9 @@ class _Fields:
             self.fail(key, f"must be positive, got {_short(value)}")
         return float(value)
 
-    def integer(self, key: str, required: bool = True, default: int | None = None, minimum: int | None = None) -> int | None:
+    def integer(
+        self, key: str, required: bool = True, default: int | None = None, minimum: int | None = None
+    ) -> int | None:
         value = self._get(key, required, default)
         if value is None:
             return None
@@ -134,7 +140,9 @@ class _Fields:
             self.fail(key, f"must be true or false, got {_short(value)}")
         return value
 
-    def numbers(self, key: str, length: int | None = None, positive: bool = False, integer: bool = False, required: bool = True) -> tuple | None:
+    def numbers(
+        self, key: str, length: int | None = None, positive: bool = False, integer: bool = False, required: bool = True
+    ) -> tuple | None:
         value = self._get(key, required, None)
         if value is None:
             return None
@@ -450,8 +458,12 @@ def _parse_weights(f: _Fields) -> dict[str, WeightFile]:
         if "/" in file or "\\" in file or file.startswith(".") or not _printable(file) or len(file) > 200:
             w.fail("file", f"must be a plain file name (printable, at most 200 characters), got {_short(file)}")
         bundle_path = w.str("bundle_path", required=False)
-        if bundle_path is not None and (bundle_path.startswith(("/", "\\")) or ".." in bundle_path.replace("\\", "/").split("/")
-                                        or ":" in bundle_path or not _printable(bundle_path)):
+        if bundle_path is not None and (
+            bundle_path.startswith(("/", "\\"))
+            or ".." in bundle_path.replace("\\", "/").split("/")
+            or ":" in bundle_path
+            or not _printable(bundle_path)
+        ):
             w.fail("bundle_path", f"must be a relative path inside the bundle, got {_short(bundle_path)}")
         sha256 = w.str("sha256", required=False)
         md5 = w.str("md5", required=False)
@@ -526,6 +538,7 @@ def _check_kwarg_value(k: "_Fields", name: str, value: Any, default: Any) -> Non
     """Values a MONAI constructor would only reject late (after building or sampling) are refused
     here: the type of a numeric or boolean default (``norm_eps`` must be a number, not text), and
     integers beyond what any real network uses (a huge ``channels`` would exhaust memory)."""
+
     def ints(v):
         if isinstance(v, bool):
             return []
@@ -537,7 +550,9 @@ def _check_kwarg_value(k: "_Fields", name: str, value: Any, default: Any) -> Non
 
     if isinstance(default, bool) and not isinstance(value, bool):
         k.fail(name, f"must be true or false, got {_short(value)}")
-    elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+    elif isinstance(default, float) and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    ):
         k.fail(name, f"must be a number, got {_short(value)}")
     elif isinstance(default, int) and not isinstance(default, bool) and not _whole_numbers(value):
         k.fail(name, f"must be a whole number (or a list of them), got {_short(value)}")
@@ -643,7 +658,16 @@ def _parse_conditioning(f: _Fields) -> Conditioning:
                 for key in coefficients:
                     cf.number(key)
                 default_from = default_from.data
-            variables.append(ConditionVariable(**common, range=(lo, hi), model_range=model_range, default=default, typical_range=typical, default_from=default_from))
+            variables.append(
+                ConditionVariable(
+                    **common,
+                    range=(lo, hi),
+                    model_range=model_range,
+                    default=default,
+                    typical_range=typical,
+                    default_from=default_from,
+                )
+            )
         else:
             choices = v.mapping("choices")
             cf = _Fields(choices, f"{v.path}.choices", f.card_id)
@@ -654,7 +678,14 @@ def _parse_conditioning(f: _Fields) -> Conditioning:
                 if not model_range[0] <= value <= model_range[1]:
                     cf.fail(key, f"must lie in model_range {model_range[0]:g}–{model_range[1]:g}, got {value:g}")
             default = v.str("default", choices=list(choices))
-            variables.append(ConditionVariable(**common, choices={k: float(x) for k, x in choices.items()}, model_range=model_range, default=default))
+            variables.append(
+                ConditionVariable(
+                    **common,
+                    choices={k: float(x) for k, x in choices.items()},
+                    model_range=model_range,
+                    default=default,
+                )
+            )
     names = [v.name for v in variables]
     if len(set(names)) != len(names):
         s.fail("variables", "names a variable twice")
@@ -662,7 +693,9 @@ def _parse_conditioning(f: _Fields) -> Conditioning:
         for ref in (v.default_from or {}).get("coefficients", {}):
             target = next((w for w in variables if w.name == ref), None)
             if target is None or target.default_from:
-                s.fail(f"variables[{i}].default_from.coefficients.{ref}", "must name a variable that has a plain default")
+                s.fail(
+                    f"variables[{i}].default_from.coefficients.{ref}", "must name a variable that has a plain default"
+                )
     if variables and not inputs:
         s.fail("inputs", "must say how the variables enter the network (concat and/or crossattn)")
     return Conditioning(variables=tuple(variables), inputs=tuple(inputs))
@@ -672,7 +705,10 @@ def _parse_output(f: _Fields) -> OutputGeometry:
     s = f.obj("output")
     shape = s.numbers("shape", length=3, positive=True, integer=True)
     if max(shape) > MAX_OUTPUT_EDGE or math.prod(shape) > MAX_OUTPUT_VOXELS:
-        s.fail("shape", f"must be at most {MAX_OUTPUT_EDGE} voxels a side and {MAX_OUTPUT_VOXELS} in all, got {list(shape)}")
+        s.fail(
+            "shape",
+            f"must be at most {MAX_OUTPUT_EDGE} voxels a side and {MAX_OUTPUT_VOXELS} in all, got {list(shape)}",
+        )
     spacing = s.numbers("spacing", length=3, positive=True)
     affine_data = s.raw("affine")
     try:
@@ -683,7 +719,11 @@ def _parse_output(f: _Fields) -> OutputGeometry:
     if not ok:
         s.fail("affine", f"must be a 4x4 matrix with last row [0, 0, 0, 1], got {_short(affine_data)}")
     if not np.allclose(np.linalg.norm(affine[:3, :3], axis=0), spacing, rtol=1e-4):
-        s.fail("affine", f"column norms {np.linalg.norm(affine[:3, :3], axis=0).round(4).tolist()} do not match spacing {list(spacing)}")
+        s.fail(
+            "affine",
+            f"column norms {np.linalg.norm(affine[:3, :3], axis=0).round(4).tolist()} do not match spacing "
+            f"{list(spacing)}",
+        )
     lo, hi = s.numbers("intensity_range", length=2)
     if not lo < hi:
         s.fail("intensity_range", f"must be increasing, got {[lo, hi]}")
@@ -746,33 +786,58 @@ def _check_kind(card: ModelCard, f: _Fields) -> None:
         unet = card.networks["diffusion"].kwargs
         extra = len(card.conditioning.variables) if "concat" in card.conditioning.inputs else 0
         if unet.get("in_channels") != card.latent.shape[0] + extra:
-            f.fail("networks.diffusion.kwargs.in_channels", f"must be latent channels {card.latent.shape[0]} + {extra} concatenated conditions, got {unet.get('in_channels')}")
-        if "crossattn" in card.conditioning.inputs and unet.get("cross_attention_dim") != len(card.conditioning.variables):
-            f.fail("networks.diffusion.kwargs.cross_attention_dim", f"must equal the number of conditioning variables ({len(card.conditioning.variables)})")
+            f.fail(
+                "networks.diffusion.kwargs.in_channels",
+                f"must be latent channels {card.latent.shape[0]} + {extra} concatenated conditions, got "
+                f"{unet.get('in_channels')}",
+            )
+        if "crossattn" in card.conditioning.inputs and unet.get("cross_attention_dim") != len(
+            card.conditioning.variables
+        ):
+            f.fail(
+                "networks.diffusion.kwargs.cross_attention_dim",
+                f"must equal the number of conditioning variables ({len(card.conditioning.variables)})",
+            )
         # The decoder upsamples the latent by 2 per level after the first: the image it makes must
         # be the card's output grid (else the result would not fit its own affine).
         levels = len(card.networks["autoencoder"].kwargs.get("channels") or ())
         if levels and card.output is not None:
             expected = [int(n) * 2 ** (levels - 1) for n in card.latent.shape[1:]]
             if list(card.output.shape) != expected:
-                f.fail("output.shape", f"must be the decoded latent's shape {expected} (latent {list(card.latent.shape[1:])} x {2 ** (levels - 1)}), "
-                                       f"got {list(card.output.shape)}")
+                f.fail(
+                    "output.shape",
+                    f"must be the decoded latent's shape {expected} (latent {list(card.latent.shape[1:])} x "
+                    f"{2 ** (levels - 1)}), "
+                    f"got {list(card.output.shape)}",
+                )
     if card.kind == "label_generator":
         if card.labels is None:
             f.fail("labels", "is required for kind label_generator")
         ae = card.networks["autoencoder"].kwargs
         if ae.get("in_channels") != len(card.labels):
-            f.fail("networks.autoencoder.kwargs.in_channels", f"must equal the number of label classes ({len(card.labels)})")
+            f.fail(
+                "networks.autoencoder.kwargs.in_channels",
+                f"must equal the number of label classes ({len(card.labels)})",
+            )
     if card.kind == "label_to_image":
         if card.labels is None or card.sequences is None:
             f.fail("labels" if card.labels is None else "sequences", "is required for kind label_to_image")
         if "generator" not in card.networks and "diffusion" not in card.networks:
-            f.fail("networks", "must define 'generator' (SPADENet) or 'autoencoder' + 'diffusion' (SPADE latent diffusion)")
+            f.fail(
+                "networks", "must define 'generator' (SPADENet) or 'autoencoder' + 'diffusion' (SPADE latent diffusion)"
+            )
         if "generator" in card.networks:
             expected = len(card.labels) + (len(card.sequences.names) if card.sequences.label_channels else 0)
             if card.networks["generator"].kwargs.get("label_nc") != expected:
-                why = "label classes + sequences (sequences.label_channels)" if card.sequences.label_channels else "label classes"
-                f.fail("networks.generator.kwargs.label_nc", f"must be {expected} ({why}), got {card.networks['generator'].kwargs.get('label_nc')}")
+                why = (
+                    "label classes + sequences (sequences.label_channels)"
+                    if card.sequences.label_channels
+                    else "label classes"
+                )
+                f.fail(
+                    "networks.generator.kwargs.label_nc",
+                    f"must be {expected} ({why}), got {card.networks['generator'].kwargs.get('label_nc')}",
+                )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,16 +20,15 @@ the equivalence numerically against the old package for every network class we l
 from __future__ import annotations
 
 import pickle
-import warnings
 import re
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from ..outputs.digests import file_digests
 from ..errors import CheckpointError
+from ..outputs.digests import file_digests
 
 #: Wrapper keys some training scripts put around the state dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "weights")
@@ -45,9 +44,15 @@ def verify_file(path: str | Path, sha256: str | None = None, md5: str | None = N
     digests = file_digests(path, algorithms)
     name = label or Path(path).name
     if sha256 and digests["sha256"] != sha256:
-        raise CheckpointError(f"{name}: sha256 {digests['sha256']} does not match the expected {sha256}; the file is corrupt or not the published weights")
+        raise CheckpointError(
+            f"{name}: sha256 {digests['sha256']} does not match the expected {sha256}; the file is corrupt "
+            "or not the published weights"
+        )
     if md5 and digests["md5"] != md5:
-        raise CheckpointError(f"{name}: md5 {digests['md5']} does not match the expected {md5}; the file is corrupt or not the published weights")
+        raise CheckpointError(
+            f"{name}: md5 {digests['md5']} does not match the expected {md5}; the file is corrupt or not the "
+            "published weights"
+        )
     return digests["sha256"]
 
 
@@ -68,8 +73,11 @@ def torch_version_tuple(version: str | None = None) -> tuple[int, int]:
 def require_safe_torch_load() -> None:
     """Refuse pickle-based checkpoints on a torch whose ``weights_only`` loading can be bypassed."""
     if torch_version_tuple() < SAFE_TORCH_LOAD:
-        raise CheckpointError(f"torch {torch.__version__} can be made to run code from a .pt/.pth checkpoint despite weights_only "
-                              f"(CVE-2025-32434, CVE-2026-24747); upgrade to torch >= {SAFE_TORCH_LOAD[0]}.{SAFE_TORCH_LOAD[1]}, or use .safetensors weights")
+        raise CheckpointError(
+            f"torch {torch.__version__} can be made to run code from a .pt/.pth checkpoint despite weights_only "
+            "(CVE-2025-32434, CVE-2026-24747); upgrade to torch >= "
+            f"{SAFE_TORCH_LOAD[0]}.{SAFE_TORCH_LOAD[1]}, or use .safetensors weights"
+        )
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -92,18 +100,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             data = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {path.name} cannot be read as safetensors (truncated or corrupt): {_first_line(exc)}") from None
+            raise CheckpointError(
+                f"checkpoint {path.name} cannot be read as safetensors (truncated or corrupt): {_first_line(exc)}"
+            ) from None
     else:
         require_safe_torch_load()
         try:
-            with warnings.catch_warnings():  # torch warns about old pickle protocols; the file is refused or read, nothing more
+            with (
+                warnings.catch_warnings()
+            ):  # torch warns about old pickle protocols; the file is refused or read, nothing more
                 warnings.simplefilter("ignore")
                 data = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise CheckpointError(f"checkpoint {path.name} holds more than tensors and was refused (weights_only loading): {_first_line(exc)}") from None
+            raise CheckpointError(
+                f"checkpoint {path.name} holds more than tensors and was refused (weights_only loading): "
+                f"{_first_line(exc)}"
+            ) from None
         except Exception as exc:  # torch's reader fails in many ways on files that are not checkpoints
-            raise CheckpointError(f"checkpoint {path.name} cannot be read (truncated or not a PyTorch checkpoint): {type(exc).__name__}: "
-                                  f"{_first_line(exc)}") from None
+            raise CheckpointError(
+                f"checkpoint {path.name} cannot be read (truncated or not a PyTorch checkpoint): {type(exc).__name__}: "
+                f"{_first_line(exc)}"
+            ) from None
     return _flatten(data, path.name)
 
 
@@ -137,7 +154,9 @@ _SELF_ATTN_OUT = re.compile(r"^(.*)\.attn\.out_proj\.(weight|bias)$")
 _CROSS_ATTN_OUT = re.compile(r"^(.*)\.out_proj\.(weight|bias)$")
 
 
-def convert_generative_state_dict(old: Mapping[str, torch.Tensor], model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+def convert_generative_state_dict(
+    old: Mapping[str, torch.Tensor], model: torch.nn.Module
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map an old GenerativeModels state dict onto ``model``'s keys.
 
     For every key the MONAI network expects, find where the old layout kept it:
@@ -194,7 +213,9 @@ def convert_generative_state_dict(old: Mapping[str, torch.Tensor], model: torch.
 # ----------------------------------------------------------------------------------------------
 # Strict loading
 # ----------------------------------------------------------------------------------------------
-def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], fmt: str = "auto", name: str = "checkpoint") -> str:
+def load_weights(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], fmt: str = "auto", name: str = "checkpoint"
+) -> str:
     """Load ``state_dict`` into ``model`` strictly, converting the old layout when needed.
 
     Args:
@@ -229,11 +250,14 @@ def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
             parts.append(f"{len(missing)} missing key(s) ({_few(missing)})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s) ({_few(unexpected)})")
-        raise CheckpointError(f"{name} does not fit {type(model).__name__} as described by the card: " + "; ".join(parts))
+        raise CheckpointError(
+            f"{name} does not fit {type(model).__name__} as described by the card: " + "; ".join(parts)
+        )
     for key, ref in expected.items():
         if tuple(candidate[key].shape) != tuple(ref.shape):
             raise CheckpointError(
-                f"{name} does not fit {type(model).__name__} as described by the card: {key} has shape {tuple(candidate[key].shape)} in the checkpoint and {tuple(ref.shape)} in the network"
+                f"{name} does not fit {type(model).__name__} as described by the card: {key} has shape "
+                f"{tuple(candidate[key].shape)} in the checkpoint and {tuple(ref.shape)} in the network"
             )
     model.load_state_dict(candidate, strict=True)
     if layout == "generative":
@@ -275,7 +299,11 @@ def read_style_codes(card, path: Path) -> dict[str, torch.Tensor]:
         for stat in ("mean", "std"):
             key = f"{seq}.{stat}"
             if key not in codes:
-                raise CheckpointError(f"style codes {Path(path).name} lack '{key}' (sequences: {', '.join(card.sequences.names)})")
+                raise CheckpointError(
+                    f"style codes {Path(path).name} lack '{key}' (sequences: {', '.join(card.sequences.names)})"
+                )
             if codes[key].ndim != 1 or (z_dim is not None and codes[key].shape[0] != z_dim):
-                raise CheckpointError(f"style codes {Path(path).name}: '{key}' has shape {tuple(codes[key].shape)}, expected ({z_dim},)")
+                raise CheckpointError(
+                    f"style codes {Path(path).name}: '{key}' has shape {tuple(codes[key].shape)}, expected ({z_dim},)"
+                )
     return codes

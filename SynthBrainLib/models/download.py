@@ -8,8 +8,8 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from .checkpoints import verify_file
 from ..errors import CheckpointError
+from .checkpoints import verify_file
 
 ByteProgress = Callable[[int, int | None], None]
 _CHUNK = 1 << 20
@@ -60,7 +60,9 @@ def download_file(
                     if progress:
                         progress(done, total)
             if total is not None and done < total:
-                raise CheckpointError(f"download of {url} stopped at {done} of {total} bytes; run the command again to resume")
+                raise CheckpointError(
+                    f"download of {url} stopped at {done} of {total} bytes; run the command again to resume"
+                )
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to fetch: the partial file is complete
             pass
@@ -68,7 +70,9 @@ def download_file(
             raise CheckpointError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CheckpointError(f"cannot download {url}: {reason}; partial data kept, run the command again to resume") from None
+        raise CheckpointError(
+            f"cannot download {url}: {reason}; partial data kept, run the command again to resume"
+        ) from None
     try:
         digest = verify_file(part, sha256=sha256, md5=md5, label=dest.name)
     except CheckpointError:

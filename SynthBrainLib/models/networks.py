@@ -8,9 +8,9 @@ from typing import Mapping
 
 import torch
 
+from ..errors import CardError
 from .cards import NETWORK_CLASSES, ModelCard, NetworkSpec
 from .checkpoints import load_weights, read_state_dict
-from ..errors import CardError
 
 
 def build_network(spec: NetworkSpec, card_id: str = "?") -> torch.nn.Module:
@@ -18,13 +18,17 @@ def build_network(spec: NetworkSpec, card_id: str = "?") -> torch.nn.Module:
     import monai.networks.nets as nets
 
     if spec.cls not in NETWORK_CLASSES:  # cards are validated; this guards hand-made specs
-        raise CardError(f"card {card_id}: field 'networks.{spec.name}.class' must be one of {', '.join(NETWORK_CLASSES)}")
+        raise CardError(
+            f"card {card_id}: field 'networks.{spec.name}.class' must be one of {', '.join(NETWORK_CLASSES)}"
+        )
     try:
         # A deep copy: some MONAI constructors (SPADENet) modify list arguments in place.
         net = getattr(nets, spec.cls)(**copy.deepcopy(dict(spec.kwargs)))
     except Exception as exc:  # MONAI constructors raise many types for arguments they cannot use
-        raise CardError(f"card {card_id}: field 'networks.{spec.name}.kwargs' is rejected by monai.networks.nets.{spec.cls}: "
-                        f"{type(exc).__name__}: {exc}") from None
+        raise CardError(
+            f"card {card_id}: field 'networks.{spec.name}.kwargs' is rejected by monai.networks.nets.{spec.cls}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     return net.eval()
 
 
@@ -33,7 +37,9 @@ def build_networks(card: ModelCard) -> dict[str, torch.nn.Module]:
     return {name: build_network(spec, card.id) for name, spec in card.networks.items()}
 
 
-def load_networks(card: ModelCard, weight_paths: Mapping[str, Path]) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+def load_networks(
+    card: ModelCard, weight_paths: Mapping[str, Path]
+) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
     """Build the card's networks and load each one's checkpoint strictly.
 
     Args:
@@ -51,7 +57,9 @@ def load_networks(card: ModelCard, weight_paths: Mapping[str, Path]) -> tuple[di
         weight = card.weights[spec.weights]
         path = weight_paths[spec.weights]
         state = read_state_dict(path)
-        layouts[name] = load_weights(networks[name], state, weight.format, name=f"{card.id} {spec.weights} checkpoint ({Path(path).name})")
+        layouts[name] = load_weights(
+            networks[name], state, weight.format, name=f"{card.id} {spec.weights} checkpoint ({Path(path).name})"
+        )
     return networks, layouts
 
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..outputs.atomic_files import replaced_atomically
-from .cards import ModelCard, WeightFile, builtin_cards, load_card
-from ..outputs.digests import file_digests
-from .checkpoints import load_weights, read_state_dict, read_style_codes
 from ..errors import CardError, CheckpointError, ModelNotFoundError, OutputError, SynthBrainError
+from ..outputs.atomic_files import replaced_atomically
+from ..outputs.digests import file_digests
+from .cards import ModelCard, WeightFile, builtin_cards, load_card
+from .checkpoints import load_weights, read_state_dict, read_style_codes
 
 CARD_FILE = "card.json"
 INSTALL_FILE = "install.json"
@@ -77,7 +77,13 @@ class WeightRecord:
     source: str = ""
 
     def as_json(self) -> dict[str, Any]:
-        return {"file": self.path.name, "sha256": self.sha256, "size": self.size, "checksum": self.checksum, "source": self.source}
+        return {
+            "file": self.path.name,
+            "sha256": self.sha256,
+            "size": self.size,
+            "checksum": self.checksum,
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -102,7 +108,10 @@ class InstalledModel:
         return sum(w.size for w in self.weights.values())
 
     def provenance(self) -> dict[str, Any]:
-        return {k: {"file": w.path.name, "sha256": w.sha256, "checksum": w.checksum, "location": self.location} for k, w in self.weights.items()}
+        return {
+            k: {"file": w.path.name, "sha256": w.sha256, "checksum": w.checksum, "location": self.location}
+            for k, w in self.weights.items()
+        }
 
 
 def _iterable(value: Any) -> list:
@@ -136,7 +145,13 @@ def cached_digests(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
     """:func:`file_digests`, remembered per (path, size, mtime) for this process: shipped models are
     checked on every lookup, and re-hashing unchanged files each time would make the Slicer panel slow."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, algorithms)  # ctime: a restored mtime does not hide an edit
+    key = (
+        str(path.resolve()),
+        stat.st_size,
+        stat.st_mtime_ns,
+        stat.st_ctime_ns,
+        algorithms,
+    )  # ctime: a restored mtime does not hide an edit
     if key not in _DIGEST_CACHE:
         _DIGEST_CACHE[key] = file_digests(path, algorithms)
     return _DIGEST_CACHE[key]
@@ -166,7 +181,9 @@ class ModelStore:
     def __init__(self, home: str | Path | None = None, shipped: Iterable[str | Path] | None = None) -> None:
         if home is not None and (not isinstance(home, (str, os.PathLike)) or not str(home)):
             raise ModelNotFoundError(f"model store home {home!r} is not a folder path")
-        if shipped is not None and (isinstance(shipped, (str, bytes)) or not all(isinstance(p, (str, os.PathLike)) for p in _iterable(shipped))):
+        if shipped is not None and (
+            isinstance(shipped, (str, bytes)) or not all(isinstance(p, (str, os.PathLike)) for p in _iterable(shipped))
+        ):
             raise ModelNotFoundError(f"shipped {shipped!r} is not a list of folder paths")
         self.home = Path(home).expanduser() if home is not None else default_home()
         if self.home.exists() and not self.home.is_dir():
@@ -207,7 +224,9 @@ class ModelStore:
             raise ModelNotFoundError(f"model {model_id!r} is not a model id")
         cards = self.cards()
         if model_id not in cards:
-            raise ModelNotFoundError(f"model {model_id!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}")
+            raise ModelNotFoundError(
+                f"model {model_id!r} is not known; known models: {', '.join(sorted(cards)) or 'none'}"
+            )
         return cards[model_id]
 
     # ---- locating --------------------------------------------------------------------------
@@ -227,7 +246,9 @@ class ModelStore:
             shipped = self._shipped_folders()
             if (cache / INSTALL_FILE).is_file():
                 installed = self._cache_model(cache, self.card(model_id))
-                if not installed.complete and model_id in shipped:  # a half-done import must not hide a complete shipped copy
+                if (
+                    not installed.complete and model_id in shipped
+                ):  # a half-done import must not hide a complete shipped copy
                     shipped_model = self._folder_model(shipped[model_id], "shipped")
                     if shipped_model.complete:
                         installed = shipped_model
@@ -244,9 +265,16 @@ class ModelStore:
         card = installed.card
         missing = ", ".join(card.weights[k].file for k in installed.missing)
         if not card.weights_public:
-            return f"weights of {card.id} ({missing}) are not installed and not public; if you have them, run: synthbrain models import PATH --model {card.id}"
+            return (
+                f"weights of {card.id} ({missing}) are not installed and not public; if you have them, run: "
+                f"synthbrain models import PATH --model {card.id}"
+            )
         single = f" --component {installed.missing[0]}" if len(card.weights) > 1 and len(installed.missing) == 1 else ""
-        hint = f"synthbrain models download {card.id}" if any(card.weights[k].url for k in installed.missing) else f"synthbrain models import PATH --model {card.id}{single}"
+        hint = (
+            f"synthbrain models download {card.id}"
+            if any(card.weights[k].url for k in installed.missing)
+            else f"synthbrain models import PATH --model {card.id}{single}"
+        )
         if card.source.get("type") == "monai-bundle":
             hint += f" (or: synthbrain models import <{card.source.get('bundle')} bundle folder>)"
         return f"weights of {card.id} ({missing}) are not installed; run: {hint}"
@@ -262,8 +290,13 @@ class ModelStore:
             digests = cached_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
             status = checksum_status(weight, digests)
             if status is None:
-                raise CheckpointError(f"{path}: checksum does not match card {card.id} (sha256 {digests['sha256']}); the file is corrupt or was replaced")
-            installed.weights[key] = WeightRecord(key, path, digests["sha256"], path.stat().st_size, status, source=location)
+                raise CheckpointError(
+                    f"{path}: checksum does not match card {card.id} (sha256 {digests['sha256']}); the file "
+                    "is corrupt or was replaced"
+                )
+            installed.weights[key] = WeightRecord(
+                key, path, digests["sha256"], path.stat().st_size, status, source=location
+            )
         return installed
 
     def _cache_model(self, folder: Path, card: ModelCard) -> InstalledModel:
@@ -275,8 +308,11 @@ class ModelStore:
         installed = InstalledModel(card=card, folder=folder, location="cache")
         bound = self._install_card_digest(folder)
         if bound is not None and bound != card_digest(card):
-            raise CheckpointError(f"the weights in {folder} were verified against another card than {card.id}'s (the card changed, or the "
-                                  f"folder was not made by this store); {self._reinstall_hint(card)}")
+            raise CheckpointError(
+                f"the weights in {folder} were verified against another card than {card.id}'s "
+                "(the card changed, or the folder was not made by this store); "
+                f"{self._reinstall_hint(card)}"
+            )
         for key, entry in self._install_record(folder).items():
             if key not in card.weights:
                 continue
@@ -287,13 +323,20 @@ class ModelStore:
             digests = cached_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
             digest = digests["sha256"]
             if digest != entry["sha256"]:
-                raise CheckpointError(f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']}); {self._reinstall_hint(card)}")
+                raise CheckpointError(
+                    f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']}); "
+                    f"{self._reinstall_hint(card)}"
+                )
             if entry["checksum"] != "mismatch-accepted" and checksum_status(weight, digests) is None:
                 # install.json says these are the card's weights, but they are not (a hand-made or
                 # foreign cache entry): never run them under this id
-                raise CheckpointError(f"{path} is not the published {card.id} '{key}' checkpoint although {INSTALL_FILE} says "
-                                      f"{entry['checksum']!r}; {self._reinstall_hint(card)}")
-            installed.weights[key] = WeightRecord(key, path, entry["sha256"], entry["size"], entry["checksum"], entry.get("source", ""))
+                raise CheckpointError(
+                    f"{path} is not the published {card.id} '{key}' checkpoint although {INSTALL_FILE} says "
+                    f"{entry['checksum']!r}; {self._reinstall_hint(card)}"
+                )
+            installed.weights[key] = WeightRecord(
+                key, path, entry["sha256"], entry["size"], entry["checksum"], entry.get("source", "")
+            )
         return installed
 
     @staticmethod
@@ -302,10 +345,15 @@ class ModelStore:
         path = folder / INSTALL_FILE
         try:
             weights = json.loads(path.read_text(encoding="utf-8")).get("weights", {})
-            if not isinstance(weights, dict) or not all(isinstance(e, dict) and {"file", "sha256", "size", "checksum"} <= e.keys() for e in weights.values()):
+            if not isinstance(weights, dict) or not all(
+                isinstance(e, dict) and {"file", "sha256", "size", "checksum"} <= e.keys() for e in weights.values()
+            ):
                 raise ValueError("unexpected content")
         except (ValueError, AttributeError, RecursionError, OSError) as exc:
-            raise CheckpointError(f"{path} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete {folder} and install the model again") from None
+            raise CheckpointError(
+                f"{path} is damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); delete "
+                f"{folder} and install the model again"
+            ) from None
         return weights
 
     @staticmethod
@@ -358,7 +406,14 @@ class ModelStore:
                     continue
                 digests = file_digests(path, ("sha256", "md5") if weight.md5 else ("sha256",))
                 if recorded is not None and digests["sha256"] != recorded["sha256"]:
-                    rows.append((model_id, path.name, f"changed since install (sha256 {digests['sha256']}, installed {recorded['sha256']}); {self._reinstall_hint(card)}"))
+                    rows.append(
+                        (
+                            model_id,
+                            path.name,
+                            f"changed since install (sha256 {digests['sha256']}, installed "
+                            f"{recorded['sha256']}); {self._reinstall_hint(card)}",
+                        )
+                    )
                     continue
                 status = checksum_status(weight, digests)
                 accepted = recorded is not None and recorded.get("checksum") == "mismatch-accepted"
@@ -407,32 +462,53 @@ class ModelStore:
             raise ModelNotFoundError(f"import path {path!r} is not a file or folder path")
         for name, value in (("model", model), ("component", component)):
             if value is not None and not isinstance(value, str):
-                raise ModelNotFoundError(f"{name} {value!r} is not a {'model id' if name == 'model' else 'weight name'}")
+                raise ModelNotFoundError(
+                    f"{name} {value!r} is not a {'model id' if name == 'model' else 'weight name'}"
+                )
         path = Path(path).expanduser()
         if not path.exists():
             raise ModelNotFoundError(f"{path} does not exist")
         if path.is_file() and path.name in (CARD_FILE, "inference.json"):
-            path = path.parent.parent if path.name == "inference.json" and path.parent.name == "configs" else path.parent  # the folder was meant
+            path = (
+                path.parent.parent if path.name == "inference.json" and path.parent.name == "configs" else path.parent
+            )  # the folder was meant
         if path.is_dir() and (path / "configs" / "inference.json").is_file():
             card, sources = self._bundle_sources(path, model)
         elif path.is_dir() and (path / CARD_FILE).is_file():
             card = self._folder_card(path, model)
             sources = {k: path / w.file for k, w in card.weights.items() if (path / w.file).is_file()}
             if not sources:
-                raise ModelNotFoundError(f"{path} has a card but none of its weight files ({', '.join(w.file for w in card.weights.values())})")
+                raise ModelNotFoundError(
+                    f"{path} has a card but none of its weight files "
+                    f"({', '.join(w.file for w in card.weights.values())})"
+                )
         elif path.is_file():
             if not model:
-                raise ModelNotFoundError(f"importing the single checkpoint {path.name} needs --model ID (and --component if the model has several)")
+                raise ModelNotFoundError(
+                    f"importing the single checkpoint {path.name} needs --model ID (and --component if the "
+                    "model has several)"
+                )
             card = self.card(model)
             keys = list(card.weights)
             if component is None and len(keys) == 1:
                 component = keys[0]
             if component not in card.weights:
-                raise ModelNotFoundError(f"component {component!r} is not a weight of {card.id}; choose one of {', '.join(keys)}")
+                raise ModelNotFoundError(
+                    f"component {component!r} is not a weight of {card.id}; choose one of {', '.join(keys)}"
+                )
             sources = {component: path}
         else:
-            raise ModelNotFoundError(f"{path} is neither a MONAI bundle folder, a model folder with {CARD_FILE}, nor a checkpoint file")
-        return self._install(card, sources, source_label=str(path), allow_unverified=allow_unverified, check_load=check_load, copy_card=path.is_dir() and (path / CARD_FILE).is_file())
+            raise ModelNotFoundError(
+                f"{path} is neither a MONAI bundle folder, a model folder with {CARD_FILE}, nor a checkpoint file"
+            )
+        return self._install(
+            card,
+            sources,
+            source_label=str(path),
+            allow_unverified=allow_unverified,
+            check_load=check_load,
+            copy_card=path.is_dir() and (path / CARD_FILE).is_file(),
+        )
 
     def _folder_card(self, folder: Path, model: str | None) -> ModelCard:
         """The card a model folder is imported under: its own, or renamed to ``model``.
@@ -446,11 +522,17 @@ class ModelStore:
         reserved = self.reserved_cards()
         if model and model != card.id:
             if model in reserved:
-                raise CardError(f"{model!r} is the id of a {self._kind_of_reserved(model)} model; import {folder.name} under an id of its own (--model NEW_ID)")
+                raise CardError(
+                    f"{model!r} is the id of a {self._kind_of_reserved(model)} model; import {folder.name} "
+                    "under an id of its own (--model NEW_ID)"
+                )
             return ModelCard.from_dict({**card.to_dict(), "id": model})
         if card.id in reserved and card_digest(card) != card_digest(reserved[card.id]):
-            raise CardError(f"{folder / CARD_FILE} claims the id {card.id!r} of a {self._kind_of_reserved(card.id)} model but describes other "
-                            f"weights or settings; import it under an id of its own: --model NEW_ID")
+            raise CardError(
+                f"{folder / CARD_FILE} claims the id {card.id!r} of a {self._kind_of_reserved(card.id)} "
+                "model but describes other weights or settings; import it under an id of its own: "
+                "--model NEW_ID"
+            )
         return card
 
     def _shipped_complete(self, model_id: str) -> bool:
@@ -468,9 +550,15 @@ class ModelStore:
         try:
             config = json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as exc:
-            raise CardError(f"{bundle}/configs/inference.json cannot be read as JSON: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise CardError(
+                f"{bundle}/configs/inference.json cannot be read as JSON: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
         if not isinstance(config, dict):
-            raise CardError(f"{bundle}/configs/inference.json holds a JSON {type(config).__name__}; a MONAI bundle config is a JSON object")
+            raise CardError(
+                f"{bundle}/configs/inference.json holds a JSON {type(config).__name__}; a MONAI bundle "
+                "config is a JSON object"
+            )
         candidates = [c for c in self.cards().values() if c.source.get("type") == "monai-bundle"]
         if model:
             candidates = [self.card(model)]
@@ -484,14 +572,25 @@ class ModelStore:
                     if not src.resolve().is_relative_to(bundle.resolve()):  # a symlink out of the bundle
                         raise CardError(f"{weight.bundle_path or weight.file} leads outside the bundle {bundle}")
                     if not src.is_file():
-                        raise ModelNotFoundError(f"bundle {bundle} lacks {weight.bundle_path or weight.file} (weights '{key}' of {card.id})")
+                        raise ModelNotFoundError(
+                            f"bundle {bundle} lacks {weight.bundle_path or weight.file} (weights '{key}' of {card.id})"
+                        )
                     sources[key] = src
                 return card, sources
             problems.append(f"{card.id}: {diff}")
         detail = "; ".join(problems) if problems else "no card describes a MONAI bundle"
         raise CardError(f"bundle {bundle} does not match a known model ({detail})")
 
-    def _install(self, card: ModelCard, sources: dict[str, Path], *, source_label: str, allow_unverified: bool, check_load: bool, copy_card: bool) -> InstalledModel:
+    def _install(
+        self,
+        card: ModelCard,
+        sources: dict[str, Path],
+        *,
+        source_label: str,
+        allow_unverified: bool,
+        check_load: bool,
+        copy_card: bool,
+    ) -> InstalledModel:
         records: dict[str, tuple[Path, dict[str, str], str]] = {}
         for key, src in sources.items():
             weight = card.weights[key]
@@ -501,20 +600,28 @@ class ModelStore:
                 if not allow_unverified:
                     expected = f"sha256 {weight.sha256}" if weight.sha256 else f"md5 {weight.md5}"
                     got = f"sha256 {digests['sha256']}" if weight.sha256 else f"md5 {digests['md5']}"
-                    raise CheckpointError(f"{src.name} is not the published {card.id} '{key}' checkpoint ({got}, expected {expected}); pass --allow-unverified to import your own weights anyway")
+                    raise CheckpointError(
+                        f"{src.name} is not the published {card.id} '{key}' checkpoint ({got}, expected "
+                        f"{expected}); pass --allow-unverified to import your own weights anyway"
+                    )
                 status = "mismatch-accepted"
             records[key] = (src, digests, status)
         if any(status == "mismatch-accepted" for _, _, status in records.values()) and self._shipped_complete(card.id):
             # A complete shipped model is used in place: other weights under its id would be ignored
             # (or, worse, shadow it); they belong under an id of their own.
-            raise CardError(f"{card.id!r} is a shipped model, complete with its own weights; to run other weights, import them as a "
-                            f"model folder (card.json + weights) under an id of its own: --model NEW_ID")
+            raise CardError(
+                f"{card.id!r} is a shipped model, complete with its own weights; to run other weights, "
+                "import them as a model folder (card.json + weights) under an id of its own: --model NEW_ID"
+            )
         if check_load:
             self._check_loadable(card, {k: v[0] for k, v in records.items()})
         try:
             return self._write_install(card, records, source_label, copy_card)
         except OSError as exc:
-            raise OutputError(f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} (choose another with --home or SYNTHBRAIN_HOME)") from None
+            raise OutputError(
+                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} "
+                "(choose another with --home or SYNTHBRAIN_HOME)"
+            ) from None
 
     def _write_install(self, card: ModelCard, records: dict, source_label: str, copy_card: bool) -> InstalledModel:
         folder = self.models_dir / card.id
@@ -525,9 +632,17 @@ class ModelStore:
             existing = {}  # files verified against another card are not kept as part of this one
         entries = dict(existing)
         for key, (src, digests, status) in records.items():
-            name = card.weights[key].file if src.suffix != ".safetensors" else Path(card.weights[key].file).stem + ".safetensors"
+            name = (
+                card.weights[key].file
+                if src.suffix != ".safetensors"
+                else Path(card.weights[key].file).stem + ".safetensors"
+            )
             dest = folder / name
-            if not (dest.is_file() and dest.stat().st_size == src.stat().st_size and file_digests(dest)["sha256"] == digests["sha256"]):
+            if not (
+                dest.is_file()
+                and dest.stat().st_size == src.stat().st_size
+                and file_digests(dest)["sha256"] == digests["sha256"]
+            ):
                 if src.resolve() != dest.resolve():
                     _atomic_copy(src, dest)
             stat = dest.stat()
@@ -541,8 +656,19 @@ class ModelStore:
             }
         if copy_card and card.id not in self.reserved_cards():
             _atomic_write_text(folder / CARD_FILE, json.dumps(card.to_dict(), indent=2))
-        _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "card_sha256": card_digest(card),
-                                                     "installed": _now(), "weights": entries}, indent=2))
+        _atomic_write_text(
+            install_path,
+            json.dumps(
+                {
+                    "model": card.id,
+                    "card_version": card.version,
+                    "card_sha256": card_digest(card),
+                    "installed": _now(),
+                    "weights": entries,
+                },
+                indent=2,
+            ),
+        )
         return self.locate(card.id, require_complete=False)
 
     @staticmethod
@@ -553,7 +679,12 @@ class ModelStore:
         for spec in card.networks.values():
             if spec.weights in paths:
                 net = build_network(spec, card.id)
-                load_weights(net, read_state_dict(paths[spec.weights]), card.weights[spec.weights].format, name=f"{paths[spec.weights].name} ({card.id} {spec.weights})")
+                load_weights(
+                    net,
+                    read_state_dict(paths[spec.weights]),
+                    card.weights[spec.weights].format,
+                    name=f"{paths[spec.weights].name} ({card.id} {spec.weights})",
+                )
                 del net
         if card.sequences is not None and card.sequences.weights in paths:
             read_style_codes(card, paths[card.sequences.weights])
@@ -571,12 +702,18 @@ class ModelStore:
         no_url = [card.weights[k].file for k in todo if not card.weights[k].url]
         if no_url:
             why = "the weights are not public" if not card.weights_public else "the card gives no URL"
-            raise ModelNotFoundError(f"cannot download {', '.join(no_url)} of {card.id}: {why}; use: synthbrain models import PATH --model {card.id}")
+            raise ModelNotFoundError(
+                f"cannot download {', '.join(no_url)} of {card.id}: {why}; "
+                f"use: synthbrain models import PATH --model {card.id}"
+            )
         folder = self.models_dir / card.id
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} (choose another with --home or SYNTHBRAIN_HOME)") from None
+            raise OutputError(
+                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} "
+                "(choose another with --home or SYNTHBRAIN_HOME)"
+            ) from None
         install_path = folder / INSTALL_FILE
         entries = self._install_record(folder) if install_path.is_file() else {}
         for key in todo:
@@ -593,8 +730,19 @@ class ModelStore:
                 "checksum": "verified" if weight.has_checksum else "unpublished",
                 "source": f"downloaded from {weight.url}",
             }
-            _atomic_write_text(install_path, json.dumps({"model": card.id, "card_version": card.version, "card_sha256": card_digest(card),
-                                                         "installed": _now(), "weights": entries}, indent=2))
+            _atomic_write_text(
+                install_path,
+                json.dumps(
+                    {
+                        "model": card.id,
+                        "card_version": card.version,
+                        "card_sha256": card_digest(card),
+                        "installed": _now(),
+                        "weights": entries,
+                    },
+                    indent=2,
+                ),
+            )
         return self.locate(model, require_complete=False)
 
 
@@ -617,7 +765,9 @@ def _bundle_difference(card: ModelCard, config: dict) -> str | None:
         given = {k: v for k, v in definition.items() if not k.startswith("_")}
         for k in sorted(set(given) | set(spec.kwargs)):
             if _normalise(given.get(k)) != _normalise(spec.kwargs.get(k)):
-                return f"'{config_key}.{k}' is {json.dumps(given.get(k))}, the card has {json.dumps(spec.kwargs.get(k))}"
+                return (
+                    f"'{config_key}.{k}' is {json.dumps(given.get(k))}, the card has {json.dumps(spec.kwargs.get(k))}"
+                )
     return None
 
 

@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..errors import OutputError, SynthBrainError
 from .atomic_files import AlreadyExists, place, remove_stale_temporaries, temporary_sibling
 from .digests import file_sha256
-from ..errors import OutputError, SynthBrainError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -128,7 +128,9 @@ def _tmp_name(dest: Path) -> Path:
     return temporary_sibling(dest, suffix=volume_suffix(dest) or ".tmp")
 
 
-def _nifti_bytes_to(path: Path, array: np.ndarray, affine: np.ndarray, description: str, provenance: dict, is_label: bool) -> None:
+def _nifti_bytes_to(
+    path: Path, array: np.ndarray, affine: np.ndarray, description: str, provenance: dict, is_label: bool
+) -> None:
     import nibabel as nib
 
     data = array if array.ndim == 3 else np.moveaxis(array, 0, -1)  # channels last in NIfTI
@@ -168,7 +170,15 @@ def _nrrd_to(path: Path, array: np.ndarray, affine: np.ndarray, description: str
     writer.Execute(image)
 
 
-def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, provenance: dict[str, Any], *, overwrite: bool = False, is_label: bool = False) -> list[Path]:
+def write_volume(
+    path: str | Path,
+    array: np.ndarray,
+    affine: np.ndarray,
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool = False,
+    is_label: bool = False,
+) -> list[Path]:
     """Write one synthetic volume and its provenance JSON sidecar atomically.
 
     Args:
@@ -220,14 +230,18 @@ def write_volume(path: str | Path, array: np.ndarray, affine: np.ndarray, proven
         if placed is not None and not overwrite:
             placed.unlink(missing_ok=True)  # ours: its sidecar could not be placed
         if isinstance(exc, AlreadyExists):
-            raise OutputError(f"{exc.args[0]} (written by another process meanwhile); pass --overwrite (overwrite=True) to replace it") from None
+            raise OutputError(
+                f"{exc.args[0]} (written by another process meanwhile); pass --overwrite (overwrite=True) to replace it"
+            ) from None
         if isinstance(exc, OSError):
             raise _write_error(path, exc) from None
         raise
     return [path, side]
 
 
-def write_result(result, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None) -> list[Path]:
+def write_result(
+    result, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None
+) -> list[Path]:
     """Save a :class:`~SynthBrainLib.outputs.results.SynthesisResult` (image, or labels for label generators)."""
     targets = output_paths(path, partial_volumes=partial_volumes)
     ensure_writable(targets, overwrite)
@@ -239,9 +253,13 @@ def write_result(result, path: str | Path, *, overwrite: bool = False, partial_v
         if result.image is not None:
             written += write_volume(path, result.image, result.affine, result.provenance, overwrite=overwrite)
         else:
-            written += write_volume(path, result.labels, result.affine, result.provenance, overwrite=overwrite, is_label=True)
+            written += write_volume(
+                path, result.labels, result.affine, result.provenance, overwrite=overwrite, is_label=True
+            )
         if partial_volumes is not None:
-            written += write_volume(partial_volumes, result.partial_volumes, result.affine, result.provenance, overwrite=overwrite)
+            written += write_volume(
+                partial_volumes, result.partial_volumes, result.affine, result.provenance, overwrite=overwrite
+            )
     except BaseException:
         for p in written:  # all or nothing: remove what this call created (replaced files stay replaced)
             if p in new:
@@ -275,7 +293,9 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except SynthBrainError:
         raise
     except Exception as exc:  # nibabel / ITK raise many types for unreadable files
-        raise SynthBrainError(f"cannot read {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        raise SynthBrainError(
+            f"cannot read {path}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        ) from None
 
 
 @contextmanager
@@ -320,7 +340,9 @@ def _read(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
         lps[:3, 3] = image.GetOrigin()
         affine = _LPS @ lps
     else:
-        raise SynthBrainError(f"input file {str(path)!r} must be NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr, .mha, .mhd)")
+        raise SynthBrainError(
+            f"input file {str(path)!r} must be NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr, .mha, .mhd)"
+        )
     return array, affine
 
 
@@ -343,14 +365,19 @@ def _volume_array(array: Any) -> np.ndarray:
     except SynthBrainError as exc:
         raise OutputError(str(exc)) from None
     if array.ndim not in (3, 4):
-        raise OutputError(f"the volume to write has {array.ndim} dimensions, shape {tuple(array.shape)}; expected (X, Y, Z) or (C, X, Y, Z)")
+        raise OutputError(
+            f"the volume to write has {array.ndim} dimensions, shape {tuple(array.shape)}; "
+            "expected (X, Y, Z) or (C, X, Y, Z)"
+        )
     return array
 
 
 def check_real_array(array: np.ndarray, what: str) -> None:
     """A non-empty array of real numbers (not complex, RGB records, text or objects)."""
     if array.dtype.names is not None:
-        raise SynthBrainError(f"{what} holds {len(array.dtype.names)}-field records (e.g. RGB colour); expected one number per voxel")
+        raise SynthBrainError(
+            f"{what} holds {len(array.dtype.names)}-field records (e.g. RGB colour); expected one number per voxel"
+        )
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
         raise SynthBrainError(f"{what} holds {array.dtype} values; expected real numbers (integer or floating point)")
     if array.size == 0:
@@ -367,5 +394,7 @@ def check_affine(affine: np.ndarray, what: str) -> None:
     except (TypeError, ValueError):
         raise SynthBrainError(f"{what} has no voxel-to-world matrix of numbers (affine {str(affine)[:60]!r})") from None
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise SynthBrainError(f"{what} has no usable voxel-to-world matrix (affine {affine.round(3).tolist()}); "
-                              "it must be finite and invertible")
+        raise SynthBrainError(
+            f"{what} has no usable voxel-to-world matrix (affine {affine.round(3).tolist()}); "
+            "it must be finite and invertible"
+        )

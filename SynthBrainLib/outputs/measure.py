@@ -155,9 +155,16 @@ def enclosed_csf_votes(a: T1Analysis, tissue_below: float = 0.4) -> np.ndarray:
 VENTRICLE_BOX_SD = ((-0.9, 0.9), (-0.9, 1.4), (-0.25, np.inf))
 
 
-def ventricle_region(a: T1Analysis, affine: np.ndarray, *, min_depth_mm: float = 12.0,
-                     tissue_below: float = 0.4, min_component_ml: float = 0.3,
-                     min_median_csf: float = 0.8, box_sd=VENTRICLE_BOX_SD) -> np.ndarray:
+def ventricle_region(
+    a: T1Analysis,
+    affine: np.ndarray,
+    *,
+    min_depth_mm: float = 12.0,
+    tissue_below: float = 0.4,
+    min_component_ml: float = 0.3,
+    min_median_csf: float = 0.8,
+    box_sd=VENTRICLE_BOX_SD,
+) -> np.ndarray:
     """bool (X, Y, Z) mask of the lateral + third ventricles estimated from a T1 analysis.
 
     1. candidate voxels: CSF enclosed by tissue in all three slice orientations

@@ -43,8 +43,11 @@ class SynthesisResult:
             if array is not None and not np.isfinite(array).all():
                 bad = int(array.size - np.isfinite(array).sum())
                 model = self.provenance.get("model", {}).get("id", "the model")
-                raise SynthBrainError(f"{model} produced {bad} non-finite values (NaN/inf) in its {name.replace('_', ' ')}: its weights may be damaged "
-                                      f"(run: synthbrain models verify {model}) or the precision too low (try --precision float32); nothing was returned")
+                raise SynthBrainError(
+                    f"{model} produced {bad} non-finite values (NaN/inf) in its {name.replace('_', ' ')}: "
+                    f"its weights may be damaged (run: synthbrain models verify {model}) or the precision "
+                    "too low (try --precision float32); nothing was returned"
+                )
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -55,7 +58,9 @@ class SynthesisResult:
         arr = self.image if self.image is not None else self.labels
         return tuple(arr.shape)
 
-    def save(self, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None) -> list[Path]:
+    def save(
+        self, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None
+    ) -> list[Path]:
         """Write the image (or, for a label generator, the label map) and its provenance JSON.
 
         Args:

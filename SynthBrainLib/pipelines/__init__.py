@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..models.cards import ModelCard
-from .base import PIPELINE_OPTIONS, SynthesisPipeline, locate_model
+from .base import PIPELINE_OPTIONS, SynthesisPipeline, locate_model  # noqa: F401  (re-export, public before the re-layer)
 from .label_to_image import LabelToImagePipeline
 from .latent_diffusion import ConditionalBrainPipeline, LabelGeneratorPipeline, LatentDiffusionPipeline
 
@@ -22,7 +22,9 @@ def pipeline_class(card: ModelCard) -> type[SynthesisPipeline]:
     return PIPELINES[card.kind]
 
 
-def load_pipeline(model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options) -> SynthesisPipeline:
+def load_pipeline(
+    model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options
+) -> SynthesisPipeline:
     """Load a model by id (installed or shipped) or by model-folder path, on ``device``.
 
     ``options`` go to the pipeline: ``precision`` (auto | float32 | bfloat16 | float16), ``decode``

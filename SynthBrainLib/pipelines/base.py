@@ -7,12 +7,11 @@ import json
 import secrets
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
-
-from pathlib import Path
 
 from ..errors import ConditionError, ModelNotFoundError
 from ..models.cards import ModelCard
@@ -100,7 +99,9 @@ class SynthesisPipeline:
         tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     ) -> None:
         if card.kind != self.kind:
-            raise ConditionError(f"model {card.id} is a {card.kind} model; {type(self).__name__} runs {self.kind} models")
+            raise ConditionError(
+                f"model {card.id} is a {card.kind} model; {type(self).__name__} runs {self.kind} models"
+            )
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or not 0 <= cache_size <= 10_000:
             raise ConditionError(f"cache_size {cache_size!r} is outside 0–10000")
         if compile is not None and compile not in COMPILE_MODES:
@@ -129,7 +130,9 @@ class SynthesisPipeline:
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model: str, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options: Any) -> "SynthesisPipeline":
+    def from_pretrained(
+        cls, model: str, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options: Any
+    ) -> "SynthesisPipeline":
         """Load an installed or shipped model by id, or a model folder (card.json + weights) by path.
 
         ``options``: ``precision``, ``decode``, ``tiles``, ``cache_size``, ``compile``, ``sdpa``
@@ -137,11 +140,15 @@ class SynthesisPipeline:
         """
         installed = locate_model(model, store, device=device, half=half, options=options)
         if installed.card.kind != cls.kind:
-            raise ConditionError(f"model {installed.card.id} is a {installed.card.kind} model; {cls.__name__} runs {cls.kind} models")
+            raise ConditionError(
+                f"model {installed.card.id} is a {installed.card.kind} model; {cls.__name__} runs {cls.kind} models"
+            )
         return cls.from_installed(installed, device=device, half=half, **options)
 
     @classmethod
-    def from_installed(cls, installed, *, device: str | torch.device = "auto", half: bool | None = None, **options: Any) -> "SynthesisPipeline":
+    def from_installed(
+        cls, installed, *, device: str | torch.device = "auto", half: bool | None = None, **options: Any
+    ) -> "SynthesisPipeline":
         """Build the networks of an installed model (:class:`~SynthBrainLib.models.store.InstalledModel`)
         and load their weights strictly, with the style codes where the card has them."""
         card = installed.card
@@ -157,7 +164,15 @@ class SynthesisPipeline:
         return cls(card, networks, device=device, half=half, weights_info=info, tensors=tensors, **options)
 
     @classmethod
-    def from_card(cls, card: ModelCard, *, device: str | torch.device = "auto", half: bool | None = None, seed: int = 0, **options: Any) -> "SynthesisPipeline":
+    def from_card(
+        cls,
+        card: ModelCard,
+        *,
+        device: str | torch.device = "auto",
+        half: bool | None = None,
+        seed: int = 0,
+        **options: Any,
+    ) -> "SynthesisPipeline":
         """A pipeline with the card's architecture and *random* weights (tests, benchmarks).
 
         Provenance records ``weights: {"random_untrained": true}``: outputs are noise-like.
@@ -227,7 +242,9 @@ class SynthesisPipeline:
         check_cancel(cancel)
         latent_shape = (1, *card.latent.shape)
         noise = self.seeded_normal(latent_shape, seed)
-        scheduler = make_scheduler(card.scheduler, sampler, steps, self.device, sample_numel=int(np.prod(latent_shape[2:])))
+        scheduler = make_scheduler(
+            card.scheduler, sampler, steps, self.device, sample_numel=int(np.prod(latent_shape[2:]))
+        )
         total = len(scheduler.timesteps) + 1  # network evaluations (PNDM adds warm-up steps) + decoding
         latent = denoise(
             self.networks["diffusion"],
@@ -244,8 +261,13 @@ class SynthesisPipeline:
         )
         check_cancel(cancel)
         decoded, how = decoding.decode(
-            self.networks["autoencoder"], latent / card.latent.scale_factor, self.precision, mode=self.decode_mode,
-            output_shape=card.output.shape, decoder_inputs=decoder_inputs, settings=self.tiles,
+            self.networks["autoencoder"],
+            latent / card.latent.scale_factor,
+            self.precision,
+            mode=self.decode_mode,
+            output_shape=card.output.shape,
+            decoder_inputs=decoder_inputs,
+            settings=self.tiles,
         )
         self.report(progress, total, total)
         return decoded.cpu(), how
@@ -271,14 +293,24 @@ class SynthesisPipeline:
         seed, sampler, steps, ...)."""
         if self.cache_size <= 0:
             return None
-        weights = {k: v.get("sha256") for k, v in self.weights_info.items() if isinstance(v, dict)} or {"random": id(self)}
+        weights = {k: v.get("sha256") for k, v in self.weights_info.items() if isinstance(v, dict)} or {
+            "random": id(self)
+        }
         identity = {
-            "model": self.card.id, "card_version": self.card.version, "weights": weights, "precision": self.precision.name,
-            "decode": self.decode_mode, "tiles": self.tiles.record(self.precision), "compile": self.compile, "sdpa": self.sdpa,
+            "model": self.card.id,
+            "card_version": self.card.version,
+            "weights": weights,
+            "precision": self.precision.name,
+            "decode": self.decode_mode,
+            "tiles": self.tiles.record(self.precision),
+            "compile": self.compile,
+            "sdpa": self.sdpa,
         }
         return json.dumps({**identity, **parts}, sort_keys=True, default=_jsonable)
 
-    def cached(self, key: str | None, make: Callable[[], SynthesisResult], progress: ProgressCallback | None = None) -> SynthesisResult:
+    def cached(
+        self, key: str | None, make: Callable[[], SynthesisResult], progress: ProgressCallback | None = None
+    ) -> SynthesisResult:
         """``make()``, or a copy of the cached result for ``key``; results are stored as copies, so
         callers may change what they get back."""
         if key is None:
@@ -325,7 +357,11 @@ def use_sdpa(module: torch.nn.Module) -> int:
     (their ``use_flash_attention`` path); returns how many blocks were switched."""
     count = 0
     for m in module.modules():
-        if hasattr(m, "use_flash_attention") and not getattr(m, "save_attn", False) and getattr(m, "rel_positional_embedding", None) is None:
+        if (
+            hasattr(m, "use_flash_attention")
+            and not getattr(m, "save_attn", False)
+            and getattr(m, "rel_positional_embedding", None) is None
+        ):
             if not isinstance(getattr(m, "use_flash_attention"), bool):
                 continue
             m.use_flash_attention = True

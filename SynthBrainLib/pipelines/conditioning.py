@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..models.cards import ConditionVariable, Conditioning
 from ..errors import ConditionError
+from ..models.cards import Conditioning, ConditionVariable
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,9 @@ def resolve_conditions(
             value outside the card's range (the message names the value and the range).
     """
     if raw is not None and not isinstance(raw, Mapping):
-        raise ConditionError(f"raw {raw!r} is not a mapping of condition names to model values, e.g. raw={{'brain_volume': 0.4}}")
+        raise ConditionError(
+            f"raw {raw!r} is not a mapping of condition names to model values, e.g. raw={{'brain_volume': 0.4}}"
+        )
     values = {k: v for k, v in (values or {}).items() if v is not None}
     raw = {k: v for k, v in (raw or {}).items() if v is not None}
     known = conditioning.names
@@ -126,7 +128,9 @@ def resolve_conditions(
     model: dict[str, float] = {}
     given: dict[str, str] = {}
     # Variables whose default depends on others (default_from) are resolved after those others.
-    ordered = sorted(conditioning.variables, key=lambda v: v.default_from is not None and v.name not in values and v.name not in raw)
+    ordered = sorted(
+        conditioning.variables, key=lambda v: v.default_from is not None and v.name not in values and v.name not in raw
+    )
     for v in ordered:
         if v.name in raw:
             number = _number(v.name, raw[v.name], " (model units)")
@@ -142,7 +146,9 @@ def resolve_conditions(
         elif v.default_from:
             inputs = {n: (model[n] if isinstance(real[n], str) else real[n]) for n in v.default_from["coefficients"]}
             real[v.name], model[v.name] = real_to_model(v, v.typical_default(inputs))
-            given[v.name] = "default for " + ", ".join(f"{n} {real[n] if isinstance(real[n], str) else format(real[n], 'g')}" for n in inputs)
+            given[v.name] = "default for " + ", ".join(
+                f"{n} {real[n] if isinstance(real[n], str) else format(real[n], 'g')}" for n in inputs
+            )
         else:
             real[v.name], model[v.name] = real_to_model(v, v.default)
             given[v.name] = "default"

@@ -36,8 +36,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .device import Precision
 from ..errors import ConditionError
+from .device import Precision
 
 #: Values of the ``decode`` option.
 DECODE_MODES = ("auto", "full", "tiled")
@@ -113,7 +113,12 @@ class TileSettings:
         return precision
 
     def record(self, precision: Precision) -> dict[str, Any]:
-        rec = {"max_window_voxels": self.window_voxels(precision), "overlap": self.overlap, "blend": self.blend, "norm": self.norm}
+        rec = {
+            "max_window_voxels": self.window_voxels(precision),
+            "overlap": self.overlap,
+            "blend": self.blend,
+            "norm": self.norm,
+        }
         if self.norm == "global":
             rec["stats_precision"] = self.stats_precision(precision).short
         return rec
@@ -164,8 +169,8 @@ def split_decoder(autoencoder: torch.nn.Module) -> tuple[torch.nn.Module, torch.
     ``head(z)`` = ``post_quant_conv`` + decoder blocks before the last ``Upsample``; ``tail`` = the
     rest; ``zoom`` = output voxels per head voxel along each axis (2).
     """
-    from monai.networks.nets import AutoencoderKL
     from monai.networks.blocks import Upsample
+    from monai.networks.nets import AutoencoderKL
 
     if type(autoencoder) is not AutoencoderKL or getattr(autoencoder, "use_checkpoint", False):
         return None
@@ -252,7 +257,11 @@ class _StopPass(Exception):
 
 
 @contextlib.contextmanager
-def _norm_hooks(norms: list[torch.nn.GroupNorm], stats: dict[int, tuple[torch.Tensor, torch.Tensor]], measure: tuple[int, _GroupStats, tuple[slice, ...]] | None = None) -> Iterator[None]:
+def _norm_hooks(
+    norms: list[torch.nn.GroupNorm],
+    stats: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    measure: tuple[int, _GroupStats, tuple[slice, ...]] | None = None,
+) -> Iterator[None]:
     """GroupNorms ``norms[i]`` with ``i`` in ``stats`` use those statistics; with ``measure = (k,
     sums, core)``, norm ``k``'s input is added to ``sums`` over ``core`` and the pass stops there."""
     handles = []
@@ -260,7 +269,11 @@ def _norm_hooks(norms: list[torch.nn.GroupNorm], stats: dict[int, tuple[torch.Te
         for i, gn in enumerate(norms):
             if i in stats:
                 mean, var = stats[i]
-                handles.append(gn.register_forward_hook(lambda m, args, out, mean=mean, var=var: _frozen_norm(m, args[0], mean, var)))
+                handles.append(
+                    gn.register_forward_hook(
+                        lambda m, args, out, mean=mean, var=var: _frozen_norm(m, args[0], mean, var)
+                    )
+                )
         if measure is not None:
             k, sums, core = measure
 
@@ -275,7 +288,9 @@ def _norm_hooks(norms: list[torch.nn.GroupNorm], stats: dict[int, tuple[torch.Te
             h.remove()
 
 
-def _partition(features: torch.Tensor, roi: Sequence[int], zoom: int, halo: int) -> Iterator[tuple[torch.Tensor, tuple[slice, ...]]]:
+def _partition(
+    features: torch.Tensor, roi: Sequence[int], zoom: int, halo: int
+) -> Iterator[tuple[torch.Tensor, tuple[slice, ...]]]:
     """Non-overlapping ``roi`` cores of the head grid, each with ``halo`` voxels of context (at
     least the tail's border), as (window, core slices of the window's output)."""
     grid = features.shape[2:]
@@ -287,8 +302,15 @@ def _partition(features: torch.Tensor, roi: Sequence[int], zoom: int, halo: int)
         yield window, core
 
 
-def _global_norm_stats(tail: torch.nn.Module, norms: list[torch.nn.GroupNorm], features: torch.Tensor, roi: Sequence[int], zoom: int, border: int,
-                       precision: Precision) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+def _global_norm_stats(
+    tail: torch.nn.Module,
+    norms: list[torch.nn.GroupNorm],
+    features: torch.Tensor,
+    roi: Sequence[int],
+    zoom: int,
+    border: int,
+    precision: Precision,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Whole-volume statistics of every tail GroupNorm, in order: pass ``k`` runs the tail up to
     norm ``k`` window by window (exact cores, norms before ``k`` frozen to their measured values)."""
     stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -307,14 +329,18 @@ def _global_norm_stats(tail: torch.nn.Module, norms: list[torch.nn.GroupNorm], f
 # ----------------------------------------------------------------------------------------------
 # Decoding
 # ----------------------------------------------------------------------------------------------
-def decode_full(autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, decoder_inputs: tuple = ()) -> torch.Tensor:
+def decode_full(
+    autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, decoder_inputs: tuple = ()
+) -> torch.Tensor:
     """``autoencoder.decode_stage_2_outputs(latent, *decoder_inputs)`` in ``precision``; float32 output."""
     with torch.inference_mode(), precision.autocast():
         out = autoencoder.decode_stage_2_outputs(precision.layout(latent), *decoder_inputs)
     return out.float().contiguous()
 
 
-def decode_tiled(autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, settings: TileSettings | None = None) -> torch.Tensor:
+def decode_tiled(
+    autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, settings: TileSettings | None = None
+) -> torch.Tensor:
     """Decode ``latent`` (B, C, x, y, z) with the head on the whole latent and the tail by windows.
 
     Returns:
@@ -329,7 +355,10 @@ def decode_tiled(autoencoder: torch.nn.Module, latent: torch.Tensor, precision: 
     settings.check()
     parts = split_decoder(autoencoder)
     if parts is None:
-        raise ConditionError(f"decode 'tiled' needs a monai AutoencoderKL decoder; this model has {type(autoencoder).__name__}: use decode 'full'")
+        raise ConditionError(
+            "decode 'tiled' needs a monai AutoencoderKL decoder; this model has "
+            f"{type(autoencoder).__name__}: use decode 'full'"
+        )
     head, tail, zoom = parts
     with torch.inference_mode():
         with precision.autocast():
@@ -356,7 +385,9 @@ def decode_tiled(autoencoder: torch.nn.Module, latent: torch.Tensor, precision: 
         else:
             blend = {"roi_weight_map": blend_weights(grid, roi, overlaps, settings.blend, border)}
         with _norm_hooks(norms, stats):
-            return sliding_window_inference(features, roi_size=roi, sw_batch_size=1, predictor=predictor, overlap=overlaps, **blend).float()
+            return sliding_window_inference(
+                features, roi_size=roi, sw_batch_size=1, predictor=predictor, overlap=overlaps, **blend
+            ).float()
 
 
 def window_overlaps(grid: Sequence[int], roi: Sequence[int], overlap: float, border: int = BORDER) -> tuple[float, ...]:
@@ -373,7 +404,9 @@ def window_overlaps(grid: Sequence[int], roi: Sequence[int], overlap: float, bor
     return tuple(out)
 
 
-def blend_weights(grid: Sequence[int], roi: Sequence[int], overlaps: Sequence[float], blend: str = "ramp", border: int = BORDER) -> torch.Tensor:
+def blend_weights(
+    grid: Sequence[int], roi: Sequence[int], overlaps: Sequence[float], blend: str = "ramp", border: int = BORDER
+) -> torch.Tensor:
     """Window weights (1, 1, *roi) for blending.
 
     1 along the axes a window spans whole. Along cut axes (``ramp``): ~0 (1e-6) on the ``border``
@@ -430,6 +463,8 @@ def decode(
         mode = "tiled" if need > AUTO_TILE_MEMORY_FRACTION * device_memory_bytes(precision.device) else "full"
     if mode == "tiled":
         if decoder_inputs:
-            raise ConditionError("decode 'tiled' is not available for SPADE decoders (they take the label map); use decode 'full'")
+            raise ConditionError(
+                "decode 'tiled' is not available for SPADE decoders (they take the label map); use decode 'full'"
+            )
         return decode_tiled(autoencoder, latent, precision, settings), {"mode": "tiled", **settings.record(precision)}
     return decode_full(autoencoder, latent, precision, decoder_inputs), {"mode": "full"}

@@ -38,7 +38,9 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     index = int(match.group(1) or 0)
     count = torch.cuda.device_count()
     if index >= count:
-        raise DeviceError(f"device {spec!r} does not exist: this machine has {count} CUDA device(s) (cuda:0–cuda:{count - 1})")
+        raise DeviceError(
+            f"device {spec!r} does not exist: this machine has {count} CUDA device(s) (cuda:0–cuda:{count - 1})"
+        )
     return torch.device(f"cuda:{index}")
 
 
@@ -107,8 +109,15 @@ class Precision:
         if name == "auto":
             name = "float16" if (half if half is not None else cuda) else "float32"
         if name == "float16" and not cuda:
-            raise DeviceError("half precision is only available on CUDA devices; the CPU runs in float32, mixed or bfloat16")
-        return cls(device, _DTYPES[name], channels_last=not cuda, float32_above_noise_ratio=MIXED_NOISE_RATIO if name == "mixed" else None)
+            raise DeviceError(
+                "half precision is only available on CUDA devices; the CPU runs in float32, mixed or bfloat16"
+            )
+        return cls(
+            device,
+            _DTYPES[name],
+            channels_last=not cuda,
+            float32_above_noise_ratio=MIXED_NOISE_RATIO if name == "mixed" else None,
+        )
 
     def for_noise_ratio(self, noise_ratio: float) -> "Precision":
         """The precision of a denoising step whose input has noise-to-signal ratio ``sigma/alpha``:
@@ -150,7 +159,9 @@ class Precision:
     def name(self) -> str:
         """Recorded in provenance, e.g. ``float32``, ``float16-autocast``, ``bfloat16-autocast+channels_last_3d``,
         ``mixed(float32 above sigma/alpha 2, else bfloat16-autocast)+channels_last_3d``."""
-        base = {torch.float32: "float32", torch.float16: "float16-autocast", torch.bfloat16: "bfloat16-autocast"}[self.dtype]
+        base = {torch.float32: "float32", torch.float16: "float16-autocast", torch.bfloat16: "bfloat16-autocast"}[
+            self.dtype
+        ]
         if self.float32_above_noise_ratio is not None:
             base = f"mixed(float32 above sigma/alpha {self.float32_above_noise_ratio:g}, else {base})"
         return base + ("+channels_last_3d" if self.channels_last else "")

@@ -12,8 +12,8 @@ from ..errors import ConditionError, SynthBrainError
 from ..outputs.io import check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
-from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
 from .base import SynthesisPipeline
+from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
 
 ALIGNMENTS = ("world", "centre")
 
@@ -78,16 +78,34 @@ class LabelToImagePipeline(SynthesisPipeline):
             sampler, steps = resolve_sampler(card.sampling, card.scheduler, sampler, steps)
         elif sampler is not None or steps is not None:
             given = ", ".join(f"{k} {v!r}" for k, v in (("sampler", sampler), ("steps", steps)) if v is not None)
-            raise ConditionError(f"{given}: {card.id} renders in one network pass (SPADE generator) and takes no sampler or steps")
+            raise ConditionError(
+                f"{given}: {card.id} renders in one network pass (SPADE generator) and takes no sampler or steps"
+            )
         pv_in, in_affine = self._check_labels(labels, affine)
         key = self.cache_key(
-            kind="label_to_image", labels=hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(), labels_shape=list(np.shape(labels)),
-            labels_dtype=str(np.asarray(labels).dtype), affine=np.asarray(in_affine).round(9).tolist(), sequence=seq, alignment=alignment,
-            seed=seed, sampler=sampler, steps=steps, preview=bool(preview),
+            kind="label_to_image",
+            labels=hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(),
+            labels_shape=list(np.shape(labels)),
+            labels_dtype=str(np.asarray(labels).dtype),
+            affine=np.asarray(in_affine).round(9).tolist(),
+            sequence=seq,
+            alignment=alignment,
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            preview=bool(preview),
         )
-        return self.cached(key, lambda: self._render(labels, pv_in, in_affine, seq, alignment, seed, sampler, steps, preview, progress, cancel), progress)
+        return self.cached(
+            key,
+            lambda: self._render(
+                labels, pv_in, in_affine, seq, alignment, seed, sampler, steps, preview, progress, cancel
+            ),
+            progress,
+        )
 
-    def _render(self, labels, pv_in, in_affine, seq, alignment, seed, sampler, steps, preview, progress, cancel) -> SynthesisResult:
+    def _render(
+        self, labels, pv_in, in_affine, seq, alignment, seed, sampler, steps, preview, progress, cancel
+    ) -> SynthesisResult:
         """Resample to the model grid, synthesise, resample back; the result with its provenance."""
         card = self.card
         in_shape = pv_in.shape[1:]
@@ -95,7 +113,10 @@ class LabelToImagePipeline(SynthesisPipeline):
         # Where the model grid sits in the input's world: identity for "world"; a shift for "centre".
         shift = np.eye(4)
         if alignment == "centre":
-            shift[:3, 3] = foreground_centre(1.0 - pv_in[0], in_affine) - (model_affine @ np.append((np.asarray(model_shape) - 1) / 2.0, 1.0))[:3]
+            shift[:3, 3] = (
+                foreground_centre(1.0 - pv_in[0], in_affine)
+                - (model_affine @ np.append((np.asarray(model_shape) - 1) / 2.0, 1.0))[:3]
+            )
         placed_affine = shift @ model_affine
         fill = np.zeros(len(card.labels), dtype=np.float32)
         fill[0] = 1.0
@@ -105,8 +126,12 @@ class LabelToImagePipeline(SynthesisPipeline):
             pv = resample(pv_in, in_affine, model_shape, placed_affine, fill=fill)
             pv /= np.clip(pv.sum(axis=0, keepdims=True), 1e-6, None)
             if (pv_in[0] < 0.5).any() and not (pv[0] < 0.5).any():
-                raise ConditionError(f"the labelled region does not overlap {card.id}'s field of view (the {card.output.shape[0]}x{card.output.shape[1]}x{card.output.shape[2]} "
-                                     "model grid in world coordinates); use alignment='centre' (CLI: --alignment centre) to move it into view")
+                raise ConditionError(
+                    f"the labelled region does not overlap {card.id}'s field of view (the "
+                    f"{card.output.shape[0]}x{card.output.shape[1]}x{card.output.shape[2]} "
+                    "model grid in world coordinates); use alignment='centre' (CLI: --alignment centre) to "
+                    "move it into view"
+                )
         seg = torch.from_numpy(np.ascontiguousarray(pv)).unsqueeze(0).to(self.device)
 
         check_cancel(cancel)
@@ -130,13 +155,17 @@ class LabelToImagePipeline(SynthesisPipeline):
                     "affine": np.asarray(in_affine).round(6).tolist(),
                     "labels_sha256": hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(),
                 },
-                "postprocess": f"clipped to [{lo:g}, {hi:g}]; resampled (trilinear) from the model grid to the input grid",
+                "postprocess": (
+                    f"clipped to [{lo:g}, {hi:g}]; resampled (trilinear) from the model grid to the input grid"
+                ),
                 "description": f"{seq} from labels",
                 "preview": bool(preview),
                 **({"decode": how} if how is not None else {}),
             },
         )
-        return SynthesisResult(image=image.astype(np.float32), affine=np.asarray(in_affine, dtype=np.float64).copy(), provenance=provenance)
+        return SynthesisResult(
+            image=image.astype(np.float32), affine=np.asarray(in_affine, dtype=np.float64).copy(), provenance=provenance
+        )
 
     # ---- inputs -------------------------------------------------------------------------------
     def _sequence(self, sequence: str) -> str:
@@ -162,7 +191,9 @@ class LabelToImagePipeline(SynthesisPipeline):
             labels = labels[0]  # a label map stored as (X, Y, Z, 1), as some tools write it
         if labels.ndim == 3:
             if not np.issubdtype(labels.dtype, np.integer) and not np.all(np.isfinite(labels)):
-                raise ConditionError("labels must be an integer label map (X, Y, Z); this one holds NaN or infinite values")
+                raise ConditionError(
+                    "labels must be an integer label map (X, Y, Z); this one holds NaN or infinite values"
+                )
             if not (np.issubdtype(labels.dtype, np.integer) or np.all(np.mod(labels, 1) == 0)):
                 raise ConditionError("labels must be an integer label map (X, Y, Z) or partial volumes (C, X, Y, Z)")
             lo, hi = int(labels.min()), int(labels.max())
@@ -173,24 +204,34 @@ class LabelToImagePipeline(SynthesisPipeline):
             pv = one_hot(labels, n)
         elif labels.ndim == 4:
             if labels.shape[0] != n:
-                raise ConditionError(f"partial volumes have {labels.shape[0]} channels; the model's schema has {n} ({', '.join(card.label_names)})")
+                raise ConditionError(
+                    f"partial volumes have {labels.shape[0]} channels; the model's schema has {n} "
+                    f"({', '.join(card.label_names)})"
+                )
             pv = labels.astype(np.float32)
             if not np.all(np.isfinite(pv)) or pv.min() < -1e-3 or pv.max() > 1 + 1e-3:
                 raise ConditionError("partial volumes must be finite and within 0–1")
             pv = np.clip(pv, 0, 1)
             pv /= np.clip(pv.sum(axis=0, keepdims=True), 1e-6, None)
         else:
-            raise ConditionError(f"labels have {labels.ndim} dimensions; expected a label map (X, Y, Z) or partial volumes (C, X, Y, Z)")
+            raise ConditionError(
+                f"labels have {labels.ndim} dimensions; expected a label map (X, Y, Z) or partial volumes (C, X, Y, Z)"
+            )
         if affine is None:
             if tuple(pv.shape[1:]) != tuple(card.output.shape):
-                raise ConditionError(f"labels of shape {tuple(pv.shape[1:])} need an affine; without one they must be on the model grid {tuple(card.output.shape)}")
+                raise ConditionError(
+                    f"labels of shape {tuple(pv.shape[1:])} need an affine; without one they must be on the "
+                    f"model grid {tuple(card.output.shape)}"
+                )
             affine = card.output.affine
         try:
             if np.iscomplexobj(affine):
                 raise TypeError("complex numbers")
             affine = np.asarray(affine, dtype=np.float64)
         except (TypeError, ValueError):
-            raise ConditionError(f"affine must be a 4x4 voxel-to-RAS matrix of numbers, got {str(affine)[:60]!r}") from None
+            raise ConditionError(
+                f"affine must be a 4x4 voxel-to-RAS matrix of numbers, got {str(affine)[:60]!r}"
+            ) from None
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
             raise ConditionError("affine must be an invertible 4x4 voxel-to-RAS matrix")
         return pv, affine
@@ -201,7 +242,10 @@ class LabelToImagePipeline(SynthesisPipeline):
         mean, std = styles[f"{seq}.mean"], styles[f"{seq}.std"]
         z = mean + std * self.seeded_normal(tuple(mean.shape), seed)
         if self.card.sequences.label_channels:
-            seg = torch.cat([seg, sequence_channels(self.card.sequences.names.index(seq), len(self.card.sequences.names), seg)], dim=1)
+            seg = torch.cat(
+                [seg, sequence_channels(self.card.sequences.names.index(seq), len(self.card.sequences.names), seg)],
+                dim=1,
+            )
         with torch.inference_mode(), self.precision.autocast():
             out = self.networks["generator"].decode(seg, z.unsqueeze(0))
         self.report(progress, 1, 1)
@@ -213,7 +257,13 @@ class LabelToImagePipeline(SynthesisPipeline):
         if card.sequences.mode == "class_label":
             unet_kwargs["class_labels"] = torch.tensor([card.sequences.names.index(seq)], device=self.device)
         out, how = self.diffuse_and_decode(
-            seed=seed, sampler=sampler, steps=steps, unet_kwargs=unet_kwargs, decoder_inputs=(seg,), progress=progress, cancel=cancel
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            unet_kwargs=unet_kwargs,
+            decoder_inputs=(seg,),
+            progress=progress,
+            cancel=cancel,
         )
         return out[0, 0].numpy(), how
 

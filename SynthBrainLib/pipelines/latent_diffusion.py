@@ -7,10 +7,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .conditioning import ConditionValues, resolve_conditions
-from .sampling import CancelFlag, ProgressCallback, check_call, resolve_sampler
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
+from .conditioning import ConditionValues, resolve_conditions
+from .sampling import CancelFlag, ProgressCallback, check_call, resolve_sampler
 
 
 class LatentDiffusionPipeline(SynthesisPipeline):
@@ -41,21 +41,39 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         if "crossattn" in card.conditioning.inputs:
             unet_kwargs["context"] = vector
         return self.diffuse_and_decode(
-            seed=seed, sampler=sampler, steps=steps, concat=concat, unet_kwargs=unet_kwargs, progress=progress, cancel=cancel
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            concat=concat,
+            unet_kwargs=unet_kwargs,
+            progress=progress,
+            cancel=cancel,
         )
 
-    def _resolve(self, conditions: Mapping[str, Any], raw: Mapping[str, Any] | None, seed, sampler, steps, preview: bool = False):
+    def _resolve(
+        self, conditions: Mapping[str, Any], raw: Mapping[str, Any] | None, seed, sampler, steps, preview: bool = False
+    ):
         cond = resolve_conditions(self.card.conditioning, conditions, raw)
         if preview:
             sampler, steps = self.preview_settings(sampler, steps)
         sampler, steps = resolve_sampler(self.card.sampling, self.card.scheduler, sampler, steps)
         return cond, self.resolve_seed(seed), sampler, steps
 
-    def _generate(self, kind: str, conditions, raw, seed, sampler, steps, preview, progress, cancel, finish) -> SynthesisResult:
-        """Resolve the request, answer it from the cache or run it, and build the result with ``finish(cond, seed, sampler, steps, decoded, extra)``."""
+    def _generate(
+        self, kind: str, conditions, raw, seed, sampler, steps, preview, progress, cancel, finish
+    ) -> SynthesisResult:
+        """Resolve the request, answer it from the cache or run it, and build the result with
+        ``finish(cond, seed, sampler, steps, decoded, extra)``."""
         check_call(progress, cancel, preview)
         cond, seed, sampler, steps = self._resolve(conditions, raw, seed, sampler, steps, preview)
-        key = self.cache_key(kind=kind, conditions=self._conditions_record(cond), seed=seed, sampler=sampler, steps=steps, preview=bool(preview))
+        key = self.cache_key(
+            kind=kind,
+            conditions=self._conditions_record(cond),
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            preview=bool(preview),
+        )
 
         def make() -> SynthesisResult:
             decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel)
@@ -122,6 +140,7 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
             ConditionError: unknown condition, value outside the card's range, bad sampler or steps.
             SynthesisCancelled: the cancel flag was set.
         """
+
         def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
             lo, hi = self.card.output.intensity_range
             image = decoded[0, 0].clamp(lo, hi).numpy().astype(np.float32)
@@ -130,7 +149,11 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
                 seed=seed,
                 sampler=sampler,
                 steps=steps,
-                extra={"postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]", "description": cond.describe(self.card.conditioning), **extra},
+                extra={
+                    "postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]",
+                    "description": cond.describe(self.card.conditioning),
+                    **extra,
+                },
             )
             return SynthesisResult(image=image, affine=self.card.output.affine.copy(), provenance=provenance)
 
@@ -167,6 +190,7 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
             :class:`SynthesisResult` with ``labels`` uint8 (X, Y, Z), ``partial_volumes`` float32
             (C, X, Y, Z) and ``image`` ``None``.
         """
+
         def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
             pv = torch.softmax(decoded[0], dim=0).numpy().astype(np.float32)
             labels = pv.argmax(axis=0).astype(np.uint8)
@@ -183,12 +207,21 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
                     **extra,
                 },
             )
-            return SynthesisResult(image=None, affine=self.card.output.affine.copy(), provenance=provenance, labels=labels, partial_volumes=pv, label_names=names)
+            return SynthesisResult(
+                image=None,
+                affine=self.card.output.affine.copy(),
+                provenance=provenance,
+                labels=labels,
+                partial_volumes=pv,
+                label_names=names,
+            )
 
         return self._generate("labels", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish)
 
 
-def lesion_report(labels: np.ndarray, names: tuple[str, ...], requested: Mapping[str, Any], spacing) -> dict[str, dict[str, Any]]:
+def lesion_report(
+    labels: np.ndarray, names: tuple[str, ...], requested: Mapping[str, Any], spacing
+) -> dict[str, dict[str, Any]]:
     """For each requested lesion class: requested fraction, whether it appeared, its volume.
 
     ``fraction`` is the lesion's voxel count divided by the count of non-background voxels.
@@ -200,5 +233,10 @@ def lesion_report(labels: np.ndarray, names: tuple[str, ...], requested: Mapping
         if name not in names:
             continue
         count = int(np.count_nonzero(labels == names.index(name)))
-        report[name] = {"requested": value, "present": count > 0, "fraction": count / brain, "volume_ml": count * voxel_ml}
+        report[name] = {
+            "requested": value,
+            "present": count > 0,
+            "fraction": count / brain,
+            "volume_ml": count * voxel_ml,
+        }
     return report

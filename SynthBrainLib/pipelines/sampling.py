@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from ..errors import ConditionError, SynthesisCancelled
 from ..models.cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
 from .device import Precision
-from ..errors import ConditionError, SynthesisCancelled
 
 ProgressCallback = Callable[[int, int], None]
 CancelFlag = Callable[[], bool] | threading.Event | None
@@ -68,7 +68,9 @@ def whole_number(name: str, value: Any, lo: int, hi: int, suffix: str = "") -> i
     return int(value)
 
 
-def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None) -> tuple[str, int]:
+def resolve_sampler(
+    sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None
+) -> tuple[str, int]:
     """Validate a sampler name and step count against the card; fill in its defaults."""
     if sampler is not None and not isinstance(sampler, str):
         raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
@@ -76,14 +78,22 @@ def resolve_sampler(sampling: Sampling, scheduler: Scheduler, sampler: str | Non
     if name not in SAMPLER_CLASSES:
         raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
     if name not in sampling.samplers:
-        why = f"it was trained with the {scheduler.objective} objective" if name not in TRAINING_OBJECTIVES[scheduler.objective] else "its card does not list it"
-        raise ConditionError(f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}")
+        why = (
+            f"it was trained with the {scheduler.objective} objective"
+            if name not in TRAINING_OBJECTIVES[scheduler.objective]
+            else "its card does not list it"
+        )
+        raise ConditionError(
+            f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}"
+        )
     n = sampling.default_steps if steps is None else steps
     lo = MIN_STEPS[name]
     return name, whole_number("steps", n, lo, sampling.max_steps, f" for the {name} sampler" if lo > 1 else "")
 
 
-def make_scheduler(schedule: Scheduler, sampler: str, steps: int, device: torch.device, sample_numel: int | None = None):
+def make_scheduler(
+    schedule: Scheduler, sampler: str, steps: int, device: torch.device, sample_numel: int | None = None
+):
     """Build the ``monai.networks.schedulers`` object for ``sampler`` with ``steps`` inference steps.
 
     The card's training schedule (``num_train_timesteps``, betas, prediction type, clipping) is
@@ -98,7 +108,9 @@ def make_scheduler(schedule: Scheduler, sampler: str, steps: int, device: torch.
     cls = getattr(monai_schedulers, name, None) or getattr(own_schedulers, name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "schedule_args"}
     takes_schedule_args = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
-    kwargs = {k: v for k, v in schedule.kwargs.items() if k in accepted or (takes_schedule_args and k in _SCHEDULE_ARGS)}
+    kwargs = {
+        k: v for k, v in schedule.kwargs.items() if k in accepted or (takes_schedule_args and k in _SCHEDULE_ARGS)
+    }
     scheduler = cls(**kwargs)
     if sampler == "rflow":
         scheduler.set_timesteps(num_inference_steps=steps, device=device, input_img_size_numel=sample_numel)

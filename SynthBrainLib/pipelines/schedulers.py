@@ -149,7 +149,9 @@ class DPMSolverPP2MScheduler(Scheduler):
         return x0
 
     # ---- one step -----------------------------------------------------------------------------
-    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Advance from ``timestep`` to the next evaluation timestep (after the last one: the result).
 
         Args:

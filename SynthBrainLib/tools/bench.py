@@ -72,7 +72,11 @@ class PathSpec:
         if self.preview and card is not None and sampling is not None:
             from ..pipelines.base import SynthesisPipeline
 
-            sampler = self.sampler or (SynthesisPipeline.preview_sampler if SynthesisPipeline.preview_sampler in sampling.samplers else sampling.default_sampler)
+            sampler = self.sampler or (
+                SynthesisPipeline.preview_sampler
+                if SynthesisPipeline.preview_sampler in sampling.samplers
+                else sampling.default_sampler
+            )
             steps = self.steps or SynthesisPipeline.preview_steps
         if sampling is None:
             return f"{self.precision}, decode {self.decode}"
@@ -109,10 +113,16 @@ def default_paths(card) -> list[PathSpec]:
 
     fast_precision = "bfloat16" if (torch.cuda.is_available() or cpu_has_bf16()) else "auto"
     if card.sampling is None:
-        return [replace(REFERENCE, sampler=None, steps=None), PathSpec("default"), PathSpec("fast", precision=fast_precision)]
+        return [
+            replace(REFERENCE, sampler=None, steps=None),
+            PathSpec("default"),
+            PathSpec("fast", precision=fast_precision),
+        ]
     fast_sampler = "dpm++2m" if "dpm++2m" in card.sampling.samplers else None
     paths = [REFERENCE, PathSpec("default")]
-    paths.append(PathSpec("fast", fast_sampler, FAST_STEPS.get(card.id, 15) if fast_sampler else None, fast_precision, "auto"))
+    paths.append(
+        PathSpec("fast", fast_sampler, FAST_STEPS.get(card.id, 15) if fast_sampler else None, fast_precision, "auto")
+    )
     paths.append(PathSpec("preview", preview=True, precision=fast_precision))
     return paths
 
@@ -172,8 +182,8 @@ def build_pipeline(model: str, *, device: str, precision: str, decode: str, rand
     """The model's pipeline with its weights, or - when they are not installed or ``random_weights`` -
     from its card with perturbed random weights. Returns (pipeline, weights description)."""
     from ..errors import ModelNotFoundError
-    from ..pipelines import load_pipeline, pipeline_class
     from ..models.store import ModelStore
+    from ..pipelines import load_pipeline, pipeline_class
 
     store = store or ModelStore()
     if not random_weights:
@@ -222,7 +232,13 @@ def benchmark_labels(card) -> np.ndarray:
     return labels
 
 
-def reference_sample(pipe, seed: int, progress: Callable[[int, int], None] | None = None, conditions: dict[str, Any] | None = None, steps: int = 50) -> np.ndarray:
+def reference_sample(
+    pipe,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+    conditions: dict[str, Any] | None = None,
+    steps: int = 50,
+) -> np.ndarray:
     """The model-zoo bundle's path (``scripts/sampler.py``): a plain DDIM loop, 50 steps, float32,
     under ``torch.no_grad``, then ``decode_stage_2_outputs`` of the whole latent. Same starting noise
     and conditioning tensors as the pipelines (``conditions`` in real units; default: the card's).
@@ -236,11 +252,17 @@ def reference_sample(pipe, seed: int, progress: Callable[[int, int], None] | Non
     unet, autoencoder = pipe.networks["diffusion"], pipe.networks["autoencoder"]
     for net in (unet, autoencoder):
         net.to(memory_format=torch.contiguous_format)
-    kwargs = {k: v for k, v in card.scheduler.kwargs.items() if k in ("num_train_timesteps", "schedule", "beta_start", "beta_end", "clip_sample", "prediction_type")}
+    kwargs = {
+        k: v
+        for k, v in card.scheduler.kwargs.items()
+        if k in ("num_train_timesteps", "schedule", "beta_start", "beta_end", "clip_sample", "prediction_type")
+    }
     scheduler = DDIMScheduler(**kwargs)
     scheduler.set_timesteps(steps)
     noise = pipe.seeded_normal((1, *card.latent.shape), seed)
-    conditioning = torch.tensor(resolve_conditions(card.conditioning, conditions or {}, None).vector(), dtype=torch.float32, device=pipe.device).view(1, 1, -1)
+    conditioning = torch.tensor(
+        resolve_conditions(card.conditioning, conditions or {}, None).vector(), dtype=torch.float32, device=pipe.device
+    ).view(1, 1, -1)
     image = noise
     with torch.no_grad():
         cond_concat = conditioning.squeeze(1).unsqueeze(-1).unsqueeze(-1).unsqueeze(-1)
@@ -270,9 +292,13 @@ def run_request(pipe, path: PathSpec, seed: int, progress: Callable[[int, int], 
     extra = request_for(pipe.card, seed)
     if pipe.card.kind == "label_to_image":
         labels = extra.pop("labels")
-        result = pipe.generate(labels, seed=seed, sampler=path.sampler, steps=path.steps, progress=progress, preview=path.preview)
+        result = pipe.generate(
+            labels, seed=seed, sampler=path.sampler, steps=path.steps, progress=progress, preview=path.preview
+        )
     else:
-        result = pipe.generate(seed=seed, sampler=path.sampler, steps=path.steps, progress=progress, preview=path.preview)
+        result = pipe.generate(
+            seed=seed, sampler=path.sampler, steps=path.steps, progress=progress, preview=path.preview
+        )
     out = result.partial_volumes if result.image is None else result.image[None]
     return np.asarray(out, np.float32)
 
@@ -280,11 +306,27 @@ def run_request(pipe, path: PathSpec, seed: int, progress: Callable[[int, int], 
 # ----------------------------------------------------------------------------------------------
 # Worker: one (model, path) in its own process
 # ----------------------------------------------------------------------------------------------
-def measure(model: str, path: PathSpec, *, repeats: int, seed: int, device: str, output: str | None, random_weights: bool, warmup: bool = True) -> dict[str, Any]:
+def measure(
+    model: str,
+    path: PathSpec,
+    *,
+    repeats: int,
+    seed: int,
+    device: str,
+    output: str | None,
+    random_weights: bool,
+    warmup: bool = True,
+) -> dict[str, Any]:
     """Build, warm up and time one path (in this process). Returns the measurements."""
     t0 = time.perf_counter()
     precision = "float32" if path.reference else path.precision
-    pipe, weights = build_pipeline(model, device=device, precision=precision, decode="full" if path.reference else path.decode, random_weights=random_weights)
+    pipe, weights = build_pipeline(
+        model,
+        device=device,
+        precision=precision,
+        decode="full" if path.reference else path.decode,
+        random_weights=random_weights,
+    )
     if path.reference:  # the bundle runs plain NCDHW float32
         for net in pipe.networks.values():
             net.to(memory_format=torch.contiguous_format)
@@ -296,7 +338,11 @@ def measure(model: str, path: PathSpec, *, repeats: int, seed: int, device: str,
         if big and pipe.card.latent is not None:
             _warm_unet(pipe)
         else:
-            run_request(pipe, path if pipe.card.sampling is None else replace(path, steps=_min_steps(pipe, path), preview=False), seed + 1)
+            run_request(
+                pipe,
+                path if pipe.card.sampling is None else replace(path, steps=_min_steps(pipe, path), preview=False),
+                seed + 1,
+            )
     runs = []
     out = None
     for _ in range(repeats):
@@ -316,13 +362,15 @@ def measure(model: str, path: PathSpec, *, repeats: int, seed: int, device: str,
             end = time.perf_counter()
         times = np.diff([start] + marks) if marks else np.array([end - start])
         has_steps = pipe.card.sampling is not None
-        runs.append({
-            "end_to_end_s": end - start,
-            "step_s": [float(x) for x in times[:-1]] if has_steps else [],
-            "decode_s": float(end - marks[-2]) if has_steps and len(marks) >= 2 else float(end - start),
-            "peak_rss_bytes": int(mem.peak),
-            "cuda_max_allocated_bytes": int(torch.cuda.max_memory_allocated(pipe.device)) if cuda else None,
-        })
+        runs.append(
+            {
+                "end_to_end_s": end - start,
+                "step_s": [float(x) for x in times[:-1]] if has_steps else [],
+                "decode_s": float(end - marks[-2]) if has_steps and len(marks) >= 2 else float(end - start),
+                "peak_rss_bytes": int(mem.peak),
+                "cuda_max_allocated_bytes": int(torch.cuda.max_memory_allocated(pipe.device)) if cuda else None,
+            }
+        )
     if output is not None and out is not None:
         np.save(output, out)
     steps = [s for r in runs for s in r["step_s"]]
@@ -362,16 +410,29 @@ def _warm_unet(pipe) -> None:
     x = torch.zeros(1, card.networks["diffusion"].kwargs["in_channels"], *card.latent.shape[1:], device=pipe.device)
     ctx = torch.zeros(1, 1, k, device=pipe.device) if "crossattn" in card.conditioning.inputs else None
     with torch.inference_mode(), pipe.precision.autocast():
-        pipe.networks["diffusion"](pipe.precision.layout(x), timesteps=torch.tensor([500], device=pipe.device), context=ctx)
+        pipe.networks["diffusion"](
+            pipe.precision.layout(x), timesteps=torch.tensor([500], device=pipe.device), context=ctx
+        )
 
 
-def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: str, output: str | None, random_weights: bool, seed: int = 0, max_window_voxels: int | None = None) -> dict[str, Any]:
+def measure_decode(
+    model: str,
+    *,
+    mode: str,
+    precision: str,
+    norm: str,
+    device: str,
+    output: str | None,
+    random_weights: bool,
+    seed: int = 0,
+    max_window_voxels: int | None = None,
+) -> dict[str, Any]:
     """Decode one seeded latent (unit normal, the card's latent shape) with only the autoencoder
     loaded: time and peak memory of the decode alone (this process builds nothing else)."""
-    from ..pipelines.decoding import TileSettings, decode
-    from ..pipelines.device import Precision, resolve_device
     from ..models.networks import build_network
     from ..models.store import ModelStore
+    from ..pipelines.decoding import TileSettings, decode
+    from ..pipelines.device import Precision, resolve_device
 
     store = ModelStore()
     installed = store.locate(model, require_complete=False)
@@ -381,7 +442,12 @@ def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: 
     if not random_weights and "autoencoder" in installed.weights:
         from ..models.checkpoints import load_weights, read_state_dict
 
-        load_weights(ae, read_state_dict(installed.weights["autoencoder"].path), card.weights["autoencoder"].format, name="autoencoder")
+        load_weights(
+            ae,
+            read_state_dict(installed.weights["autoencoder"].path),
+            card.weights["autoencoder"].format,
+            name="autoencoder",
+        )
         weights = "trained (installed)"
     else:
         perturb(ae)
@@ -391,7 +457,11 @@ def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: 
     ae = prec.prepare(ae.to(dev).eval())
     g = torch.Generator().manual_seed(seed)
     latent = torch.randn((1, *card.latent.shape), generator=g).to(dev)
-    settings = TileSettings(norm="window" if norm == "window" else "global", fast_stats=norm != "global-exact", max_window_voxels=max_window_voxels)
+    settings = TileSettings(
+        norm="window" if norm == "window" else "global",
+        fast_stats=norm != "global-exact",
+        max_window_voxels=max_window_voxels,
+    )
     cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -406,9 +476,16 @@ def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: 
     if output is not None:
         np.save(output, out[0].cpu().numpy())
     return {
-        "model": card.id, "weights": weights, "mode": how, "precision": prec.name, "decode_s": seconds,
-        "peak_rss_bytes": int(mem.peak), "rss_before_bytes": int(base), "process_peak_rss_bytes": peak_rss_so_far(),
-        "cuda_max_allocated_bytes": int(torch.cuda.max_memory_allocated(dev)) if cuda else None, "output": output,
+        "model": card.id,
+        "weights": weights,
+        "mode": how,
+        "precision": prec.name,
+        "decode_s": seconds,
+        "peak_rss_bytes": int(mem.peak),
+        "rss_before_bytes": int(base),
+        "process_peak_rss_bytes": peak_rss_so_far(),
+        "cuda_max_allocated_bytes": int(torch.cuda.max_memory_allocated(dev)) if cuda else None,
+        "output": output,
         "output_shape": list(out.shape[1:]),
     }
 
@@ -416,10 +493,26 @@ def measure_decode(model: str, *, mode: str, precision: str, norm: str, device: 
 def _worker_main(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     if spec["kind"] == "decode":
-        return measure_decode(spec["model"], mode=spec["mode"], precision=spec["precision"], norm=spec.get("norm", "window"), device=spec["device"],
-                              output=spec.get("output"), random_weights=spec["random_weights"], max_window_voxels=spec.get("max_window_voxels"))
-    return measure(spec["model"], PathSpec(**spec["path"]), repeats=spec["repeats"], seed=spec["seed"], device=spec["device"], output=spec.get("output"),
-                   random_weights=spec["random_weights"], warmup=spec.get("warmup", True))
+        return measure_decode(
+            spec["model"],
+            mode=spec["mode"],
+            precision=spec["precision"],
+            norm=spec.get("norm", "window"),
+            device=spec["device"],
+            output=spec.get("output"),
+            random_weights=spec["random_weights"],
+            max_window_voxels=spec.get("max_window_voxels"),
+        )
+    return measure(
+        spec["model"],
+        PathSpec(**spec["path"]),
+        repeats=spec["repeats"],
+        seed=spec["seed"],
+        device=spec["device"],
+        output=spec.get("output"),
+        random_weights=spec["random_weights"],
+        warmup=spec.get("warmup", True),
+    )
 
 
 def run_worker(spec: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -428,7 +521,10 @@ def run_worker(spec: dict[str, Any], timeout: float | None = None) -> dict[str, 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SynthBrainError(f"benchmark worker for {spec.get('model')} ({spec.get('path', {}).get('name', spec.get('mode'))}) failed: {tail}")
+        raise SynthBrainError(
+            f"benchmark worker for {spec.get('model')} "
+            f"({spec.get('path', {}).get('name', spec.get('mode'))}) failed: {tail}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -447,7 +543,9 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
 
     if min(np.shape(a)) < 37:
         return float("nan")
-    metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=data_range, kernel_size=5, weights=(0.0448, 0.2856, 0.3001, 0.2363))
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=3, data_range=data_range, kernel_size=5, weights=(0.0448, 0.2856, 0.3001, 0.2363)
+    )
     x = torch.from_numpy(np.ascontiguousarray(a, np.float32))[None, None]
     y = torch.from_numpy(np.ascontiguousarray(b, np.float32))[None, None]
     return float(metric(x, y).mean())
@@ -476,7 +574,7 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        flags = next((l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")), "")
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
         isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
     except OSError:
         isa = []
@@ -487,8 +585,16 @@ def machine() -> dict[str, Any]:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
-        "cpu": cpu, "cpu_flags": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "memory_bytes": mem, "gpu": gpu,
-        "torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(), "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_flags": isa,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_bytes": mem,
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }
 
 
@@ -509,7 +615,13 @@ def bench(
     from ..models.store import ModelStore
 
     store = ModelStore()
-    report: dict[str, Any] = {"machine": machine(), "seed": seed, "repeats": repeats, "reference_repeats": reference_repeats, "models": []}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "seed": seed,
+        "repeats": repeats,
+        "reference_repeats": reference_repeats,
+        "models": [],
+    }
     tmp = tempfile.TemporaryDirectory(dir=workdir)
     try:
         for model in models:
@@ -523,7 +635,16 @@ def bench(
                 n = path.repeats or (reference_repeats if path.reference else repeats)
                 out_file = os.path.join(tmp.name, f"{card.id}-{path.name}.npy")
                 log(f"{card.id}: {path.name} ({path.describe(card)}), {n} run(s) ...")
-                spec = {"kind": "path", "model": model, "path": asdict(path), "repeats": n, "seed": seed, "device": device, "output": out_file, "random_weights": random_weights}
+                spec = {
+                    "kind": "path",
+                    "model": model,
+                    "path": asdict(path),
+                    "repeats": n,
+                    "seed": seed,
+                    "device": device,
+                    "output": out_file,
+                    "random_weights": random_weights,
+                }
                 res = run_worker(spec)
                 out = np.load(out_file)
                 if path.reference:
@@ -546,11 +667,22 @@ def bench(
 
 #: (mode, precision, norm) of ``--decode-check``; norm: ``global`` (bf16 statistics where native),
 #: ``global-exact`` (statistics in the decode's precision) or ``window``.
-DECODE_VARIANTS = (("full", "float32", "global"), ("tiled", "float32", "global"), ("full", "bfloat16", "global"), ("tiled", "bfloat16", "global"))
+DECODE_VARIANTS = (
+    ("full", "float32", "global"),
+    ("tiled", "float32", "global"),
+    ("full", "bfloat16", "global"),
+    ("tiled", "bfloat16", "global"),
+)
 
 
-def bench_decode(model: str, *, device: str = "cpu", random_weights: bool = False, variants: Sequence[tuple[str, str, str]] = DECODE_VARIANTS,
-                 log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def bench_decode(
+    model: str,
+    *,
+    device: str = "cpu",
+    random_weights: bool = False,
+    variants: Sequence[tuple[str, str, str]] = DECODE_VARIANTS,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     """Decode-only measurements (time, peak RSS) of ``variants`` = (mode, precision, norm; see
     :data:`DECODE_VARIANTS`), each in its own process, compared with the first (the full float32
     decode)."""
@@ -560,7 +692,18 @@ def bench_decode(model: str, *, device: str = "cpu", random_weights: bool = Fals
         for mode, precision, norm in variants:
             log(f"{model}: decode {mode} {precision} norm={norm} ...")
             out_file = os.path.join(tmp, f"{mode}-{precision}-{norm}.npy")
-            res = run_worker({"kind": "decode", "model": model, "mode": mode, "precision": precision, "norm": norm, "device": device, "output": out_file, "random_weights": random_weights})
+            res = run_worker(
+                {
+                    "kind": "decode",
+                    "model": model,
+                    "mode": mode,
+                    "precision": precision,
+                    "norm": norm,
+                    "device": device,
+                    "output": out_file,
+                    "random_weights": random_weights,
+                }
+            )
             out = np.load(out_file)
             if ref is None:
                 ref = out
@@ -581,26 +724,49 @@ def _gb(x: int | None) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a Markdown table (one row per model and path)."""
-    rows = ["| model | path | sampler, steps, precision, decode | weights | step (s) | decode (s) | end to end (s) | peak RSS (GB) | CUDA max alloc (GB) | vs reference | PSNR / MS-SSIM / max abs vs reference |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | path | sampler, steps, precision, decode | weights | step (s) | decode (s) | end to end "
+        "(s) | peak RSS (GB) | CUDA max alloc (GB) | vs reference | PSNR / MS-SSIM / max abs vs reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for m in report["models"]:
         for e in m["paths"]:
             q = e.get("vs_reference")
-            quality = "-" if not q else f"{q['psnr_db']:.1f} dB / {q.get('ms_ssim', float('nan')):.4f} / {q['max_abs']:.3g}"
-            speed = "1.00x" if e["path"]["reference"] else (f"{e['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in e else "-")
+            quality = (
+                "-" if not q else f"{q['psnr_db']:.1f} dB / {q.get('ms_ssim', float('nan')):.4f} / {q['max_abs']:.3g}"
+            )
+            speed = (
+                "1.00x"
+                if e["path"]["reference"]
+                else (f"{e['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in e else "-")
+            )
             step = "-" if e["step_s_median"] is None else f"{e['step_s_median']:.3f}"
-            rows.append(f"| {m['model']} | {e['path']['name']} | {e['describe']} | {e['weights']} | {step} | {e['decode_s_median']:.2f} | {e['end_to_end_s_median']:.2f} | "
-                        f"{_gb(e['peak_rss_bytes'])} | {_gb(e['cuda_max_allocated_bytes'])} | {speed} | {quality} |")
+            rows.append(
+                f"| {m['model']} | {e['path']['name']} | {e['describe']} | {e['weights']} | {step} | "
+                f"{e['decode_s_median']:.2f} | {e['end_to_end_s_median']:.2f} | "
+                f"{_gb(e['peak_rss_bytes'])} | {_gb(e['cuda_max_allocated_bytes'])} | {speed} | {quality} |"
+            )
     return "\n".join(rows)
 
 
 def format_decode_table(report: dict[str, Any]) -> str:
-    rows = ["| model | decode | precision | weights | time (s) | peak RSS (GB) | CUDA max alloc (GB) | PSNR vs first (dB) | max abs vs first |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | decode | precision | weights | time (s) | peak RSS (GB) | CUDA max alloc (GB) | PSNR vs "
+        "first (dB) | max abs vs first |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for v in report["variants"]:
         q = v.get("vs_first")
-        how = v["mode"]["mode"] + ("" if v["mode"]["mode"] == "full" else f" ({v['mode']['max_window_voxels'] / 1e6:g} M voxels/window, norm {v['mode']['norm']})")
-        rows.append(f"| {v['model']} | {how} | {v['precision']} | {v['weights']} | {v['decode_s']:.1f} | {_gb(v['peak_rss_bytes'])} | {_gb(v['cuda_max_allocated_bytes'])} | "
-                    f"{'-' if not q else format(q['psnr_db'], '.1f')} | {'-' if not q else format(q['max_abs'], '.3g')} |")
+        how = v["mode"]["mode"] + (
+            ""
+            if v["mode"]["mode"] == "full"
+            else f" ({v['mode']['max_window_voxels'] / 1e6:g} M voxels/window, norm {v['mode']['norm']})"
+        )
+        rows.append(
+            f"| {v['model']} | {how} | {v['precision']} | {v['weights']} | {v['decode_s']:.1f} | "
+            f"{_gb(v['peak_rss_bytes'])} | {_gb(v['cuda_max_allocated_bytes'])} | "
+            f"{'-' if not q else format(q['psnr_db'], '.1f')} | {'-' if not q else format(q['max_abs'], '.3g')} |"
+        )
     return "\n".join(rows)
 
 

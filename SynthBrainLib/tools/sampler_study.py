@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from .bench import benchmark_labels, ms_ssim, psnr, reference_sample
 
@@ -120,11 +119,17 @@ def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def quality_study(model: str, *, samples: int = 8, device: str = "cpu", candidates: Sequence[Candidate] | None = None,
-                  log: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def quality_study(
+    model: str,
+    *,
+    samples: int = 8,
+    device: str = "cpu",
+    candidates: Sequence[Candidate] | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     """Run the study for one model (weights must be installed). Returns a JSON-ready report."""
-    from ..pipelines.device import cpu_has_bf16
     from ..pipelines import load_pipeline
+    from ..pipelines.device import cpu_has_bf16
 
     pipes: dict[str, Any] = {}
 
@@ -176,22 +181,37 @@ def quality_study(model: str, *, samples: int = 8, device: str = "cpu", candidat
                 psnrs.append(psnr(out, ref, 1.0))
                 ssims.append(ms_ssim(out[0], ref[0]))
             measures.append(_measure(card, out))
-        row: dict[str, Any] = {"candidate": cand.name, "sampler": cand.sampler, "steps": cand.steps, "precision": cand.precision,
-                               "seconds_mean": float(np.mean(seconds)), "psnr_db_mean": float(np.mean(psnrs)), "psnr_db_min": float(np.min(psnrs))}
+        row: dict[str, Any] = {
+            "candidate": cand.name,
+            "sampler": cand.sampler,
+            "steps": cand.steps,
+            "precision": cand.precision,
+            "seconds_mean": float(np.mean(seconds)),
+            "psnr_db_mean": float(np.mean(psnrs)),
+            "psnr_db_min": float(np.min(psnrs)),
+        }
         if ssims:
             row.update(ms_ssim_mean=float(np.mean(ssims)), ms_ssim_min=float(np.min(ssims)))
         if dices:
             row.update(dice_mean=float(np.mean(dices)), dice_min=float(np.min(dices)))
         if measures and measures[0] is not None:
-            row.update(volume_r_vs_reference=_pearson(measures, ref_measure), volume_mean_abs_diff_ml=float(np.mean(np.abs(np.subtract(measures, ref_measure)))))
+            row.update(
+                volume_r_vs_reference=_pearson(measures, ref_measure),
+                volume_mean_abs_diff_ml=float(np.mean(np.abs(np.subtract(measures, ref_measure)))),
+            )
             if requested:
                 row["volume_r_vs_requested"] = _pearson(measures, requested)
-        log(f"  {cand.name}: {row['seconds_mean']:.2f} s, PSNR {row['psnr_db_mean']:.1f} dB" + (f", MS-SSIM {row['ms_ssim_mean']:.4f}" if ssims else "") +
-            (f", Dice {row['dice_mean']:.3f}" if dices else "") + (f", volume r {row['volume_r_vs_reference']:.3f}" if "volume_r_vs_reference" in row else ""))
+        log(
+            f"  {cand.name}: {row['seconds_mean']:.2f} s, PSNR {row['psnr_db_mean']:.1f} dB"
+            + (f", MS-SSIM {row['ms_ssim_mean']:.4f}" if ssims else "")
+            + (f", Dice {row['dice_mean']:.3f}" if dices else "")
+            + (f", volume r {row['volume_r_vs_reference']:.3f}" if "volume_r_vs_reference" in row else "")
+        )
         rows.append(row)
     converged = outputs.get(CONVERGED.name)
     report_extra: dict[str, Any] = {}
     if converged is not None:
+
         def closeness(outs: list[np.ndarray]) -> dict[str, float]:
             res = {"psnr_db_vs_converged": float(np.mean([psnr(o, c, 1.0) for o, c in zip(outs, converged)]))}
             if card.kind == "label_generator":
@@ -204,8 +224,15 @@ def quality_study(model: str, *, samples: int = 8, device: str = "cpu", candidat
         for row in rows:
             if row["candidate"] != CONVERGED.name:
                 row.update(closeness(outputs[row["candidate"]]))
-    report = {"model": card.id, "samples": samples, "requests": requests, **report_extra, "reference": "ddim 50 float32 full decode (bundle loop)" if card.sampling else "float32",
-              "reference_seconds_mean": float(np.mean(ref_seconds)), "candidates": rows}
+    report = {
+        "model": card.id,
+        "samples": samples,
+        "requests": requests,
+        **report_extra,
+        "reference": "ddim 50 float32 full decode (bundle loop)" if card.sampling else "float32",
+        "reference_seconds_mean": float(np.mean(ref_seconds)),
+        "candidates": rows,
+    }
     if ref_measure and ref_measure[0] is not None and requested:
         report["reference_volume_r_vs_requested"] = _pearson(ref_measure, requested)
     return report
@@ -231,7 +258,10 @@ def format_quality_table(report: dict[str, Any]) -> str:
     if has("psnr_db_vs_converged"):
         cols.append("vs converged: PSNR (dB) / " + ("MS-SSIM" if close_key == "ms_ssim_vs_converged" else "Dice"))
         ref = report.get("reference_vs_converged", {})
-        head += f"; reference vs converged (dpm++2m 100): PSNR {ref.get('psnr_db_vs_converged', float('nan')):.1f} dB / {ref.get(close_key, float('nan')):.4f}"
+        head += (
+            f"; reference vs converged (dpm++2m 100): PSNR {ref.get('psnr_db_vs_converged', float('nan')):.1f} "
+            f"dB / {ref.get(close_key, float('nan')):.4f}"
+        )
     lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in report["candidates"]:
         cells = [r["candidate"], f"{r['psnr_db_mean']:.1f} / {r['psnr_db_min']:.1f}"]
@@ -240,10 +270,15 @@ def format_quality_table(report: dict[str, Any]) -> str:
         if has("dice_mean"):
             cells.append(f"{r['dice_mean']:.3f} / {r['dice_min']:.3f}")
         if has("volume_r_vs_reference"):
-            cells += [f"{r.get('volume_r_vs_reference', float('nan')):.3f}", f"{r.get('volume_mean_abs_diff_ml', float('nan')):.2f}"]
+            cells += [
+                f"{r.get('volume_r_vs_reference', float('nan')):.3f}",
+                f"{r.get('volume_mean_abs_diff_ml', float('nan')):.2f}",
+            ]
         if has("volume_r_vs_requested"):
             cells.append(f"{r.get('volume_r_vs_requested', float('nan')):.3f}")
         if has("psnr_db_vs_converged"):
-            cells.append("-" if "psnr_db_vs_converged" not in r else f"{r['psnr_db_vs_converged']:.1f} / {r[close_key]:.4f}")
+            cells.append(
+                "-" if "psnr_db_vs_converged" not in r else f"{r['psnr_db_vs_converged']:.1f} / {r[close_key]:.4f}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ def axial_slice(z_mm: float = 18.0) -> np.ndarray:
     image = np.asarray(t1.dataobj, dtype=np.float64)[:, :, k] * (np.asarray(mask.dataobj)[:, :, k] > 0)
     image = np.flipud(image.T)
     rows, cols = np.nonzero(image > 0)
-    image = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    image = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     return image / np.percentile(image[image > 0], 99.5)
 
 
@@ -39,7 +39,7 @@ def render() -> np.ndarray:
     brain = np.clip(ndi.zoom(brain, scale, order=1), 0, 1)
     canvas = np.zeros((SIZE, SIZE), dtype=np.float64)
     r0, c0 = (SIZE - brain.shape[0]) // 2, (SIZE - brain.shape[1]) // 2
-    canvas[r0:r0 + brain.shape[0], c0:c0 + brain.shape[1]] = brain
+    canvas[r0 : r0 + brain.shape[0], c0 : c0 + brain.shape[1]] = brain
     inside = canvas > 0.05
 
     rgb = np.stack([canvas * 0.92, canvas * 0.96, canvas], axis=-1)
@@ -47,18 +47,18 @@ def render() -> np.ndarray:
     # Painted lesions: a tumour (red) with edema (green) in the right hemisphere (image left),
     # white-matter hyperintensities (yellow) beside the left ventricle.
     tumour = (yy - 52) ** 2 + (xx - 44) ** 2
-    rgb[(tumour < 18 ** 2) & inside] = 0.55 * rgb[(tumour < 18 ** 2) & inside] + 0.45 * np.array([0.35, 0.78, 0.35])
-    rgb[(tumour < 10 ** 2) & inside] = np.array([0.90, 0.12, 0.12])
-    rgb[(tumour < 5 ** 2) & inside] = np.array([0.78, 0.0, 0.78])
+    rgb[(tumour < 18**2) & inside] = 0.55 * rgb[(tumour < 18**2) & inside] + 0.45 * np.array([0.35, 0.78, 0.35])
+    rgb[(tumour < 10**2) & inside] = np.array([0.90, 0.12, 0.12])
+    rgb[(tumour < 5**2) & inside] = np.array([0.78, 0.0, 0.78])
     for cy, cx, r in ((58, 84, 4), (70, 88, 3), (48, 80, 3)):
-        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2) & inside
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2) & inside
         rgb[blob] = np.array([1.0, 0.95, 0.1])
 
     # Rounded dark-blue tile behind the brain.
     corner = 18
     qy = np.minimum(yy, SIZE - 1 - yy)
     qx = np.minimum(xx, SIZE - 1 - xx)
-    outside = (qy < corner) & (qx < corner) & ((corner - qy) ** 2 + (corner - qx) ** 2 > corner ** 2)
+    outside = (qy < corner) & (qx < corner) & ((corner - qy) ** 2 + (corner - qx) ** 2 > corner**2)
     tile = np.array([0.10, 0.16, 0.28])
     background = ~inside
     rgb[background] = tile

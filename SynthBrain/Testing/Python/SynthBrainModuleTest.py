@@ -11,7 +11,6 @@ import threading
 import time
 
 import numpy as np
-
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
@@ -23,9 +22,17 @@ class SynthBrainModuleTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        for test in (self.test_Dependencies, self.test_DemoModels, self.test_GenerateBrain, self.test_AgeSweep, self.test_Compare,
-                     self.test_BackgroundRun, self.test_LesionPaintingOnOtherGeometry, self.test_CancelLeavesSceneUnchanged,
-                     self.test_PanelRunAndCancel):
+        for test in (
+            self.test_Dependencies,
+            self.test_DemoModels,
+            self.test_GenerateBrain,
+            self.test_AgeSweep,
+            self.test_Compare,
+            self.test_BackgroundRun,
+            self.test_LesionPaintingOnOtherGeometry,
+            self.test_CancelLeavesSceneUnchanged,
+            self.test_PanelRunAndCancel,
+        ):
             self.setUp()
             test()
 
@@ -54,7 +61,11 @@ class SynthBrainModuleTest(ScriptedLoadableModuleTest):
     def test_DemoModels(self):
         self.delayDisplay("Demo models")
         logic, core = self._logic(), self._core()
-        for modelId, kind in ((DEMO_BRAIN, core.BRAIN_KIND), (DEMO_LABELS, core.LABELS_KIND), (DEMO_IMAGE, core.IMAGE_KIND)):
+        for modelId, kind in (
+            (DEMO_BRAIN, core.BRAIN_KIND),
+            (DEMO_LABELS, core.LABELS_KIND),
+            (DEMO_IMAGE, core.IMAGE_KIND),
+        ):
             status = logic.modelStatus(modelId)
             self.assertTrue(status.installed, status.summary)
             self.assertEqual(status.kind, kind)
@@ -65,7 +76,9 @@ class SynthBrainModuleTest(ScriptedLoadableModuleTest):
         logic, core = self._logic(), self._core()
         card = logic.card(DEMO_BRAIN)
         steps = []
-        volume = logic.generateBrain(model=DEMO_BRAIN, age=72, sex="female", seed=3, measure=True, progress=lambda s, t: steps.append((s, t)))
+        volume = logic.generateBrain(
+            model=DEMO_BRAIN, age=72, sex="female", seed=3, measure=True, progress=lambda s, t: steps.append((s, t))
+        )
         self.assertEqual(volume.GetAttribute(core.mrml.SYNTHETIC_ATTRIBUTE), "true")
         self.assertEqual(core.mrml.provenance_of(volume)["seed"], 3)
         self.assertTrue(np.allclose(core.mrml.volume_affine(volume), card.output.affine))

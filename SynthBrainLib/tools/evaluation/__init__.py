@@ -20,7 +20,15 @@ from .evaluators import evaluate_conditional_brain, evaluate_label_generator, ev
 Log = Callable[[str], None]
 
 
-def evaluate_model(model: str, out: str | Path = "docs/evaluation", *, samples: int = 32, steps: int | None = None, device: str = "cpu", log: Log = print) -> dict[str, Any]:
+def evaluate_model(
+    model: str,
+    out: str | Path = "docs/evaluation",
+    *,
+    samples: int = 32,
+    steps: int | None = None,
+    device: str = "cpu",
+    log: Log = print,
+) -> dict[str, Any]:
     """Evaluate a conditional-brain, label-generator or label-to-image model; write the report."""
     import torch
 
@@ -77,8 +85,9 @@ def render_markdown(r: dict[str, Any], kind: str) -> str:
     lines = [
         f"# Evaluation of `{r['model']}`",
         "",
-        f"Reproduce: `{r['command']}` (SynthBrain {r['synthbrain']}, torch {r['torch']}, {r['device']}, {r['threads']} threads, {r['date']}; {r['seconds']:.0f} s).",
-        f"Weights sha256: " + ", ".join(f"{k} `{str(v)[:12]}…`" for k, v in r["weights_sha256"].items()) + ".",
+        f"Reproduce: `{r['command']}` (SynthBrain {r['synthbrain']}, torch {r['torch']}, {r['device']}, "
+        f"{r['threads']} threads, {r['date']}; {r['seconds']:.0f} s).",
+        "Weights sha256: " + ", ".join(f"{k} `{str(v)[:12]}…`" for k, v in r["weights_sha256"].items()) + ".",
         "",
         f"![montage]({r['model']}.png)",
         "",
@@ -86,17 +95,22 @@ def render_markdown(r: dict[str, Any], kind: str) -> str:
     if kind == "conditional_latent_diffusion":
         v, b, d = r["ventricular_volume"], r["brain_volume"], r["diversity"]
         lines += [
-            f"{r['samples']} held-out phantoms; each sample requested that phantom's sex, age and measured volumes ({r['sampler']}, {r['steps']} steps, {r['seconds_per_sample']:.1f} s per sample).",
+            f"{r['samples']} held-out phantoms; each sample requested that phantom's sex, age and measured "
+            f"volumes ({r['sampler']}, {r['steps']} steps, {r['seconds_per_sample']:.1f} s per sample).",
             "",
             "| measure | value | target |",
             "|---|---|---|",
-            f"| ventricular volume: Pearson r, requested vs measured on the generated T1 | {_f(v['pearson_r_requested_vs_measured'])} | ≥ 0.8 |",
-            f"| ceiling: the same measurement vs true volume on the phantoms | {_f(v['ceiling_r_measured_vs_true_on_phantoms'])} | — |",
+            "| ventricular volume: Pearson r, requested vs measured on the generated T1 | "
+            f"{_f(v['pearson_r_requested_vs_measured'])} | ≥ 0.8 |",
+            "| ceiling: the same measurement vs true volume on the phantoms | "
+            f"{_f(v['ceiling_r_measured_vs_true_on_phantoms'])} | — |",
             f"| ventricular volume: mean absolute error | {_f(v['mean_abs_error_ml'], 1)} mL | — |",
             f"| brain volume: Pearson r, requested vs measured | {_f(b['pearson_r_requested_vs_measured'])} | — |",
             f"| brain volume: mean absolute error | {_f(b['mean_abs_error_ml'], 1)} mL | — |",
-            f"| MS-SSIM between samples (lower = more diverse) | {_f(d['ms_ssim_between_samples'])} ± {_f(d['ms_ssim_between_samples_sd'])} | ≈ phantoms |",
-            f"| MS-SSIM between training-distribution phantoms | {_f(d['ms_ssim_between_phantoms'])} ± {_f(d['ms_ssim_between_phantoms_sd'])} | — |",
+            f"| MS-SSIM between samples (lower = more diverse) | {_f(d['ms_ssim_between_samples'])} ± "
+            f"{_f(d['ms_ssim_between_samples_sd'])} | ≈ phantoms |",
+            f"| MS-SSIM between training-distribution phantoms | {_f(d['ms_ssim_between_phantoms'])} ± "
+            f"{_f(d['ms_ssim_between_phantoms_sd'])} | — |",
             "",
             "Age sweeps (same seed, female; mean measured ventricular volume over 3 seeds):",
             "",
@@ -104,10 +118,15 @@ def render_markdown(r: dict[str, Any], kind: str) -> str:
             "|---|---|---|---|---|",
         ]
         for name, s in r["age_sweeps"].items():
-            lines.append(f"| {name.replace('_', ' ')} | {s['ages'][0]:g}–{s['ages'][-1]:g} | {', '.join(f'{x:.1f}' for x in s['mean_over_seeds'])} | {_f(s['spearman_age_vs_mean'], 2)} | {'yes' if s['monotonic_mean'] else 'no'} / {s['monotonic_seeds']} of 3 |")
+            lines.append(
+                f"| {name.replace('_', ' ')} | {s['ages'][0]:g}–{s['ages'][-1]:g} | "
+                f"{', '.join(f'{x:.1f}' for x in s['mean_over_seeds'])} | {_f(s['spearman_age_vs_mean'], 2)} "
+                f"| {'yes' if s['monotonic_mean'] else 'no'} / {s['monotonic_seeds']} of 3 |"
+            )
     elif kind == "label_generator":
         lines += [
-            f"{r['samples']} samples: a quarter each with no lesion, WMH only, a tumour (core + edema + enhancing), and both ({r['steps']} steps, {r['seconds_per_sample']:.1f} s per sample).",
+            f"{r['samples']} samples: a quarter each with no lesion, WMH only, a tumour (core + edema + "
+            f"enhancing), and both ({r['steps']} steps, {r['seconds_per_sample']:.1f} s per sample).",
             "",
             "| measure | value |",
             "|---|---|",
@@ -121,15 +140,21 @@ def render_markdown(r: dict[str, Any], kind: str) -> str:
             lines.append(f"| {k}: requested {req:.4f}, generated mean | {gen:.4f} |")
     else:
         lines += [
-            f"{r['cases']} held-out healthy phantom label maps, each with a white-matter lesion painted in as `wmh` and rendered in every sequence ({r['seconds_per_image']:.2f} s per image).",
+            f"{r['cases']} held-out healthy phantom label maps, each with a white-matter lesion painted in "
+            f"as `wmh` and rendered in every sequence ({r['seconds_per_image']:.2f} s per image).",
             "",
             "| measure | value | target |",
             "|---|---|---|",
-            f"| FLAIR: Dice of painted lesion vs hyperintensity ({r['flair_threshold_rule']}) | {_f(r['flair_lesion_dice_mean'])} (min {_f(r['flair_lesion_dice_min'])}) | ≥ 0.6 |",
+            f"| FLAIR: Dice of painted lesion vs hyperintensity ({r['flair_threshold_rule']}) | "
+            f"{_f(r['flair_lesion_dice_mean'])} (min {_f(r['flair_lesion_dice_min'])}) | ≥ 0.6 |",
         ]
         for seq, o in r["tissue_ordering"].items():
             m = o["mean_intensity"]
-            lines.append(f"| {seq}: tissue ordering {' < '.join(o['expected_increasing'])} correct | {_f(o['ordering_correct_rate'])} (csf {m['csf']:.2f}, gm {m['gm']:.2f}, wm {m['wm']:.2f}, wmh {m['wmh']:.2f}) | 1.0 |")
+            lines.append(
+                f"| {seq}: tissue ordering {' < '.join(o['expected_increasing'])} correct | "
+                f"{_f(o['ordering_correct_rate'])} (csf {m['csf']:.2f}, gm {m['gm']:.2f}, wm {m['wm']:.2f}, "
+                f"wmh {m['wmh']:.2f}) | 1.0 |"
+            )
         for seq, c in r["pearson_r_with_phantom_renderer"].items():
             lines.append(f"| {seq}: Pearson r with the phantom renderer's clean image | {_f(c)} | — |")
     lines.append("")

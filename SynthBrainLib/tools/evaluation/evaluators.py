@@ -34,7 +34,9 @@ def _population(card):
 
 
 # ----------------------------------------------------------------------------------------------
-def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log: Log = print) -> tuple[dict[str, Any], list[np.ndarray]]:
+def evaluate_conditional_brain(
+    pipe, n: int = 32, steps: int | None = None, log: Log = print
+) -> tuple[dict[str, Any], list[np.ndarray]]:
     from ...outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
 
     card = pipe.card
@@ -48,7 +50,9 @@ def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log:
         req = {
             "sex": subject.spec.sex,
             "age": float(np.clip(subject.spec.age, *var["age"].range)),
-            "ventricular_volume": float(np.clip(subject.measured_ventricular_volume_ml, *var["ventricular_volume"].range)),
+            "ventricular_volume": float(
+                np.clip(subject.measured_ventricular_volume_ml, *var["ventricular_volume"].range)
+            ),
             "brain_volume": float(np.clip(subject.measured_brain_volume_ml, *var["brain_volume"].range)),
         }
         t = time.time()
@@ -56,14 +60,19 @@ def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log:
         seconds = time.time() - t
         generated.append(result.image)
         phantoms.append(subject.images["T1"])
-        rows.append({
-            **req,
-            "true_ventricular_volume": subject.true_ventricular_volume_ml,
-            "measured_ventricular_volume": measure_ventricular_volume_ml(result.image, result.affine),
-            "measured_brain_volume": measure_brain_volume_ml(result.image, result.affine),
-            "seconds": seconds,
-        })
-        log(f"  sample {i + 1}/{n}: requested ventricles {req['ventricular_volume']:.1f} mL -> measured {rows[-1]['measured_ventricular_volume']:.1f} mL")
+        rows.append(
+            {
+                **req,
+                "true_ventricular_volume": subject.true_ventricular_volume_ml,
+                "measured_ventricular_volume": measure_ventricular_volume_ml(result.image, result.affine),
+                "measured_brain_volume": measure_brain_volume_ml(result.image, result.affine),
+                "seconds": seconds,
+            }
+        )
+        log(
+            f"  sample {i + 1}/{n}: requested ventricles {req['ventricular_volume']:.1f} mL -> measured "
+            f"{rows[-1]['measured_ventricular_volume']:.1f} mL"
+        )
     col = lambda k: np.array([r[k] for r in rows], np.float64)  # noqa: E731
     report: dict[str, Any] = {
         "samples": n,
@@ -73,7 +82,9 @@ def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log:
         "ventricular_volume": {
             "pearson_r_requested_vs_measured": pearson(col("ventricular_volume"), col("measured_ventricular_volume")),
             "mean_abs_error_ml": float(np.abs(col("ventricular_volume") - col("measured_ventricular_volume")).mean()),
-            "ceiling_r_measured_vs_true_on_phantoms": pearson(col("ventricular_volume"), col("true_ventricular_volume")),
+            "ceiling_r_measured_vs_true_on_phantoms": pearson(
+                col("ventricular_volume"), col("true_ventricular_volume")
+            ),
             "requested_range_ml": [float(col("ventricular_volume").min()), float(col("ventricular_volume").max())],
         },
         "brain_volume": {
@@ -94,7 +105,9 @@ def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log:
             for age in ages:
                 kwargs = {"sex": "female", "age": float(age)}
                 if follow:
-                    kwargs["ventricular_volume"] = float(np.clip(np.polyval(vent_fit, age), *var["ventricular_volume"].range))
+                    kwargs["ventricular_volume"] = float(
+                        np.clip(np.polyval(vent_fit, age), *var["ventricular_volume"].range)
+                    )
                     kwargs["brain_volume"] = float(np.clip(np.polyval(brain_fit, age), *var["brain_volume"].range))
                 image = pipe.generate(seed=1000 + seed, steps=steps, **kwargs).image
                 per_seed.append(measure_ventricular_volume_ml(image, card.output.affine))
@@ -109,11 +122,18 @@ def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log:
             "monotonic_seeds": int(sum(is_monotonic_increasing(s) for s in m)),
         }
         if follow:
-            sweeps[name]["ventricular_volume_requested_ml"] = [round(float(np.clip(np.polyval(vent_fit, a), *var["ventricular_volume"].range)), 2) for a in ages]
+            sweeps[name]["ventricular_volume_requested_ml"] = [
+                round(float(np.clip(np.polyval(vent_fit, a), *var["ventricular_volume"].range)), 2) for a in ages
+            ]
     report["age_sweeps"] = sweeps
     mean_gen, sd_gen = ms_ssim_pairs(generated)
     mean_ph, sd_ph = ms_ssim_pairs(phantoms)
-    report["diversity"] = {"ms_ssim_between_samples": mean_gen, "ms_ssim_between_samples_sd": sd_gen, "ms_ssim_between_phantoms": mean_ph, "ms_ssim_between_phantoms_sd": sd_ph}
+    report["diversity"] = {
+        "ms_ssim_between_samples": mean_gen,
+        "ms_ssim_between_samples_sd": sd_gen,
+        "ms_ssim_between_phantoms": mean_ph,
+        "ms_ssim_between_phantoms_sd": sd_ph,
+    }
     report["seconds_total"] = time.time() - start
     return report, generated[:3] + phantoms[:1]
 
@@ -122,23 +142,38 @@ def evaluate_conditional_brain(pipe, n: int = 32, steps: int | None = None, log:
 LESIONS = ("wmh", "tumour", "edema", "gdtumour")
 
 
-def evaluate_label_generator(pipe, n: int = 32, steps: int | None = None, log: Log = print) -> tuple[dict[str, Any], list[np.ndarray]]:
+def evaluate_label_generator(
+    pipe, n: int = 32, steps: int | None = None, log: Log = print
+) -> tuple[dict[str, Any], list[np.ndarray]]:
     card = pipe.card
     var = {v.name: v for v in card.conditioning.variables}
-    typical = {name: float(np.median([r for r in _training_fractions(card, name)] or [var[name].range[1] / 2])) for name in LESIONS}
+    typical = {
+        name: float(np.median([r for r in _training_fractions(card, name)] or [var[name].range[1] / 2]))
+        for name in LESIONS
+    }
     rng = np.random.default_rng(0)
     cases = []
     per = max(1, n // 4)
     cases += [("none", {}) for _ in range(per)]
     cases += [("wmh", {"wmh": float(rng.uniform(0.25, 1.0) * var["wmh"].range[1])}) for _ in range(per)]
     cases += [("tumour", {k: typical[k] for k in ("tumour", "edema", "gdtumour")}) for _ in range(per)]
-    cases += [("both", {"wmh": typical["wmh"], **{k: typical[k] for k in ("tumour", "edema", "gdtumour")}}) for _ in range(n - 3 * per)]
+    cases += [
+        ("both", {"wmh": typical["wmh"], **{k: typical[k] for k in ("tumour", "edema", "gdtumour")}})
+        for _ in range(n - 3 * per)
+    ]
     rows, label_maps = [], []
     start = time.time()
     for i, (kind, request) in enumerate(cases):
         result = pipe.generate(seed=i, steps=steps, **request)
         lesions = result.provenance["lesions"]
-        rows.append({"case": kind, "requested": {k: request.get(k, 0.0) for k in LESIONS}, "fraction": {k: lesions[k]["fraction"] for k in LESIONS}, "present": {k: lesions[k]["present"] for k in LESIONS}})
+        rows.append(
+            {
+                "case": kind,
+                "requested": {k: request.get(k, 0.0) for k in LESIONS},
+                "fraction": {k: lesions[k]["fraction"] for k in LESIONS},
+                "present": {k: lesions[k]["present"] for k in LESIONS},
+            }
+        )
         if i % per == 0:
             label_maps.append(result.labels.astype(np.float32))
         log(f"  sample {i + 1}/{n} ({kind}): " + ", ".join(f"{k} {lesions[k]['fraction']:.4f}" for k in LESIONS))
@@ -146,18 +181,29 @@ def evaluate_label_generator(pipe, n: int = 32, steps: int | None = None, log: L
     requested_present, unrequested_absent = [], []
     for r in rows:
         for k in LESIONS:
-            (requested_present if r["requested"][k] > 0 else unrequested_absent).append(r["present"][k] if r["requested"][k] > 0 else not r["present"][k])
+            (requested_present if r["requested"][k] > 0 else unrequested_absent).append(
+                r["present"][k] if r["requested"][k] > 0 else not r["present"][k]
+            )
     # "absent" allows a few stray voxels: fraction below 0.1 % of the brain
     tiny = 1e-3
     report["requested_present_rate"] = float(np.mean(requested_present))
     report["unrequested_absent_rate"] = float(np.mean(unrequested_absent))
-    report["unrequested_below_0.1pct_rate"] = float(np.mean([r["fraction"][k] < tiny for r in rows for k in LESIONS if r["requested"][k] == 0]))
-    report["no_lesion_when_none_requested_rate"] = float(np.mean([all(r["fraction"][k] < tiny for k in LESIONS) for r in rows if r["case"] == "none"]))
+    report["unrequested_below_0.1pct_rate"] = float(
+        np.mean([r["fraction"][k] < tiny for r in rows for k in LESIONS if r["requested"][k] == 0])
+    )
+    report["no_lesion_when_none_requested_rate"] = float(
+        np.mean([all(r["fraction"][k] < tiny for k in LESIONS) for r in rows if r["case"] == "none"])
+    )
     wmh_rows = [r for r in rows if r["case"] == "wmh"]
-    report["wmh_pearson_r_requested_vs_generated"] = pearson([r["requested"]["wmh"] for r in wmh_rows], [r["fraction"]["wmh"] for r in wmh_rows])
-    report["wmh_requested_vs_generated"] = [[round(r["requested"]["wmh"], 4), round(r["fraction"]["wmh"], 4)] for r in wmh_rows]
+    report["wmh_pearson_r_requested_vs_generated"] = pearson(
+        [r["requested"]["wmh"] for r in wmh_rows], [r["fraction"]["wmh"] for r in wmh_rows]
+    )
+    report["wmh_requested_vs_generated"] = [
+        [round(r["requested"]["wmh"], 4), round(r["fraction"]["wmh"], 4)] for r in wmh_rows
+    ]
     report["tumour_mean_fractions_requested_vs_generated"] = {
-        k: [typical[k], float(np.mean([r["fraction"][k] for r in rows if r["case"] == "tumour"]))] for k in ("tumour", "edema", "gdtumour")
+        k: [typical[k], float(np.mean([r["fraction"][k] for r in rows if r["case"] == "tumour"]))]
+        for k in ("tumour", "edema", "gdtumour")
     }
     report["seconds_per_sample"] = (time.time() - start) / n
     return report, label_maps
@@ -204,7 +250,16 @@ def evaluate_label_to_image(pipe, n: int = 32, log: Log = print) -> tuple[dict[s
     start = time.time()
     for i in range(n):
         spec = pop.sample_spec(HELD_OUT_START + i)
-        healthy = pop.make(SubjectSpec(age=spec.age, sex=spec.sex, deformation_seed=spec.deformation_seed, head_scale=spec.head_scale, ventricle_z=spec.ventricle_z, atrophy_z=spec.atrophy_z))
+        healthy = pop.make(
+            SubjectSpec(
+                age=spec.age,
+                sex=spec.sex,
+                deformation_seed=spec.deformation_seed,
+                head_scale=spec.head_scale,
+                ventricle_z=spec.ventricle_z,
+                atrophy_z=spec.atrophy_z,
+            )
+        )
         labels = healthy.labels
         # paint a lesion in deep white matter
         from scipy import ndimage as ndi
@@ -221,7 +276,10 @@ def evaluate_label_to_image(pipe, n: int = 32, log: Log = print) -> tuple[dict[s
             reference = render_contrast(painted, seq, None, spacing_mm=float(card.output.spacing[0]))
             brain = painted > 0
             corr[seq].append(pearson(image[brain], reference[brain]))
-            means = {k: float(image[painted == idx].mean()) for k, idx in (("csf", csf), ("gm", gm), ("wm", wm), ("wmh", wmh))}
+            means = {
+                k: float(image[painted == idx].mean())
+                for k, idx in (("csf", csf), ("gm", gm), ("wm", wm), ("wmh", wmh))
+            }
             orderings[seq].append(means)
         flair = seq_results.get("FLAIR")
         if flair is not None:
@@ -231,20 +289,30 @@ def evaluate_label_to_image(pipe, n: int = 32, log: Log = print) -> tuple[dict[s
             dices.append(dice(detected, mask))
         if i < 2:
             examples += [painted.astype(np.float32)] + [seq_results[s] for s in card.sequences.names]
-        log(f"  case {i + 1}/{n}: lesion {int(mask.sum())} voxels, FLAIR Dice {dices[-1] if dices else float('nan'):.3f}")
+        log(
+            f"  case {i + 1}/{n}: lesion {int(mask.sum())} voxels, FLAIR Dice "
+            f"{dices[-1] if dices else float('nan'):.3f}"
+        )
     expected = {"T1": ("csf", "gm", "wm"), "FLAIR": ("csf", "wm", "wmh"), "T2": ("wm", "gm", "csf")}
     order_report = {}
     for seq, rows in orderings.items():
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("csf", "gm", "wm", "wmh")}
         chain = expected.get(seq)
         ok_rate = float(np.mean([all(r[a] < r[b] for a, b in zip(chain, chain[1:])) for r in rows])) if chain else None
-        order_report[seq] = {"mean_intensity": mean, "expected_increasing": list(chain) if chain else None, "ordering_correct_rate": ok_rate}
+        order_report[seq] = {
+            "mean_intensity": mean,
+            "expected_increasing": list(chain) if chain else None,
+            "ordering_correct_rate": ok_rate,
+        }
     report = {
         "cases": n,
         "flair_lesion_dice_mean": float(np.mean(dices)) if dices else None,
         "flair_lesion_dice_min": float(np.min(dices)) if dices else None,
         "flair_lesion_dice": [round(d, 3) for d in dices],
-        "flair_threshold_rule": "FLAIR > mean + 3 sd of normal-appearing white matter, inside white matter (wm or wmh labels, eroded by 1 voxel)",
+        "flair_threshold_rule": (
+            "FLAIR > mean + 3 sd of normal-appearing white matter, inside white matter (wm or wmh labels, eroded "
+            "by 1 voxel)"
+        ),
         "tissue_ordering": order_report,
         "pearson_r_with_phantom_renderer": {s: float(np.mean(v)) for s, v in corr.items()},
         "seconds_per_image": (time.time() - start) / (n * len(card.sequences.names)),

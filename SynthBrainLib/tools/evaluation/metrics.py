@@ -35,7 +35,9 @@ def ms_ssim_pairs(volumes: list[np.ndarray], max_pairs: int = 64, seed: int = 0)
     """
     from monai.metrics import MultiScaleSSIMMetric
 
-    metric = MultiScaleSSIMMetric(spatial_dims=3, data_range=1.0, kernel_size=5, weights=(0.0448, 0.2856, 0.3001, 0.2363))
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=3, data_range=1.0, kernel_size=5, weights=(0.0448, 0.2856, 0.3001, 0.2363)
+    )
     pairs = list(itertools.combinations(range(len(volumes)), 2))
     if len(pairs) > max_pairs:
         rng = np.random.default_rng(seed)

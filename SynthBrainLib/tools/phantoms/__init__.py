@@ -14,10 +14,10 @@ Example::
 See docs/phantoms.md. The template's copyright notice is in ``NOTICE_MNI152.txt`` (this folder).
 """
 
+from ...outputs.measure import measure_brain_volume_ml, measure_t1, measure_ventricular_volume_ml
 from .contrast import INTENSITY_TABLE, SEQUENCES, render_contrast, tissue_intensities
 from .dataset import PhantomDataset, build_dataset, load_dataset, load_subject
 from .labels import LABEL_INDEX, LABEL_NAMES, LESION_NAMES, TISSUE_CHANNELS, one_hot, paint_lesion
-from ...outputs.measure import measure_brain_volume_ml, measure_t1, measure_ventricular_volume_ml
 from .population import (
     PhantomPopulation,
     PhantomSubject,

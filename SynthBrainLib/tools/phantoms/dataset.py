@@ -130,7 +130,9 @@ def build_dataset(pop, n: int, path, *, start: int = 0, workers: int = 1, progre
         old = json.loads(mpath.read_text())
         keys = ("format_version", "seed", "spacing_mm", "shape", "p_wmh", "p_tumour")
         if any(old.get(k) != record[k] for k in keys):
-            raise ValueError(f"{folder} holds a different phantom population ({ {k: old.get(k) for k in keys} }); use another folder")
+            raise ValueError(
+                f"{folder} holds a different phantom population ({ {k: old.get(k) for k in keys} }); use another folder"
+            )
     else:
         _atomic_write_bytes(mpath, lambda f: f.write(json.dumps(record, indent=1).encode()))
     todo = [i for i in range(start, start + n) if not (folder / subject_filename(i)).exists()]

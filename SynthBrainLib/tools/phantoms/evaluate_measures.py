@@ -32,7 +32,7 @@ def dark_box_ml(t1: np.ndarray, affine: np.ndarray) -> float:
     a = (lo + third).astype(int)
     b = (hi - third).astype(int)
     box = np.zeros_like(inside)
-    box[a[0]:b[0], a[1]:b[1], a[2]:b[2]] = True
+    box[a[0] : b[0], a[1] : b[1], a[2] : b[2]] = True
     thr = 0.3 * np.percentile(t1[inside], 99)
     return float((box & inside & (t1 < thr)).sum() * measure.voxel_volume_ml(affine))
 
@@ -59,25 +59,30 @@ def evaluate(n: int = 80, seed: int = 1, spacing_mm: float = 2.5, shape=None, lo
         t = time.time()
         m = measure.measure_t1(s.images["T1"], s.affine)
         t_meas += time.time() - t
-        rows.append({
-            "index": i,
-            "age": s.spec.age,
-            "sex": s.spec.sex,
-            "tumour": s.spec.tumour is not None,
-            "wmh_load": s.spec.wmh_load,
-            "true_vent": s.true_ventricular_volume_ml,
-            "true_brain": s.true_brain_volume_ml,
-            "meas_vent": m["ventricular_volume_ml"],
-            "meas_brain": m["brain_volume_ml"],
-            "eroded20": measure.measure_deep_csf_ml(s.images["T1"], s.affine, 20.0),
-            "dark_box": dark_box_ml(s.images["T1"], s.affine),
-        })
+        rows.append(
+            {
+                "index": i,
+                "age": s.spec.age,
+                "sex": s.spec.sex,
+                "tumour": s.spec.tumour is not None,
+                "wmh_load": s.spec.wmh_load,
+                "true_vent": s.true_ventricular_volume_ml,
+                "true_brain": s.true_brain_volume_ml,
+                "meas_vent": m["ventricular_volume_ml"],
+                "meas_brain": m["brain_volume_ml"],
+                "eroded20": measure.measure_deep_csf_ml(s.images["T1"], s.affine, 20.0),
+                "dark_box": dark_box_ml(s.images["T1"], s.affine),
+            }
+        )
         if log and (i + 1) % 20 == 0:
             log(f"  {i + 1}/{n} subjects")
     col = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     healthy = ~col["tumour"].astype(bool)
     res = {
-        "n": n, "seed": seed, "spacing_mm": spacing_mm, "shape": list(shape),
+        "n": n,
+        "seed": seed,
+        "spacing_mm": spacing_mm,
+        "shape": list(shape),
         "template_seconds": t_template,
         "seconds_per_subject_generation": t_gen / n,
         "seconds_per_subject_measurement": t_meas / n,
@@ -102,12 +107,18 @@ def evaluate(n: int = 80, seed: int = 1, spacing_mm: float = 2.5, shape=None, lo
         sel = (col["age"] >= lo) & (col["age"] < hi)
         if sel.any():
             v, b = col["true_vent"][sel], col["true_brain"][sel]
-            res["age_bands"].append({
-                "ages": f"{lo}-{min(hi, 82)}", "n": int(sel.sum()),
-                "ventricles_median_ml": float(np.median(v)), "ventricles_min_ml": float(v.min()),
-                "ventricles_max_ml": float(v.max()),
-                "brain_median_ml": float(np.median(b)), "brain_min_ml": float(b.min()), "brain_max_ml": float(b.max()),
-            })
+            res["age_bands"].append(
+                {
+                    "ages": f"{lo}-{min(hi, 82)}",
+                    "n": int(sel.sum()),
+                    "ventricles_median_ml": float(np.median(v)),
+                    "ventricles_min_ml": float(v.min()),
+                    "ventricles_max_ml": float(v.max()),
+                    "brain_median_ml": float(np.median(b)),
+                    "brain_min_ml": float(b.min()),
+                    "brain_max_ml": float(b.max()),
+                }
+            )
     return res
 
 

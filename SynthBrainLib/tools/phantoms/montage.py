@@ -68,8 +68,9 @@ def save_montage(subjects, path, titles=None, dpi=110):
 
     cols = ["T1", "FLAIR", "T2", "labels"]
     n = len(subjects)
-    fig, axes = plt.subplots(3 * n, 4, figsize=(4 * 2.4, 3 * n * 2.4 + 0.6), squeeze=False,
-                             gridspec_kw=dict(wspace=0.02, hspace=0.12))
+    fig, axes = plt.subplots(
+        3 * n, 4, figsize=(4 * 2.4, 3 * n * 2.4 + 0.6), squeeze=False, gridspec_kw=dict(wspace=0.02, hspace=0.12)
+    )
     for s_i, subj in enumerate(subjects):
         sl = _slices(subj, _pick_centre(subj))
         for v in range(3):
@@ -96,8 +97,11 @@ def save_montage(subjects, path, titles=None, dpi=110):
 
 def _default_title(subj):
     s = subj.spec
-    parts = [f"age {s.age:.0f}, {s.sex}", f"ventricles {subj.true_ventricular_volume_ml:.0f} mL",
-             f"brain {subj.true_brain_volume_ml:.0f} mL"]
+    parts = [
+        f"age {s.age:.0f}, {s.sex}",
+        f"ventricles {subj.true_ventricular_volume_ml:.0f} mL",
+        f"brain {subj.true_brain_volume_ml:.0f} mL",
+    ]
     lf = subj.lesion_fractions
     if lf["wmh"] > 0:
         parts.append(f"WMH {100 * lf['wmh']:.1f} %")
@@ -114,9 +118,15 @@ def demo_specs():
     return [
         SubjectSpec(age=47, sex="female", deformation_seed=1, ventricle_z=-0.5),
         SubjectSpec(age=80, sex="male", wmh_load=0.02, deformation_seed=2, ventricle_z=1.0, atrophy_z=1.0),
-        SubjectSpec(age=66, sex="female", wmh_load=0.004, deformation_seed=9,
-                    tumour=TumourSpec(centre_mm=(30.0, -20.0, 22.0), radius_mm=16.0, necrotic_fraction=0.6,
-                                      edema_mm=12.0, irregularity=0.3)),
+        SubjectSpec(
+            age=66,
+            sex="female",
+            wmh_load=0.004,
+            deformation_seed=9,
+            tumour=TumourSpec(
+                centre_mm=(30.0, -20.0, 22.0), radius_mm=16.0, necrotic_fraction=0.6, edema_mm=12.0, irregularity=0.3
+            ),
+        ),
     ]
 
 
@@ -125,8 +135,13 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", help="PNG path")
-    p.add_argument("--indices", type=int, nargs="+", default=None,
-                   help="population subjects to show (default: the three demo specs)")
+    p.add_argument(
+        "--indices",
+        type=int,
+        nargs="+",
+        default=None,
+        help="population subjects to show (default: the three demo specs)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spacing", type=float, default=2.5)
     p.add_argument("--shape", type=int, nargs=3, default=[64, 80, 64])

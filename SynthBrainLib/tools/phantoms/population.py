@@ -278,8 +278,9 @@ class PhantomPopulation:
     The template preparation (~5-10 s) happens on first use and is cached per process.
     """
 
-    def __init__(self, seed: int = 0, spacing_mm: float = 2.5, shape=(64, 80, 64), *,
-                 p_wmh: float = 0.35, p_tumour: float = 0.25):
+    def __init__(
+        self, seed: int = 0, spacing_mm: float = 2.5, shape=(64, 80, 64), *, p_wmh: float = 0.35, p_tumour: float = 0.25
+    ):
         self.seed = int(seed)
         self.spacing_mm = float(spacing_mm)
         self.shape = tuple(int(s) for s in shape)
@@ -351,8 +352,14 @@ class PhantomPopulation:
                 mass_effect=float(0.4 + 0.5 * tum_draws[6]),
             )
         return SubjectSpec(
-            age=age, sex=sex, wmh_load=wmh_load, tumour=tumour, deformation_seed=deformation_seed,
-            head_scale=head_scale, ventricle_z=ventricle_z, atrophy_z=atrophy_z,
+            age=age,
+            sex=sex,
+            wmh_load=wmh_load,
+            tumour=tumour,
+            deformation_seed=deformation_seed,
+            head_scale=head_scale,
+            ventricle_z=ventricle_z,
+            atrophy_z=atrophy_z,
         )
 
     def subject(self, index: int) -> PhantomSubject:
@@ -426,9 +433,18 @@ class PhantomPopulation:
         samp = np.zeros((n, T.maps.shape[-1]), np.float32)
         samp[:, T_BG] = 1.0
         samp[inside] = trilinear_gather(T.maps, vox[:, inside])
-        ch = {k: np.ascontiguousarray(samp[:, i]).reshape(shape) for k, i in (
-            ("bg", T_BG), ("csf_ext", T_CSF_EXT), ("csf_vent", T_CSF_VENT), ("gm", T_GM),
-            ("wm", T_WM), ("dgm", T_DGM), ("bs", T_BS))}
+        ch = {
+            k: np.ascontiguousarray(samp[:, i]).reshape(shape)
+            for k, i in (
+                ("bg", T_BG),
+                ("csf_ext", T_CSF_EXT),
+                ("csf_vent", T_CSF_VENT),
+                ("gm", T_GM),
+                ("wm", T_WM),
+                ("dgm", T_DGM),
+                ("bs", T_BS),
+            )
+        }
         sulcal = np.ascontiguousarray(samp[:, T_SULCAL]).reshape(shape)
         del samp
         for k in ("wmh", "tumour", "edema", "gd"):
@@ -450,10 +466,20 @@ class PhantomPopulation:
         if spec.wmh_load > 0:
             _paint_wmh(ch, spec, self._rng(spec, _S_WMH), P.reshape((3,) + shape), Q2.reshape((3,) + shape), h)
 
-        pv = np.stack([
-            ch["bg"], ch["csf_ext"] + ch["csf_vent"], ch["gm"], ch["wm"], ch["dgm"], ch["bs"],
-            ch["wmh"], ch["tumour"], ch["edema"], ch["gd"],
-        ]).astype(np.float32)
+        pv = np.stack(
+            [
+                ch["bg"],
+                ch["csf_ext"] + ch["csf_vent"],
+                ch["gm"],
+                ch["wm"],
+                ch["dgm"],
+                ch["bs"],
+                ch["wmh"],
+                ch["tumour"],
+                ch["edema"],
+                ch["gd"],
+            ]
+        ).astype(np.float32)
         np.clip(pv, 0.0, 1.0, out=pv)
         pv /= pv.sum(0, keepdims=True)
         vent_pv = np.minimum(ch["csf_vent"], pv[CSF]).astype(np.float32)
@@ -465,8 +491,9 @@ class PhantomPopulation:
         labels = labels_from_partial_volumes(pv)
         ri = self._rng(spec, _S_IMAGE)
         images = {seq: render_contrast(pv, seq, ri, spacing_mm=h) for seq in SEQUENCES}
-        return PhantomSubject(spec=spec, affine=affine, partial_volumes=pv, labels=labels,
-                              images=images, ventricle_pv=vent_pv)
+        return PhantomSubject(
+            spec=spec, affine=affine, partial_volumes=pv, labels=labels, images=images, ventricle_pv=vent_pv
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -317,7 +317,7 @@ def build_template(sigma_mm: float) -> PreparedTemplate:
     flow_mm_to_vox[:3, 3] = -lo / _FLOW_GRID_MM
     disp = np.zeros((len(FLOW_TAUS),) + fshape + (3,), np.float32)
     M, b = vel_mm_to_vox[:3, :3], vel_mm_to_vox[:3, 3:4]
-    vent_map = np.ascontiguousarray(maps[..., T_CSF_VENT:T_CSF_VENT + 1])
+    vent_map = np.ascontiguousarray(maps[..., T_CSF_VENT : T_CSF_VENT + 1])
     vols = np.zeros(len(FLOW_TAUS))
 
     def _vent_volume(q):  # ventricle volume (mL) seen through the pull-back points q

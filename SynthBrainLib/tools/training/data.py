@@ -59,17 +59,32 @@ class PhantomTrainingData:
             "age_range": [float(self.age.min()), float(self.age.max())],
             "female": int((self.sex == 0).sum()),
             "male": int((self.sex == 1).sum()),
-            "ventricular_volume_ml_range": [round(float(self.ventricular_ml.min()), 1), round(float(self.ventricular_ml.max()), 1)],
+            "ventricular_volume_ml_range": [
+                round(float(self.ventricular_ml.min()), 1),
+                round(float(self.ventricular_ml.max()), 1),
+            ],
             "brain_volume_ml_range": [round(float(self.brain_ml.min()), 1), round(float(self.brain_ml.max()), 1)],
-            "subjects_with_lesion": {n: int((self.lesion_fractions[:, j] > 0).sum()) for j, n in enumerate(lesion_names)},
+            "subjects_with_lesion": {
+                n: int((self.lesion_fractions[:, j] > 0).sum()) for j, n in enumerate(lesion_names)
+            },
             "lesion_fraction_medians": {
-                n: round(float(np.median(self.lesion_fractions[self.lesion_fractions[:, j] > 0, j])), 5) if (self.lesion_fractions[:, j] > 0).any() else 0.0
+                n: round(float(np.median(self.lesion_fractions[self.lesion_fractions[:, j] > 0, j])), 5)
+                if (self.lesion_fractions[:, j] > 0).any()
+                else 0.0
                 for j, n in enumerate(lesion_names)
             },
         }
 
 
-def load_training_data(n: int, *, seed: int = 0, cache: Path, spacing_mm: float = 2.5, shape=(64, 80, 64), log: Callable[[str], None] = print) -> PhantomTrainingData:
+def load_training_data(
+    n: int,
+    *,
+    seed: int = 0,
+    cache: Path,
+    spacing_mm: float = 2.5,
+    shape=(64, 80, 64),
+    log: Callable[[str], None] = print,
+) -> PhantomTrainingData:
     """Build (resumably) and load subjects 0..n-1 of the phantom population ``seed``."""
     from ..phantoms import PhantomPopulation, build_dataset, load_subject
     from ..phantoms.dataset import subject_filename
@@ -78,7 +93,13 @@ def load_training_data(n: int, *, seed: int = 0, cache: Path, spacing_mm: float 
     missing = [i for i in range(n) if not (folder / subject_filename(i)).exists()]
     if missing:
         log(f"building {len(missing)} phantom subjects in {folder} (resumable)")
-        build_dataset(PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape), n, folder, workers=min(2, os.cpu_count() or 1), progress=False)
+        build_dataset(
+            PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape),
+            n,
+            folder,
+            workers=min(2, os.cpu_count() or 1),
+            progress=False,
+        )
     sequences = ("T1", "FLAIR", "T2")
     manifest = json.loads((folder / "manifest.json").read_text())
     shape = tuple(manifest["shape"])

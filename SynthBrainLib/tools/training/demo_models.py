@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from ..._version import __version__
-from ...outputs.atomic_files import temporary_sibling
 from ...models.cards import ModelCard, NetworkSpec
-from ...outputs.digests import file_sha256
 from ...models.store import default_home
+from ...outputs.atomic_files import temporary_sibling
+from ...outputs.digests import file_sha256
 from .data import PhantomTrainingData, load_training_data
 from .trainers import (
     FitConfig,
@@ -40,17 +40,41 @@ DEMO_IDS = ("brain-ldm-demo", "labels-demo", "label2image-demo")
 Log = Callable[[str], None]
 
 LABEL_COLOURS = [
-    (0, "background", [0, 0, 0]), (1, "csf", [84, 160, 227]), (2, "gm", [128, 174, 128]), (3, "wm", [241, 214, 145]),
-    (4, "dgm", [177, 122, 101]), (5, "brainstem", [111, 184, 210]), (6, "wmh", [255, 255, 0]), (7, "tumour", [230, 30, 30]),
-    (8, "edema", [90, 200, 90]), (9, "gdtumour", [200, 0, 200]),
+    (0, "background", [0, 0, 0]),
+    (1, "csf", [84, 160, 227]),
+    (2, "gm", [128, 174, 128]),
+    (3, "wm", [241, 214, 145]),
+    (4, "dgm", [177, 122, 101]),
+    (5, "brainstem", [111, 184, 210]),
+    (6, "wmh", [255, 255, 0]),
+    (7, "tumour", [230, 30, 30]),
+    (8, "edema", [90, 200, 90]),
+    (9, "gdtumour", [200, 0, 200]),
 ]
 #: Brain LDM's noise schedule; the demos predict v instead of epsilon (see trainers.train_latent_diffusion).
-SCHEDULE = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0205, "clip_sample": False, "prediction_type": "v_prediction"}
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "schedule": "scaled_linear_beta",
+    "beta_start": 0.0015,
+    "beta_end": 0.0205,
+    "clip_sample": False,
+    "prediction_type": "v_prediction",
+}
 #: Averaged weights for the latent UNets (FitConfig.ema).
 UNET_EMA = 0.999
-LICENCE = "Apache-2.0 (SynthBrain). Trained only on phantoms derived from the MNI ICBM152 2009a template (see NOTICE_MNI152.txt beside the demo models)."
-CITATION = "SynthBrain demo model trained on MNI152-derived phantoms. Architecture after Pinaya et al., Brain imaging generation with latent diffusion models, DGM4MICCAI 2022, and Fernandez et al., A 3D generative model of pathological multi-modal MR images and segmentations, DGM4MICCAI 2023."
-INTENDED_USE = "Demonstration and software testing only: trained on synthetic phantoms, not on patients. Not for research conclusions about anatomy, nor for clinical use."
+LICENCE = (
+    "Apache-2.0 (SynthBrain). Trained only on phantoms derived from the MNI ICBM152 2009a template (see "
+    "NOTICE_MNI152.txt beside the demo models)."
+)
+CITATION = (
+    "SynthBrain demo model trained on MNI152-derived phantoms. Architecture after Pinaya et al., Brain imaging "
+    "generation with latent diffusion models, DGM4MICCAI 2022, and Fernandez et al., A 3D generative model of "
+    "pathological multi-modal MR images and segmentations, DGM4MICCAI 2023."
+)
+INTENDED_USE = (
+    "Demonstration and software testing only: trained on synthetic phantoms, not on patients. Not for research "
+    "conclusions about anatomy, nor for clinical use."
+)
 
 
 @dataclass
@@ -85,7 +109,16 @@ def _output(data: PhantomTrainingData, modality: str) -> dict:
 
 
 def _continuous(name: str, label: str, unit: str, lo: float, hi: float, default: float, note: str) -> dict:
-    return {"name": name, "label": label, "kind": "continuous", "unit": unit, "range": [lo, hi], "default": default, "normalisation": "defined", "note": note}
+    return {
+        "name": name,
+        "label": label,
+        "kind": "continuous",
+        "unit": unit,
+        "range": [lo, hi],
+        "default": default,
+        "normalisation": "defined",
+        "note": note,
+    }
 
 
 def _rounded_range(values: np.ndarray, step: float, pad: float = 0.1) -> tuple[float, float]:
@@ -107,7 +140,11 @@ def _base_card(model_id: str, name: str, kind: str, description: str, data: Phan
         "licence": LICENCE,
         "citation": CITATION,
         "intended_use": INTENDED_USE,
-        "source": {"type": "synthbrain-demo", "training_command": f"synthbrain train {model_id}", "phantoms": data.describe()},
+        "source": {
+            "type": "synthbrain-demo",
+            "training_command": f"synthbrain train {model_id}",
+            "phantoms": data.describe(),
+        },
         "weights_public": True,
     }
 
@@ -120,9 +157,17 @@ def _network(cls: str, weights: str, kwargs: dict) -> dict:
 # Recipes
 # ----------------------------------------------------------------------------------------------
 IMAGE_AE = {
-    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "latent_channels": 8, "channels": [16, 32, 64], "num_res_blocks": 1,
-    "norm_num_groups": 8, "norm_eps": 1e-06, "attention_levels": [False, False, False],
-    "with_encoder_nonlocal_attn": False, "with_decoder_nonlocal_attn": False,
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 1,
+    "latent_channels": 8,
+    "channels": [16, 32, 64],
+    "num_res_blocks": 1,
+    "norm_num_groups": 8,
+    "norm_eps": 1e-06,
+    "attention_levels": [False, False, False],
+    "with_encoder_nonlocal_attn": False,
+    "with_decoder_nonlocal_attn": False,
 }
 LABEL_AE = dict(IMAGE_AE, in_channels=10, out_channels=10)
 #: Autoencoders train on random crops of this size (1/8 of the 64x80x64 grid): see trainers.batch_tensor.
@@ -131,10 +176,20 @@ AE_PATCH = (32, 40, 32)
 
 def _unet(latent_channels: int, n_conditions: int, concat: bool) -> dict:
     return {
-        "spatial_dims": 3, "in_channels": latent_channels + (n_conditions if concat else 0), "out_channels": latent_channels,
-        "channels": [32, 64, 64], "num_res_blocks": 1, "attention_levels": [False, False, True], "num_head_channels": [0, 0, 32],
-        "norm_num_groups": 16, "norm_eps": 1e-06, "resblock_updown": True, "with_conditioning": True, "transformer_num_layers": 1,
-        "cross_attention_dim": n_conditions, "upcast_attention": True,
+        "spatial_dims": 3,
+        "in_channels": latent_channels + (n_conditions if concat else 0),
+        "out_channels": latent_channels,
+        "channels": [32, 64, 64],
+        "num_res_blocks": 1,
+        "attention_levels": [False, False, True],
+        "num_head_channels": [0, 0, 32],
+        "norm_num_groups": 16,
+        "norm_eps": 1e-06,
+        "resblock_updown": True,
+        "with_conditioning": True,
+        "transformer_num_layers": 1,
+        "cross_attention_dim": n_conditions,
+        "upcast_attention": True,
     }
 
 
@@ -142,13 +197,30 @@ def _unet(latent_channels: int, n_conditions: int, concat: bool) -> dict:
 DEMO_SAMPLING = {"default_sampler": "ddim", "default_steps": 50}
 
 
-def _latent_diffusion_sections(ae_kwargs: dict, unet_kwargs: dict, schedule: dict, latents: np.ndarray, scale: float, variables: list[dict]) -> dict:
+def _latent_diffusion_sections(
+    ae_kwargs: dict, unet_kwargs: dict, schedule: dict, latents: np.ndarray, scale: float, variables: list[dict]
+) -> dict:
     """Card sections shared by the two latent-diffusion demos (weights, networks, sampling, latent)."""
     return {
-        "weights": {"autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"}, "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"}},
-        "networks": {"autoencoder": _network("AutoencoderKL", "autoencoder", ae_kwargs), "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs)},
-        "scheduler": {"class": "DDIMScheduler", "objective": schedule.get("prediction_type", "epsilon"), "kwargs": schedule},
-        "sampling": {**DEMO_SAMPLING, "samplers": ["ddim", "ddpm", "dpm++2m"] + (["pndm"] if schedule.get("prediction_type", "epsilon") == "epsilon" else []), "max_steps": 1000},
+        "weights": {
+            "autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"},
+            "diffusion": {"file": "diffusion.safetensors", "format": "safetensors"},
+        },
+        "networks": {
+            "autoencoder": _network("AutoencoderKL", "autoencoder", ae_kwargs),
+            "diffusion": _network("DiffusionModelUNet", "diffusion", unet_kwargs),
+        },
+        "scheduler": {
+            "class": "DDIMScheduler",
+            "objective": schedule.get("prediction_type", "epsilon"),
+            "kwargs": schedule,
+        },
+        "sampling": {
+            **DEMO_SAMPLING,
+            "samplers": ["ddim", "ddpm", "dpm++2m"]
+            + (["pndm"] if schedule.get("prediction_type", "epsilon") == "epsilon" else []),
+            "max_steps": 1000,
+        },
         "latent": {"shape": [latents.shape[1], *latents.shape[2:]], "scale_factor": scale},
         "conditioning": {"inputs": ["concat", "crossattn"], "variables": variables},
     }
@@ -156,9 +228,9 @@ def _latent_diffusion_sections(ae_kwargs: dict, unet_kwargs: dict, schedule: dic
 
 def reused_autoencoder(spec: NetworkSpec, folder: Path, model_id: str, log: Log) -> tuple[torch.nn.Module, dict]:
     """The autoencoder of an existing model folder of ``model_id``, sha256-checked and loaded strictly."""
+    from ...errors import SynthBrainError
     from ...models.cards import load_card
     from ...models.checkpoints import load_weights, read_state_dict, verify_file
-    from ...errors import SynthBrainError
     from ...models.networks import build_network
 
     folder = Path(folder)
@@ -177,7 +249,9 @@ def reused_autoencoder(spec: NetworkSpec, folder: Path, model_id: str, log: Log)
     return model.eval(), {"reused_from": str(path), "sha256": digest, "original_training": previous}
 
 
-def _autoencoder(spec: NetworkSpec, budget: "Budget", model_id: str, log: Log, train: Callable[[], tuple[torch.nn.Module, Any]]) -> tuple[torch.nn.Module, dict]:
+def _autoencoder(
+    spec: NetworkSpec, budget: "Budget", model_id: str, log: Log, train: Callable[[], tuple[torch.nn.Module, Any]]
+) -> tuple[torch.nn.Module, dict]:
     if budget.autoencoder_from is not None:
         return reused_autoencoder(spec, budget.autoencoder_from, model_id, log)
     model, report = train()
@@ -208,42 +282,99 @@ def age_typical_defaults(data: PhantomTrainingData) -> dict[str, dict]:
     return out
 
 
-def train_brain_ldm_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+def train_brain_ldm_demo(
+    data: PhantomTrainingData, budget: Budget, log: Log
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """T1 autoencoder + conditional latent diffusion (sex, age, ventricular and brain volume)."""
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", IMAGE_AE, "autoencoder")
-    ae, ae_record = _autoencoder(ae_spec, budget, "brain-ldm-demo", log, lambda: train_image_autoencoder(
-        ae_spec, data.images[:, :1], budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=1), patch=AE_PATCH, log=log))
+    ae, ae_record = _autoencoder(
+        ae_spec,
+        budget,
+        "brain-ldm-demo",
+        log,
+        lambda: train_image_autoencoder(
+            ae_spec,
+            data.images[:, :1],
+            budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=1),
+            patch=AE_PATCH,
+            log=log,
+        ),
+    )
     latents = encode_means(ae, data.images[:, :1])
     scale = _scale_factor(latents)
 
     vent_lo, vent_hi = _rounded_range(data.ventricular_ml, 5.0)
     brain_lo, brain_hi = _rounded_range(data.brain_ml, 50.0)
     variables = [
-        {"name": "sex", "label": "Sex", "kind": "categorical", "choices": {"female": 0.0, "male": 1.0}, "default": "female", "normalisation": "defined", "note": "0 = female, 1 = male, as the phantoms were made."},
-        _continuous("age", "Age", "years", 45.0, 82.0, 65.0, "Linear map of 45-82 years to 0-1 (the phantoms' age range)."),
-        _continuous("ventricular_volume", "Ventricular volume", "mL", vent_lo, vent_hi, float(np.round(np.median(data.ventricular_ml))),
-                    f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with SynthBrainLib.outputs.measure (lateral + third ventricles)."),
-        _continuous("brain_volume", "Brain volume", "mL", brain_lo, brain_hi, float(np.round(np.median(data.brain_ml))),
-                    f"Linear map of {brain_lo:g}-{brain_hi:g} mL to 0-1; tissue volume measured on each phantom's T1 (not head-size normalised)."),
+        {
+            "name": "sex",
+            "label": "Sex",
+            "kind": "categorical",
+            "choices": {"female": 0.0, "male": 1.0},
+            "default": "female",
+            "normalisation": "defined",
+            "note": "0 = female, 1 = male, as the phantoms were made.",
+        },
+        _continuous(
+            "age", "Age", "years", 45.0, 82.0, 65.0, "Linear map of 45-82 years to 0-1 (the phantoms' age range)."
+        ),
+        _continuous(
+            "ventricular_volume",
+            "Ventricular volume",
+            "mL",
+            vent_lo,
+            vent_hi,
+            float(np.round(np.median(data.ventricular_ml))),
+            f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with "
+            "SynthBrainLib.outputs.measure (lateral + third ventricles).",
+        ),
+        _continuous(
+            "brain_volume",
+            "Brain volume",
+            "mL",
+            brain_lo,
+            brain_hi,
+            float(np.round(np.median(data.brain_ml))),
+            f"Linear map of {brain_lo:g}-{brain_hi:g} mL to 0-1; tissue volume measured on each phantom's T1 "
+            "(not head-size normalised).",
+        ),
     ]
     for v, typical in zip(variables[2:], age_typical_defaults(data).values()):
         v["default_from"] = typical
-    cond = np.stack([
-        data.sex.astype(np.float32),
-        (data.age - 45.0) / 37.0,
-        (data.ventricular_ml - vent_lo) / (vent_hi - vent_lo),
-        (data.brain_ml - brain_lo) / (brain_hi - brain_lo),
-    ], axis=1).astype(np.float32)
+    cond = np.stack(
+        [
+            data.sex.astype(np.float32),
+            (data.age - 45.0) / 37.0,
+            (data.ventricular_ml - vent_lo) / (vent_hi - vent_lo),
+            (data.brain_ml - brain_lo) / (brain_hi - brain_lo),
+        ],
+        axis=1,
+    ).astype(np.float32)
     unet_kwargs = _unet(IMAGE_AE["latent_channels"], 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, SCHEDULE, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=2, ema=UNET_EMA), log=log)
+    unet, unet_report = train_latent_diffusion(
+        unet_spec,
+        latents * scale,
+        cond,
+        SCHEDULE,
+        ("concat", "crossattn"),
+        budget.config(3000, batch=8, lr=3e-4, seed=2, ema=UNET_EMA),
+        log=log,
+    )
 
     card = _base_card(
-        "brain-ldm-demo", "Brain LDM demo (MNI152 phantoms)", "conditional_latent_diffusion",
-        "Small conditional latent diffusion model with Brain LDM's interface (sex, age, ventricular volume, brain volume; conditions concatenated and as cross-attention context) trained on this repository's MNI152 phantom population at 2.5 mm.",
+        "brain-ldm-demo",
+        "Brain LDM demo (MNI152 phantoms)",
+        "conditional_latent_diffusion",
+        "Small conditional latent diffusion model with Brain LDM's interface (sex, age, ventricular volume, "
+        "brain volume; conditions concatenated and as cross-attention context) trained on this repository's "
+        "MNI152 phantom population at 2.5 mm.",
         data,
     )
-    card.update(_latent_diffusion_sections(IMAGE_AE, unet_kwargs, SCHEDULE, latents, scale, variables), output=_output(data, "T1w"))
+    card.update(
+        _latent_diffusion_sections(IMAGE_AE, unet_kwargs, SCHEDULE, latents, scale, variables),
+        output=_output(data, "T1w"),
+    )
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
     log_record = {"autoencoder": ae_record, "diffusion": unet_report.as_json(), "latent_std": float(latents.std())}
     return card, states, log_record
@@ -258,34 +389,76 @@ def rare_class_weights(partial_volumes: np.ndarray) -> np.ndarray:
     return weights
 
 
-def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+def train_labels_demo(
+    data: PhantomTrainingData, budget: Budget, log: Log
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """Label autoencoder (10-class partial volumes) + latent diffusion conditioned on lesion fractions."""
     pv = data.partial_volumes
     class_weights = rare_class_weights(pv)
     ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", LABEL_AE, "autoencoder")
-    ae, ae_record = _autoencoder(ae_spec, budget, "labels-demo", log, lambda: train_label_autoencoder(
-        ae_spec, pv, budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=3), class_weights=class_weights, patch=AE_PATCH, log=log))
+    ae, ae_record = _autoencoder(
+        ae_spec,
+        budget,
+        "labels-demo",
+        log,
+        lambda: train_label_autoencoder(
+            ae_spec,
+            pv,
+            budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=3),
+            class_weights=class_weights,
+            patch=AE_PATCH,
+            log=log,
+        ),
+    )
     latents = encode_means(ae, pv)
     scale = _scale_factor(latents)
 
     names = ("wmh", "tumour", "edema", "gdtumour")
-    labels = {"wmh": "White-matter hyperintensities", "tumour": "Tumour (non-enhancing core)", "edema": "Edema", "gdtumour": "Enhancing tumour"}
+    labels = {
+        "wmh": "White-matter hyperintensities",
+        "tumour": "Tumour (non-enhancing core)",
+        "edema": "Edema",
+        "gdtumour": "Enhancing tumour",
+    }
     variables, columns = [], []
     for j, name in enumerate(names):
         values = data.lesion_fractions[:, j]
         hi = float(np.ceil(values.max() * 1.1 * 1000) / 1000) or 0.01
-        variables.append(_continuous(name, labels[name], "fraction", 0.0, hi, 0.0,
-                                     f"Lesion volume / brain volume (voxels labelled {name} over non-background voxels); 0 asks for none. Linear map of 0-{hi:g} to 0-1."))
+        variables.append(
+            _continuous(
+                name,
+                labels[name],
+                "fraction",
+                0.0,
+                hi,
+                0.0,
+                f"Lesion volume / brain volume (voxels labelled {name} over non-background voxels); 0 asks "
+                f"for none. Linear map of 0-{hi:g} to 0-1.",
+            )
+        )
         columns.append(values / hi)
     cond = np.stack(columns, axis=1).astype(np.float32)
     unet_kwargs = _unet(LABEL_AE["latent_channels"], 4, concat=True)
     unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
     schedule = dict(SCHEDULE, beta_end=0.0195)
-    unet, unet_report = train_latent_diffusion(unet_spec, latents * scale, cond, schedule, ("concat", "crossattn"), budget.config(3000, batch=8, lr=3e-4, seed=4, ema=UNET_EMA), log=log)
+    unet, unet_report = train_latent_diffusion(
+        unet_spec,
+        latents * scale,
+        cond,
+        schedule,
+        ("concat", "crossattn"),
+        budget.config(3000, batch=8, lr=3e-4, seed=4, ema=UNET_EMA),
+        log=log,
+    )
 
     card = _base_card(
-        "labels-demo", "Label generator demo (MNI152 phantoms)", "label_generator",
-        "brainSPADE3D-style label generator: latent diffusion over 10-class partial-volume label maps (background, csf, gm, wm, dgm, brainstem, wmh, tumour, edema, gdtumour) conditioned on the four lesion volume fractions, trained on this repository's MNI152 phantoms at 2.5 mm. Unlike brainSPADE3D (cross-attention only), conditions also enter as concatenated channels.",
+        "labels-demo",
+        "Label generator demo (MNI152 phantoms)",
+        "label_generator",
+        "brainSPADE3D-style label generator: latent diffusion over 10-class partial-volume label maps "
+        "(background, csf, gm, wm, dgm, brainstem, wmh, tumour, edema, gdtumour) conditioned on the four "
+        "lesion volume fractions, trained on this repository's MNI152 phantoms at 2.5 mm. Unlike "
+        "brainSPADE3D (cross-attention only), conditions also enter as concatenated channels.",
         data,
     )
     card.update(
@@ -296,30 +469,64 @@ def train_labels_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tu
     for v in card["conditioning"]["variables"]:
         v["model_range"] = [0.0, 1.0]
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
-    return card, states, {"autoencoder": ae_record, "diffusion": unet_report.as_json(), "class_weights": class_weights.round(3).tolist(), "latent_std": float(latents.std())}
+    return (
+        card,
+        states,
+        {
+            "autoencoder": ae_record,
+            "diffusion": unet_report.as_json(),
+            "class_weights": class_weights.round(3).tolist(),
+            "latent_std": float(latents.std()),
+        },
+    )
 
 
 SPADE = {
-    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "label_nc": 10, "channels": [16, 32, 64, 64], "z_dim": 16,
-    "is_vae": True, "spade_intermediate_channels": 32, "norm": "INSTANCE", "upsampling_mode": "nearest",
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 1,
+    "label_nc": 10,
+    "channels": [16, 32, 64, 64],
+    "z_dim": 16,
+    "is_vae": True,
+    "spade_intermediate_channels": 32,
+    "norm": "INSTANCE",
+    "upsampling_mode": "nearest",
 }
 
 
-def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+def train_label2image_demo(
+    data: PhantomTrainingData, budget: Budget, log: Log
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
     """SPADENet from partial volumes to T1 / FLAIR / T2; the sequence is a style code."""
     n_seq = len(data.sequences)
     kwargs = dict(SPADE, input_shape=list(data.shape), label_nc=SPADE["label_nc"] + n_seq)
     spec = NetworkSpec("generator", "SPADENet", kwargs, "generator")
-    model, report, style_codes = train_spade(spec, data.partial_volumes, data.images, budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5), log=log,
-                                       sequence_channels=True, class_weights=rare_class_weights(data.partial_volumes))
+    model, report, style_codes = train_spade(
+        spec,
+        data.partial_volumes,
+        data.images,
+        budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5),
+        log=log,
+        sequence_channels=True,
+        class_weights=rare_class_weights(data.partial_volumes),
+    )
     codes = style_statistics(style_codes, data.sequences)
     card = _base_card(
-        "label2image-demo", "Label-to-image demo (MNI152 phantoms)", "label_to_image",
-        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence and one-hot channels appended to the label map (the VAE style encoder is not trained: see SynthBrainLib.tools.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
+        "label2image-demo",
+        "Label-to-image demo (MNI152 phantoms)",
+        "label_to_image",
+        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label "
+        "maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence and one-hot "
+        "channels appended to the label map (the VAE style encoder is not trained: see "
+        "SynthBrainLib.tools.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
         data,
     )
     card.update(
-        weights={"generator": {"file": "generator.safetensors", "format": "safetensors"}, "style": {"file": "style_codes.safetensors", "format": "safetensors"}},
+        weights={
+            "generator": {"file": "generator.safetensors", "format": "safetensors"},
+            "style": {"file": "style_codes.safetensors", "format": "safetensors"},
+        },
         networks={"generator": _network("SPADENet", "generator", kwargs)},
         conditioning={"inputs": [], "variables": []},
         output=_output(data, "MR"),
@@ -329,7 +536,11 @@ def train_label2image_demo(data: PhantomTrainingData, budget: Budget, log: Log) 
     return card, {"generator": model.state_dict(), "style": codes}, {"generator": report.as_json()}
 
 
-RECIPES = {"brain-ldm-demo": train_brain_ldm_demo, "labels-demo": train_labels_demo, "label2image-demo": train_label2image_demo}
+RECIPES = {
+    "brain-ldm-demo": train_brain_ldm_demo,
+    "labels-demo": train_labels_demo,
+    "label2image-demo": train_label2image_demo,
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +553,12 @@ def _stored(states: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype) -> d
     return {key: {k: v.detach().to(dtype).contiguous() for k, v in state.items()} for key, state in states.items()}
 
 
-def storage_check(card: dict, states: dict[str, dict[str, torch.Tensor]], data: PhantomTrainingData, dtype: torch.dtype = STORAGE_DTYPE) -> dict[str, Any]:
+def storage_check(
+    card: dict,
+    states: dict[str, dict[str, torch.Tensor]],
+    data: PhantomTrainingData,
+    dtype: torch.dtype = STORAGE_DTYPE,
+) -> dict[str, Any]:
     """Output difference between float32 weights and weights rounded to ``dtype`` (same seeds).
 
     Images: max abs difference and PSNR (data range 1); label maps: voxels whose argmax changes.
@@ -359,11 +575,17 @@ def storage_check(card: dict, states: dict[str, dict[str, torch.Tensor]], data: 
             net = build_network(spec, model_card.id)
             net.load_state_dict({k: v.float() for k, v in variant[spec.weights].items()})
             networks[name] = net
-        tensors = {k: {n: t.float() for n, t in variant[k].items()} for k in variant if k not in {s.weights for s in model_card.networks.values()}}
+        tensors = {
+            k: {n: t.float() for n, t in variant[k].items()}
+            for k in variant
+            if k not in {s.weights for s in model_card.networks.values()}
+        }
         pipe = pipeline_class(model_card)(model_card, networks, device="cpu", tensors=tensors)
         if model_card.kind == "label_to_image":
             labels = data.partial_volumes[0].astype(np.float32).argmax(0)
-            results = [pipe.generate(labels, affine=data.affine, sequence=seq, seed=0) for seq in model_card.sequences.names]
+            results = [
+                pipe.generate(labels, affine=data.affine, sequence=seq, seed=0) for seq in model_card.sequences.names
+            ]
         else:
             results = [pipe.generate(seed=seed, steps=10) for seed in range(2)]
         outputs.append(results)
@@ -379,7 +601,14 @@ def storage_check(card: dict, states: dict[str, dict[str, torch.Tensor]], data: 
     return record
 
 
-def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.Tensor]], training: dict, overwrite: bool = False, dtype: torch.dtype = STORAGE_DTYPE) -> ModelCard:
+def write_model_folder(
+    out: Path,
+    card: dict,
+    states: dict[str, dict[str, torch.Tensor]],
+    training: dict,
+    overwrite: bool = False,
+    dtype: torch.dtype = STORAGE_DTYPE,
+) -> ModelCard:
     """Write weights (safetensors in ``dtype``), card.json with their sha256, and training.json;
     atomically per file. The card is validated before anything is written.
     """
@@ -398,7 +627,11 @@ def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.
             # One metadata key only: safetensors writes its metadata map in hash order, which
             # changes between processes, so two keys made the same weights hash differently
             # (and a reused autoencoder look like a new one).
-            metadata = {"synthbrain": json.dumps({"model": card["id"], "training_data": "synthetic MNI152 phantoms"}, sort_keys=True)}
+            metadata = {
+                "synthbrain": json.dumps(
+                    {"model": card["id"], "training_data": "synthetic MNI152 phantoms"}, sort_keys=True
+                )
+            }
             save_file({k: v.detach().to(dtype).contiguous() for k, v in state.items()}, tmp, metadata=metadata)
             card["weights"][key]["sha256"] = file_sha256(tmp)
             card["weights"][key]["size_bytes"] = Path(tmp).stat().st_size
@@ -416,8 +649,19 @@ def write_model_folder(out: Path, card: dict, states: dict[str, dict[str, torch.
     return model_card
 
 
-def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int = 0, scale: float = 1.0, minutes: float | None = None,
-               data_dir: str | Path | None = None, overwrite: bool = False, autoencoder_from: str | Path | None = None, log: Log = print) -> ModelCard:
+def train_demo(
+    model_id: str,
+    out: str | Path,
+    *,
+    subjects: int = 320,
+    seed: int = 0,
+    scale: float = 1.0,
+    minutes: float | None = None,
+    data_dir: str | Path | None = None,
+    overwrite: bool = False,
+    autoencoder_from: str | Path | None = None,
+    log: Log = print,
+) -> ModelCard:
     """Train one demo model end to end and write its model folder.
 
     Args:
@@ -445,8 +689,11 @@ def train_demo(model_id: str, out: str | Path, *, subjects: int = 320, seed: int
     card, states, record = RECIPES[model_id](data, Budget(scale=scale, minutes=minutes, autoencoder_from=reuse), log)
     training = {
         "model": model_id,
-        "command": " ".join(["synthbrain", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)] + (["--scale", str(scale)] if scale != 1.0 else [])
-                           + (["--autoencoder-from", str(autoencoder_from)] if autoencoder_from is not None else [])),
+        "command": " ".join(
+            ["synthbrain", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)]
+            + (["--scale", str(scale)] if scale != 1.0 else [])
+            + (["--autoencoder-from", str(autoencoder_from)] if autoencoder_from is not None else [])
+        ),
         "synthbrain": __version__,
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {os.cpu_count()} CPU(s), {platform.python_version()}",

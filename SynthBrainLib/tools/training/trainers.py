@@ -59,7 +59,11 @@ class FitReport:
     losses: list[float] = field(default_factory=list)  # mean loss of each log interval
 
     def as_json(self) -> dict[str, Any]:
-        return {"steps": self.steps_done, "seconds": round(self.seconds, 1), "loss_curve": [round(x, 6) for x in self.losses]}
+        return {
+            "steps": self.steps_done,
+            "seconds": round(self.seconds, 1),
+            "loss_curve": [round(x, 6) for x in self.losses],
+        }
 
 
 def _to_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -132,7 +136,9 @@ def fit(
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             report.losses.append(float(np.mean(window)))
             if log:
-                log(f"{name}: step {step + 1}/{config.steps} loss {report.losses[-1]:.5f} ({time.time() - start:.0f} s)")
+                log(
+                    f"{name}: step {step + 1}/{config.steps} loss {report.losses[-1]:.5f} ({time.time() - start:.0f} s)"
+                )
             window = []
     if window:
         report.losses.append(float(np.mean(window)))
@@ -147,7 +153,13 @@ def fit(
     return report
 
 
-def batch_tensor(array: np.ndarray, idx: np.ndarray, channels_last: bool = False, patch: tuple[int, int, int] | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+def batch_tensor(
+    array: np.ndarray,
+    idx: np.ndarray,
+    channels_last: bool = False,
+    patch: tuple[int, int, int] | None = None,
+    gen: torch.Generator | None = None,
+) -> torch.Tensor:
     """Float32 batch of ``array[idx]`` (N, C, X, Y, Z); with ``patch``, one random crop per sample.
 
     Autoencoders are convolutional, so they train on crops: 8x more updates for the same compute
@@ -158,7 +170,15 @@ def batch_tensor(array: np.ndarray, idx: np.ndarray, channels_last: bool = False
     crops = []
     for i in idx:
         starts = [int(torch.randint(0, size - p + 1, (1,), generator=gen)) for size, p in zip(array.shape[2:], patch)]
-        crops.append(array[i, :, starts[0] : starts[0] + patch[0], starts[1] : starts[1] + patch[1], starts[2] : starts[2] + patch[2]])
+        crops.append(
+            array[
+                i,
+                :,
+                starts[0] : starts[0] + patch[0],
+                starts[1] : starts[1] + patch[1],
+                starts[2] : starts[2] + patch[2],
+            ]
+        )
     return _to_format(torch.from_numpy(np.ascontiguousarray(np.stack(crops))).float(), channels_last)
 
 
@@ -179,7 +199,14 @@ def gradient_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return total / 3
 
 
-def train_image_autoencoder(spec: NetworkSpec, images: np.ndarray, config: FitConfig, kl_weight: float = 1e-6, patch: tuple[int, int, int] | None = None, log: Log | None = None) -> tuple[torch.nn.Module, FitReport]:
+def train_image_autoencoder(
+    spec: NetworkSpec,
+    images: np.ndarray,
+    config: FitConfig,
+    kl_weight: float = 1e-6,
+    patch: tuple[int, int, int] | None = None,
+    log: Log | None = None,
+) -> tuple[torch.nn.Module, FitReport]:
     """AutoencoderKL on (N, 1, X, Y, Z) images in [0, 1] (or random ``patch`` crops): L1 + edge L1 + KL."""
     torch.manual_seed(config.seed)
     model = build_network(spec)
@@ -194,7 +221,15 @@ def train_image_autoencoder(spec: NetworkSpec, images: np.ndarray, config: FitCo
     return model, report
 
 
-def train_label_autoencoder(spec: NetworkSpec, partial_volumes: np.ndarray, config: FitConfig, kl_weight: float = 1e-6, class_weights: np.ndarray | None = None, patch: tuple[int, int, int] | None = None, log: Log | None = None) -> tuple[torch.nn.Module, FitReport]:
+def train_label_autoencoder(
+    spec: NetworkSpec,
+    partial_volumes: np.ndarray,
+    config: FitConfig,
+    kl_weight: float = 1e-6,
+    class_weights: np.ndarray | None = None,
+    patch: tuple[int, int, int] | None = None,
+    log: Log | None = None,
+) -> tuple[torch.nn.Module, FitReport]:
     """AutoencoderKL on (N, C, X, Y, Z) partial volumes: soft cross-entropy of the decoder logits + KL.
 
     ``class_weights`` up-weights rare classes (lesions) so that small lesions survive the
@@ -202,7 +237,9 @@ def train_label_autoencoder(spec: NetworkSpec, partial_volumes: np.ndarray, conf
     """
     torch.manual_seed(config.seed)
     model = build_network(spec)
-    weights = torch.as_tensor(class_weights if class_weights is not None else np.ones(partial_volumes.shape[1]), dtype=torch.float32).view(1, -1, 1, 1, 1)
+    weights = torch.as_tensor(
+        class_weights if class_weights is not None else np.ones(partial_volumes.shape[1]), dtype=torch.float32
+    ).view(1, -1, 1, 1, 1)
 
     def loss_fn(m, idx, gen):
         target = batch_tensor(partial_volumes, idx, config.channels_last, patch, gen)
@@ -337,12 +374,16 @@ def train_spade(
     model = build_network(spec)
     n_seq = images.shape[1]
     codes = sequence_style_codes(n_seq, int(spec.kwargs["z_dim"]))
-    weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32).view(1, -1, 1, 1, 1)
+    weights = (
+        None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32).view(1, -1, 1, 1, 1)
+    )
 
     def loss_fn(m, idx, gen):
         seq = torch.randint(0, n_seq, (len(idx),), generator=gen)
         seg = batch_tensor(partial_volumes, idx, config.channels_last)
-        x = _to_format(torch.from_numpy(np.ascontiguousarray(images[idx, seq.numpy()][:, None])).float(), config.channels_last)
+        x = _to_format(
+            torch.from_numpy(np.ascontiguousarray(images[idx, seq.numpy()][:, None])).float(), config.channels_last
+        )
         z = codes[seq] + STYLE_NOISE * torch.randn(len(idx), codes.shape[1], generator=gen)
         seg_in = seg
         if sequence_channels:
