@@ -34,8 +34,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import ConditionError, OutputError, SynthBrainError
+from .outputs.atomic_files import TEMPORARY_MARK, AlreadyExists, remove_stale_temporaries, replaced_atomically
 from .outputs.digests import file_sha256
 from .outputs.interrupts import terminate_as_interrupt
+from .outputs.io import as_path, ensure_writable, output_paths, sidecar_path, write_result
+from .pipelines.conditioning import resolve_conditions
+from .pipelines.sampling import check_cancel, resolve_sampler, whole_number
 
 BATCH_FILE = "batch.json"
 MANIFEST_FILE = "manifest.csv"
@@ -125,7 +129,6 @@ class BatchPlan:
 
 def read_conditions_csv(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a conditions CSV: one column per condition (real units; empty cell = card default)."""
-    from .outputs.io import as_path
 
     try:
         path = as_path(path, "conditions file")
@@ -185,8 +188,6 @@ def plan_batch(
         ConditionError: an unknown condition name, a value outside the card's range, a bad count,
             sampler or steps (checked for every sample before anything runs).
     """
-    from .pipelines.conditioning import resolve_conditions
-    from .pipelines.sampling import resolve_sampler, whole_number
 
     if card.kind not in ("conditional_latent_diffusion", "label_generator"):
         raise ConditionError(
@@ -304,7 +305,6 @@ def _request_record(plan: BatchPlan, index: int) -> dict[str, Any]:
 
 def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
     """Whether sample ``index`` is complete (image and sidecar) and was made for this request."""
-    from .outputs.io import sidecar_path
 
     data = plan.file(out, index)
     side = sidecar_path(data)
@@ -329,7 +329,6 @@ def _finished(plan: BatchPlan, out: Path, index: int) -> bool:
 def prepare_output_folder(out: str | Path) -> Path:
     """The batch's folder, created if needed (a one-line error for a file in the way, a place where
     folders cannot be made, or one that cannot be written)."""
-    from .outputs.io import as_path
 
     out = as_path(out, "output folder")
     try:
@@ -348,7 +347,6 @@ def _check_batch_file(out: Path, plan: BatchPlan, rank: int) -> None:
     batches started into one folder at the same moment exactly one gets it; the other (and any
     later run with other settings) is refused. Runs of the same batch (restarts, torchrun ranks)
     find their own settings there and go on."""
-    from .outputs.atomic_files import AlreadyExists, replaced_atomically
 
     path = out / BATCH_FILE
     spec = json.loads(json.dumps(plan.as_json()))
@@ -386,15 +384,11 @@ def run_batch(
     Returns:
         ``{"made": [...], "skipped": [...], "manifest": path or None, "missing": [...]}``.
     """
-    from .outputs.io import write_result
-    from .pipelines.sampling import check_cancel
 
     out = prepare_output_folder(out)
     _check_batch_file(out, plan, rank)
     _start_distributed(world)
     mine = [i for i in range(plan.count) if i % world == rank]
-    from .outputs.atomic_files import TEMPORARY_MARK, remove_stale_temporaries
-    from .outputs.io import sidecar_path
 
     remove_stale_temporaries(out)  # left by a killed earlier run (a clean exit removes its own) ...
     for i in mine:  # ... and, whatever their age, those of this rank's own samples
@@ -405,7 +399,6 @@ def run_batch(
     todo = []
     for i in mine:
         (skipped if _finished(plan, out, i) else todo).append(i)
-    from .outputs.io import ensure_writable, output_paths
 
     for i in todo:  # something in the way of a sample to make (a folder of that name): refuse before any work or output
         ensure_writable(output_paths(plan.file(out, i)), overwrite=True)
@@ -455,7 +448,6 @@ MANIFEST_COLUMNS = (
 
 def manifest_rows(plan: BatchPlan, out: Path) -> tuple[list[dict[str, Any]], list[int]]:
     """One row per finished sample, in index order, read from the sidecars; and the missing indices."""
-    from .outputs.io import sidecar_path
 
     rows, missing = [], []
     for i in range(plan.count):
@@ -496,7 +488,6 @@ def manifest_rows(plan: BatchPlan, out: Path) -> tuple[list[dict[str, Any]], lis
 
 def write_manifest(plan: BatchPlan, out: Path) -> tuple[Path, list[int]]:
     """Rebuild ``manifest.csv`` from the sidecars and write it atomically."""
-    from .models.store import _atomic_write_text
 
     rows, missing = manifest_rows(plan, out)
     columns = list(MANIFEST_COLUMNS)
@@ -510,7 +501,8 @@ def write_manifest(plan: BatchPlan, out: Path) -> tuple[Path, list[int]]:
     for row in rows:
         writer.writerow(row)
     path = out / MANIFEST_FILE
-    _atomic_write_text(path, buf.getvalue())
+    with replaced_atomically(path, suffix=".tmp") as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
     return path, missing
 
 

@@ -2,6 +2,11 @@
 
 Errors a user can cause end the program with one line on stderr (``synthbrain: error: ...``) and
 exit status 2, without a traceback; nothing is written when the input is bad.
+
+The command handlers import the library's torch-based modules (pipelines, store, outputs.io, the
+developer tools) inside themselves, on purpose: importing torch takes seconds, and ``synthbrain
+--help`` or a mistyped argument should answer without it. Only this face does that; inside the
+library, modules import each other at the top (Testing/test_layers.py checks the import graph).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .._version import __version__
-from ..errors import OutputError, SynthBrainError
+from ..errors import OutputError, SynthBrainError, SynthesisCancelled
 from ..outputs.interrupts import terminate_as_interrupt
 
 EXIT_USER_ERROR = 2
@@ -818,8 +823,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():  # kill (SIGTERM) cleans up like Ctrl-C
             return args.handler(args)
     except SynthBrainError as exc:
-        from ..errors import SynthesisCancelled
-
         print(f"synthbrain: error: {exc}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(exc, SynthesisCancelled) else EXIT_USER_ERROR
     except KeyboardInterrupt:

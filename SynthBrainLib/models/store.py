@@ -29,6 +29,8 @@ from ..outputs.atomic_files import replaced_atomically
 from ..outputs.digests import file_digests
 from .cards import ModelCard, WeightFile, builtin_cards, load_card
 from .checkpoints import load_weights, read_state_dict, read_style_codes
+from .download import download_file
+from .networks import build_network
 
 CARD_FILE = "card.json"
 INSTALL_FILE = "install.json"
@@ -674,7 +676,6 @@ class ModelStore:
     @staticmethod
     def _check_loadable(card: ModelCard, paths: dict[str, Path]) -> None:
         """Build each network whose weights are being imported and load them strictly."""
-        from .networks import build_network
 
         for spec in card.networks.values():
             if spec.weights in paths:
@@ -692,7 +693,6 @@ class ModelStore:
     # ---- downloading -----------------------------------------------------------------------
     def download(self, model: str, *, progress: Callable[[str, int, int | None], None] | None = None) -> InstalledModel:
         """Download the card's weight files that are not installed yet (resuming partial ones)."""
-        from .download import download_file
 
         card = self.card(model)
         installed = self.locate(model, require_complete=False)

@@ -63,13 +63,6 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(stem + ".json")
 
 
-def related_path(path: str | Path, tag: str) -> Path:
-    """``brain.nii.gz`` + ``labels`` -> ``brain_labels.nii.gz``."""
-    path = Path(path)
-    suffix = volume_suffix(path)
-    return path.with_name(path.name[: -len(suffix)] + f"_{tag}" + suffix)
-
-
 def ensure_writable(paths: Iterable[Path], overwrite: bool) -> None:
     """Refuse, before any work is done, outputs that cannot or must not be written.
 

@@ -107,9 +107,3 @@ def write_png(
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
-
-
-def label_colours(labels: np.ndarray, colours: list[tuple[int, int, int]]) -> np.ndarray:
-    """(H, W) integer labels to (H, W, 3) uint8 with the card's colours."""
-    table = np.asarray(colours, dtype=np.uint8)
-    return table[np.clip(labels, 0, len(table) - 1)]

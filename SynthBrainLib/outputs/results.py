@@ -12,6 +12,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import SynthBrainError
+from .io import write_result
 
 
 @dataclass
@@ -71,7 +72,6 @@ class SynthesisResult:
         Returns:
             The files written (data files first, then their JSON sidecars).
         """
-        from .io import write_result
 
         return write_result(self, path, overwrite=overwrite, partial_volumes=partial_volumes)
 

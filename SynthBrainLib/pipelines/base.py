@@ -22,7 +22,7 @@ from ..outputs.results import SynthesisResult, build_provenance
 from . import decoding
 from .decoding import TileSettings, check_decode_mode
 from .device import Precision, describe_device, resolve_device
-from .sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler, whole_number
+from .sampling import MIN_STEPS, CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler, whole_number
 
 #: ``compile`` option values: ``torch.compile`` mode for the diffusion UNet (``reduce-overhead``
 #: adds CUDA graphs on CUDA).
@@ -282,8 +282,6 @@ class SynthesisPipeline:
         if sampler is None:
             sampler = self.preview_sampler if self.preview_sampler in sampling.samplers else sampling.default_sampler
         if steps is None:
-            from .sampling import MIN_STEPS
-
             steps = max(self.preview_steps, MIN_STEPS.get(sampler.lower(), 1))
         return sampler, steps
 

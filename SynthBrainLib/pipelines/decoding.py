@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..errors import ConditionError
-from .device import Precision
+from .device import Precision, cpu_has_bf16
 
 #: Values of the ``decode`` option.
 DECODE_MODES = ("auto", "full", "tiled")
@@ -104,8 +104,6 @@ class TileSettings:
     def stats_precision(self, precision: Precision) -> Precision:
         """Precision of the statistics passes."""
         from dataclasses import replace
-
-        from .device import cpu_has_bf16
 
         native = precision.device.type == "cuda" or cpu_has_bf16()
         if self.fast_stats and native and precision.dtype == torch.float32:

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConditionError, SynthesisCancelled
 from ..models.cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
+from . import schedulers as own_schedulers
 from .device import Precision
 
 ProgressCallback = Callable[[int, int], None]
@@ -101,8 +102,6 @@ def make_scheduler(
     (e.g. PNDM has no ``clip_sample``).
     """
     import monai.networks.schedulers as monai_schedulers
-
-    from . import schedulers as own_schedulers
 
     name = SAMPLER_CLASSES[sampler]
     cls = getattr(monai_schedulers, name, None) or getattr(own_schedulers, name)
