@@ -333,7 +333,7 @@ def prepare_output_folder(out: str | Path) -> Path:
     out = as_path(out, "output folder")
     try:
         if out.exists() and not out.is_dir():
-            raise OutputError(f"--out {out} is a file, not a folder")
+            raise OutputError(f"output folder {out} is a file, not a folder")
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # cannot be made here, or a name the system refuses (too long)
         raise OutputError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None

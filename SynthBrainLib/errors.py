@@ -7,6 +7,47 @@ allowed. The CLI and the Slicer module show that message as is, without a traceb
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """What the user can do about an error, as data: each face words it for its own users (the
+    command line names its flags, the Slicer panel its buttons; ``str(error)`` gives the Python
+    wording). ``action`` is one of :data:`REMEDIES`; ``model`` / ``component`` / ``detail`` fill it in.
+    """
+
+    action: str
+    model: str | None = None
+    component: str | None = None
+    detail: str | None = None
+
+    def in_python(self) -> str:
+        """The remedy in the words of the Python API."""
+        return REMEDIES[self.action](self)
+
+
+def _install(r: Remedy) -> str:
+    if r.detail == "download":
+        return f"download them: ModelStore().download({r.model!r})"
+    component = f", component={r.component!r}" if r.component else ""
+    return f"import them: ModelStore().import_path(PATH, model={r.model!r}{component})"
+
+
+#: remedy action -> its wording in the Python API (see the faces for theirs)
+REMEDIES = {
+    "overwrite": lambda r: "pass overwrite=True to replace it",
+    "allow_unverified": lambda r: "pass allow_unverified=True to import your own weights anyway",
+    "alignment_centre": lambda r: "use alignment='centre' to move the labelled region onto the model grid",
+    "verify_weights": lambda r: f"check the weights with ModelStore().verify({r.model!r})",
+    "more_precision": lambda r: "or load the pipeline with precision='float32'",
+    "install_weights": _install,
+    "reinstall_weights": lambda r: f"delete it and {_install(r)}",
+    "name_the_model": lambda r: "give model=ID (and component=NAME when the model has several weights)",
+    "new_model_id": lambda r: "import it under an id of its own: model='NEW_ID'",
+    "other_home": lambda r: "choose another folder: ModelStore(home=...) or SYNTHBRAIN_HOME",
+}
+
 
 class SynthBrainError(Exception):
     """Base class of all user-facing errors: the message is one line, shown verbatim.
@@ -14,10 +55,18 @@ class SynthBrainError(Exception):
     The one line is kept by the class itself: control characters that came in with user input
     (a newline in a file name or a card id, a terminal escape) are written as escapes (``\\n``), so
     that no message can span lines or fake output, whatever the raising code formatted into it.
+
+    ``message`` says what is wrong, in no face's words; ``remedy`` (a :class:`Remedy` or None) says
+    what to do, as data. ``str(error)`` is the message plus the remedy in the Python API's words.
     """
 
-    def __init__(self, message: object = "", *args: object) -> None:
-        super().__init__(one_line(str(message)), *args)
+    def __init__(self, message: object = "", *args: object, remedy: Remedy | None = None) -> None:
+        self.message = one_line(str(message))
+        self.remedy = remedy
+        super().__init__(self.message, *args)
+
+    def __str__(self) -> str:
+        return self.message if self.remedy is None else f"{self.message}; {self.remedy.in_python()}"
 
 
 def one_line(text: str) -> str:

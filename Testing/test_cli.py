@@ -246,8 +246,8 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_f
         (["generate", "--model", "nope", "-o", "{tmp}/x.nii.gz"], "model 'nope' is not known"),
         (
             ["generate", "--model", "brain-ldm", "-o", "{tmp}/x.nii.gz"],
-            "weights of brain-ldm (autoencoder.pt, model.pt) are not installed; "
-            "run: synthbrain models download brain-ldm",
+            "weights of brain-ldm (autoencoder.pt, model.pt) are not installed (they come in the MONAI bundle "
+            "brain_image_synthesis_latent_diffusion_model); run: synthbrain models download brain-ldm",
         ),
         (
             ["generate", "--model", "{brain}", "-o", "{tmp}/x.png"],

@@ -87,7 +87,7 @@ def test_existing_files_are_never_overwritten(tmp_path):
     path = tmp_path / "a.nii.gz"
     write_volume(path, np.zeros((3, 3, 3), np.float32), np.eye(4), PROV)
     before = path.read_bytes()
-    with pytest.raises(OutputError, match="a.nii.gz already exists; pass --overwrite"):
+    with pytest.raises(OutputError, match="a.nii.gz already exists; pass overwrite=True"):
         write_volume(path, np.ones((3, 3, 3), np.float32), np.eye(4), PROV)
     assert path.read_bytes() == before
     # the sidecar alone existing also blocks the write

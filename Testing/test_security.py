@@ -452,3 +452,23 @@ def demo_pipelines():
     return SynthBrainLib.load_pipeline("brain-ldm-demo", device="cpu"), SynthBrainLib.load_pipeline(
         "label2image-demo", device="cpu"
     )
+
+
+def test_each_face_words_the_remedy_for_its_users(tmp_path, capsys):
+    """The library says what to do as data (Remedy); the CLI words it as flags, the Python API as
+    arguments, the Slicer panel as its buttons - and the library message itself names no flag."""
+    import sys as _sys
+
+    from SynthBrainLib.cli.remedies import describe
+    from SynthBrainLib.errors import OutputError, Remedy
+
+    _sys.path.insert(0, str(REPO / "SynthBrain"))
+    from SynthBrainSlicer.panel import error_message
+
+    error = OutputError("brain.nii.gz already exists", remedy=Remedy("overwrite"))
+    assert "--" not in error.message, "the library's message names no command-line flag"
+    assert str(error) == "brain.nii.gz already exists; pass overwrite=True to replace it", str(error)
+    assert describe(error) == "brain.nii.gz already exists; pass --overwrite to replace it", describe(error)
+    missing = OutputError("weights missing", remedy=Remedy("install_weights", model="brain-ldm", detail="download"))
+    assert "Download weights" in error_message(missing), error_message(missing)
+    assert "synthbrain models download brain-ldm" in describe(missing), describe(missing)

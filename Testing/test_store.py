@@ -119,7 +119,7 @@ def test_single_checkpoints_and_safetensors(tmp_path, store):
     card_only = copy.deepcopy(card)
     (shipped / "tiny-st" / "card.json").write_text(json.dumps(card_only))
     st = ModelStore(home=tmp_path / "home2", shipped=[shipped])
-    with pytest.raises(ModelNotFoundError, match="needs --model ID"):
+    with pytest.raises(ModelNotFoundError, match="needs the model it belongs to; give model=ID"):
         st.import_path(folder / "autoencoder.safetensors")
     with pytest.raises(
         ModelNotFoundError, match="component 'vae' is not a weight of tiny-st; choose one of autoencoder, diffusion"
@@ -130,8 +130,8 @@ def test_single_checkpoints_and_safetensors(tmp_path, store):
     with pytest.raises(
         ModelNotFoundError,
         match=(
-            r"weights of tiny-st \(model.safetensors\) are not installed; "
-            r"run: synthbrain models import PATH --model tiny-st --component diffusion"
+            r"weights of tiny-st \(model.safetensors\) are not installed .*; "
+            r"import them: ModelStore\(\)\.import_path\(PATH, model='tiny-st', component='diffusion'\)"
         ),
     ):
         load_pipeline("tiny-st", device="cpu", store=st)
@@ -185,7 +185,8 @@ def test_edit_with_restored_time_is_still_caught(tmp_path, store):
     assert path.stat().st_mtime_ns == before.st_mtime_ns, "the edit's modification time was put back"
     with pytest.raises(
         CheckpointError,
-        match=r"changed since it was installed .*install it again: synthbrain models import PATH --model sneaky",
+        match=r"changed since it was installed .*delete it and import them: "
+        r"ModelStore\(\)\.import_path\(PATH, model='sneaky'\)",
     ):
         load_pipeline("sneaky", device="cpu", store=store)
 
@@ -207,7 +208,8 @@ def test_non_finite_output_is_refused():
     image = np.zeros((4, 4, 4), np.float32)
     image[1, 2, 3] = np.nan
     with pytest.raises(
-        SynthBrainError, match=r"m1 produced 1 non-finite values .* in its image: its weights may be damaged"
+        SynthBrainError,
+        match=r"m1 produced 1 non-finite values .* in its image, so nothing was returned: its weights may be damaged",
     ):
         SynthesisResult(image=image, affine=np.eye(4), provenance={"model": {"id": "m1"}})
 
@@ -236,7 +238,8 @@ def test_unknown_model_and_unpublished_weights(store):
     ):
         store.locate("nope")
     with pytest.raises(
-        ModelNotFoundError, match="weights of brain-ldm .* are not installed; run: synthbrain models download brain-ldm"
+        ModelNotFoundError,
+        match=r"weights of brain-ldm .* are not installed .*; download them: ModelStore\(\)\.download\('brain-ldm'\)",
     ):
         store.locate("brain-ldm")
     with pytest.raises(ModelNotFoundError, match="are not installed and not public"):

@@ -388,11 +388,42 @@ def is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, (SynthBrainError, DependencyError))
 
 
+def _install_words(remedy) -> str:
+    if remedy.detail == "download":
+        return _("use Download weights in the Model section")
+    return _("use Import model... in the Model section")
+
+
+#: The panel's words for the library's remedies (SynthBrainLib.errors.Remedy): buttons, not flags.
+REMEDY_WORDS = {
+    "overwrite": lambda r: _("choose another name, or allow replacing the file"),
+    "allow_unverified": lambda r: _(
+        "to import your own weights anyway, use the console: logic.importModel(path, allowUnverified=True)"
+    ),
+    "alignment_centre": lambda r: _(
+        "from the console, synthesizeFromSegmentation(..., alignment='centre') moves the labels into view"
+    ),
+    "verify_weights": lambda r: _("check the model's status in the Model section, or choose Precision float32"),
+    "more_precision": lambda r: _("or choose Precision float32"),
+    "install_weights": _install_words,
+    "reinstall_weights": lambda r: _("delete the model's folder in the model cache, then {how}").format(
+        how=_install_words(r)
+    ),
+    "name_the_model": lambda r: _("choose the model and the weights the file belongs to"),
+    "new_model_id": lambda r: _("import it under an id of its own (console: logic.importModel(path, model='new-id'))"),
+    "other_home": lambda r: _("set SYNTHBRAIN_HOME to a folder you can write to, then restart Slicer"),
+}
+
+
 def error_message(exc: BaseException) -> str:
     """One clear sentence for the user; unexpected errors go to the log with their traceback."""
     name = type(exc).__name__
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if is_user_error(exc):
+    if isinstance(exc, SynthBrainError):
+        remedy = getattr(exc, "remedy", None)
+        text = exc.message if remedy is None else f"{exc.message}; {REMEDY_WORDS[remedy.action](remedy)}"
+        text = text or name
+    elif is_user_error(exc):
         text = first or name
     elif name == "OutOfMemoryError":
         text = _("the GPU ran out of memory; choose CPU as the device, or close other programs that use the GPU")

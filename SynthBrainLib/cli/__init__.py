@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from .._version import __version__
 from ..errors import OutputError, SynthBrainError, SynthesisCancelled
 from ..outputs.interrupts import terminate_as_interrupt
+from .remedies import describe
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
@@ -823,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():  # kill (SIGTERM) cleans up like Ctrl-C
             return args.handler(args)
     except SynthBrainError as exc:
-        print(f"synthbrain: error: {exc}", file=sys.stderr)
+        print(f"synthbrain: error: {describe(exc)}", file=sys.stderr)
         return EXIT_CANCELLED if isinstance(exc, SynthesisCancelled) else EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.command == "batch":

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..errors import CardError, CheckpointError, ModelNotFoundError, OutputError, SynthBrainError
+from ..errors import CardError, CheckpointError, ModelNotFoundError, OutputError, Remedy, SynthBrainError
 from ..outputs.atomic_files import replaced_atomically
 from ..outputs.digests import file_digests
 from .cards import ModelCard, WeightFile, builtin_cards, load_card
@@ -189,7 +189,9 @@ class ModelStore:
             raise ModelNotFoundError(f"shipped {shipped!r} is not a list of folder paths")
         self.home = Path(home).expanduser() if home is not None else default_home()
         if self.home.exists() and not self.home.is_dir():
-            raise ModelNotFoundError(f"model store home {self.home} is a file, not a folder (--home / SYNTHBRAIN_HOME)")
+            raise ModelNotFoundError(
+                f"model store home {self.home} is a file, not a folder", remedy=Remedy("other_home")
+            )
         self.shipped = [Path(p) for p in shipped] if shipped is not None else shipped_dirs()
 
     @property
@@ -260,26 +262,28 @@ class ModelStore:
                 card = self.card(model_id)
                 installed = InstalledModel(card=card, folder=cache, location="cache")
         if require_complete and not installed.complete:
-            raise ModelNotFoundError(self._how_to_install(installed))
+            raise self._not_installed(installed)
         return installed
 
-    def _how_to_install(self, installed: InstalledModel) -> str:
+    def _not_installed(self, installed: InstalledModel) -> ModelNotFoundError:
         card = installed.card
         missing = ", ".join(card.weights[k].file for k in installed.missing)
+        single = installed.missing[0] if len(card.weights) > 1 and len(installed.missing) == 1 else None
         if not card.weights_public:
-            return (
-                f"weights of {card.id} ({missing}) are not installed and not public; if you have them, run: "
-                f"synthbrain models import PATH --model {card.id}"
+            return ModelNotFoundError(
+                f"weights of {card.id} ({missing}) are not installed and not public; if you have them",
+                remedy=Remedy("install_weights", model=card.id, component=single, detail="import"),
             )
-        single = f" --component {installed.missing[0]}" if len(card.weights) > 1 and len(installed.missing) == 1 else ""
-        hint = (
-            f"synthbrain models download {card.id}"
-            if any(card.weights[k].url for k in installed.missing)
-            else f"synthbrain models import PATH --model {card.id}{single}"
+        how = "download" if any(card.weights[k].url for k in installed.missing) else "import"
+        bundle = (
+            f" (they come in the MONAI bundle {card.source.get('bundle')})"
+            if card.source.get("type") == "monai-bundle"
+            else ""
         )
-        if card.source.get("type") == "monai-bundle":
-            hint += f" (or: synthbrain models import <{card.source.get('bundle')} bundle folder>)"
-        return f"weights of {card.id} ({missing}) are not installed; run: {hint}"
+        return ModelNotFoundError(
+            f"weights of {card.id} ({missing}) are not installed{bundle}",
+            remedy=Remedy("install_weights", model=card.id, component=single if how == "import" else None, detail=how),
+        )
 
     def _folder_model(self, folder: Path, location: str) -> InstalledModel:
         """A card.json + weights folder, used in place; every present file is hashed and checked."""
@@ -312,8 +316,8 @@ class ModelStore:
         if bound is not None and bound != card_digest(card):
             raise CheckpointError(
                 f"the weights in {folder} were verified against another card than {card.id}'s "
-                "(the card changed, or the folder was not made by this store); "
-                f"{self._reinstall_hint(card)}"
+                "(the card changed, or the folder was not made by this store)",
+                remedy=self._reinstall(card),
             )
         for key, entry in self._install_record(folder).items():
             if key not in card.weights:
@@ -326,15 +330,16 @@ class ModelStore:
             digest = digests["sha256"]
             if digest != entry["sha256"]:
                 raise CheckpointError(
-                    f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']}); "
-                    f"{self._reinstall_hint(card)}"
+                    f"{path} changed since it was installed (sha256 {digest}, installed {entry['sha256']})",
+                    remedy=self._reinstall(card),
                 )
             if entry["checksum"] != "mismatch-accepted" and checksum_status(weight, digests) is None:
                 # install.json says these are the card's weights, but they are not (a hand-made or
                 # foreign cache entry): never run them under this id
                 raise CheckpointError(
                     f"{path} is not the published {card.id} '{key}' checkpoint although {INSTALL_FILE} says "
-                    f"{entry['checksum']!r}; {self._reinstall_hint(card)}"
+                    f"{entry['checksum']!r}",
+                    remedy=self._reinstall(card),
                 )
             installed.weights[key] = WeightRecord(
                 key, path, entry["sha256"], entry["size"], entry["checksum"], entry.get("source", "")
@@ -369,10 +374,9 @@ class ModelStore:
         return digest if isinstance(digest, str) else None
 
     @staticmethod
-    def _reinstall_hint(card: ModelCard) -> str:
-        if card.weights_public and any(w.url for w in card.weights.values()):
-            return f"delete it and run: synthbrain models download {card.id}"
-        return f"install it again: synthbrain models import PATH --model {card.id}"
+    def _reinstall(card: ModelCard) -> Remedy:
+        how = "download" if card.weights_public and any(w.url for w in card.weights.values()) else "import"
+        return Remedy("reinstall_weights", model=card.id, detail=how)
 
     # ---- listing and verifying -------------------------------------------------------------
     def list(self) -> list[tuple[str, InstalledModel | None, str]]:
@@ -413,7 +417,7 @@ class ModelStore:
                             model_id,
                             path.name,
                             f"changed since install (sha256 {digests['sha256']}, installed "
-                            f"{recorded['sha256']}); {self._reinstall_hint(card)}",
+                            f"{recorded['sha256']}); install it again",
                         )
                     )
                     continue
@@ -487,8 +491,8 @@ class ModelStore:
         elif path.is_file():
             if not model:
                 raise ModelNotFoundError(
-                    f"importing the single checkpoint {path.name} needs --model ID (and --component if the "
-                    "model has several)"
+                    f"importing the single checkpoint {path.name} needs the model it belongs to",
+                    remedy=Remedy("name_the_model"),
                 )
             card = self.card(model)
             keys = list(card.weights)
@@ -525,15 +529,14 @@ class ModelStore:
         if model and model != card.id:
             if model in reserved:
                 raise CardError(
-                    f"{model!r} is the id of a {self._kind_of_reserved(model)} model; import {folder.name} "
-                    "under an id of its own (--model NEW_ID)"
+                    f"{model!r} is the id of a {self._kind_of_reserved(model)} model", remedy=Remedy("new_model_id")
                 )
             return ModelCard.from_dict({**card.to_dict(), "id": model})
         if card.id in reserved and card_digest(card) != card_digest(reserved[card.id]):
             raise CardError(
                 f"{folder / CARD_FILE} claims the id {card.id!r} of a {self._kind_of_reserved(card.id)} "
-                "model but describes other weights or settings; import it under an id of its own: "
-                "--model NEW_ID"
+                "model but describes other weights or settings",
+                remedy=Remedy("new_model_id"),
             )
         return card
 
@@ -603,8 +606,8 @@ class ModelStore:
                     expected = f"sha256 {weight.sha256}" if weight.sha256 else f"md5 {weight.md5}"
                     got = f"sha256 {digests['sha256']}" if weight.sha256 else f"md5 {digests['md5']}"
                     raise CheckpointError(
-                        f"{src.name} is not the published {card.id} '{key}' checkpoint ({got}, expected "
-                        f"{expected}); pass --allow-unverified to import your own weights anyway"
+                        f"{src.name} is not the published {card.id} '{key}' checkpoint ({got}, expected {expected})",
+                        remedy=Remedy("allow_unverified"),
                     )
                 status = "mismatch-accepted"
             records[key] = (src, digests, status)
@@ -612,8 +615,9 @@ class ModelStore:
             # A complete shipped model is used in place: other weights under its id would be ignored
             # (or, worse, shadow it); they belong under an id of their own.
             raise CardError(
-                f"{card.id!r} is a shipped model, complete with its own weights; to run other weights, "
-                "import them as a model folder (card.json + weights) under an id of its own: --model NEW_ID"
+                f"{card.id!r} is a shipped model, complete with its own weights; other weights go in a model "
+                "folder (card.json + weights)",
+                remedy=Remedy("new_model_id"),
             )
         if check_load:
             self._check_loadable(card, {k: v[0] for k, v in records.items()})
@@ -621,8 +625,7 @@ class ModelStore:
             return self._write_install(card, records, source_label, copy_card)
         except OSError as exc:
             raise OutputError(
-                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} "
-                "(choose another with --home or SYNTHBRAIN_HOME)"
+                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc}", remedy=Remedy("other_home")
             ) from None
 
     def _write_install(self, card: ModelCard, records: dict, source_label: str, copy_card: bool) -> InstalledModel:
@@ -703,16 +706,15 @@ class ModelStore:
         if no_url:
             why = "the weights are not public" if not card.weights_public else "the card gives no URL"
             raise ModelNotFoundError(
-                f"cannot download {', '.join(no_url)} of {card.id}: {why}; "
-                f"use: synthbrain models import PATH --model {card.id}"
+                f"cannot download {', '.join(no_url)} of {card.id}: {why}",
+                remedy=Remedy("install_weights", model=card.id, detail="import"),
             )
         folder = self.models_dir / card.id
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(
-                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc} "
-                "(choose another with --home or SYNTHBRAIN_HOME)"
+                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc}", remedy=Remedy("other_home")
             ) from None
         install_path = folder / INSTALL_FILE
         entries = self._install_record(folder) if install_path.is_file() else {}

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import OutputError, SynthBrainError
+from ..errors import OutputError, Remedy, SynthBrainError
 from .atomic_files import AlreadyExists, place, remove_stale_temporaries, temporary_sibling
 from .digests import file_sha256
 
@@ -88,7 +88,7 @@ def _ensure_writable(paths: Iterable[Path], overwrite: bool) -> None:
         if p.is_dir():
             raise OutputError(f"{p} is a folder, not a file")
         if os.path.lexists(p) and not overwrite:  # lexists: a dangling symlink is something too
-            raise OutputError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
+            raise OutputError(f"{p} already exists", remedy=Remedy("overwrite"))
         _check_folder_writable(p.parent)
 
 
@@ -224,7 +224,7 @@ def write_volume(
             placed.unlink(missing_ok=True)  # ours: its sidecar could not be placed
         if isinstance(exc, AlreadyExists):
             raise OutputError(
-                f"{exc.args[0]} (written by another process meanwhile); pass --overwrite (overwrite=True) to replace it"
+                f"{exc.args[0]} (written by another process meanwhile)", remedy=Remedy("overwrite")
             ) from None
         if isinstance(exc, OSError):
             raise _write_error(path, exc) from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import OutputError, Remedy
 from .atomic_files import AlreadyExists, replaced_atomically
 
 
@@ -102,7 +102,7 @@ def write_png(
             tmp.write_bytes(data)
     except AlreadyExists:
         raise OutputError(
-            f"{path} already exists (written by another process meanwhile); pass --overwrite to replace it"
+            f"{path} already exists (written by another process meanwhile)", remedy=Remedy("overwrite")
         ) from None
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import SynthBrainError
+from ..errors import Remedy, SynthBrainError
 from .io import write_result
 
 
@@ -45,9 +45,9 @@ class SynthesisResult:
                 bad = int(array.size - np.isfinite(array).sum())
                 model = self.provenance.get("model", {}).get("id", "the model")
                 raise SynthBrainError(
-                    f"{model} produced {bad} non-finite values (NaN/inf) in its {name.replace('_', ' ')}: "
-                    f"its weights may be damaged (run: synthbrain models verify {model}) or the precision "
-                    "too low (try --precision float32); nothing was returned"
+                    f"{model} produced {bad} non-finite values (NaN/inf) in its {name.replace('_', ' ')}, so nothing "
+                    "was returned: its weights may be damaged, or the precision too low",
+                    remedy=Remedy("verify_weights", model=model),
                 )
 
     @property

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConditionError, SynthBrainError
+from ..errors import ConditionError, Remedy, SynthBrainError
 from ..outputs.io import check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
@@ -129,8 +129,8 @@ class LabelToImagePipeline(SynthesisPipeline):
                 raise ConditionError(
                     f"the labelled region does not overlap {card.id}'s field of view (the "
                     f"{card.output.shape[0]}x{card.output.shape[1]}x{card.output.shape[2]} "
-                    "model grid in world coordinates); use alignment='centre' (CLI: --alignment centre) to "
-                    "move it into view"
+                    "model grid in world coordinates)",
+                    remedy=Remedy("alignment_centre"),
                 )
         seg = torch.from_numpy(np.ascontiguousarray(pv)).unsqueeze(0).to(self.device)
 
