@@ -217,3 +217,31 @@ def test_get_module_logic_finds_the_panels_logic(monkeypatch, mrml_app):
         assert hasattr(logic, "generateBrain"), "the console API"
     finally:
         widget.cleanup()
+
+
+def test_generate_label_template_gives_a_segmentation_and_a_volume_to_paint_on(opened):
+    opened.parameters.labelModel = "tiny-labels"
+    opened.parameters.wmh = 0.0
+    opened.ui.generateLabelsButton.click()
+    finish(opened.widget)
+    segmentation, reference = opened.parameters.paintSegmentation, opened.parameters.paintReference
+    assert segmentation is not None, f"a template to paint ({opened.gui.dialogs})"
+    assert segmentation.IsA("vtkMRMLSegmentationNode"), segmentation.GetClassName()
+    assert reference is not None, "and a volume of its labels to paint on"
+    assert opened.ui.segmentEditorWidget.segmentationNode() is segmentation, "the embedded editor paints on it"
+
+
+def test_use_as_template_copies_a_label_map_without_changing_it(opened, mrml_app):
+    import slicer
+
+    labels = np.zeros((16, 16, 16), np.int16)
+    labels[4:12, 4:12, 4:12] = 3
+    labelmap = slicer.util.addVolumeFromArray(labels.transpose(2, 1, 0).copy(), nodeClassName="vtkMRMLLabelMapVolumeNode")
+    before = slicer.util.arrayFromVolume(labelmap).copy()
+    opened.parameters.templateInput = labelmap
+    opened.ui.useTemplateButton.click()
+    segmentation = opened.parameters.paintSegmentation
+    assert segmentation is not None, f"a template was made ({opened.gui.dialogs})"
+    assert segmentation.GetID() != labelmap.GetID(), "a new node, not the input"
+    assert np.array_equal(slicer.util.arrayFromVolume(labelmap), before), "the label map is untouched"
+    assert opened.parameters.paintReference is not None, "with a volume to paint on"

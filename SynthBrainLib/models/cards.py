@@ -437,9 +437,6 @@ class ModelCard:
     def label_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.labels) if self.labels else ()
 
-    def summary(self) -> str:
-        return f"{self.id} ({self.name}, {self.kind}, card {self.version})"
-
 
 # ----------------------------------------------------------------------------------------------
 # Parsers

@@ -78,15 +78,6 @@ class WeightRecord:
     checksum: str
     source: str = ""
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "file": self.path.name,
-            "sha256": self.sha256,
-            "size": self.size,
-            "checksum": self.checksum,
-            "source": self.source,
-        }
-
 
 @dataclass
 class InstalledModel:

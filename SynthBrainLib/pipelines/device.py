@@ -129,11 +129,6 @@ class Precision:
         return self
 
     @property
-    def half(self) -> bool:
-        """True for fp16 autocast (the pre-existing ``half`` flag)."""
-        return self.dtype == torch.float16
-
-    @property
     def autocasting(self) -> bool:
         return self.dtype != torch.float32
 
