@@ -236,7 +236,9 @@ def test_use_as_template_copies_a_label_map_without_changing_it(opened, mrml_app
 
     labels = np.zeros((16, 16, 16), np.int16)
     labels[4:12, 4:12, 4:12] = 3
-    labelmap = slicer.util.addVolumeFromArray(labels.transpose(2, 1, 0).copy(), nodeClassName="vtkMRMLLabelMapVolumeNode")
+    labelmap = slicer.util.addVolumeFromArray(
+        labels.transpose(2, 1, 0).copy(), nodeClassName="vtkMRMLLabelMapVolumeNode"
+    )
     before = slicer.util.arrayFromVolume(labelmap).copy()
     opened.parameters.templateInput = labelmap
     opened.ui.useTemplateButton.click()
