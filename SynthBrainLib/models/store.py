@@ -615,13 +615,35 @@ class ModelStore:
         try:
             return self._write_install(card, records, source_label, copy_card)
         except OSError as exc:
-            raise OutputError(
-                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc}", remedy=Remedy("other_home")
-            ) from None
+            raise self._cache_error(exc) from None
+
+    def _cache_error(self, exc: OSError) -> OutputError:
+        return OutputError(
+            f"cannot write the model cache {self.models_dir}: {exc.strerror or exc}", remedy=Remedy("other_home")
+        )
+
+    def _cache_folder(self, card: ModelCard) -> Path:
+        """``models/<id>`` in the cache, created (a one-line error when the cache cannot be written)."""
+        folder = self.models_dir / card.id
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._cache_error(exc) from None
+        return folder
+
+    def _write_record(self, folder: Path, card: ModelCard, entries: dict) -> None:
+        """``install.json``: each weight file, its sha256 and status, and the card it was verified against."""
+        record = {
+            "model": card.id,
+            "card_version": card.version,
+            "card_sha256": card_digest(card),
+            "installed": _now(),
+            "weights": entries,
+        }
+        _atomic_write_text(folder / INSTALL_FILE, json.dumps(record, indent=2))
 
     def _write_install(self, card: ModelCard, records: dict, source_label: str, copy_card: bool) -> InstalledModel:
-        folder = self.models_dir / card.id
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._cache_folder(card)
         install_path = folder / INSTALL_FILE
         existing = self._install_record(folder) if install_path.is_file() else {}
         if existing and self._install_card_digest(folder) not in (None, card_digest(card)):
@@ -652,19 +674,7 @@ class ModelStore:
             }
         if copy_card and card.id not in self.reserved_cards():
             _atomic_write_text(folder / CARD_FILE, json.dumps(card.to_dict(), indent=2))
-        _atomic_write_text(
-            install_path,
-            json.dumps(
-                {
-                    "model": card.id,
-                    "card_version": card.version,
-                    "card_sha256": card_digest(card),
-                    "installed": _now(),
-                    "weights": entries,
-                },
-                indent=2,
-            ),
-        )
+        self._write_record(folder, card, entries)
         return self.locate(card.id, require_complete=False)
 
     @staticmethod
@@ -700,13 +710,7 @@ class ModelStore:
                 f"cannot download {', '.join(no_url)} of {card.id}: {why}",
                 remedy=Remedy("install_weights", model=card.id, detail="import"),
             )
-        folder = self.models_dir / card.id
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot write the model cache {self.models_dir}: {exc.strerror or exc}", remedy=Remedy("other_home")
-            ) from None
+        folder = self._cache_folder(card)
         install_path = folder / INSTALL_FILE
         entries = self._install_record(folder) if install_path.is_file() else {}
         for key in todo:
@@ -723,19 +727,7 @@ class ModelStore:
                 "checksum": "verified" if weight.has_checksum else "unpublished",
                 "source": f"downloaded from {weight.url}",
             }
-            _atomic_write_text(
-                install_path,
-                json.dumps(
-                    {
-                        "model": card.id,
-                        "card_version": card.version,
-                        "card_sha256": card_digest(card),
-                        "installed": _now(),
-                        "weights": entries,
-                    },
-                    indent=2,
-                ),
-            )
+            self._write_record(folder, card, entries)
         return self.locate(model, require_complete=False)
 
 
