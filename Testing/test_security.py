@@ -286,21 +286,49 @@ def test_takeover_folder_does_not_change_what_the_shipped_id_runs(tmp_path, caps
 
 
 def test_weights_bound_to_another_card_are_refused(tmp_path, capsys, monkeypatch):
-    """A cache folder for a shipped id whose install.json was verified against another card (made by
-    hand, or by an older store) is not paired with the shipped card."""
+    """A cache entry whose install.json was verified against another card (made by hand, or by an
+    older store) is not paired with the card now known under that id."""
     monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", "")
     home = tmp_path / "home"
-    assert run(capsys, "--home", home, "models", "import", DEMO / "brain-ldm-demo")[0] == 0, (
-        "the shipped folder itself imports"
-    )
-    record_path = home / "models" / "brain-ldm-demo" / "install.json"
+    folder = model_folder(tmp_path, dict(demo_card(), id="my-brain"))
+    assert run(capsys, "--home", home, "models", "import", folder)[0] == 0, "a folder of its own id imports"
+    record_path = home / "models" / "my-brain" / "install.json"
     record = json.loads(record_path.read_text())
     assert len(record["card_sha256"]) == 64, "install.json records the card it verified against"
     record["card_sha256"] = "0" * 64
     record_path.write_text(json.dumps(record))
-    code, _, err = run(capsys, "--home", home, *GEN, "-o", tmp_path / "x.nii.gz")
+    code, _, err = run(capsys, "--home", home, "generate", "--model", "my-brain", *GEN[3:], "-o", tmp_path / "x.nii.gz")
     assert code == 2, f"exit status {code}: {err}"
     assert "verified against another card" in err, err
+
+
+def test_a_failing_cache_entry_never_hides_the_shipped_model(tmp_path, capsys, monkeypatch):
+    """For a shipped id, a cache entry that fails its checks gives way to the verified shipped copy;
+    and a card that only changes wording keeps its installed weights bound (the digest covers the
+    weights and networks, not the prose)."""
+    from SynthBrainLib.models.cards import ModelCard
+    from SynthBrainLib.models.store import card_digest
+
+    monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", "")
+    home = tmp_path / "home"
+    assert run(capsys, "--home", home, "models", "import", DEMO / "brain-ldm-demo")[0] == 0, (
+        "the shipped folder imports"
+    )
+    record_path = home / "models" / "brain-ldm-demo" / "install.json"
+    record = json.loads(record_path.read_text())
+    record["card_sha256"] = "0" * 64
+    record_path.write_text(json.dumps(record))
+    code, _, err = run(capsys, "--home", home, *GEN, "-o", tmp_path / "x.nii.gz")
+    assert code == 0, f"the shipped copy runs: {err}"
+    provenance = json.loads((tmp_path / "x.json").read_text())
+    assert {w["location"] for w in provenance["weights"].values()} == {"shipped"}, provenance["weights"]
+    card = demo_card()
+    reworded = ModelCard.from_dict(dict(card, description="other words", version="9.9.9"))
+    assert card_digest(reworded) == card_digest(ModelCard.from_dict(card)), "prose and version are not bound"
+    other_weights = dict(
+        card, weights={**card["weights"], "diffusion": dict(card["weights"]["diffusion"], sha256="1" * 64)}
+    )
+    assert card_digest(ModelCard.from_dict(other_weights)) != card_digest(ModelCard.from_dict(card)), "checksums are"
 
 
 def test_dangling_symlink_at_the_output_is_not_replaced(tmp_path, capsys):

@@ -221,3 +221,12 @@ def test_upgrading_a_package_that_is_already_imported_asks_for_a_restart():
     fake = RecordingSlicer(dict(SLICER_512, torch="2.13.0", monai="1.2.0"))  # too old, and imported by another module
     outcome = installer(fake, loaded={"monai"}).install()
     assert outcome.restartRequired, "the old monai stays in memory until Slicer restarts"
+
+
+def test_an_old_scipy_is_upgraded_not_pinned():
+    """scipy is pinned only where it already satisfies requirements.txt; an older one is left to pip."""
+    fake = RecordingSlicer(dict(SLICER_512, torch="2.13.0", scipy="1.8.0"))
+    installer(fake).install()
+    _, args, files = fake.calls[0]
+    assert not any(pin.lower().startswith("scipy") for pin in files["-c"]), f"scipy pinned: {files['-c']}"
+    assert "scipy" in {_name(r).lower() for r in files["-r"]}, "and asked for"

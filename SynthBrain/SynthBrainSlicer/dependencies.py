@@ -140,12 +140,18 @@ class DependencyInstaller:
         return [r for r in self.requirements() if not self.satisfied(r)]
 
     def constraints(self) -> list[str]:
-        """``name==version`` for each package Slicer ships that is installed: pip may not replace them."""
+        """``name==version`` for each package Slicer ships that is installed: pip may not replace them.
+
+        A package that is also a requirement and whose installed version does not satisfy it (an
+        old scipy) is left to pip: pinning it would make the install impossible.
+        """
+        wanted = {_name(r).lower(): r for r in self.requirements()}
         pins = []
         for name in PINNED_IF_PRESENT:
             version = self._versions(name)
-            if version is not None:
-                pins.append(f"{name}=={version}")
+            if version is None or (name.lower() in wanted and not self.satisfied(wanted[name.lower()])):
+                continue
+            pins.append(f"{name}=={version}")
         return pins
 
     # ---- installing -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ An existing JSON file that is not a SynthBrain sidecar is never replaced: the si
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ _EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd",
 SIDECAR_KIND = "SynthBrain synthetic image provenance"
 
 
-def sidecar_path(data_file: str | Path) -> Path:
-    """``brain.nii.gz`` -> ``brain.json`` (``brain.synthbrain.json`` when ``brain.json`` is someone else's)."""
+def sidecar_path(data_file: str | Path) -> Path | None:
+    """``brain.nii.gz`` -> ``brain.json`` (``brain.synthbrain.json`` when ``brain.json`` is someone
+    else's; None when that one is someone else's too: no sidecar then, rather than replacing it)."""
     path = Path(data_file)
     name = path.name
     for extension in sorted(_EXTENSIONS, key=len, reverse=True):
@@ -36,10 +38,10 @@ def sidecar_path(data_file: str | Path) -> Path:
             break
     else:
         name = path.stem
-    sidecar = path.with_name(name + ".json")
-    if sidecar.exists() and not _is_ours(sidecar):
-        sidecar = path.with_name(name + ".synthbrain.json")
-    return sidecar
+    for sidecar in (path.with_name(name + ".json"), path.with_name(name + ".synthbrain.json")):
+        if not sidecar.exists() or _is_ours(sidecar):
+            return sidecar
+    return None
 
 
 def _is_ours(path: Path) -> bool:
@@ -60,15 +62,30 @@ def sidecar_content(node, data_file: str | Path) -> dict[str, Any]:
     }
 
 
-def write_sidecar(node, data_file: str | Path) -> Path:
-    """Write the sidecar of ``node`` saved as ``data_file`` (atomically: temporary file, then rename)."""
+def write_sidecar(node, data_file: str | Path) -> Path | None:
+    """Write the sidecar of ``node`` saved as ``data_file`` (atomically: temporary file, then rename).
+
+    Returns its path, or None when it could not be written (both names are the user's files, or the
+    folder refused it): that is logged, since it happens inside Slicer's save, which has no way to
+    show it.
+    """
     target = sidecar_path(data_file)
+    if target is None:
+        logging.warning(
+            "SynthBrain: %s and its .synthbrain.json name are your own files; no provenance sidecar written", data_file
+        )
+        return None
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(
-        json.dumps(sidecar_content(node, data_file), indent=2, sort_keys=True, default=mrml._json_value),
-        encoding="utf-8",
-    )
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(
+            json.dumps(sidecar_content(node, data_file), indent=2, sort_keys=True, default=mrml._json_value),
+            encoding="utf-8",
+        )
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        logging.error("SynthBrain: the provenance sidecar %s could not be written: %s", target, exc)
+        return None
     return target
 
 

@@ -115,11 +115,21 @@ def _iterable(value: Any) -> list:
 
 
 def card_digest(card: ModelCard) -> str:
-    """sha256 of a card's canonical JSON: an installed model records the card its weights were
-    verified against, and is refused with any other card of the same id."""
+    """sha256 of what a card says about its weights: its id, each weight file with its published
+    checksums, and the networks they load into. An installed model records the digest of the card
+    its weights were verified against and is refused with a card that says otherwise; wording,
+    versions and other fields may change freely."""
     import hashlib
 
-    return hashlib.sha256(json.dumps(card.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+    data = card.to_dict()
+    bound = {
+        "id": data.get("id"),
+        "weights": {
+            k: {f: w.get(f) for f in ("file", "sha256", "md5")} for k, w in sorted(data.get("weights", {}).items())
+        },
+        "networks": data.get("networks"),
+    }
+    return hashlib.sha256(json.dumps(bound, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _now() -> str:
@@ -240,13 +250,16 @@ class ModelStore:
             cache = self.models_dir / model_id
             shipped = self._shipped_folders()
             if (cache / INSTALL_FILE).is_file():
-                installed = self._cache_model(cache, self.card(model_id))
-                if (
-                    not installed.complete and model_id in shipped
-                ):  # a half-done import must not hide a complete shipped copy
-                    shipped_model = self._folder_model(shipped[model_id], "shipped")
-                    if shipped_model.complete:
-                        installed = shipped_model
+                try:
+                    installed = self._cache_model(cache, self.card(model_id))
+                except CheckpointError:
+                    # A cache entry that fails its checks must not hide a complete, verified
+                    # shipped copy of the same model (which is then used); without one, it is the error.
+                    installed = self._complete_shipped(model_id, shipped)
+                    if installed is None:
+                        raise
+                if not installed.complete:  # a half-done import must not hide a complete shipped copy
+                    installed = self._complete_shipped(model_id, shipped) or installed
             elif model_id in shipped:
                 installed = self._folder_model(shipped[model_id], "shipped")
             else:
@@ -530,6 +543,12 @@ class ModelStore:
                 remedy=Remedy("new_model_id"),
             )
         return card
+
+    def _complete_shipped(self, model_id: str, shipped: dict[str, Path]) -> InstalledModel | None:
+        if model_id not in shipped:
+            return None
+        model = self._folder_model(shipped[model_id], "shipped")
+        return model if model.complete else None
 
     def _shipped_complete(self, model_id: str) -> bool:
         folder = self._shipped_folders().get(model_id)

@@ -9,7 +9,6 @@ other file the user writes.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -70,11 +69,12 @@ def place(tmp: Path | str, dest: Path | str, *, overwrite: bool) -> None:
         os.link(tmp, dest)
     except FileExistsError:
         raise AlreadyExists(f"{dest} already exists") from None
-    except OSError as exc:  # a file system without hard links: exclusive create, then copy
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
+    except OSError:  # no hard links here (FAT, some shares and FUSE file systems): exclusive create, then copy
         _exclusive_copy(tmp, dest)
-    tmp.unlink()
+    try:
+        tmp.unlink()
+    except OSError:  # dest is in place; the temporary name is removed by the next write here when stale
+        pass
 
 
 def _exclusive_copy(tmp: Path, dest: Path) -> None:

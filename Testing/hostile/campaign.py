@@ -2003,13 +2003,32 @@ def define_models() -> None:
 
         return setup
 
+    def shipped_weights_used(ctx: Ctx, run: Run):
+        """A damaged cache entry for a shipped id gives way to the verified shipped copy (not to the cache)."""
+        problem = check_volume("out.nii.gz")(ctx, run)
+        if problem:
+            return problem
+        rec = sidecar(ctx.d / "out.json") or {}
+        used = {k: v.get("sha256") for k, v in (rec.get("weights") or {}).items()}
+        locations = {v.get("location") for v in (rec.get("weights") or {}).values()}
+        if used != SHIPPED_SHA["brain-ldm-demo"] or locations != {"shipped"}:
+            return f"weights used: {used} from {locations}, not the shipped copy"
+        return None
+
     for desc, content in [
         ("a list", b"[1]"),
         ("not UTF-8", b'{"weights": "\xff"}'),
         ("nested 200000 deep", deep_json().encode()),
         ("weights: entries missing fields", b'{"weights": {"diffusion": {"file": "x"}}}'),
     ]:
-        cli(c, f"generate with cache install.json that is {desc}", GEN(), setup=damaged_install(content))
+        cli(
+            c,
+            f"generate with cache install.json that is {desc} (the shipped copy runs)",
+            GEN(),
+            expect="good",
+            setup=damaged_install(content),
+            check=shipped_weights_used,
+        )
 
     # ---- model-id takeover -------------------------------------------------------------------------
     define_takeover(c)
