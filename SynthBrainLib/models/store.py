@@ -544,18 +544,13 @@ class ModelStore:
             )
         return card
 
-    def _complete_shipped(self, model_id: str, shipped: dict[str, Path]) -> InstalledModel | None:
-        if model_id not in shipped:
-            return None
-        model = self._folder_model(shipped[model_id], "shipped")
-        return model if model.complete else None
-
-    def _shipped_complete(self, model_id: str) -> bool:
-        folder = self._shipped_folders().get(model_id)
+    def _complete_shipped(self, model_id: str, shipped: dict[str, Path] | None = None) -> InstalledModel | None:
+        """The shipped copy of ``model_id`` when it has all its (verified) weights, else None."""
+        folder = (self._shipped_folders() if shipped is None else shipped).get(model_id)
         if folder is None:
-            return False
-        card = load_card(folder / CARD_FILE)
-        return all((folder / w.file).is_file() for w in card.weights.values())
+            return None
+        model = self._folder_model(folder, "shipped")
+        return model if model.complete else None
 
     def _kind_of_reserved(self, model_id: str) -> str:
         return "built-in" if model_id in builtin_cards() else "shipped"
@@ -621,7 +616,10 @@ class ModelStore:
                     )
                 status = "mismatch-accepted"
             records[key] = (src, digests, status)
-        if any(status == "mismatch-accepted" for _, _, status in records.values()) and self._shipped_complete(card.id):
+        if (
+            any(status == "mismatch-accepted" for _, _, status in records.values())
+            and self._complete_shipped(card.id) is not None
+        ):
             # A complete shipped model is used in place: other weights under its id would be ignored
             # (or, worse, shadow it); they belong under an id of their own.
             raise CardError(

@@ -377,9 +377,9 @@ def check_real_array(array: np.ndarray, what: str) -> None:
         raise SynthBrainError(f"{what} is empty (shape {tuple(array.shape)})")
 
 
-def check_affine(affine: np.ndarray, what: str) -> None:
+def check_affine(affine: Any, what: str) -> np.ndarray:
     """A usable voxel-to-RAS matrix: finite, 4x4, invertible (a zero, singular or NaN one would put
-    the voxels on a guessed grid)."""
+    the voxels on a guessed grid). Returns it as float64."""
     try:
         if np.iscomplexobj(affine):
             raise TypeError("complex numbers")
@@ -391,3 +391,4 @@ def check_affine(affine: np.ndarray, what: str) -> None:
             f"{what} has no usable voxel-to-world matrix (affine {affine.round(3).tolist()}); "
             "it must be finite and invertible"
         )
+    return affine

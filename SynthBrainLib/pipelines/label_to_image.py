@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, Remedy, SynthBrainError
-from ..outputs.io import check_real_array
+from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
@@ -225,15 +225,9 @@ class LabelToImagePipeline(SynthesisPipeline):
                 )
             affine = card.output.affine
         try:
-            if np.iscomplexobj(affine):
-                raise TypeError("complex numbers")
-            affine = np.asarray(affine, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ConditionError(
-                f"affine must be a 4x4 voxel-to-RAS matrix of numbers, got {str(affine)[:60]!r}"
-            ) from None
-        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-            raise ConditionError("affine must be an invertible 4x4 voxel-to-RAS matrix")
+            affine = check_affine(affine, "the labels")
+        except SynthBrainError as exc:
+            raise ConditionError(f"affine must be an invertible 4x4 voxel-to-RAS matrix ({exc})") from None
         return pv, affine
 
     # ---- the two architectures ----------------------------------------------------------------
