@@ -38,6 +38,7 @@ from .outputs.atomic_files import TEMPORARY_MARK, AlreadyExists, remove_stale_te
 from .outputs.digests import file_sha256
 from .outputs.interrupts import terminate_as_interrupt
 from .outputs.io import as_path, ensure_writable, output_paths, sidecar_path, write_result
+from .pipelines import pipeline_class
 from .pipelines.conditioning import resolve_conditions
 from .pipelines.sampling import check_cancel, resolve_sampler, whole_number
 
@@ -189,10 +190,11 @@ def plan_batch(
             sampler or steps (checked for every sample before anything runs).
     """
 
-    if card.kind not in ("conditional_latent_diffusion", "label_generator"):
+    needed = pipeline_class(card).input_name
+    if needed is not None:
         raise ConditionError(
-            f"model {card.id} is a {card.kind} model; 'batch' makes images or label maps from conditions "
-            "(conditional_latent_diffusion or label_generator models)"
+            f"model {card.id} is a {card.kind} model, which needs {needed} as input; 'batch' makes images or "
+            "label maps from conditions alone"
         )
     base_seed = whole_number("seed", base_seed, 0, 2**63 - 1)
     if rows is not None and ranges:

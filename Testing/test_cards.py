@@ -11,6 +11,7 @@ from tiny_models import tiny_brain_card, tiny_spade_card
 from SynthBrainLib.errors import CardError
 from SynthBrainLib.models.cards import ModelCard, builtin_cards, load_card
 from SynthBrainLib.models.networks import build_networks, count_parameters
+from SynthBrainLib.pipelines import pipeline_class
 
 # configs/inference.json of the MONAI model-zoo bundle brain_image_synthesis_latent_diffusion_model 1.0.0
 BUNDLE_AUTOENCODER = {
@@ -106,7 +107,7 @@ def _broken(mutate) -> str:
     data = tiny_brain_card()
     mutate(data)
     with pytest.raises(CardError) as err:
-        ModelCard.from_dict(data)
+        pipeline_class(ModelCard.from_dict(data))  # the reader's rules, then the kind's (its pipeline class)
     message = str(err.value)
     assert "\n" not in message, f"the error is one line: {message!r}"
     assert message.startswith("card "), f"the error starts with 'card ': {message!r}"
@@ -204,7 +205,7 @@ def test_spade_label_nc_must_match_the_label_channels():
     with pytest.raises(
         CardError, match=r"field 'networks.generator.kwargs.label_nc' must be \d+ \(label classes \+ sequences"
     ):
-        ModelCard.from_dict(data)
+        pipeline_class(ModelCard.from_dict(data))
     data["networks"]["generator"]["kwargs"]["label_nc"] += len(data["sequences"]["names"])
     assert ModelCard.from_dict(data).sequences.label_channels
     data["sequences"]["label_channels"] = "yes"

@@ -18,6 +18,7 @@ LAYERS = [
     ("foundation", ("SynthBrainLib", "SynthBrainLib._version", "SynthBrainLib.errors")),
     ("outputs", ("SynthBrainLib.outputs",)),
     ("models", ("SynthBrainLib.models",)),
+    ("insertion", ("SynthBrainLib.insertion",)),  # registration, tissue maps and blending for lesion insertion
     ("pipelines", ("SynthBrainLib.pipelines",)),
     ("batch", ("SynthBrainLib.batch",)),
     ("tools", ("SynthBrainLib.tools",)),  # developer tools: above the library, below the command line that runs them
@@ -29,7 +30,9 @@ def layer_of(module: str) -> int:
     best = None
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+            # the top package itself is foundation; its subpackages must each be listed
+            inside = module.startswith(prefix + ".") and prefix != "SynthBrainLib"
+            if (module == prefix or inside) and (best is None or len(prefix) > best[1]):
                 best = (rank, len(prefix))
     assert best is not None, f"{module} is in no layer"
     return best[0]

@@ -233,7 +233,12 @@ class SynthBrainLogic:
         self, path: str | Path, model: str | None = None, component: str | None = None, allowUnverified: bool = False
     ):
         """Import a MONAI bundle folder, a model folder (card.json + weights) or one checkpoint."""
-        installed = self.store.import_path(path, model=model, component=component, allow_unverified=allowUnverified)
+        # torch is imported here, not at module load: the module loads before dependencies exist.
+        from SynthBrainLib.pipelines import pipeline_class
+
+        installed = self.store.import_path(
+            path, model=model, component=component, allow_unverified=allowUnverified, check_card=pipeline_class
+        )
         self.refreshModels()
         self.clearPipelines(installed.card.id)
         return installed

@@ -762,8 +762,14 @@ def _cmd_models_list(args) -> int:
 
 
 def _cmd_models_import(args) -> int:
+    from ..pipelines import pipeline_class  # torch: only once a model is imported
+
     installed = _store(args).import_path(
-        args.path, model=args.model, component=args.component, allow_unverified=args.allow_unverified
+        args.path,
+        model=args.model,
+        component=args.component,
+        allow_unverified=args.allow_unverified,
+        check_card=pipeline_class,
     )
     for key, rec in installed.weights.items():
         print(f"{installed.card.id} {key}: {rec.path} (sha256 {rec.sha256[:12]}..., {rec.checksum})")

@@ -27,9 +27,6 @@ from ..errors import CardError
 
 CARD_SCHEMA_VERSION = 1
 
-#: What a card can describe; each kind has one pipeline class.
-MODEL_KINDS = ("conditional_latent_diffusion", "label_generator", "label_to_image")
-
 #: Network classes a card may name. Only these are ever instantiated (no arbitrary imports).
 NETWORK_CLASSES = (
     "AutoencoderKL",
@@ -64,6 +61,10 @@ NORMALISATION_STATUS = ("published", "assumed", "defined")
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+#: A card's ``kind`` names the pipeline class that runs it; the rules that depend on the kind (which
+#: sections and networks it needs) are that class's ``check_card`` (SynthBrainLib.pipelines), so the
+#: reader stays torch-free and a new kind is one pipeline class.
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,6 +336,15 @@ class LabelClass:
 
 
 @dataclass(frozen=True)
+class Template:
+    """The label map of the template the model was trained around, on the model's output grid
+    (``labels``: uint8, the card's label values), stored in weight ``weights``. Lesion insertion
+    registers it to a patient's scan to carry its tissue classes across."""
+
+    weights: str
+
+
+@dataclass(frozen=True)
 class Sequences:
     """Label-to-image models: the MR sequences they render and how a sequence is chosen.
 
@@ -375,6 +385,7 @@ class ModelCard:
     output: OutputGeometry
     labels: tuple[LabelClass, ...] | None
     sequences: Sequences | None
+    template: Template | None
     weights_public: bool
     data: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     path: Path | None = field(default=None, compare=False)
@@ -390,7 +401,9 @@ class ModelCard:
         model_id = f.str("id")
         if not _ID.match(model_id):
             f.fail("id", f"must be lower-case letters, digits, '.', '_' or '-', got {_short(model_id)}")
-        kind = f.str("kind", choices=MODEL_KINDS)
+        kind = f.str("kind")
+        if not _KIND.match(kind):
+            f.fail("kind", f"must be a pipeline kind name (lower-case letters and '_'), got {_short(kind)}")
 
         weights = _parse_weights(f)
         networks = _parse_networks(f, weights)
@@ -401,6 +414,7 @@ class ModelCard:
         output = _parse_output(f)
         labels = _parse_labels(f) if f.has("labels") else None
         sequences = _parse_sequences(f, weights) if f.has("sequences") else None
+        template = _parse_template(f, weights) if f.has("template") else None
 
         card = cls(
             id=model_id,
@@ -421,11 +435,11 @@ class ModelCard:
             output=output,
             labels=labels,
             sequences=sequences,
+            template=template,
             weights_public=f.boolean("weights_public"),
             data=json.loads(json.dumps(data)),
             path=path,
         )
-        _check_kind(card, f)
         return card
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -750,6 +764,14 @@ def _parse_labels(f: _Fields) -> tuple[LabelClass, ...]:
     return tuple(out)
 
 
+def _parse_template(f: _Fields, weights: Mapping[str, WeightFile]) -> Template:
+    t = f.obj("template")
+    key = t.str("weights")
+    if key not in weights:
+        t.fail("weights", f"names {_short(key)}, which is not in 'weights'")
+    return Template(weights=key)
+
+
 def _parse_sequences(f: _Fields, weights: Mapping[str, WeightFile]) -> Sequences:
     s = f.obj("sequences")
     names = s.raw("names")
@@ -765,76 +787,10 @@ def _parse_sequences(f: _Fields, weights: Mapping[str, WeightFile]) -> Sequences
     return Sequences(names=tuple(names), mode=mode, weights=key, label_channels=label_channels)
 
 
-_REQUIRED_NETWORKS = {
-    "conditional_latent_diffusion": ("autoencoder", "diffusion"),
-    "label_generator": ("autoencoder", "diffusion"),
-}
-
-
-def _check_kind(card: ModelCard, f: _Fields) -> None:
-    """Cross-field rules that depend on the model kind."""
-    for name in _REQUIRED_NETWORKS.get(card.kind, ()):
-        if name not in card.networks:
-            f.fail("networks", f"must define '{name}' for kind {card.kind}")
-    if card.kind in _REQUIRED_NETWORKS:
-        for section, value in (("scheduler", card.scheduler), ("sampling", card.sampling), ("latent", card.latent)):
-            if value is None:
-                f.fail(section, f"is required for kind {card.kind}")
-        unet = card.networks["diffusion"].kwargs
-        extra = len(card.conditioning.variables) if "concat" in card.conditioning.inputs else 0
-        if unet.get("in_channels") != card.latent.shape[0] + extra:
-            f.fail(
-                "networks.diffusion.kwargs.in_channels",
-                f"must be latent channels {card.latent.shape[0]} + {extra} concatenated conditions, got "
-                f"{unet.get('in_channels')}",
-            )
-        if "crossattn" in card.conditioning.inputs and unet.get("cross_attention_dim") != len(
-            card.conditioning.variables
-        ):
-            f.fail(
-                "networks.diffusion.kwargs.cross_attention_dim",
-                f"must equal the number of conditioning variables ({len(card.conditioning.variables)})",
-            )
-        # The decoder upsamples the latent by 2 per level after the first: the image it makes must
-        # be the card's output grid (else the result would not fit its own affine).
-        levels = len(card.networks["autoencoder"].kwargs.get("channels") or ())
-        if levels and card.output is not None:
-            expected = [int(n) * 2 ** (levels - 1) for n in card.latent.shape[1:]]
-            if list(card.output.shape) != expected:
-                f.fail(
-                    "output.shape",
-                    f"must be the decoded latent's shape {expected} (latent {list(card.latent.shape[1:])} x "
-                    f"{2 ** (levels - 1)}), "
-                    f"got {list(card.output.shape)}",
-                )
-    if card.kind == "label_generator":
-        if card.labels is None:
-            f.fail("labels", "is required for kind label_generator")
-        ae = card.networks["autoencoder"].kwargs
-        if ae.get("in_channels") != len(card.labels):
-            f.fail(
-                "networks.autoencoder.kwargs.in_channels",
-                f"must equal the number of label classes ({len(card.labels)})",
-            )
-    if card.kind == "label_to_image":
-        if card.labels is None or card.sequences is None:
-            f.fail("labels" if card.labels is None else "sequences", "is required for kind label_to_image")
-        if "generator" not in card.networks and "diffusion" not in card.networks:
-            f.fail(
-                "networks", "must define 'generator' (SPADENet) or 'autoencoder' + 'diffusion' (SPADE latent diffusion)"
-            )
-        if "generator" in card.networks:
-            expected = len(card.labels) + (len(card.sequences.names) if card.sequences.label_channels else 0)
-            if card.networks["generator"].kwargs.get("label_nc") != expected:
-                why = (
-                    "label classes + sequences (sequences.label_channels)"
-                    if card.sequences.label_channels
-                    else "label classes"
-                )
-                f.fail(
-                    "networks.generator.kwargs.label_nc",
-                    f"must be {expected} ({why}), got {card.networks['generator'].kwargs.get('label_nc')}",
-                )
+def card_field_error(card: ModelCard, field: str, message: str) -> CardError:
+    """The error of a card rule checked outside the reader (e.g. a pipeline's kind rules), worded as
+    the reader's own: ``card <id>: field '<field>' <message>``."""
+    return CardError(f"card {card.id}: field '{field}' {message}")
 
 
 # ----------------------------------------------------------------------------------------------

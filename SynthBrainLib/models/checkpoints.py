@@ -307,3 +307,20 @@ def read_style_codes(card, path: Path) -> dict[str, torch.Tensor]:
                     f"style codes {Path(path).name}: '{key}' has shape {tuple(codes[key].shape)}, expected ({z_dim},)"
                 )
     return codes
+
+
+def read_template(card, path: Path) -> dict[str, torch.Tensor]:
+    """A card's template: ``labels`` (X, Y, Z) uint8 on the card's output grid, values among its labels."""
+    tensors = read_state_dict(path)
+    labels = tensors.get("labels")
+    name = Path(path).name
+    if labels is None:
+        raise CheckpointError(f"template {name} lacks 'labels'")
+    if tuple(labels.shape) != tuple(card.output.shape) or labels.dtype != torch.uint8:
+        raise CheckpointError(
+            f"template {name}: 'labels' is {labels.dtype} {tuple(labels.shape)}, expected uint8 "
+            f"{tuple(card.output.shape)} (the model grid)"
+        )
+    if card.labels is None or int(labels.max()) >= len(card.labels):
+        raise CheckpointError(f"template {name}: label value {int(labels.max())} is not one of the card's labels")
+    return {"labels": labels}

@@ -28,7 +28,7 @@ from ..errors import CardError, CheckpointError, ModelNotFoundError, OutputError
 from ..outputs.atomic_files import replaced_atomically
 from ..outputs.digests import file_digests
 from .cards import ModelCard, WeightFile, builtin_cards, load_card
-from .checkpoints import load_weights, read_state_dict, read_style_codes
+from .checkpoints import load_weights, read_state_dict, read_style_codes, read_template
 from .download import download_file
 from .networks import build_network
 
@@ -453,6 +453,7 @@ class ModelStore:
         component: str | None = None,
         allow_unverified: bool = False,
         check_load: bool = True,
+        check_card: Callable[[ModelCard], object] | None = None,
     ) -> InstalledModel:
         """Import a MONAI bundle folder, a model folder (card.json + weights) or one checkpoint.
 
@@ -465,6 +466,10 @@ class ModelStore:
             allow_unverified: accept files whose checksum differs from the card's published one
                 (your own fine-tuned weights); recorded as ``mismatch-accepted``.
             check_load: build each network and load its checkpoint strictly before installing.
+            check_card: the rules of the card's kind, raising :class:`CardError`; they belong to its
+                pipeline class, above this layer: pass ``SynthBrainLib.pipelines.pipeline_class``
+                (the CLI and the Slicer module do). Without it a card that breaks them is refused
+                when it is loaded.
 
         Nothing is written to the cache unless every file passes.
         """
@@ -511,6 +516,8 @@ class ModelStore:
             raise ModelNotFoundError(
                 f"{path} is neither a MONAI bundle folder, a model folder with {CARD_FILE}, nor a checkpoint file"
             )
+        if check_card is not None:
+            check_card(card)
         return self._install(
             card,
             sources,
@@ -710,6 +717,8 @@ class ModelStore:
                 del net
         if card.sequences is not None and card.sequences.weights in paths:
             read_style_codes(card, paths[card.sequences.weights])
+        if card.template is not None and card.template.weights in paths:
+            read_template(card, paths[card.template.weights])
 
     # ---- downloading -----------------------------------------------------------------------
     def download(self, model: str, *, progress: Callable[[str, int, int | None], None] | None = None) -> InstalledModel:

@@ -59,6 +59,12 @@ class SynthesisResult:
         arr = self.image if self.image is not None else self.labels
         return tuple(arr.shape)
 
+    def channels(self) -> np.ndarray:
+        """The output as channels (C, X, Y, Z) float32: the image as one channel, or the label map's
+        partial volumes (what benchmarks and quality studies compare)."""
+        out = self.image[None] if self.image is not None else self.partial_volumes
+        return np.asarray(out, np.float32)
+
     def save(
         self, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None
     ) -> list[Path]:

@@ -6,20 +6,11 @@ from pathlib import Path
 
 import torch
 
-from ..models.cards import ModelCard
-from .base import PIPELINE_OPTIONS, SynthesisPipeline, locate_model  # noqa: F401  (re-export, public before the re-layer)
+# Importing a pipeline module registers its classes (SynthesisPipeline.__init_subclass__): a new
+# model kind is a new module here and a card.
+from .base import PIPELINE_OPTIONS, PIPELINES, SynthesisPipeline, locate_model, pipeline_class  # noqa: F401
 from .label_to_image import LabelToImagePipeline
 from .latent_diffusion import ConditionalBrainPipeline, LabelGeneratorPipeline, LatentDiffusionPipeline
-
-PIPELINES: dict[str, type[SynthesisPipeline]] = {
-    "conditional_latent_diffusion": ConditionalBrainPipeline,
-    "label_generator": LabelGeneratorPipeline,
-    "label_to_image": LabelToImagePipeline,
-}
-
-
-def pipeline_class(card: ModelCard) -> type[SynthesisPipeline]:
-    return PIPELINES[card.kind]
 
 
 def load_pipeline(

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, ModelNotFoundError
-from ..models.cards import ModelCard
-from ..models.checkpoints import read_style_codes
+from ..models.cards import ModelCard, card_field_error
+from ..models.checkpoints import read_style_codes, read_template
 from ..models.networks import build_networks, load_networks
 from ..models.store import ModelStore
 from ..outputs.results import SynthesisResult, build_provenance
@@ -48,6 +48,23 @@ def locate_model(model: str | Path, store: ModelStore | None, *, device, half, o
     return (store or ModelStore()).locate(model)
 
 
+#: ``card.kind`` -> the pipeline class that runs it; filled by every subclass that names a ``kind``.
+PIPELINES: dict[str, type["SynthesisPipeline"]] = {}
+
+
+def pipeline_class(card: ModelCard) -> type["SynthesisPipeline"]:
+    """The pipeline class for ``card.kind``, after its kind rules (:meth:`SynthesisPipeline.check_card`).
+
+    Raises:
+        CardError: no pipeline runs that kind, or the card breaks the kind's rules.
+    """
+    cls = PIPELINES.get(card.kind)
+    if cls is None:
+        raise card_field_error(card, "kind", f"must be one of {', '.join(sorted(PIPELINES))}, got {card.kind!r}")
+    cls.check_card(card)
+    return cls
+
+
 class SynthesisPipeline:
     """Base of the three pipeline kinds.
 
@@ -75,7 +92,17 @@ class SynthesisPipeline:
         tensors: extra tensors the card refers to (e.g. per-sequence style codes), by weight key.
     """
 
+    #: The ``card.kind`` this class runs; a subclass that sets it is registered in :data:`PIPELINES`.
     kind: ClassVar[str] = ""
+    #: What a result holds: ``image`` (``result.image``) or ``labels`` (``result.labels`` and
+    #: ``partial_volumes``); tools compare and measure outputs by it.
+    output_type: ClassVar[str] = "image"
+    #: The input ``generate`` needs besides conditions (``labels`` for label-to-image); ``None``: the
+    #: model generates from conditions alone (what ``batch`` runs).
+    input_name: ClassVar[str | None] = None
+    #: Sections and networks the card must have for this kind.
+    required_sections: ClassVar[tuple[str, ...]] = ()
+    required_networks: ClassVar[tuple[str, ...]] = ()
 
     #: ``generate(preview=True)``: the sampler (when the card allows it) and step count of the quick
     #: preview. Chosen from the step/quality measurements in docs/benchmarks.md.
@@ -102,6 +129,7 @@ class SynthesisPipeline:
             raise ConditionError(
                 f"model {card.id} is a {card.kind} model; {type(self).__name__} runs {self.kind} models"
             )
+        self.check_card(card)
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or not 0 <= cache_size <= 10_000:
             raise ConditionError(f"cache_size {cache_size!r} is outside 0–10000")
         if compile is not None and compile not in COMPILE_MODES:
@@ -128,6 +156,39 @@ class SynthesisPipeline:
         self._cache: OrderedDict[str, SynthesisResult] = OrderedDict()
         self._cache_lock = threading.Lock()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            if cls.kind in PIPELINES and PIPELINES[cls.kind].__qualname__ != cls.__qualname__:
+                raise TypeError(f"kind {cls.kind!r} is run by {PIPELINES[cls.kind].__name__} already")
+            PIPELINES[cls.kind] = cls
+
+    # ---- what differs by kind ---------------------------------------------------------------
+    @classmethod
+    def check_card(cls, card: ModelCard) -> None:
+        """The card rules of this kind (the reader checked everything else); raises :class:`CardError`.
+        Subclasses extend it."""
+        for section in cls.required_sections:
+            if getattr(card, section) is None:
+                raise card_field_error(card, section, f"is required for kind {card.kind}")
+        for name in cls.required_networks:
+            if name not in card.networks:
+                raise card_field_error(card, "networks", f"must define '{name}' for kind {card.kind}")
+
+    def example_request(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`generate` for a valid request that needs no user input (the
+        card's default conditions; an input where the kind needs one). Benchmarks and tests use it."""
+        return {}
+
+    def measured_volume_ml(self, output: np.ndarray) -> float | None:
+        """The volume this kind's sliders act on, measured on a raw output (C, X, Y, Z) in mL, by an
+        estimator independent of the model; ``None`` where the kind has none."""
+        return None
+
+    def requested_volume_ml(self, conditions: Mapping[str, Any]) -> float | None:
+        """The requested counterpart of :meth:`measured_volume_ml` (``None``: not requested)."""
+        return None
+
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
@@ -152,11 +213,14 @@ class SynthesisPipeline:
         """Build the networks of an installed model (:class:`~SynthBrainLib.models.store.InstalledModel`)
         and load their weights strictly, with the style codes where the card has them."""
         card = installed.card
+        cls.check_card(card)  # before any weight is read
         paths = {k: w.path for k, w in installed.weights.items()}
         networks, layouts = load_networks(card, paths)
         tensors = {}
         if card.sequences is not None and card.sequences.weights:
             tensors[card.sequences.weights] = read_style_codes(card, paths[card.sequences.weights])
+        if card.template is not None and card.template.weights in paths:
+            tensors[card.template.weights] = read_template(card, paths[card.template.weights])
         info = installed.provenance()
         for name, spec in card.networks.items():
             if spec.weights in info:

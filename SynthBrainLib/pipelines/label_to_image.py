@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from ..errors import ConditionError, Remedy, SynthBrainError
+from ..models.cards import ModelCard, card_field_error
 from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
+from .lesion_insertion import DEFAULT_MARGIN_MM, insert_lesions
 from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
 
 ALIGNMENTS = ("world", "centre")
@@ -33,6 +35,44 @@ class LabelToImagePipeline(SynthesisPipeline):
     """
 
     kind = "label_to_image"
+    output_type = "image"
+    input_name = "labels"
+    required_sections = ("labels", "sequences")
+
+    @classmethod
+    def check_card(cls, card: ModelCard) -> None:
+        """Besides labels and sequences: a SPADE generator, or SPADE latent diffusion; the generator's
+        label channels are the label classes (plus one per sequence where sequences are label channels)."""
+        super().check_card(card)
+        if "generator" not in card.networks and "diffusion" not in card.networks:
+            raise card_field_error(
+                card,
+                "networks",
+                "must define 'generator' (SPADENet) or 'autoencoder' + 'diffusion' (SPADE latent diffusion)",
+            )
+        if "generator" in card.networks:
+            expected = len(card.labels) + (len(card.sequences.names) if card.sequences.label_channels else 0)
+            if card.networks["generator"].kwargs.get("label_nc") != expected:
+                why = (
+                    "label classes + sequences (sequences.label_channels)"
+                    if card.sequences.label_channels
+                    else "label classes"
+                )
+                raise card_field_error(
+                    card,
+                    "networks.generator.kwargs.label_nc",
+                    f"must be {expected} ({why}), got {card.networks['generator'].kwargs.get('label_nc')}",
+                )
+
+    def example_request(self) -> dict[str, Any]:
+        """A deterministic label map on the model grid: nested ellipsoids of the first classes."""
+        shape = self.card.output.shape
+        grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+        r = np.sqrt((grid**2).sum(0))
+        labels = np.zeros(shape, np.uint8)
+        for k in range(1, min(len(self.card.labels), 6)):
+            labels[r < 0.95 - 0.15 * (k - 1)] = k
+        return {"labels": labels}
 
     def generate(
         self,
@@ -165,6 +205,65 @@ class LabelToImagePipeline(SynthesisPipeline):
         )
         return SynthesisResult(
             image=image.astype(np.float32), affine=np.asarray(in_affine, dtype=np.float64).copy(), provenance=provenance
+        )
+
+    def insert(
+        self,
+        scan: np.ndarray,
+        affine: np.ndarray,
+        lesions: np.ndarray | Mapping[str, np.ndarray],
+        *,
+        sequence: str,
+        lesions_affine: np.ndarray | None = None,
+        tissue: np.ndarray | None = None,
+        tissue_scheme: str = "model",
+        margin_mm: float = DEFAULT_MARGIN_MM,
+        seed: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelFlag = None,
+    ) -> SynthesisResult:
+        """Insert synthetic lesions into a real scan; every voxel farther than ``margin_mm`` from the
+        painted mask keeps the scan's own value (same dtype, bit for bit).
+
+        Args:
+            scan: (X, Y, Z) the patient's T1, FLAIR or T2 (any grid: oblique, anisotropic).
+            affine: the scan's 4x4 voxel-to-RAS matrix.
+            lesions: a label map on the scan grid with the model's lesion values (``wmh``, ``tumour``,
+                ``edema``, ``gdtumour``: 6-9 in the brainSPADE schema), or masks by lesion name.
+            sequence: the scan's sequence, one of the card's (e.g. ``FLAIR``).
+            lesions_affine: the masks' affine when they were painted on another grid (resampled,
+                nearest neighbour; refused if they miss the scan).
+            tissue: the patient's own segmentation on the scan grid, instead of the registered
+                template's tissue classes.
+            tissue_scheme: ``model`` (the card's label values) or ``freesurfer`` (FreeSurfer aseg /
+                SynthSeg values, mapped by :data:`~SynthBrainLib.insertion.segmentations.FREESURFER_TO_SCHEMA`).
+            margin_mm: width of the feathered blend around the mask (0-20 mm).
+            seed: style / noise seed of the synthesis (``None`` draws one).
+            progress / cancel: as for :meth:`generate`.
+
+        Returns:
+            :class:`SynthesisResult`: ``image`` the scan with the lesions (its dtype and grid),
+            ``labels`` the lesion mask on the scan grid (ground truth), provenance with the
+            registration, intensity fit, lesion volumes (mL) and margin.
+
+        Raises:
+            ConditionError: empty mask, lesion outside the brain, mask on a grid that misses the scan,
+                a registration that does not explain the scan, a sequence the model lacks, or a model
+                without a template.
+        """
+        return insert_lesions(
+            self,
+            scan,
+            affine,
+            lesions,
+            sequence=sequence,
+            lesions_affine=lesions_affine,
+            tissue=tissue,
+            tissue_scheme=tissue_scheme,
+            margin_mm=margin_mm,
+            seed=seed,
+            progress=progress,
+            cancel=cancel,
         )
 
     # ---- inputs -------------------------------------------------------------------------------

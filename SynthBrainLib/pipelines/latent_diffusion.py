@@ -7,6 +7,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..models.cards import ModelCard, card_field_error
+from ..outputs.measure import measure_ventricular_volume_ml
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
 from .conditioning import ConditionValues, resolve_conditions
@@ -19,6 +21,49 @@ class LatentDiffusionPipeline(SynthesisPipeline):
     Conditions enter as the card says: broadcast to constant channels concatenated to the latent
     (``concat``) and/or as a (B, 1, K) cross-attention context (``crossattn``), in the card's order.
     """
+
+    required_sections = ("scheduler", "sampling", "latent")
+    required_networks = ("autoencoder", "diffusion")
+
+    @classmethod
+    def check_card(cls, card: ModelCard) -> None:
+        """Besides the sections: the UNet takes the latent plus the concatenated conditions, its
+        cross-attention width is the number of conditions, and the decoder makes the output grid."""
+        super().check_card(card)
+        unet = card.networks["diffusion"].kwargs
+        extra = len(card.conditioning.variables) if "concat" in card.conditioning.inputs else 0
+        if unet.get("in_channels") != card.latent.shape[0] + extra:
+            raise card_field_error(
+                card,
+                "networks.diffusion.kwargs.in_channels",
+                f"must be latent channels {card.latent.shape[0]} + {extra} concatenated conditions, got "
+                f"{unet.get('in_channels')}",
+            )
+        if "crossattn" in card.conditioning.inputs and unet.get("cross_attention_dim") != len(
+            card.conditioning.variables
+        ):
+            raise card_field_error(
+                card,
+                "networks.diffusion.kwargs.cross_attention_dim",
+                f"must equal the number of conditioning variables ({len(card.conditioning.variables)})",
+            )
+        # The decoder upsamples the latent by 2 per level after the first: the image it makes must
+        # be the card's output grid (else the result would not fit its own affine).
+        levels = len(card.networks["autoencoder"].kwargs.get("channels") or ())
+        if levels:
+            expected = [int(n) * 2 ** (levels - 1) for n in card.latent.shape[1:]]
+            if list(card.output.shape) != expected:
+                raise card_field_error(
+                    card,
+                    "output.shape",
+                    f"must be the decoded latent's shape {expected} (latent {list(card.latent.shape[1:])} x "
+                    f"{2 ** (levels - 1)}), got {list(card.output.shape)}",
+                )
+
+    def raw_output(self, decoded: torch.Tensor) -> np.ndarray:
+        """The decoder output (1, C, X, Y, Z) post-processed as results hold it, (C, X, Y, Z) float32
+        (also applied to the bundle's reference loop by the benchmarks)."""
+        raise NotImplementedError
 
     def _sample_decoded(
         self,
@@ -102,6 +147,20 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
     """
 
     kind = "conditional_latent_diffusion"
+    output_type = "image"
+
+    def raw_output(self, decoded: torch.Tensor) -> np.ndarray:
+        """Clipped to the card's intensity range."""
+        lo, hi = self.card.output.intensity_range
+        return decoded[0].float().cpu().clamp(lo, hi).numpy().astype(np.float32)
+
+    def measured_volume_ml(self, output: np.ndarray) -> float | None:
+        """Ventricular volume of the T1 (:func:`~SynthBrainLib.outputs.measure.measure_ventricular_volume_ml`)."""
+        return measure_ventricular_volume_ml(output[0], self.card.output.affine)
+
+    def requested_volume_ml(self, conditions: Mapping[str, Any]) -> float | None:
+        value = conditions.get("ventricular_volume")
+        return None if value is None else float(value)
 
     def generate(
         self,
@@ -143,7 +202,7 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
 
         def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
             lo, hi = self.card.output.intensity_range
-            image = decoded[0, 0].clamp(lo, hi).numpy().astype(np.float32)
+            image = self.raw_output(decoded)[0]
             provenance = self.provenance(
                 conditions=self._conditions_record(cond),
                 seed=seed,
@@ -168,6 +227,33 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
     """
 
     kind = "label_generator"
+    output_type = "labels"
+    required_sections = (*LatentDiffusionPipeline.required_sections, "labels")
+
+    #: Label names counted as lesions by :meth:`measured_volume_ml`.
+    lesion_names = ("wmh", "tumour", "edema", "gdtumour")
+
+    @classmethod
+    def check_card(cls, card: ModelCard) -> None:
+        """Besides the latent rules: the autoencoder's channels are the label classes."""
+        super().check_card(card)
+        if card.networks["autoencoder"].kwargs.get("in_channels") != len(card.labels):
+            raise card_field_error(
+                card,
+                "networks.autoencoder.kwargs.in_channels",
+                f"must equal the number of label classes ({len(card.labels)})",
+            )
+
+    def raw_output(self, decoded: torch.Tensor) -> np.ndarray:
+        """Class probabilities (softmax over the decoder's channels): partial-volume maps."""
+        return torch.softmax(decoded[0].float().cpu(), dim=0).numpy().astype(np.float32)
+
+    def measured_volume_ml(self, output: np.ndarray) -> float | None:
+        """Total lesion volume of the label map (argmax of the partial volumes)."""
+        names = self.card.label_names
+        lesion = [names.index(n) for n in self.lesion_names if n in names]
+        voxel_ml = float(np.prod(self.card.output.spacing)) / 1000.0
+        return float(np.isin(output.argmax(0), lesion).sum() * voxel_ml)
 
     def generate(
         self,
@@ -192,7 +278,7 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
         """
 
         def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
-            pv = torch.softmax(decoded[0], dim=0).numpy().astype(np.float32)
+            pv = self.raw_output(decoded)
             labels = pv.argmax(axis=0).astype(np.uint8)
             names = self.card.label_names
             provenance = self.provenance(

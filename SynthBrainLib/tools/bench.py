@@ -35,10 +35,22 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import monai
 import numpy as np
 import torch
+from monai.metrics import MultiScaleSSIMMetric
+from monai.networks.schedulers import DDIMScheduler
 
-from ..errors import SynthBrainError
+from ..errors import ModelNotFoundError, SynthBrainError
+from ..models.checkpoints import load_weights, read_state_dict
+from ..models.networks import build_network, build_networks
+from ..models.store import ModelStore
+from ..pipelines import LatentDiffusionPipeline, load_pipeline, pipeline_class
+from ..pipelines.base import SynthesisPipeline
+from ..pipelines.conditioning import resolve_conditions
+from ..pipelines.decoding import TileSettings, decode
+from ..pipelines.device import Precision, cpu_has_bf16, resolve_device
+from ..pipelines.sampling import MIN_STEPS
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -70,8 +82,6 @@ class PathSpec:
         sampler = self.sampler or (sampling.default_sampler if sampling else "-")
         steps = self.steps if self.steps is not None else (sampling.default_steps if sampling else "-")
         if self.preview and card is not None and sampling is not None:
-            from ..pipelines.base import SynthesisPipeline
-
             sampler = self.sampler or (
                 SynthesisPipeline.preview_sampler
                 if SynthesisPipeline.preview_sampler in sampling.samplers
@@ -109,7 +119,6 @@ def parse_path(text: str) -> PathSpec:
 def default_paths(card) -> list[PathSpec]:
     """Reference, the card's defaults, and the fast path (DPM-Solver++ where allowed, bfloat16 on
     CPUs with native bf16, automatic decoding), plus the preview for diffusion models."""
-    from ..pipelines.device import cpu_has_bf16
 
     fast_precision = "bfloat16" if (torch.cuda.is_available() or cpu_has_bf16()) else "auto"
     if card.sampling is None:
@@ -181,9 +190,6 @@ class PeakMemory:
 def build_pipeline(model: str, *, device: str, precision: str, decode: str, random_weights: bool = False, store=None):
     """The model's pipeline with its weights, or - when they are not installed or ``random_weights`` -
     from its card with perturbed random weights. Returns (pipeline, weights description)."""
-    from ..errors import ModelNotFoundError
-    from ..models.store import ModelStore
-    from ..pipelines import load_pipeline, pipeline_class
 
     store = store or ModelStore()
     if not random_weights:
@@ -193,7 +199,6 @@ def build_pipeline(model: str, *, device: str, precision: str, decode: str, rand
         except ModelNotFoundError:
             pass
     card = store.locate(model, require_complete=False).card
-    from ..models.networks import build_networks
 
     torch.manual_seed(0)
     networks = build_networks(card)
@@ -213,25 +218,6 @@ def perturb(module: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> torc
     return module
 
 
-def request_for(card, seed: int) -> dict[str, Any]:
-    """Arguments of a benchmark request: the card's default conditions, or a label map for SPADE."""
-    if card.kind == "label_to_image":
-        return {"labels": benchmark_labels(card)}
-    return {}
-
-
-def benchmark_labels(card) -> np.ndarray:
-    """A deterministic label map on the model grid (nested ellipsoids of the card's classes)."""
-    shape = card.output.shape
-    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
-    r = np.sqrt((grid**2).sum(0))
-    n = len(card.labels)
-    labels = np.zeros(shape, np.uint8)
-    for k in range(1, min(n, 6)):
-        labels[r < 0.95 - 0.15 * (k - 1)] = k
-    return labels
-
-
 def reference_sample(
     pipe,
     seed: int,
@@ -242,11 +228,9 @@ def reference_sample(
     """The model-zoo bundle's path (``scripts/sampler.py``): a plain DDIM loop, 50 steps, float32,
     under ``torch.no_grad``, then ``decode_stage_2_outputs`` of the whole latent. Same starting noise
     and conditioning tensors as the pipelines (``conditions`` in real units; default: the card's).
-    Returns the output (C, X, Y, Z) float32, post-processed as the pipeline does (clipped to the
-    card's intensity range; class probabilities for label generators)."""
-    from monai.networks.schedulers import DDIMScheduler
-
-    from ..pipelines.conditioning import resolve_conditions
+    Returns the output (C, X, Y, Z) float32, post-processed as the pipeline does
+    (``pipe.raw_output``: clipped to the card's intensity range; class probabilities for label
+    generators)."""
 
     card = pipe.card
     unet, autoencoder = pipe.networks["diffusion"], pipe.networks["autoencoder"]
@@ -277,30 +261,29 @@ def reference_sample(
         sample = autoencoder.decode_stage_2_outputs(image / card.latent.scale_factor)
     if progress is not None:
         progress(steps + 1, steps + 1)
-    sample = sample[0].float().cpu()
-    if card.kind == "label_generator":  # as the pipeline: class probabilities
-        return torch.softmax(sample, dim=0).numpy()
-    lo, hi = card.output.intensity_range  # as the pipeline: clipped to the card's range
-    return sample.clamp(lo, hi).numpy()
+    return pipe.raw_output(sample)
 
 
 def run_request(pipe, path: PathSpec, seed: int, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """One synthesis along ``path``; returns the raw output (C, X, Y, Z) float32 for comparisons
     (image channel, or the label generator's partial volumes)."""
-    if path.reference and pipe.card.kind != "label_to_image":
+    if path.reference and has_reference_loop(pipe):
         return reference_sample(pipe, seed, progress)
-    extra = request_for(pipe.card, seed)
-    if pipe.card.kind == "label_to_image":
-        labels = extra.pop("labels")
-        result = pipe.generate(
-            labels, seed=seed, sampler=path.sampler, steps=path.steps, progress=progress, preview=path.preview
-        )
-    else:
-        result = pipe.generate(
-            seed=seed, sampler=path.sampler, steps=path.steps, progress=progress, preview=path.preview
-        )
-    out = result.partial_volumes if result.image is None else result.image[None]
-    return np.asarray(out, np.float32)
+    result = pipe.generate(
+        **pipe.example_request(),
+        seed=seed,
+        sampler=path.sampler,
+        steps=path.steps,
+        progress=progress,
+        preview=path.preview,
+    )
+    return result.channels()
+
+
+def has_reference_loop(pipe) -> bool:
+    """Whether the model-zoo bundle's plain DDIM loop (:func:`reference_sample`) runs this pipeline:
+    latent diffusion of the whole output from conditions."""
+    return isinstance(pipe, LatentDiffusionPipeline)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,7 +379,6 @@ def measure(
 
 
 def _min_steps(pipe, path: PathSpec) -> int:
-    from ..pipelines.sampling import MIN_STEPS
 
     sampler = path.sampler or pipe.card.sampling.default_sampler
     if path.preview:
@@ -429,10 +411,6 @@ def measure_decode(
 ) -> dict[str, Any]:
     """Decode one seeded latent (unit normal, the card's latent shape) with only the autoencoder
     loaded: time and peak memory of the decode alone (this process builds nothing else)."""
-    from ..models.networks import build_network
-    from ..models.store import ModelStore
-    from ..pipelines.decoding import TileSettings, decode
-    from ..pipelines.device import Precision, resolve_device
 
     store = ModelStore()
     installed = store.locate(model, require_complete=False)
@@ -440,8 +418,6 @@ def measure_decode(
     torch.manual_seed(0)
     ae = build_network(card.networks["autoencoder"], card.id)
     if not random_weights and "autoencoder" in installed.weights:
-        from ..models.checkpoints import load_weights, read_state_dict
-
         load_weights(
             ae,
             read_state_dict(installed.weights["autoencoder"].path),
@@ -539,7 +515,6 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
 def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
     """3D MS-SSIM (MONAI), Gaussian kernel 5, four scales (the demo grids are 64 voxels wide);
     NaN for volumes under 37 voxels along an axis, which four scales do not fit."""
-    from monai.metrics import MultiScaleSSIMMetric
 
     if min(np.shape(a)) < 37:
         return float("nan")
@@ -566,7 +541,6 @@ def compare(out: np.ndarray, ref: np.ndarray, data_range: float | None = None) -
 # ----------------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, GPU and library versions."""
-    import monai
 
     cpu = platform.processor() or "?"
     try:
@@ -612,7 +586,6 @@ def bench(
 ) -> dict[str, Any]:
     """Measure every path of every model (each in its own process) and compare outputs to the
     reference path's. Returns the JSON-ready report (see :func:`format_table`)."""
-    from ..models.store import ModelStore
 
     store = ModelStore()
     report: dict[str, Any] = {
@@ -651,7 +624,8 @@ def bench(
                     ref_out = out
                 elif ref_out is not None:
                     lo, hi = card.output.intensity_range
-                    res["vs_reference"] = compare(out, ref_out, None if card.kind == "label_generator" else hi - lo)
+                    labels_out = pipeline_class(card).output_type == "labels"  # probabilities: range 1
+                    res["vs_reference"] = compare(out, ref_out, None if labels_out else hi - lo)
                 res.pop("output", None)
                 log(f"  {res['end_to_end_s_median']:.2f} s end to end, peak {res['peak_rss_bytes'] / 1e9:.2f} GB")
                 entries.append(res)

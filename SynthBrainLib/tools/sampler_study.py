@@ -28,7 +28,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .bench import benchmark_labels, ms_ssim, psnr, reference_sample
+from ..pipelines import load_pipeline
+from ..pipelines.device import cpu_has_bf16
+from .bench import has_reference_loop, ms_ssim, psnr, reference_sample
 
 
 @dataclass(frozen=True)
@@ -80,26 +82,14 @@ def study_requests(card, n: int) -> list[dict[str, Any]]:
     return requests
 
 
-def _generate(pipe, candidate: Candidate, request: dict[str, Any], labels: np.ndarray | None) -> np.ndarray:
-    if pipe.card.kind == "label_to_image":
-        return pipe.generate(labels, seed=request["seed"]).image[None]
-    r = pipe.generate(seed=request["seed"], sampler=candidate.sampler, steps=candidate.steps, **request["conditions"])
-    return r.image[None] if r.image is not None else r.partial_volumes
-
-
-def _measure(card, out: np.ndarray) -> float | None:
-    """A volume measured on one output: ventricular volume (images of brain models) or total lesion
-    volume (label maps), in mL."""
-    spacing_ml = float(np.prod(card.output.spacing)) / 1000.0
-    if card.kind == "conditional_latent_diffusion":
-        from ..outputs.measure import measure_ventricular_volume_ml
-
-        return measure_ventricular_volume_ml(out[0], card.output.affine)
-    if card.kind == "label_generator":
-        labels = out.argmax(0)
-        lesion = [card.label_names.index(n) for n in ("wmh", "tumour", "edema", "gdtumour") if n in card.label_names]
-        return float(np.isin(labels, lesion).sum() * spacing_ml)
-    return None
+def _generate(pipe, candidate: Candidate, request: dict[str, Any], inputs: dict[str, Any]) -> np.ndarray:
+    """One output (C, X, Y, Z) for ``request``; ``inputs``: the pipeline's example input (a label map for
+    label-to-image; nothing for models that generate from conditions)."""
+    if pipe.card.sampling is None:  # one network pass: no sampler or steps to vary
+        return pipe.generate(**inputs, seed=request["seed"]).channels()
+    return pipe.generate(
+        **inputs, seed=request["seed"], sampler=candidate.sampler, steps=candidate.steps, **request["conditions"]
+    ).channels()
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -128,8 +118,6 @@ def quality_study(
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Run the study for one model (weights must be installed). Returns a JSON-ready report."""
-    from ..pipelines import load_pipeline
-    from ..pipelines.device import cpu_has_bf16
 
     pipes: dict[str, Any] = {}
 
@@ -143,26 +131,23 @@ def quality_study(
     bf16 = device.startswith("cuda") or cpu_has_bf16()
     candidates = list(candidates or default_candidates(card, bf16))
     requests = study_requests(card, samples)
-    labels_in = None
-    if card.kind == "label_to_image":
-        labels_in = benchmark_labels(card)
+    inputs = base.example_request()
+    labels_out = base.output_type == "labels"
     reference, ref_measure, ref_seconds = [], [], []
     for req in requests:
         t = time.perf_counter()
-        if card.kind == "label_to_image":
-            ref = _generate(base, Candidate(None, None, "float32"), req, labels_in)
+        if not has_reference_loop(base):
+            ref = _generate(base, Candidate(None, None, "float32"), req, inputs)
         else:
             ref = reference_sample(base, req["seed"], conditions=req["conditions"])
             for net in base.networks.values():  # reference_sample used NCDHW: back to the pipeline's layout
                 base.precision.prepare(net)
         ref_seconds.append(time.perf_counter() - t)
         reference.append(ref)
-        ref_measure.append(_measure(card, ref))
+        ref_measure.append(base.measured_volume_ml(ref))
     log(f"{card.id}: reference ({samples} requests) {np.mean(ref_seconds):.2f} s each")
-    requested = []
-    for req in requests:
-        if card.kind == "conditional_latent_diffusion" and "ventricular_volume" in req["conditions"]:
-            requested.append(req["conditions"]["ventricular_volume"])
+    requested = [base.requested_volume_ml(req["conditions"]) for req in requests]
+    requested = requested if all(v is not None for v in requested) else []
     rows = []
     outputs: dict[str, list[np.ndarray]] = {}
     for cand in candidates:
@@ -171,16 +156,16 @@ def quality_study(
         outputs[cand.name] = []
         for req, ref in zip(requests, reference):
             t = time.perf_counter()
-            out = _generate(pipe, cand, req, labels_in)
+            out = _generate(pipe, cand, req, inputs)
             outputs[cand.name].append(out)
             seconds.append(time.perf_counter() - t)
-            if card.kind == "label_generator":
+            if labels_out:
                 dices.append(_dice(out, ref))
                 psnrs.append(psnr(out, ref, 1.0))
             else:
                 psnrs.append(psnr(out, ref, 1.0))
                 ssims.append(ms_ssim(out[0], ref[0]))
-            measures.append(_measure(card, out))
+            measures.append(pipe.measured_volume_ml(out))
         row: dict[str, Any] = {
             "candidate": cand.name,
             "sampler": cand.sampler,
@@ -214,7 +199,7 @@ def quality_study(
 
         def closeness(outs: list[np.ndarray]) -> dict[str, float]:
             res = {"psnr_db_vs_converged": float(np.mean([psnr(o, c, 1.0) for o, c in zip(outs, converged)]))}
-            if card.kind == "label_generator":
+            if labels_out:
                 res["dice_vs_converged"] = float(np.mean([_dice(o, c) for o, c in zip(outs, converged)]))
             else:
                 res["ms_ssim_vs_converged"] = float(np.mean([ms_ssim(o[0], c[0]) for o, c in zip(outs, converged)]))

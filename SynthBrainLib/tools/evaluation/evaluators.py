@@ -18,7 +18,12 @@ import time
 from typing import Any, Callable
 
 import numpy as np
+from scipy import ndimage as ndi
 
+from ...outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
+from ..phantoms import PhantomPopulation, SubjectSpec
+from ..phantoms.contrast import render_contrast
+from ..phantoms.labels import paint_lesion
 from .metrics import dice, is_monotonic_increasing, ms_ssim_pairs, pearson, spearman
 
 HELD_OUT_START = 100_000
@@ -26,7 +31,6 @@ Log = Callable[[str], None]
 
 
 def _population(card):
-    from ..phantoms import PhantomPopulation
 
     shape = tuple(card.output.shape)
     spacing = float(card.output.spacing[0])
@@ -37,7 +41,6 @@ def _population(card):
 def evaluate_conditional_brain(
     pipe, n: int = 32, steps: int | None = None, log: Log = print
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
-    from ...outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
 
     card = pipe.card
     pop = _population(card)
@@ -235,12 +238,13 @@ def flair_search_region(labels: np.ndarray, wm: int, wmh: int) -> np.ndarray:
     return ndi.binary_erosion(np.isin(labels, (wm, wmh)), iterations=1)
 
 
-def evaluate_label_to_image(pipe, n: int = 32, log: Log = print) -> tuple[dict[str, Any], list[np.ndarray]]:
-    from ..phantoms import SubjectSpec
-    from ..phantoms.contrast import render_contrast
-    from ..phantoms.labels import paint_lesion
-
+def evaluate_label_to_image(
+    pipe, n: int = 32, steps: int | None = None, log: Log = print
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Paint a WMH into held-out healthy phantoms and render every sequence; ``steps`` only for SPADE
+    latent-diffusion cards (the SPADE generator is one network pass)."""
     card = pipe.card
+    sampling = {"steps": steps} if steps is not None and card.sampling is not None else {}
     pop = _population(card)
     names = card.label_names
     wm, gm, csf, wmh = names.index("wm"), names.index("gm"), names.index("csf"), names.index("wmh")
@@ -262,8 +266,6 @@ def evaluate_label_to_image(pipe, n: int = 32, log: Log = print) -> tuple[dict[s
         )
         labels = healthy.labels
         # paint a lesion in deep white matter
-        from scipy import ndimage as ndi
-
         deep_wm = ndi.binary_erosion(labels == wm, iterations=2)
         candidates = np.argwhere(deep_wm)
         centre = candidates[rng.integers(len(candidates))]
@@ -271,7 +273,7 @@ def evaluate_label_to_image(pipe, n: int = 32, log: Log = print) -> tuple[dict[s
         painted = paint_lesion(labels, mask, "wmh")
         seq_results = {}
         for s_i, seq in enumerate(card.sequences.names):
-            image = pipe.generate(painted, affine=healthy.affine, sequence=seq, seed=i).image
+            image = pipe.generate(painted, affine=healthy.affine, sequence=seq, seed=i, **sampling).image
             seq_results[seq] = image
             reference = render_contrast(painted, seq, None, spacing_mm=float(card.output.spacing[0]))
             brain = painted > 0

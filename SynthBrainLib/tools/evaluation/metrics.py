@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import torch
+from monai.metrics import MultiScaleSSIMMetric
 
 
 def pearson(a, b) -> float:
@@ -33,7 +34,6 @@ def ms_ssim_pairs(volumes: list[np.ndarray], max_pairs: int = 64, seed: int = 0)
     3D, data range 1, Gaussian kernel 5 and four scales: the demo grids (64 voxels) are too small
     for MONAI's default 11-voxel kernel over five scales.
     """
-    from monai.metrics import MultiScaleSSIMMetric
 
     metric = MultiScaleSSIMMetric(
         spatial_dims=3, data_range=1.0, kernel_size=5, weights=(0.0448, 0.2856, 0.3001, 0.2363)

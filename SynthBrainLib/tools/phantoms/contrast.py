@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fields import smooth_random_field
-from .labels import BACKGROUND, LABEL_NAMES
+from .labels import BACKGROUND, LABEL_NAMES, one_hot
 
 SEQUENCES = ("T1", "FLAIR", "T2")
 
@@ -77,8 +77,6 @@ def render_contrast(
     """
     pv = np.asarray(partial_volumes)
     if pv.ndim == 3:
-        from .labels import one_hot
-
         pv = one_hot(pv)
     if pv.shape[0] != len(LABEL_NAMES):
         raise ValueError(f"expected {len(LABEL_NAMES)} channels, got {pv.shape[0]}")

@@ -13,6 +13,7 @@ import argparse
 import numpy as np
 
 from .labels import LABEL_NAMES
+from .population import PhantomPopulation, SubjectSpec, TumourSpec
 
 #: RGB colours of the labels (0..9) used by the montage.
 LABEL_COLOURS = np.array(
@@ -113,7 +114,6 @@ def _default_title(subj):
 def demo_specs():
     """The three subjects of docs/images/phantoms_montage.png: a healthy 47-year-old woman, an
     80-year-old man with large ventricles and WMH, a 66-year-old woman with an enhancing tumour."""
-    from .population import SubjectSpec, TumourSpec
 
     return [
         SubjectSpec(age=47, sex="female", deformation_seed=1, ventricle_z=-0.5),
@@ -131,7 +131,6 @@ def demo_specs():
 
 
 def main(argv=None):
-    from .population import PhantomPopulation
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", help="PNG path")

@@ -37,10 +37,15 @@ from ...outputs import measure
 from .contrast import SEQUENCES, render_contrast
 from .fields import smooth_random_field, smoothstep, trilinear_gather
 from .labels import (
+    BACKGROUND,
+    BRAINSTEM,
     CSF,
+    DGM,
+    GM,
     LABEL_NAMES,
     LESION_CHANNELS,
     TISSUE_CHANNELS,
+    WM,
     labels_from_partial_volumes,
     paint_lesion,
 )
@@ -307,6 +312,34 @@ class PhantomPopulation:
         a[:3, :3] *= self.spacing_mm
         a[:3, 3] = self.centre_mm - self.spacing_mm * (np.array(self.shape) - 1) / 2.0
         return a
+
+    def template_labels(self) -> np.ndarray:
+        """The undeformed template as a label map on the output grid (uint8, :data:`LABEL_NAMES`
+        values): what lesion insertion registers to a patient's scan (no subject affine, warp, ageing
+        or lesion)."""
+        T = self.template
+        n = int(np.prod(self.shape))
+        axes = [self.affine[d, 3] + self.spacing_mm * np.arange(self.shape[d]) for d in range(3)]
+        P = np.stack(np.meshgrid(*axes, indexing="ij"), 0).reshape(3, n)
+        Q = P - self.centre_mm[:, None] + T.brain_centre_mm[:, None]
+        vox = T.mm_to_vox[:3, :3] @ Q + T.mm_to_vox[:3, 3:4]
+        lim = np.array(T.maps.shape[:3], np.float64)[:, None] - 1.0
+        inside = np.flatnonzero(np.all((vox >= 0.0) & (vox <= lim), axis=0))
+        samp = np.zeros((n, T_SULCAL), np.float32)
+        samp[:, T_BG] = 1.0
+        samp[inside] = trilinear_gather(T.maps, vox[:, inside])[:, :T_SULCAL]
+        pv = np.zeros((n, len(LABEL_NAMES)), np.float32)
+        for template_channel, label in (
+            (T_BG, BACKGROUND),
+            (T_CSF_EXT, CSF),
+            (T_CSF_VENT, CSF),
+            (T_GM, GM),
+            (T_WM, WM),
+            (T_DGM, DGM),
+            (T_BS, BRAINSTEM),
+        ):
+            pv[:, label] += samp[:, template_channel]
+        return pv.argmax(1).astype(np.uint8).reshape(self.shape)
 
     @property
     def tumour_candidates_mm(self) -> np.ndarray:

@@ -10,6 +10,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..phantoms import PhantomPopulation, build_dataset, load_subject
+from ..phantoms.dataset import subject_filename
+
 
 @dataclass
 class PhantomTrainingData:
@@ -86,8 +89,6 @@ def load_training_data(
     log: Callable[[str], None] = print,
 ) -> PhantomTrainingData:
     """Build (resumably) and load subjects 0..n-1 of the phantom population ``seed``."""
-    from ..phantoms import PhantomPopulation, build_dataset, load_subject
-    from ..phantoms.dataset import subject_filename
 
     folder = Path(cache) / f"mni152-seed{seed}-{spacing_mm:g}mm-{'x'.join(map(str, shape))}"
     missing = [i for i in range(n) if not (folder / subject_filename(i)).exists()]

@@ -21,10 +21,15 @@ import numpy as np
 import torch
 
 from ..._version import __version__
-from ...models.cards import ModelCard, NetworkSpec
+from ...errors import OutputError, SynthBrainError
+from ...models.cards import ModelCard, NetworkSpec, load_card
+from ...models.checkpoints import load_weights, read_state_dict, verify_file
+from ...models.networks import build_network
 from ...models.store import default_home
 from ...outputs.atomic_files import temporary_sibling
 from ...outputs.digests import file_sha256
+from ...pipelines import pipeline_class
+from ..phantoms import PhantomPopulation
 from .data import PhantomTrainingData, load_training_data
 from .trainers import (
     FitConfig,
@@ -228,10 +233,6 @@ def _latent_diffusion_sections(
 
 def reused_autoencoder(spec: NetworkSpec, folder: Path, model_id: str, log: Log) -> tuple[torch.nn.Module, dict]:
     """The autoencoder of an existing model folder of ``model_id``, sha256-checked and loaded strictly."""
-    from ...errors import SynthBrainError
-    from ...models.cards import load_card
-    from ...models.checkpoints import load_weights, read_state_dict, verify_file
-    from ...models.networks import build_network
 
     folder = Path(folder)
     card = load_card(folder / "card.json")
@@ -512,6 +513,7 @@ def train_label2image_demo(
         class_weights=rare_class_weights(data.partial_volumes),
     )
     codes = style_statistics(style_codes, data.sequences)
+    template = template_state(data)
     card = _base_card(
         "label2image-demo",
         "Label-to-image demo (MNI152 phantoms)",
@@ -526,14 +528,27 @@ def train_label2image_demo(
         weights={
             "generator": {"file": "generator.safetensors", "format": "safetensors"},
             "style": {"file": "style_codes.safetensors", "format": "safetensors"},
+            "template": {"file": "template.safetensors", "format": "safetensors"},
         },
+        template={"weights": "template"},
         networks={"generator": _network("SPADENet", "generator", kwargs)},
         conditioning={"inputs": [], "variables": []},
         output=_output(data, "MR"),
         labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
         sequences={"names": list(data.sequences), "mode": "style_codes", "weights": "style", "label_channels": True},
     )
-    return card, {"generator": model.state_dict(), "style": codes}, {"generator": report.as_json()}
+    states = {"generator": model.state_dict(), "style": codes, "template": template}
+    return card, states, {"generator": report.as_json()}
+
+
+def template_state(data: PhantomTrainingData) -> dict[str, torch.Tensor]:
+    """The undeformed phantom template's labels on the training grid (the card's ``template``), which
+    lesion insertion registers to patients' scans."""
+    spacing = float(np.linalg.norm(data.affine[:3, 0]))
+    population = PhantomPopulation(seed=0, spacing_mm=spacing, shape=tuple(data.images.shape[2:]))
+    if not np.allclose(population.affine, data.affine, atol=1e-6):
+        raise SynthBrainError("the phantom population's grid is not the training data's grid")
+    return {"labels": torch.from_numpy(population.template_labels())}
 
 
 RECIPES = {
@@ -550,7 +565,11 @@ STORAGE_DTYPE = torch.float16
 
 
 def _stored(states: dict[str, dict[str, torch.Tensor]], dtype: torch.dtype) -> dict[str, dict[str, torch.Tensor]]:
-    return {key: {k: v.detach().to(dtype).contiguous() for k, v in state.items()} for key, state in states.items()}
+    """Floating-point tensors in the storage ``dtype``; integer ones (label maps) as they are."""
+    return {
+        key: {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous() for k, v in state.items()}
+        for key, state in states.items()
+    }
 
 
 def storage_check(
@@ -563,25 +582,22 @@ def storage_check(
 
     Images: max abs difference and PSNR (data range 1); label maps: voxels whose argmax changes.
     """
-    from ...pipelines import pipeline_class
 
     model_card = ModelCard.from_dict(json.loads(json.dumps(card)))
     outputs = []
     for variant in (states, _stored(states, dtype)):
         networks = {}
         for name, spec in model_card.networks.items():
-            from ...models.networks import build_network
-
             net = build_network(spec, model_card.id)
             net.load_state_dict({k: v.float() for k, v in variant[spec.weights].items()})
             networks[name] = net
         tensors = {
-            k: {n: t.float() for n, t in variant[k].items()}
+            k: {n: (t.float() if t.is_floating_point() else t) for n, t in variant[k].items()}
             for k in variant
             if k not in {s.weights for s in model_card.networks.values()}
         }
         pipe = pipeline_class(model_card)(model_card, networks, device="cpu", tensors=tensors)
-        if model_card.kind == "label_to_image":
+        if pipe.input_name == "labels":  # the model renders a label map: a real phantom's
             labels = data.partial_volumes[0].astype(np.float32).argmax(0)
             results = [
                 pipe.generate(labels, affine=data.affine, sequence=seq, seed=0) for seq in model_card.sequences.names
@@ -590,7 +606,7 @@ def storage_check(
             results = [pipe.generate(seed=seed, steps=10) for seed in range(2)]
         outputs.append(results)
     record: dict[str, Any] = {"dtype": str(dtype).replace("torch.", ""), "compared_outputs": len(outputs[0])}
-    if model_card.kind == "label_generator":
+    if pipe.output_type == "labels":
         changed = [float(np.mean(a.labels != b.labels)) for a, b in zip(*outputs)]
         record["label_voxels_changed_fraction"] = max(changed)
     else:
@@ -614,8 +630,6 @@ def write_model_folder(
     """
     from safetensors.torch import save_file
 
-    from ...errors import OutputError
-
     out = Path(out)
     if (out / "card.json").exists() and not overwrite:
         raise OutputError(f"{out / 'card.json'} already exists; pass --overwrite to replace the model")
@@ -632,7 +646,7 @@ def write_model_folder(
                     {"model": card["id"], "training_data": "synthetic MNI152 phantoms"}, sort_keys=True
                 )
             }
-            save_file({k: v.detach().to(dtype).contiguous() for k, v in state.items()}, tmp, metadata=metadata)
+            save_file(_stored({key: state}, dtype)[key], tmp, metadata=metadata)
             card["weights"][key]["sha256"] = file_sha256(tmp)
             card["weights"][key]["size_bytes"] = Path(tmp).stat().st_size
             staged.append((Path(tmp), out / card["weights"][key]["file"]))
@@ -673,7 +687,6 @@ def train_demo(
         minutes: wall-clock cap per network.
         autoencoder_from: reuse the autoencoder of this existing model folder (see :class:`Budget`).
     """
-    from ...errors import OutputError, SynthBrainError
 
     if model_id not in RECIPES:
         raise SynthBrainError(f"no training recipe for {model_id!r}; choose one of {', '.join(DEMO_IDS)}")

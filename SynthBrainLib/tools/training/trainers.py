@@ -17,9 +17,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.networks.schedulers import DDPMScheduler
 
 from ...models.cards import NetworkSpec
 from ...models.networks import build_network
+from ...pipelines import label_to_image
 
 Log = Callable[[str], None]
 
@@ -288,7 +290,6 @@ def train_latent_diffusion(
             ``crossattn`` context).
         schedule: the card's scheduler kwargs (num_train_timesteps, schedule, betas).
     """
-    from monai.networks.schedulers import DDPMScheduler
 
     torch.manual_seed(config.seed)
     model = build_network(spec)
@@ -368,7 +369,6 @@ def train_spade(
         the network, its training report, and the (S, z_dim) style codes of the sequences
         (:func:`style_statistics` turns them into the pipeline's ``<SEQ>.mean``/``.std``).
     """
-    from ...pipelines.label_to_image import sequence_channels
 
     torch.manual_seed(config.seed)
     model = build_network(spec)
@@ -387,7 +387,8 @@ def train_spade(
         z = codes[seq] + STYLE_NOISE * torch.randn(len(idx), codes.shape[1], generator=gen)
         seg_in = seg
         if sequence_channels:
-            seg_in = _to_format(torch.cat([seg, sequence_channels(seq, n_seq, seg)], dim=1), config.channels_last)
+            channels = label_to_image.sequence_channels(seq, n_seq, seg)
+            seg_in = _to_format(torch.cat([seg, channels], dim=1), config.channels_last)
         out = m.decode(seg_in, z).float()
         error = (out - x).abs()
         if weights is None:
