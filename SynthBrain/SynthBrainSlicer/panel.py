@@ -412,6 +412,7 @@ REMEDY_WORDS = {
     "name_the_model": lambda r: _("choose the model and the weights the file belongs to"),
     "new_model_id": lambda r: _("import it under an id of its own (console: logic.importModel(path, model='new-id'))"),
     "other_home": lambda r: _("set SYNTHBRAIN_HOME to a folder you can write to, then restart Slicer"),
+    "insert_lesions": lambda r: _("to put lesions into a loaded scan, use Insert lesions into this scan"),
 }
 
 

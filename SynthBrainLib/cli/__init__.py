@@ -187,6 +187,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_labels)
 
     p = sub.add_parser(
+        "insert-lesions",
+        help="insert synthetic lesions into a real scan",
+        description=(
+            "Insert lesions painted on a patient's scan (T1, FLAIR or T2; any grid) into that scan: the model's "
+            "template is registered to the scan, the lesions are synthesised in the scan's sequence and blended in; "
+            "every voxel farther than the margin from the mask keeps its value. Writes the new scan (marked "
+            "SYNTHETIC) and the lesion mask on the scan's grid."
+        ),
+    )
+    p.add_argument("scan", metavar="SCAN", help="the patient's scan (.nii.gz, .nii, .nrrd, .mha)")
+    p.add_argument(
+        "--lesions",
+        required=True,
+        metavar="MASK",
+        help="lesion label map painted on the scan (model lesion values, e.g. 6 = wmh; see 'models info')",
+    )
+    p.add_argument("--sequence", required=True, help="the scan's sequence: T1 | FLAIR | T2 (as the model allows)")
+    p.add_argument(
+        "--tissue",
+        default=None,
+        metavar="SEG",
+        help="the patient's own tissue segmentation on the scan's grid, instead of the registered template's",
+    )
+    p.add_argument(
+        "--tissue-labels",
+        default="model",
+        choices=("model", "freesurfer"),
+        help="values of --tissue: the model's labels, or FreeSurfer aseg / SynthSeg labels (mapped; default model)",
+    )
+    p.add_argument("--margin", type=float, default=3.0, metavar="MM", help="feathered blend margin in mm (default 3)")
+    p.add_argument(
+        "--lesions-out",
+        default=None,
+        metavar="FILE",
+        help="where to write the lesion mask on the scan grid (default: OUT with '-lesions' before the suffix)",
+    )
+    _add_run_options(p, diffusion=False)
+    p.set_defaults(handler=_cmd_insert_lesions)
+
+    p = sub.add_parser(
         "image-from-labels",
         help="synthesise an image that matches a label map",
         description=(
@@ -484,11 +524,11 @@ def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
     return pipe, result
 
 
-def _finish(args, pipe, result, partial_volumes: str | None = None) -> int:
+def _finish(args, pipe, result, partial_volumes: str | None = None, labels: str | None = None) -> int:
     from ..outputs.io import output_paths
 
-    existed = {p for p in output_paths(args.output, partial_volumes=partial_volumes) if p.exists()}
-    written = result.save(args.output, overwrite=args.overwrite, partial_volumes=partial_volumes)
+    existed = {p for p in output_paths(args.output, partial_volumes=partial_volumes, labels=labels) if p.exists()}
+    written = result.save(args.output, overwrite=args.overwrite, partial_volumes=partial_volumes, labels=labels)
     if args.preview:
         from ..outputs.preview import montage, preview_zoom, write_png
 
@@ -582,6 +622,46 @@ def _cmd_image_from_labels(args) -> int:
         ),
     )
     return _finish(args, pipe, result)
+
+
+def _lesion_mask_path(args) -> str:
+    if args.lesions_out is not None:
+        return args.lesions_out
+    from ..outputs.io import volume_suffix
+
+    out = str(args.output)
+    suffix = volume_suffix(Path(out)) or ""
+    return out[: len(out) - len(suffix)] + "-lesions" + suffix
+
+
+def _cmd_insert_lesions(args) -> int:
+    from ..outputs.io import ensure_writable, output_paths, read_volume
+
+    mask_path = _lesion_mask_path(args)
+    ensure_writable(output_paths(args.output, labels=mask_path), args.overwrite)
+    if args.preview:
+        _planned_outputs(args)
+    scan, affine = read_volume(args.scan)
+    lesions, lesions_affine = read_volume(args.lesions)
+    tissue, tissue_affine = read_volume(args.tissue) if args.tissue else (None, None)
+    pipe, result = _run(
+        args,
+        "label_to_image",
+        lambda p, prog: p.insert(
+            scan,
+            affine,
+            lesions,
+            lesions_affine=lesions_affine,
+            sequence=args.sequence,
+            tissue=tissue,
+            tissue_affine=tissue_affine,
+            tissue_scheme=args.tissue_labels,
+            margin_mm=args.margin,
+            seed=args.seed,
+            progress=prog,
+        ),
+    )
+    return _finish(args, pipe, result, labels=mask_path)
 
 
 def _cmd_train(args) -> int:

@@ -23,6 +23,7 @@ WORDS = {
     "name_the_model": lambda r: "give --model ID (and --component NAME when the model has several weights)",
     "new_model_id": lambda r: "import it under an id of its own: --model NEW_ID",
     "other_home": lambda r: "choose another folder with --home or SYNTHBRAIN_HOME",
+    "insert_lesions": lambda r: "to put lesions into a scan, run: synthbrain insert-lesions SCAN --lesions MASK ...",
 }
 
 

@@ -106,11 +106,16 @@ def _write_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
-def output_paths(path: str | Path, *, partial_volumes: str | Path | None = None) -> list[Path]:
+def output_paths(
+    path: str | Path, *, partial_volumes: str | Path | None = None, labels: str | Path | None = None
+) -> list[Path]:
     """All files a result save will create (data files, then JSON sidecars)."""
     data = [check_output_path(path)]
-    if partial_volumes is not None:
-        data.append(check_output_path(partial_volumes))
+    for extra in (partial_volumes, labels):
+        if extra is not None:
+            data.append(check_output_path(extra))
+    if len({p.resolve() for p in data}) < len(data):
+        raise OutputError(f"output files must differ: {', '.join(str(p) for p in data)}")
     return data + [sidecar_path(p) for p in data]
 
 
@@ -233,13 +238,21 @@ def write_volume(
 
 
 def write_result(
-    result, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None
+    result,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    partial_volumes: str | Path | None = None,
+    labels: str | Path | None = None,
 ) -> list[Path]:
-    """Save a :class:`~SynthBrainLib.outputs.results.SynthesisResult` (image, or labels for label generators)."""
-    targets = output_paths(path, partial_volumes=partial_volumes)
+    """Save a :class:`~SynthBrainLib.outputs.results.SynthesisResult` (image, or labels for label
+    generators); ``labels``: also the label map of a result that has an image (e.g. inserted lesions)."""
+    targets = output_paths(path, partial_volumes=partial_volumes, labels=labels)
     ensure_writable(targets, overwrite)
     if partial_volumes is not None and result.partial_volumes is None:
         raise OutputError("this result has no partial volumes to write")
+    if labels is not None and (result.labels is None or result.image is None):
+        raise OutputError("this result has no label map besides its image to write")
     new = [p for p in targets if not p.exists()]
     written: list[Path] = []
     try:
@@ -252,6 +265,10 @@ def write_result(
         if partial_volumes is not None:
             written += write_volume(
                 partial_volumes, result.partial_volumes, result.affine, result.provenance, overwrite=overwrite
+            )
+        if labels is not None:
+            written += write_volume(
+                labels, result.labels, result.affine, result.provenance, overwrite=overwrite, is_label=True
             )
     except BaseException:
         for p in written:  # all or nothing: remove what this call created (replaced files stay replaced)

@@ -66,7 +66,12 @@ class SynthesisResult:
         return np.asarray(out, np.float32)
 
     def save(
-        self, path: str | Path, *, overwrite: bool = False, partial_volumes: str | Path | None = None
+        self,
+        path: str | Path,
+        *,
+        overwrite: bool = False,
+        partial_volumes: str | Path | None = None,
+        labels: str | Path | None = None,
     ) -> list[Path]:
         """Write the image (or, for a label generator, the label map) and its provenance JSON.
 
@@ -74,12 +79,14 @@ class SynthesisResult:
             path: ``.nii``, ``.nii.gz`` or ``.nrrd`` file.
             overwrite: replace existing files; without it an existing file is an error.
             partial_volumes: also write the (C, X, Y, Z) class probabilities to this file.
+            labels: also write the label map of a result that has an image (the lesion mask of an
+                insertion) to this file.
 
         Returns:
             The files written (data files first, then their JSON sidecars).
         """
 
-        return write_result(self, path, overwrite=overwrite, partial_volumes=partial_volumes)
+        return write_result(self, path, overwrite=overwrite, partial_volumes=partial_volumes, labels=labels)
 
 
 def build_provenance(

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, Remedy, SynthBrainError
+from ..insertion.segmentations import LESION_NAMES
 from ..models.cards import ModelCard, card_field_error
 from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
@@ -122,6 +123,7 @@ class LabelToImagePipeline(SynthesisPipeline):
                 f"{given}: {card.id} renders in one network pass (SPADE generator) and takes no sampler or steps"
             )
         pv_in, in_affine = self._check_labels(labels, affine)
+        self._check_has_tissue(pv_in)
         key = self.cache_key(
             kind="label_to_image",
             labels=hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(),
@@ -216,6 +218,7 @@ class LabelToImagePipeline(SynthesisPipeline):
         sequence: str,
         lesions_affine: np.ndarray | None = None,
         tissue: np.ndarray | None = None,
+        tissue_affine: np.ndarray | None = None,
         tissue_scheme: str = "model",
         margin_mm: float = DEFAULT_MARGIN_MM,
         seed: int | None = None,
@@ -233,8 +236,9 @@ class LabelToImagePipeline(SynthesisPipeline):
             sequence: the scan's sequence, one of the card's (e.g. ``FLAIR``).
             lesions_affine: the masks' affine when they were painted on another grid (resampled,
                 nearest neighbour; refused if they miss the scan).
-            tissue: the patient's own segmentation on the scan grid, instead of the registered
-                template's tissue classes.
+            tissue: the patient's own segmentation (on the scan grid, or on ``tissue_affine``'s),
+                instead of the registered template's tissue classes.
+            tissue_affine: the segmentation's affine when it lies on another grid (nearest neighbour).
             tissue_scheme: ``model`` (the card's label values) or ``freesurfer`` (FreeSurfer aseg /
                 SynthSeg values, mapped by :data:`~SynthBrainLib.insertion.segmentations.FREESURFER_TO_SCHEMA`).
             margin_mm: width of the feathered blend around the mask (0-20 mm).
@@ -259,6 +263,7 @@ class LabelToImagePipeline(SynthesisPipeline):
             sequence=sequence,
             lesions_affine=lesions_affine,
             tissue=tissue,
+            tissue_affine=tissue_affine,
             tissue_scheme=tissue_scheme,
             margin_mm=margin_mm,
             seed=seed,
@@ -328,6 +333,18 @@ class LabelToImagePipeline(SynthesisPipeline):
         except SynthBrainError as exc:
             raise ConditionError(f"affine must be an invertible 4x4 voxel-to-RAS matrix ({exc})") from None
         return pv, affine
+
+    def _check_has_tissue(self, pv: np.ndarray) -> None:
+        """A whole brain is rendered from tissue classes: lesions alone would give a blob in noise."""
+        names = self.card.label_names
+        tissue = [names.index(n) for n in ("csf", "gm", "wm") if n in names]
+        lesion = [i for i, n in enumerate(names) if n in LESION_NAMES]
+        if tissue and lesion and pv[lesion].sum() > 0 and pv[tissue].sum() == 0:
+            raise ConditionError(
+                "the labels hold lesions but no tissue (csf, gm or wm): this renders a whole new brain from a "
+                "label map",
+                remedy=Remedy("insert_lesions"),
+            )
 
     # ---- the two architectures ----------------------------------------------------------------
     def _spade_gan(self, seg: torch.Tensor, seq: str, seed: int, progress: ProgressCallback | None) -> np.ndarray:

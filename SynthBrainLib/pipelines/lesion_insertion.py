@@ -48,6 +48,7 @@ def insert_lesions(
     sequence: str,
     lesions_affine: np.ndarray | None = None,
     tissue: np.ndarray | None = None,
+    tissue_affine: np.ndarray | None = None,
     tissue_scheme: str = "model",
     margin_mm: float = DEFAULT_MARGIN_MM,
     seed: int | None = None,
@@ -69,9 +70,12 @@ def insert_lesions(
         raise ConditionError(f"margin {margin_mm!r} mm is outside 0–{MAX_MARGIN_MM:g} mm")
     names = card.label_names
     lesion_map = segmentations.lesion_labels(
-        _on_scan_grid(lesions, lesions_affine, scan.shape, affine), names, scan.shape
+        _on_scan_grid(lesions, lesions_affine, scan.shape, affine, what="lesion mask"), names, scan.shape
     )
-    user_tissue = None if tissue is None else segmentations.tissue_in_schema(tissue, names, tissue_scheme)
+    user_tissue = None
+    if tissue is not None:
+        tissue = _on_scan_grid(tissue, tissue_affine, scan.shape, affine, what="tissue segmentation")
+        user_tissue = segmentations.tissue_in_schema(tissue, names, tissue_scheme)
     if user_tissue is not None and user_tissue.shape != scan.shape:
         raise ConditionError(f"tissue segmentation has shape {user_tissue.shape}, the scan {scan.shape}")
     seed = pipe.resolve_seed(seed)
@@ -158,27 +162,28 @@ def _check_scan(scan: Any, affine: Any) -> tuple[np.ndarray, np.ndarray]:
     return scan, affine
 
 
-def _on_scan_grid(lesions, lesions_affine, shape, affine) -> np.ndarray | Mapping[str, np.ndarray]:
-    """Masks painted on another grid, resampled (nearest) onto the scan's; refused if they miss it."""
-    if lesions_affine is None:
-        return lesions
+def _on_scan_grid(volumes, volumes_affine, shape, affine, *, what: str) -> np.ndarray | Mapping[str, np.ndarray]:
+    """Label maps or masks painted on another grid, resampled (nearest) onto the scan's; refused if
+    they miss it. Without ``volumes_affine`` they must already be on the scan's grid."""
+    if volumes_affine is None:
+        return volumes
     try:
-        lesions_affine = check_affine(lesions_affine, "the lesion mask")
+        volumes_affine = check_affine(volumes_affine, f"the {what}")
     except SynthBrainError as exc:
         raise ConditionError(str(exc)) from None
-    masks = dict(lesions) if isinstance(lesions, Mapping) else {None: np.asarray(lesions)}
+    masks = dict(volumes) if isinstance(volumes, Mapping) else {None: np.asarray(volumes)}
     moved = {}
     for name, mask in masks.items():
         mask = np.asarray(mask)
         if mask.ndim != 3:
-            raise ConditionError(f"lesion mask has {mask.ndim} dimensions; expected (X, Y, Z)")
-        if mask.shape == tuple(shape) and np.allclose(lesions_affine, affine, atol=1e-4):
+            raise ConditionError(f"{what} has {mask.ndim} dimensions; expected (X, Y, Z)")
+        if mask.shape == tuple(shape) and np.allclose(volumes_affine, affine, atol=1e-4):
             moved[name] = mask
             continue
-        out = registration.resample_between(mask, lesions_affine, shape, affine, linear=False)
+        out = registration.resample_between(mask, volumes_affine, shape, affine, linear=False)
         if np.count_nonzero(mask) and not np.count_nonzero(out):
-            raise ConditionError("the lesion mask's grid does not overlap the scan: none of its voxels falls inside")
-        moved[name] = out
+            raise ConditionError(f"the {what}'s grid does not overlap the scan: none of its voxels falls inside")
+        moved[name] = np.round(out).astype(mask.dtype if mask.dtype.kind in "iub" else np.int64)
     return moved[None] if None in moved else moved
 
 
