@@ -12,11 +12,11 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from insertion_cases import oblique_grid, painted_wmh, patient
 from scipy import ndimage as ndi
 
 from SynthBrainLib import ConditionError, load_pipeline
 from SynthBrainLib.insertion.segmentations import FREESURFER_TO_SCHEMA
+from SynthBrainLib.tools.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
 
 pytestmark = pytest.mark.slow  # each insertion registers a template (seconds)
 

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from SynthBrainLib import errors
+from SynthBrainLib.insertion.segmentations import LESION_NAMES  # numpy only: loads before torch is installed
 
 from . import environment, saving
 from . import scene as mrml
@@ -581,6 +582,104 @@ class SynthBrainLogic:
 
         return Task(f"{modelId} {sequence}", compute, apply, scene=scene)
 
+    def insertionTask(
+        self,
+        scanVolumeNode,
+        segmentationNode,
+        *,
+        sequence: str,
+        model: str | None = None,
+        margin: float = 3.0,
+        seed: int | None = None,
+        device: str | None = None,
+        tissueNode=None,
+        tissueLabels: str = "model",
+    ) -> Task:
+        """Lesions painted on a patient's scan, inserted into a copy of that scan.
+
+        The lesion segments of ``segmentationNode`` (named ``wmh``, ``tumour``, ``edema``,
+        ``gdtumour``; tissue segments are ignored) are read on the scan's own grid, here on the main
+        thread; the pipeline registers its template to the scan, synthesises the lesions in
+        ``sequence`` and blends them in (see ``LabelToImagePipeline.insert``). ``apply`` adds a new
+        volume (the scan's type and grid, every voxel beyond ``margin`` mm of the lesions unchanged)
+        and a new segmentation of the inserted lesions, both marked synthetic, and returns them;
+        the scan and the painted segmentation are not modified. ``tissueNode``: the patient's own
+        tissue segmentation or label map (``tissueLabels`` ``model`` or ``freesurfer``) instead of
+        the registered template's.
+        """
+        _require(scanVolumeNode, "vtkMRMLScalarVolumeNode", "select the scan to insert lesions into")
+        if scanVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise errors.ConditionError(f"{scanVolumeNode.GetName()} is a label map; select an MR scan")
+        _require(segmentationNode, "vtkMRMLSegmentationNode", "select the segmentation with the painted lesions")
+        modelId = self._model(model, IMAGE_KIND)
+        card = self.card(modelId)
+        if card.template is None:
+            raise errors.ConditionError(f"model {modelId} has no registration template; it cannot insert lesions")
+        self._check(card, {}, None, None, None, device)
+        labels, _ = mrml.segmentation_to_labels(segmentationNode, card.labels, scanVolumeNode)
+        lesion_values = [c.value for c in card.labels if c.name in LESION_NAMES]
+        lesions = np.where(np.isin(labels, lesion_values), labels, 0).astype(np.uint8)
+        if not lesions.any():
+            raise errors.ConditionError(
+                f"segmentation {segmentationNode.GetName()} has no painted lesion on {scanVolumeNode.GetName()}; "
+                f"paint a segment named {', '.join(n for n in LESION_NAMES)}"
+            )
+        scan = mrml.volume_array(scanVolumeNode)
+        affine = mrml.to_world(scanVolumeNode, mrml.volume_affine(scanVolumeNode))
+        tissue, tissueScheme = None, tissueLabels
+        if tissueNode is not None:
+            if tissueNode.IsA("vtkMRMLSegmentationNode"):
+                tissue, _ = mrml.segmentation_to_labels(tissueNode, card.labels, scanVolumeNode)
+                tissueScheme = "model"
+            else:
+                _require(tissueNode, "vtkMRMLLabelMapVolumeNode", "the tissue must be a segmentation or a label map")
+                tissue = mrml.volume_array(tissueNode)
+                if tissue.shape != scan.shape:
+                    raise errors.ConditionError(f"tissue label map {tissueNode.GetName()} is not on the scan's grid")
+        seed = self._seed(seed)
+        parent = scanVolumeNode.GetParentTransformNode()
+        localAffine = mrml.volume_affine(scanVolumeNode)
+        source = {"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()}
+        scene = self.scene
+
+        def compute(progress, cancel):
+            pipe = self.pipeline(modelId, device, None)
+            return pipe.insert(
+                scan,
+                affine,
+                lesions,
+                sequence=sequence,
+                tissue=tissue,
+                tissue_scheme=tissueScheme,
+                margin_mm=margin,
+                seed=seed,
+                progress=progress,
+                cancel=cancel,
+            )
+
+        def apply(result):
+            provenance = dict(result.provenance, slicer=source)
+            name = f"{source['scan']} with synthetic lesions seed {seed}"
+            volume = mrml.add_result_volume(
+                scene, result.image, localAffine, name, provenance, parent_transform=parent, keep_dtype=True
+            )
+            display, original = volume.GetDisplayNode(), scanVolumeNode.GetDisplayNode()
+            if display is not None and original is not None:  # the same window as the scan, to compare
+                display.SetAutoWindowLevel(False)
+                display.SetWindowLevel(original.GetWindow(), original.GetLevel())
+            truth = mrml.labels_to_segmentation(
+                scene,
+                result.labels,
+                localAffine,
+                [c for c in card.labels if c.name in LESION_NAMES],
+                f"{source['scan']} inserted lesions seed {seed}",
+                provenance,
+                parent_transform=parent,
+            )
+            return _kept(volume), _kept(truth)
+
+        return Task(f"{modelId} lesion insertion", compute, apply, scene=scene)
+
     def ageSweepTask(
         self,
         ageFrom: float,
@@ -797,6 +896,32 @@ class SynthBrainLogic:
         :meth:`generateBrain`. Segments are matched to the model's classes by name.
         """
         return self._run(self.synthesisTask(segmentationNode, **kwargs), progress, cancel, background)
+
+    def insertLesions(
+        self,
+        scanVolumeNode,
+        segmentationNode,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel=None,
+        background: bool = False,
+        **kwargs: Any,
+    ):
+        """Insert the lesions painted in ``segmentationNode`` into a copy of ``scanVolumeNode``, e.g.
+        ``insertLesions(scan, seg, sequence="FLAIR")``; returns ``(newVolume, lesionSegmentation)``.
+
+        Keyword arguments: ``sequence`` (the scan's: T1 | FLAIR | T2), ``model``, ``margin`` (mm),
+        ``seed``, ``device``, ``tissueNode``, ``tissueLabels`` (see :meth:`insertionTask`);
+        ``progress``, ``cancel`` and ``background`` as for :meth:`generateBrain`.
+        """
+        return self._run(self.insertionTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
+
+    def addLesionSegments(self, segmentationNode, *, model: str | None = None) -> list[str]:
+        """Add the empty lesion segments (``wmh``, ``tumour``, ``edema``, ``gdtumour``, in the model's
+        colours) that ``segmentationNode`` lacks, to paint on a scan; returns the names added."""
+        _require(segmentationNode, "vtkMRMLSegmentationNode", "select a segmentation to paint lesions in")
+        card = self._schemaModel(model)
+        return mrml.add_empty_segments(segmentationNode, [c for c in card.labels if c.name in LESION_NAMES])
 
     def ageSweep(
         self,

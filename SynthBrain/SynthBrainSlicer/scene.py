@@ -274,13 +274,16 @@ def add_result_volume(
     provenance: dict | None,
     parent_transform=None,
     window: tuple[float, float] | None = None,
+    keep_dtype: bool = False,
 ):
     """A new scalar volume holding a synthetic image, under the SynthBrain folder.
 
-    Never reuses a node: each call adds one with a name no other node has.
+    Never reuses a node: each call adds one with a name no other node has. The voxels are stored
+    as float32, or in the image's own type with ``keep_dtype`` (a patient's scan with inserted
+    lesions keeps the scan's values bit for bit).
     """
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", unique_name(scene, name))
-    fill_volume(node, np.asarray(image, dtype=np.float32), affine)
+    fill_volume(node, np.asarray(image) if keep_dtype else np.asarray(image, dtype=np.float32), affine)
     if parent_transform is not None:
         node.SetAndObserveTransformNodeID(parent_transform.GetID())
     node.CreateDefaultDisplayNodes()
@@ -357,6 +360,24 @@ def labels_to_segmentation(
         mark_synthetic(node, provenance)
     place_in_folder(scene, node)
     return node
+
+
+def add_empty_segments(segmentation_node, classes: Iterable) -> list[str]:
+    """Add an empty segment per class (name, colour, label-value tag) that the segmentation lacks
+    (matched by name, case-insensitive); returns the names added."""
+    segmentation = segmentation_node.GetSegmentation()
+    have = {
+        segmentation.GetSegment(segmentation.GetNthSegmentID(i)).GetName().strip().lower()
+        for i in range(segmentation.GetNumberOfSegments())
+    }
+    added = []
+    for value, class_name, color in _classes(classes):
+        if class_name.lower() in have:
+            continue
+        segment_id = segmentation.AddEmptySegment(class_name, class_name, color)
+        segmentation.GetSegment(segment_id).SetTag(LABEL_VALUE_TAG, str(value))
+        added.append(class_name)
+    return added
 
 
 def segmentation_to_labels(

@@ -79,6 +79,27 @@ def fit_intensities(synthetic: np.ndarray, scan: np.ndarray, region: np.ndarray)
     return IntensityFit(float(slope), float(intercept), r, voxels)
 
 
+def full_contrast(change: np.ndarray, lesion_fraction: np.ndarray, mask: np.ndarray, floor: float = 0.25) -> np.ndarray:
+    """Undo the partial-volume dilution of a lesion's change inside its painted mask.
+
+    The model renders the lesion on its own (coarser) grid, so after resampling to the scan a small
+    lesion's change is that of a lesion *fraction*: ``change ~= lesion_fraction x full change``
+    (``lesion_fraction``: the painted mask carried to the model grid and back). Inside the mask the
+    change is divided by that fraction (at least ``floor``) and kept within the range the model
+    produced where the lesion filled at least half a model voxel, so nothing exceeds the model's own
+    lesion contrast. Outside the mask the change is left as rendered (the feathered margin).
+    """
+    out = change.astype(np.float64).copy()
+    inside = mask & (lesion_fraction > 0)
+    if not inside.any():
+        return out
+    scaled = change[inside] / np.maximum(lesion_fraction[inside], floor)
+    core = lesion_fraction[inside] >= 0.5
+    reference = scaled[core] if core.any() else scaled[lesion_fraction[inside] >= np.max(lesion_fraction[inside]) / 2]
+    out[inside] = np.clip(scaled, reference.min(), reference.max())
+    return out
+
+
 def blend(scan: np.ndarray, change: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``scan + weights * change`` where ``weights > 0``; every other voxel is the input's own value,
     in the input's dtype (integer scans are rounded and clipped to their type)."""

@@ -146,8 +146,17 @@ def register(
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
+#: The scan is registered at about this voxel size (mm): the template is coarser still (2.5 mm for the
+#: demo), so finer voxels only cost time (a 1 mm scan took 19 s instead of 3 s, to the same matrix).
+REGISTRATION_SPACING_MM = 2.0
+
+
 def _register(template, template_affine, scan, scan_affine, template_labels, min_similarity, seed, start):
     fixed = to_sitk(_robust_unit(scan), scan_affine)
+    spacing = np.array(fixed.GetSpacing())
+    factors = [max(1, int(f)) for f in np.floor(REGISTRATION_SPACING_MM / spacing + 1e-6)]
+    if max(factors) > 1:
+        fixed = sitk.BinShrink(fixed, factors)  # block averages: no aliasing
     moving = to_sitk(template, template_affine)
     # Start from the centres of mass (the scan's head and the template's brain overlap roughly).
     initial = sitk.CenteredTransformInitializer(

@@ -124,6 +124,8 @@ def insert_lesions(
     on_scan = registration.moved_affine(model_affine, reg.scan_to_template, into="scan")
     healthy_scan = registration.resample_between(healthy, on_scan, scan.shape, affine)
     change_scan = registration.resample_between(lesioned - healthy, on_scan, scan.shape, affine)
+    lesion_back = registration.resample_between(lesion_total, on_scan, scan.shape, affine)
+    change_scan = blending.full_contrast(change_scan, lesion_back, lesion_map > 0)
     distance = blending.distance_mm(lesion_map > 0, affine)
     ring = (distance > margin_mm) & (distance <= margin_mm + blending.FIT_RING_MM) & (brain_on_scan > 0)
     fit = blending.fit_intensities(healthy_scan, scan, ring)

@@ -3,11 +3,13 @@ them (another intensity scale, a bias field, an oblique and anisotropic grid), a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy import ndimage as ndi
 
-from SynthBrainLib.insertion.registration import resample_between
-from SynthBrainLib.tools.phantoms import PhantomPopulation
+from ...insertion.registration import resample_between
+from ..phantoms import PhantomPopulation
 
 POPULATION = PhantomPopulation(seed=0, spacing_mm=2.5, shape=(64, 80, 64))
 WM = 3
@@ -32,13 +34,27 @@ def oblique_grid(spacing=(1.0, 1.0, 3.0), angles=(10.0, -5.0, 15.0), fov_mm=(180
     return shape, affine
 
 
-def patient(index: int, sequence: str, *, grid=None, scale: float = 700.0, offset: float = 20.0, bias: float = 0.2):
+def patient(
+    index: int,
+    sequence: str,
+    *,
+    grid=None,
+    scale: float = 700.0,
+    offset: float = 20.0,
+    bias: float = 0.2,
+    painted: tuple = (),
+):
     """A held-out phantom as a "patient": (scan, affine, true labels on the scan grid).
 
     The phantom's image is given another intensity scale and offset and a smooth multiplicative bias
     field (+-``bias``), then resampled (linear; labels nearest) onto ``grid`` (default: its own).
+    ``painted``: lesions the phantom renderer paints in first (``((mask on the phantom grid, name),)``),
+    for the detection ceiling.
     """
-    subject = POPULATION.subject(index)
+    spec = POPULATION.sample_spec(index)
+    if painted:
+        spec = dataclasses.replace(spec, painted_lesions=painted)
+    subject = POPULATION.make(spec)
     image = subject.images[sequence].astype(np.float64)
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in image.shape], indexing="ij")
     field = 1.0 + bias * (0.6 * x + 0.3 * y - 0.4 * z) / 1.3
@@ -53,13 +69,23 @@ def patient(index: int, sequence: str, *, grid=None, scale: float = 700.0, offse
     return image.astype(np.float32), affine, labels
 
 
-def painted_wmh(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 5.0, which: int = 0) -> np.ndarray:
-    """A ball of ``radius_mm`` (mm, on any grid) at a deep white-matter point, clipped to white matter."""
+def wmh_centre(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 5.0, which: int = 0) -> np.ndarray:
+    """RAS mm of a deep white-matter point (at least ``radius_mm`` + 2 mm inside white matter)."""
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     deep = ndi.distance_transform_edt(labels == WM, sampling=spacing) > radius_mm + 2.0
     points = np.argwhere(deep)
     centre = points[(len(points) * (which + 1)) // 7]
-    grid = np.indices(labels.shape).reshape(3, -1).T
-    world = grid @ affine[:3, :3].T
-    dist = np.linalg.norm(world - affine[:3, :3] @ centre, axis=1).reshape(labels.shape)
-    return (dist <= radius_mm) & (labels == WM)
+    return affine[:3, :3] @ centre + affine[:3, 3]
+
+
+def ball(shape, affine: np.ndarray, centre_mm: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Voxels of a grid whose centres lie within ``radius_mm`` of ``centre_mm``."""
+    grid = np.indices(shape).reshape(3, -1).T
+    world = grid @ affine[:3, :3].T + affine[:3, 3]
+    return (np.linalg.norm(world - centre_mm, axis=1) <= radius_mm).reshape(shape)
+
+
+def painted_wmh(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 5.0, which: int = 0) -> np.ndarray:
+    """A ball of ``radius_mm`` (mm, on any grid) at a deep white-matter point, clipped to white matter."""
+    centre = wmh_centre(labels, affine, radius_mm, which)
+    return ball(labels.shape, affine, centre, radius_mm) & (labels == WM)
