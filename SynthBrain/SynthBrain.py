@@ -87,6 +87,7 @@ class SynthBrainParameterNode:
     templateInput: Optional[Union[slicer.vtkMRMLSegmentationNode, slicer.vtkMRMLLabelMapVolumeNode]]
     paintSegmentation: Optional[slicer.vtkMRMLSegmentationNode]
     paintReference: Optional[slicer.vtkMRMLScalarVolumeNode]
+    insertMargin: Annotated[float, WithinRange(0.0, 20.0)] = 3.0
     sequence: MRSequence = MRSequence.T1
 
 
@@ -104,6 +105,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "compareButton",
         "generateLabelsButton",
         "synthesizeButton",
+        "insertButton",
         "downloadButton",
     )
 
@@ -154,6 +156,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (ui.compareButton, self._compareTask, self._showComparison),
             (ui.generateLabelsButton, self._labelsTask, self._showTemplate),
             (ui.synthesizeButton, self._synthesisTask, self._showVolume),
+            (ui.insertButton, self._insertionTask, self._showInsertion),
             (ui.downloadButton, self._downloadTask, lambda installed: self._refreshModels(force=True)),
         ):
             button.clicked.connect(lambda checked=False, b=button, t=task, d=done: self._start(b, t, d))
@@ -165,6 +168,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         ui.pinButton.clicked.connect(self.onPin)
         ui.useTemplateButton.clicked.connect(self.onUseTemplate)
+        ui.addLesionSegmentsButton.clicked.connect(self.onAddLesionSegments)
         ui.refreshModelsButton.clicked.connect(lambda: self._refreshModels(force=True))
         ui.modelSelector.currentIndexChanged.connect(self._updateModelStatus)
         ui.rawValuesCheckBox.toggled.connect(lambda checked: self._applyCard(BRAIN_KIND, setDefaults=True))
@@ -380,6 +384,17 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             seed=p.lesionSeed,
         )
 
+    def _insertionTask(self):
+        p = self._parameterNode
+        return self.logic.insertionTask(
+            p.paintReference,
+            p.paintSegmentation,
+            sequence=p.sequence.value,
+            model=p.imageModel or None,
+            margin=p.insertMargin,
+            seed=p.lesionSeed,
+        )
+
     def _downloadTask(self):
         return self.logic.downloadTask(panel.selected_data(self.ui.modelSelector))
 
@@ -404,6 +419,19 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showComparison(self, nodes) -> None:
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         views.show_side_by_side(slicer.mrmlScene, *nodes)
+
+    def _showInsertion(self, nodes) -> None:
+        volume, lesions = nodes
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        views.show_beside(slicer.mrmlScene, self._parameterNode.paintReference, volume, lesions)
+
+    def onAddLesionSegments(self) -> None:
+        p = self._parameterNode
+        try:
+            added = self.logic.addLesionSegments(p.paintSegmentation, model=p.imageModel or None)
+        except Exception as exc:  # reported to the user in one sentence (unexpected ones also logged)
+            return self._showError(exc)
+        self.ui.statusLabel.text = _("Added segments: {names}.").format(names=", ".join(added) or _("none missing"))
 
     def _showTemplate(self, segmentationNode) -> None:
         p = self._parameterNode

@@ -21,6 +21,7 @@ arguments for slots that take fewer; the stand-ins do the same.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import sys
@@ -836,3 +837,25 @@ def import_module_file(
     monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def opened_panel(monkeypatch, mrml_app, store):
+    """SynthBrain.py's widget set up on the test scene with ``store``'s models (torch on one thread,
+    as the panel's worker would share two cores). Yields widget, ui, module, gui, scene, parameters."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    gui = install(monkeypatch, lambda: mrml_app.scene)
+    module = import_module_file(monkeypatch)
+    widget = module.SynthBrainWidget()
+    widget.logic = module.SynthBrainLogic(scene=mrml_app.scene, store=store, sequencesLogic=mrml_app.sequences)
+    widget.setup()
+    try:
+        yield types.SimpleNamespace(
+            widget=widget, ui=widget.ui, module=module, gui=gui, scene=mrml_app.scene, parameters=widget._parameterNode
+        )
+    finally:
+        widget.cleanup()
+        torch.set_num_threads(threads)

@@ -173,7 +173,8 @@ def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
     code = main(["batch", "--model", str(model_folders["spade"]), "-n", "2", "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
-    assert "is a label_to_image model, which needs labels as input; 'batch' makes images" in err, f"a SPADE model is refused: {err}"
+    expected = "is a label_to_image model, which needs labels as input; 'batch' makes images"
+    assert expected in err, f"a SPADE model is refused: {err}"
     code = main(
         [
             "batch",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -19,22 +18,8 @@ pytestmark = pytest.mark.skipif(not slicer_app.REFERENCE_WRAPPER.is_dir(), reaso
 
 @pytest.fixture
 def opened(monkeypatch, mrml_app, tiny_store):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    gui = slicer_app.install(monkeypatch, lambda: mrml_app.scene)
-    module = slicer_app.import_module_file(monkeypatch)
-    widget = module.SynthBrainWidget()
-    widget.logic = module.SynthBrainLogic(scene=mrml_app.scene, store=tiny_store, sequencesLogic=mrml_app.sequences)
-    widget.setup()
-    try:
-        yield types.SimpleNamespace(
-            widget=widget, ui=widget.ui, module=module, gui=gui, scene=mrml_app.scene, parameters=widget._parameterNode
-        )
-    finally:
-        widget.cleanup()
-        torch.set_num_threads(threads)
+    with slicer_app.opened_panel(monkeypatch, mrml_app, tiny_store) as panel:
+        yield panel
 
 
 def finish(widget, timeout: float = 120.0) -> None:

@@ -18,20 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from SynthBrainLib.errors import SynthesisCancelled
+from SynthBrainLib.outputs.interrupts import is_cancelled as is_set  # torch-free: loads before dependencies
 
 ProgressCallback = Callable[[int, int], None]
 
 
 def cancelled_error() -> Exception:
     return SynthesisCancelled()
-
-
-def is_set(cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
 
 
 @dataclass

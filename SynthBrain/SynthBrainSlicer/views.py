@@ -62,31 +62,45 @@ def sweep_proxy(scene, sequence, sequencesLogic):
     return browser.GetProxyNode(sequence)
 
 
-def show_side_by_side(scene, volumeA, volumeB, difference) -> list:
-    """A in the left view, B in the right, their views linked; the difference B - A is the
-    foreground of both (opacity 0: fade it in with the views' slider) in a diverging colour map.
-
-    Sets the layout node's arrangement to side by side when the scene has one (the application
-    also switches the layout manager). Returns the slice composite nodes it changed.
-    """
+def _side_by_side(scene, left, right, foreground=None) -> list:
+    """``left`` in the left view and ``right`` in the right, their views linked (the same slice, zoom
+    and pan); ``foreground`` over both, or none. Sets the layout node's arrangement to side by side
+    when the scene has one (the application also switches the layout manager). Returns the slice
+    composite nodes it changed."""
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
     if layout is not None:
         layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    changed = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        if composite.GetLayoutName() not in SIDE_BY_SIDE_VIEWS:
+            continue
+        volume = left if composite.GetLayoutName() == SIDE_BY_SIDE_VIEWS[0] else right
+        composite.SetBackgroundVolumeID(volume.GetID())
+        composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+        composite.SetLinkedControl(True)
+        changed.append(composite)
+    return changed
+
+
+def show_side_by_side(scene, volumeA, volumeB, difference) -> list:
+    """A in the left view, B in the right, their views linked; the difference B - A is the
+    foreground of both (opacity 0: fade it in with the views' slider) in a diverging colour map.
+    Returns the slice composite nodes it changed."""
     display = difference.GetDisplayNode()
     if display is not None and scene.GetNodeByID(DIFFERENCE_COLORS) is not None:
         display.SetAndObserveColorNodeID(DIFFERENCE_COLORS)
-    changed = []
-    composites = [
-        scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))
-    ]
-    for composite in composites:
-        if composite.GetLayoutName() not in SIDE_BY_SIDE_VIEWS:
-            continue
-        volume = volumeA if composite.GetLayoutName() == SIDE_BY_SIDE_VIEWS[0] else volumeB
-        composite.SetBackgroundVolumeID(volume.GetID())
-        composite.SetForegroundVolumeID(difference.GetID())
+    changed = _side_by_side(scene, volumeA, volumeB, difference)
+    for composite in changed:
         composite.SetForegroundOpacity(0.0)
-        composite.SetLinkedControl(True)
-        changed.append(composite)
+    return changed
+
+
+def show_beside(scene, original, result, segmentation=None) -> list:
+    """The original scan in the left view and the result in the right, views linked; the
+    segmentation (the inserted lesions) is drawn as outlines over both, so the lesion stays visible.
+    Returns the slice composite nodes it changed."""
+    changed = _side_by_side(scene, original, result)
+    if segmentation is not None and segmentation.GetDisplayNode() is not None:
+        segmentation.GetDisplayNode().SetVisibility2DFill(False)
     return changed

@@ -201,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--lesions",
         required=True,
         metavar="MASK",
-        help="lesion label map painted on the scan (model lesion values, e.g. 6 = wmh; see 'models info')",
+        help=(
+            "lesion label map painted on the scan, with the model's lesion values "
+            "(brainSPADE: wmh 6, tumour 7, edema 8, gdtumour 9)"
+        ),
     )
     p.add_argument("--sequence", required=True, help="the scan's sequence: T1 | FLAIR | T2 (as the model allows)")
     p.add_argument(

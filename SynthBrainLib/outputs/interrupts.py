@@ -1,4 +1,8 @@
-"""SIGTERM handled like Ctrl-C, so that a stopped run cleans up after itself.
+"""Ways a run is stopped: a cancel flag checked between steps, and SIGTERM handled like Ctrl-C.
+
+A cancel flag (:data:`CancelFlag`) is a ``threading.Event`` or a callable returning True to stop;
+:func:`is_cancelled` reads either (torch-free, so the Slicer module's tasks share it).
+
 
 ``kill`` (SIGTERM, what job schedulers and ``timeout`` send) would otherwise end the process at
 once, leaving the temporary files of a write in progress behind; as a KeyboardInterrupt it unwinds
@@ -9,6 +13,19 @@ removes what it left (:func:`SynthBrainLib.outputs.atomic_files.remove_stale_tem
 from __future__ import annotations
 
 import signal
+import threading
+from typing import Callable
+
+CancelFlag = Callable[[], bool] | threading.Event | None
+
+
+def is_cancelled(cancel: CancelFlag) -> bool:
+    """Whether ``cancel`` (None, a ``threading.Event`` or a callable) asks to stop."""
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
 
 
 class terminate_as_interrupt:

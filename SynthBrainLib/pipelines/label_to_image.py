@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
-from .lesion_insertion import DEFAULT_MARGIN_MM, insert_lesions
+from .lesion_insertion import insert_lesions
 from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
 
 ALIGNMENTS = ("world", "centre")
@@ -209,67 +209,9 @@ class LabelToImagePipeline(SynthesisPipeline):
             image=image.astype(np.float32), affine=np.asarray(in_affine, dtype=np.float64).copy(), provenance=provenance
         )
 
-    def insert(
-        self,
-        scan: np.ndarray,
-        affine: np.ndarray,
-        lesions: np.ndarray | Mapping[str, np.ndarray],
-        *,
-        sequence: str,
-        lesions_affine: np.ndarray | None = None,
-        tissue: np.ndarray | None = None,
-        tissue_affine: np.ndarray | None = None,
-        tissue_scheme: str = "model",
-        margin_mm: float = DEFAULT_MARGIN_MM,
-        seed: int | None = None,
-        progress: ProgressCallback | None = None,
-        cancel: CancelFlag = None,
-    ) -> SynthesisResult:
-        """Insert synthetic lesions into a real scan; every voxel farther than ``margin_mm`` from the
-        painted mask keeps the scan's own value (same dtype, bit for bit).
-
-        Args:
-            scan: (X, Y, Z) the patient's T1, FLAIR or T2 (any grid: oblique, anisotropic).
-            affine: the scan's 4x4 voxel-to-RAS matrix.
-            lesions: a label map on the scan grid with the model's lesion values (``wmh``, ``tumour``,
-                ``edema``, ``gdtumour``: 6-9 in the brainSPADE schema), or masks by lesion name.
-            sequence: the scan's sequence, one of the card's (e.g. ``FLAIR``).
-            lesions_affine: the masks' affine when they were painted on another grid (resampled,
-                nearest neighbour; refused if they miss the scan).
-            tissue: the patient's own segmentation (on the scan grid, or on ``tissue_affine``'s),
-                instead of the registered template's tissue classes.
-            tissue_affine: the segmentation's affine when it lies on another grid (nearest neighbour).
-            tissue_scheme: ``model`` (the card's label values) or ``freesurfer`` (FreeSurfer aseg /
-                SynthSeg values, mapped by :data:`~SynthBrainLib.insertion.segmentations.FREESURFER_TO_SCHEMA`).
-            margin_mm: width of the feathered blend around the mask (0-20 mm).
-            seed: style / noise seed of the synthesis (``None`` draws one).
-            progress / cancel: as for :meth:`generate`.
-
-        Returns:
-            :class:`SynthesisResult`: ``image`` the scan with the lesions (its dtype and grid),
-            ``labels`` the lesion mask on the scan grid (ground truth), provenance with the
-            registration, intensity fit, lesion volumes (mL) and margin.
-
-        Raises:
-            ConditionError: empty mask, lesion outside the brain, mask on a grid that misses the scan,
-                a registration that does not explain the scan, a sequence the model lacks, or a model
-                without a template.
-        """
-        return insert_lesions(
-            self,
-            scan,
-            affine,
-            lesions,
-            sequence=sequence,
-            lesions_affine=lesions_affine,
-            tissue=tissue,
-            tissue_affine=tissue_affine,
-            tissue_scheme=tissue_scheme,
-            margin_mm=margin_mm,
-            seed=seed,
-            progress=progress,
-            cancel=cancel,
-        )
+    #: Insert synthetic lesions into a real scan: see :func:`~SynthBrainLib.pipelines.lesion_insertion.insert_lesions`
+    #: (``pipe.insert(scan, affine, lesions, sequence="FLAIR")``).
+    insert = insert_lesions
 
     # ---- inputs -------------------------------------------------------------------------------
     def _sequence(self, sequence: str) -> str:

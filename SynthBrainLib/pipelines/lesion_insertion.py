@@ -55,7 +55,37 @@ def insert_lesions(
     progress: ProgressCallback | None = None,
     cancel: CancelFlag = None,
 ) -> SynthesisResult:
-    """See :meth:`SynthBrainLib.pipelines.LabelToImagePipeline.insert` (``pipe`` is one)."""
+    """``LabelToImagePipeline.insert``: insert synthetic lesions into a real scan; every voxel farther
+    than ``margin_mm`` from the painted mask keeps the scan's own value (same dtype, bit for bit).
+
+    Args:
+        pipe: the label-to-image pipeline (``self`` when called as ``pipe.insert``).
+        scan: (X, Y, Z) the patient's T1, FLAIR or T2 (any grid: oblique, anisotropic).
+        affine: the scan's 4x4 voxel-to-RAS matrix.
+        lesions: a label map on the scan grid with the model's lesion values (``wmh``, ``tumour``,
+            ``edema``, ``gdtumour``: 6-9 in the brainSPADE schema), or masks by lesion name.
+        sequence: the scan's sequence, one of the card's (e.g. ``FLAIR``).
+        lesions_affine: the masks' affine when they were painted on another grid (resampled,
+            nearest neighbour; refused if they miss the scan).
+        tissue: the patient's own segmentation (on the scan grid, or on ``tissue_affine``'s),
+            instead of the registered template's tissue classes.
+        tissue_affine: the segmentation's affine when it lies on another grid (nearest neighbour).
+        tissue_scheme: ``model`` (the card's label values) or ``freesurfer`` (FreeSurfer aseg /
+            SynthSeg values, mapped by :data:`~SynthBrainLib.insertion.segmentations.FREESURFER_TO_SCHEMA`).
+        margin_mm: width of the feathered blend around the mask (0-20 mm).
+        seed: style / noise seed of the synthesis (``None`` draws one).
+        progress / cancel: as for ``generate``.
+
+    Returns:
+        :class:`SynthesisResult`: ``image`` the scan with the lesions (its dtype and grid),
+        ``labels`` the lesion mask on the scan grid (ground truth), provenance with the
+        registration, intensity fit, lesion volumes (mL) and margin.
+
+    Raises:
+        ConditionError: empty mask, lesion outside the brain, mask on a grid that misses the scan,
+            a registration that does not explain the scan, a sequence the model lacks, or a model
+            without a template.
+    """
     start = time.perf_counter()
     card = pipe.card
     check_call(progress, cancel, False)

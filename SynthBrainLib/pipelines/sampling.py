@@ -22,25 +22,17 @@ import torch
 
 from ..errors import ConditionError, SynthesisCancelled
 from ..models.cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
+from ..outputs.interrupts import CancelFlag, is_cancelled  # noqa: F401  (CancelFlag: part of this API)
 from . import schedulers as own_schedulers
 from .device import Precision
 
 ProgressCallback = Callable[[int, int], None]
-CancelFlag = Callable[[], bool] | threading.Event | None
 
 #: Fewest steps each sampler can take (PNDM's Runge-Kutta warm-up needs 4 timesteps).
 MIN_STEPS = {"ddpm": 1, "ddim": 1, "pndm": 4, "rflow": 1, "dpm++2m": 1}
 
 #: Extra kwargs that DDPM/DDIM/PNDM forward to their beta-schedule function.
 _SCHEDULE_ARGS = ("beta_start", "beta_end", "sig_range")
-
-
-def is_cancelled(cancel: CancelFlag) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
 
 
 def check_call(progress: Any, cancel: Any, preview: Any = False) -> None:

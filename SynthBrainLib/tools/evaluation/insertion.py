@@ -35,6 +35,7 @@ from scipy import ndimage as ndi
 
 from ..._version import __version__
 from ...insertion.registration import resample_between
+from ...outputs.preview import orthogonal_slices, write_png
 from ...pipelines import load_pipeline
 from ..phantoms import render_contrast
 from .insertion_cases import POPULATION, WM, ball, oblique_grid, painted_wmh, patient, rotation, wmh_centre
@@ -151,6 +152,23 @@ def registration_error(pipe, n: int, log: Callable[[str], None]) -> dict[str, An
     }
 
 
+def figure_rows(before: np.ndarray, after: np.ndarray, mask: np.ndarray, zoom: int) -> list[np.ndarray]:
+    """Two uint8 rows (before, after): axial, coronal and sagittal slices through the lesion's centre,
+    both in the scan's window (1st-99.5th percentile of the brain), pixels enlarged ``zoom`` times."""
+    centre = tuple(int(c) for c in np.round(np.argwhere(mask).mean(axis=0)))
+    values = before[before > 0]
+    lo, hi = np.percentile(values, [1.0, 99.5]) if values.size else (0.0, 1.0)
+    rows = []
+    for volume in (before, after):
+        slices = [np.clip((s - lo) / max(hi - lo, 1e-6), 0, 1) for s in orthogonal_slices(volume, centre)]
+        height = max(s.shape[0] for s in slices)
+        padded = [np.pad(s, ((0, height - s.shape[0]), (0, 2))) for s in slices]
+        row = (np.hstack(padded) * 255).astype(np.uint8)
+        rows.append(np.kron(row, np.ones((zoom, zoom), np.uint8)))
+    width = max(r.shape[1] for r in rows)
+    return [np.pad(r, ((0, 2), (0, width - r.shape[1]))) for r in rows]
+
+
 def mni152(pipe, log: Callable[[str], None]) -> dict[str, Any]:
     from nilearn import datasets
 
@@ -176,7 +194,9 @@ def mni152(pipe, log: Callable[[str], None]) -> dict[str, Any]:
             }
         )
         log(f"  MNI152 T1 lesion {which}: Dice {rows[-1]['dice']:.3f}, {seconds:.1f} s")
-    return {"shape": list(t1.shape), "cases": rows}
+        if which == 0:
+            picture = figure_rows(t1, result.image, mask, zoom=1)
+    return {"shape": list(t1.shape), "cases": rows, "figure": picture}
 
 
 def evaluate(out: Path, n: int = 16, n_registration: int = 9, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -188,6 +208,13 @@ def evaluate(out: Path, n: int = 16, n_registration: int = 9, log: Callable[[str
     reg = registration_error(pipe, n_registration, log)
     log("MNI152 2009a T1")
     mni = mni152(pipe, log)
+    out.mkdir(parents=True, exist_ok=True)
+    flair_scan, flair_affine, flair_labels = patient(HELD_OUT, "FLAIR", scale=800.0)
+    flair_mask = painted_wmh(flair_labels, flair_affine, radius_mm=6.0)
+    flair = pipe.insert(flair_scan, flair_affine, {"wmh": flair_mask}, sequence="FLAIR", seed=1).image
+    rows = mni.pop("figure") + figure_rows(flair_scan, flair, flair_mask, zoom=3)
+    width = max(r.shape[1] for r in rows)
+    write_png(out / "lesion-insertion.png", np.vstack([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows]))
     report = {
         "model": pipe.card.id,
         "command": f"python -m SynthBrainLib.tools.evaluation.insertion --out {out} --cases {n}",
@@ -200,7 +227,6 @@ def evaluate(out: Path, n: int = 16, n_registration: int = 9, log: Callable[[str
         "mni152_t1": mni,
         "seconds": round(time.time() - start, 1),
     }
-    out.mkdir(parents=True, exist_ok=True)
     (out / "lesion-insertion.json").write_text(json.dumps(report, indent=2))
     (out / "lesion-insertion.md").write_text(render(report))
     return report
@@ -237,6 +263,11 @@ def render(r: dict[str, Any]) -> str:
         f"Registration error with a known affine (rotation ±10°, scale 0.9–1.1, shift ±10 mm, oblique 1x1x3 mm "
         f"grid; {len(reg['cases'])} cases, T1/FLAIR/T2): mean {reg['mean_mm']:.2f} mm, worst 95th percentile "
         f"{reg['p95_mm_max']:.2f} mm (the model grid is 2.5 mm).",
+        "",
+        "![before and after](lesion-insertion.png)",
+        "",
+        "Rows: the MNI152 T1 before and after inserting a 6 mm WMH (axial, coronal, sagittal through the "
+        "lesion); a held-out phantom FLAIR (2.5 mm, x3) before and after.",
         "",
         "MNI152 2009a T1 (1 mm, nilearn), a 6 mm white-matter ball inserted as WMH:",
         "",

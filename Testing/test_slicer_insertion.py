@@ -1,0 +1,147 @@
+"""Lesions painted on a loaded scan and inserted into a copy of it, on real MRML (slicer-core): the
+console Logic call and the panel's Insert button, with the shipped label2image-demo. The scan and the
+painted segmentation are never modified; the new volume and the lesion segmentation come beside them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer_app
+from scipy import ndimage as ndi
+
+from SynthBrainLib.errors import ConditionError
+from SynthBrainLib.models.store import ModelStore, demo_models_dir
+from SynthBrainLib.tools.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
+
+pytestmark = pytest.mark.slow  # each insertion registers a template (seconds)
+
+MODULE_DIR = Path(__file__).resolve().parent.parent / "SynthBrain"
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))
+
+
+@pytest.fixture
+def demo_store(model_folders, tmp_path):
+    """The tiny models and the shipped demo models (label2image-demo has a template)."""
+    return ModelStore(home=tmp_path / "home", shipped=[model_folders["brain"].parent, demo_models_dir()])
+
+
+@pytest.fixture
+def logic(mrml_app, demo_store):
+    from SynthBrainSlicer.logic import SynthBrainLogic
+
+    logic = SynthBrainLogic(scene=mrml_app.scene, store=demo_store, sequencesLogic=mrml_app.sequences)
+    logic.device = "cpu"
+    return logic
+
+
+def scan_and_lesion(scene, logic):
+    """A FLAIR 'patient' on an oblique 1 x 1 x 3 mm grid as an int16 volume node, and a segmentation
+    on it with the lesion segments added and a white-matter ball painted as wmh."""
+    from SynthBrainSlicer import scene as mrml
+
+    image, affine, labels = patient(1003, "FLAIR", grid=oblique_grid())
+    scan = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "patient FLAIR")
+    mrml.fill_volume(scan, np.round(image).astype(np.int16), affine)
+    scan.CreateDefaultDisplayNodes()
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(scan)
+    added = logic.addLesionSegments(segmentation, model="label2image-demo")
+    mask = painted_wmh(labels, affine, radius_mm=6.0)
+    import slicer
+
+    seg_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName("wmh")
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        mrml.oriented_image(mask.astype(np.uint8), affine),
+        segmentation,
+        seg_id,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+    )
+    return scan, segmentation, mask, affine, added
+
+
+def test_console_insertion_adds_a_new_volume_and_lesion_segmentation_and_changes_nothing(logic, mrml_app):
+    from SynthBrainSlicer import scene as mrml
+
+    scan, segmentation, mask, affine, added = scan_and_lesion(mrml_app.scene, logic)
+    assert added == ["wmh", "tumour", "edema", "gdtumour"], f"lesion segments added: {added}"
+    before = mrml.volume_array(scan)
+    painted_before, _ = mrml.segmentation_to_labels(segmentation, logic.card("label2image-demo").labels, scan)
+
+    volume, lesions = logic.insertLesions(scan, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
+
+    assert volume.GetID() != scan.GetID(), "a new volume, not the scan"
+    assert np.array_equal(mrml.volume_array(scan), before), "the scan is unchanged"
+    painted_after, _ = mrml.segmentation_to_labels(segmentation, logic.card("label2image-demo").labels, scan)
+    assert np.array_equal(painted_after, painted_before), "the painted segmentation is unchanged"
+    result = mrml.volume_array(volume)
+    assert result.dtype == before.dtype, f"the scan's type is kept: {result.dtype}"
+    assert np.allclose(mrml.volume_affine(volume), mrml.volume_affine(scan)), "on the scan's grid"
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    far = ndi.distance_transform_edt(~mask, sampling=spacing) > 3.0
+    assert np.array_equal(result[far], before[far]), "every voxel beyond the margin is the scan's own"
+    assert result[mask].mean() > 1.2 * before[mask].mean(), "the painted WMH is hyperintense on FLAIR"
+    assert volume.GetAttribute("SynthBrain.Synthetic") == "true", "the new volume is marked synthetic"
+    provenance = json.loads(volume.GetAttribute("SynthBrain.Provenance"))
+    assert provenance["slicer"]["scan"] == "patient FLAIR", "provenance names the scan"
+    truth, _ = mrml.segmentation_to_labels(lesions, logic.card("label2image-demo").labels, scan)
+    assert np.array_equal(truth > 0, mask), "the lesion segmentation is the painted mask on the scan grid"
+
+
+def test_a_segmentation_without_painted_lesions_is_refused_and_adds_nothing(logic, mrml_app):
+    scene = mrml_app.scene
+    scan, segmentation, mask, affine, added = scan_and_lesion(scene, logic)
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing painted")
+    empty.SetReferenceImageGeometryParameterFromVolumeNode(scan)
+    logic.addLesionSegments(empty, model="label2image-demo")
+    count = scene.GetNumberOfNodes()
+    with pytest.raises(ConditionError, match="has no painted lesion on patient FLAIR; paint a segment named wmh"):
+        logic.insertLesions(scan, empty, sequence="FLAIR", model="label2image-demo")
+    assert scene.GetNumberOfNodes() == count, "nothing was added to the scene"
+
+
+@pytest.fixture
+def opened(monkeypatch, mrml_app, demo_store):
+    if not slicer_app.REFERENCE_WRAPPER.is_dir():
+        pytest.skip(slicer_app.REFERENCE_MISSING)
+    with slicer_app.opened_panel(monkeypatch, mrml_app, demo_store) as panel:
+        yield panel
+
+
+def test_the_panels_insert_button_shows_the_result_beside_the_scan(opened, mrml_app):
+    from SynthBrainSlicer import scene as mrml
+
+    scene = mrml_app.scene
+    for view in ("Red", "Yellow"):  # what the application's layout creates
+        scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
+    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, opened.widget.logic)
+    before = mrml.volume_array(scan)
+    p = opened.parameters
+    p.imageModel = "label2image-demo"
+    p.paintReference, p.paintSegmentation = scan, segmentation
+    p.sequence = opened.module.MRSequence.FLAIR
+    opened.ui.insertMarginSlider.value = 2.0
+    assert p.insertMargin == 2.0, "the margin slider is bound to the parameter node"
+    opened.ui.addLesionSegmentsButton.click()
+    assert opened.ui.statusLabel.text == "Added segments: none missing.", opened.ui.statusLabel.text
+    volumes_before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+
+    opened.ui.insertButton.click()
+    while opened.widget.runs.running:
+        opened.widget.runs.run.wait(300)
+        opened.widget._pollRun()
+
+    assert opened.gui.dialogs == [], f"no error: {opened.gui.dialogs}"
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes_before + 1, "one new volume"
+    new = scene.GetNthNodeByClass(volumes_before, "vtkMRMLScalarVolumeNode")
+    assert np.array_equal(mrml.volume_array(scan), before), "the scan is unchanged"
+    assert json.loads(new.GetAttribute("SynthBrain.Provenance"))["insertion"]["margin_mm"] == 2.0, "margin used"
+    views = {c.GetLayoutName(): c for c in (scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(2))}
+    assert views["Red"].GetBackgroundVolumeID() == scan.GetID(), "the scan in the left view"
+    assert views["Yellow"].GetBackgroundVolumeID() == new.GetID(), "the result in the right view"
+    assert views["Red"].GetLinkedControl() and views["Yellow"].GetLinkedControl(), "the views are linked"
