@@ -171,3 +171,107 @@ def test_sampler_resolution():
     assert resolve_sampler(card.sampling, card.scheduler, "DPM++2M", 1) == ("dpm++2m", 1)
     with pytest.raises(ConditionError, match="steps 0 is outside 1–1000"):
         resolve_sampler(card.sampling, card.scheduler, "dpm++2m", 0)
+
+
+def _gaussian_run(sampler: str, steps: int) -> float:
+    """Max error of ``sampler`` after ``steps`` against the exact ODE solution for Gaussian data."""
+    mu, s = 0.3, 0.5
+    sch = make_scheduler(SCHEDULE, sampler, steps, torch.device("cpu"))
+    ac = sch.alphas_cumprod.double()
+    model = _gaussian_data_eps(mu, s, ac)
+    x_T = torch.randn(4096, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    a_T, v_T = float(ac[999]) ** 0.5, 1.0 - float(ac[999])
+    z = (x_T - a_T * mu) / math.sqrt(a_T**2 * s**2 + v_T)
+    a_0, v_0 = float(ac[0]) ** 0.5, 1.0 - float(ac[0])
+    x_0 = a_0 * mu + math.sqrt(a_0**2 * s**2 + v_0) * z
+    exact = (x_0 - v_0**0.5 * model(x_0, 0)) / a_0
+    x = x_T.clone()
+    calls = 0
+    for t in sch.timesteps.tolist():
+        calls += 1
+        x, _ = sch.step(model(x, t), t, x)
+    assert calls == steps, f"{sampler}: {calls} network evaluations for {steps} steps"
+    return float((x - exact).abs().max())
+
+
+@pytest.mark.parametrize("sampler", ["dpm++3m", "unipc"])
+def test_third_order_solvers_converge_faster_than_the_second_order_one(sampler):
+    """Asymptotically (20 -> 40 -> 80 steps, beyond the low-order final steps) the error of
+    DPM-Solver++(3M) and of UniPC-2 with its corrector falls by more than DPM-Solver++(2M)'s ~4x
+    per doubling, and ends below it; each step is one network evaluation (UniC reuses it)."""
+    e = {n: _gaussian_run(sampler, n) for n in (20, 40, 80)}
+    base = {n: _gaussian_run("dpm++2m", n) for n in (40, 80)}
+    assert e[40] / e[80] > 4.5, f"{sampler}: error falls {e[40] / e[80]:.2f}x from 40 to 80 steps"
+    assert e[20] / e[40] > 4.5, f"{sampler}: error falls {e[20] / e[40]:.2f}x from 20 to 40 steps"
+    assert e[80] < base[80] / 2, f"{sampler} at 80 steps: {e[80]:.2e} vs dpm++2m {base[80]:.2e}"
+    assert e[40] < base[40], f"{sampler} at 40 steps: {e[40]:.2e} vs dpm++2m {base[40]:.2e}"
+
+
+@pytest.mark.parametrize("steps", [7, 16])
+def test_dpmpp3m_matches_the_third_order_multistep_update_in_float64(steps):
+    """Every step equals Lu et al.'s multistep third-order DPM-Solver++ update (first step first
+    order, second step second order; below 15 steps first order into t = 0 and at most second order
+    the step before), written out here in float64."""
+    s = make_scheduler(SCHEDULE, "dpm++3m", steps, torch.device("cpu"))
+    ac = s.alphas_cumprod.double().numpy()
+    alpha, sigma = np.sqrt(ac), np.sqrt(1.0 - ac)
+    lam = np.log(alpha) - np.log(sigma)
+    ts = s.timesteps.tolist()
+    x = torch.randn(2, 3, 4, 5, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours, ref = x.clone(), x.clone()
+    ms, lams = [], []
+    for i, t in enumerate(ts):
+        ours, _ = s.step(_model(ours, t), t, ours)
+        m0 = (ref - sigma[t] * _model(ref, t)) / alpha[t]
+        ms, lams = [m0] + ms[:2], [lam[t]] + lams[:2]
+        if i + 1 == len(ts):
+            ref = m0
+        else:
+            tn = ts[i + 1]
+            h = lam[tn] - lam[t]
+            order = min(3, len(ms))
+            if steps < 15:
+                order = min(order, len(ts) - 1 - i)
+            base = (sigma[tn] / sigma[t]) * ref - alpha[tn] * np.expm1(-h) * m0
+            if order == 1:
+                ref = base
+            else:
+                r0 = (lams[0] - lams[1]) / h
+                d1_0 = (ms[0] - ms[1]) / r0
+                if order == 2:
+                    ref = base - 0.5 * alpha[tn] * np.expm1(-h) * d1_0
+                else:
+                    r1 = (lams[1] - lams[2]) / h
+                    d1_1 = (ms[1] - ms[2]) / r1
+                    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+                    phi = np.expm1(-h)
+                    ref = base + alpha[tn] * (phi / h + 1) * d1 - alpha[tn] * ((phi + h) / h**2 - 0.5) * d2
+        assert torch.allclose(ours, ref, rtol=1e-12, atol=1e-12), f"step {i} (t={t})"
+
+
+def test_unipc_starts_as_ddim_and_its_corrector_changes_the_next_sample():
+    """UniPC's first prediction is first order (DPM-Solver++(1) = DDIM); from the second step on,
+    the corrector moves the sample it was given, using that step's own evaluation."""
+    uni = make_scheduler(SCHEDULE, "unipc", 10, torch.device("cpu"))
+    dpm = make_scheduler(SCHEDULE, "dpm++2m", 10, torch.device("cpu"))
+    x = torch.randn(1, 3, 6, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t0, t1, t2 = uni.timesteps.tolist()[:3]
+    a, _ = uni.step(_model(x, t0), t0, x)
+    b, _ = dpm.step(_model(x, t0), t0, x)
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), "first step: the same first-order update"
+    a2, _ = uni.step(_model(a, t1), t1, a)
+    b2, _ = dpm.step(_model(b, t1), t1, b)
+    assert not torch.allclose(a2, b2, atol=1e-6), "second step: UniC corrects, so UniPC leaves DPM-Solver++"
+
+
+def test_every_registered_sampler_builds_and_is_listed_for_its_objectives():
+    from SynthBrainLib.models.samplers import SAMPLERS, TRAINING_OBJECTIVES
+
+    for name, spec in SAMPLERS.items():
+        if "rflow" in spec.objectives:
+            continue
+        sch = make_scheduler(SCHEDULE, name, max(spec.min_steps, 5), torch.device("cpu"))
+        assert type(sch).__name__ == spec.scheduler_class, f"{name} builds {type(sch).__name__}"
+        for objective in spec.objectives:
+            assert name in TRAINING_OBJECTIVES[objective], f"{name} is listed for {objective}"

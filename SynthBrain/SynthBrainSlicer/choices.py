@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import enum
 
+from SynthBrainLib.models.samplers import SAMPLERS  # plain Python: loads before the dependencies
+
 from .i18n import _
 
 #: Model kinds (``card.kind``) the panel has a section for, and their names for the user.
@@ -37,16 +39,22 @@ class MRSequence(enum.Enum):
         return self.value
 
 
-class Sampler(enum.Enum):
-    DEFAULT, DDIM, DDPM, PNDM, RFLOW, DPMPP2M = "default", "ddim", "ddpm", "pndm", "rflow", "dpm++2m"
+class _SamplerChoice(enum.Enum):
+    """The panel's sampler choice: the card's default, or one of SynthBrainLib's samplers."""
 
     def label(self) -> str:
-        return {"default": _("Model default"), "dpm++2m": "DPM-Solver++(2M)"}.get(self.value, self.value.upper())
+        return _("Model default") if self.value == "default" else SAMPLERS[self.value].label
 
     @property
     def samplerName(self) -> str | None:
         """What SynthBrainLib takes: None for the card's default sampler."""
-        return None if self is Sampler.DEFAULT else self.value
+        return None if self.value == "default" else self.value
+
+
+#: One member per sampler of SynthBrainLib's registry (``DPMPP2M`` for ``dpm++2m``), plus DEFAULT.
+Sampler = _SamplerChoice(
+    "Sampler", [("DEFAULT", "default")] + [(n.upper().replace("+", "P"), n) for n in SAMPLERS], module=__name__
+)
 
 
 class Precision(enum.Enum):

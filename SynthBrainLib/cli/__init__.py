@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from .._version import __version__
 from ..errors import OutputError, SynthBrainError, SynthesisCancelled
+from ..models.samplers import SAMPLERS  # plain Python: the parser lists the samplers
 from ..outputs.interrupts import terminate_as_interrupt
 from .remedies import describe
 
@@ -51,7 +52,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> N
             "--sampler",
             default=None,
             metavar="NAME",
-            help="ddim | ddpm | pndm | rflow | dpm++2m, as the model allows (default: the card's)",
+            help=f"{' | '.join(SAMPLERS)}, as the model allows (default: the card's)",
         )
         p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
     p.add_argument(

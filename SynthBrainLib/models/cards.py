@@ -36,24 +36,9 @@ NETWORK_CLASSES = (
     "SPADENet",
 )
 
-#: Sampler names and the scheduler class each one uses: ``monai.networks.schedulers`` classes, and
-#: DPM-Solver++(2M), which MONAI lacks, from :mod:`SynthBrainLib.pipelines.schedulers` (built on MONAI's
-#: ``Scheduler`` base with the card's noise schedule).
-SAMPLER_CLASSES = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "rflow": "RFlowScheduler",
-    "dpm++2m": "DPMSolverPP2MScheduler",
-}
 
-#: How the model was trained decides which samplers fit it.
-TRAINING_OBJECTIVES = {
-    "epsilon": ("ddpm", "ddim", "pndm", "dpm++2m"),
-    "v_prediction": ("ddpm", "ddim", "dpm++2m"),
-    "sample": ("ddpm", "ddim", "dpm++2m"),
-    "rflow": ("rflow",),
-}
+# The sampler registry lives in .samplers (no numpy: the command line lists it in --help).
+from .samplers import SAMPLER_CLASSES, SAMPLERS, TRAINING_OBJECTIVES, SamplerSpec  # noqa: E402, F401
 
 CONDITIONING_INPUTS = ("concat", "crossattn")
 WEIGHT_FORMATS = ("auto", "monai", "generative", "safetensors")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, ModelNotFoundError
-from ..models.cards import ModelCard, card_field_error
+from ..models.cards import SAMPLERS, ModelCard, card_field_error
 from ..models.checkpoints import read_style_codes, read_template
 from ..models.networks import build_networks, load_networks
 from ..models.store import ModelStore
@@ -318,7 +318,7 @@ class SynthesisPipeline:
             precision=self.precision,
             concat=concat,
             unet_kwargs=unet_kwargs,
-            generator=self.device_generator(seed) if sampler == "ddpm" else None,
+            generator=self.device_generator(seed) if SAMPLERS[sampler].stochastic else None,
             progress=progress,
             cancel=cancel,
             total=total,

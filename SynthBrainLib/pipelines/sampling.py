@@ -21,15 +21,15 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, SynthesisCancelled
-from ..models.cards import SAMPLER_CLASSES, TRAINING_OBJECTIVES, Sampling, Scheduler
+from ..models.cards import SAMPLER_CLASSES, SAMPLERS, TRAINING_OBJECTIVES, Sampling, Scheduler
 from ..outputs.interrupts import CancelFlag, is_cancelled  # noqa: F401  (CancelFlag: part of this API)
 from . import schedulers as own_schedulers
 from .device import Precision
 
 ProgressCallback = Callable[[int, int], None]
 
-#: Fewest steps each sampler can take (PNDM's Runge-Kutta warm-up needs 4 timesteps).
-MIN_STEPS = {"ddpm": 1, "ddim": 1, "pndm": 4, "rflow": 1, "dpm++2m": 1}
+#: Fewest steps each sampler can take (from the sampler registry).
+MIN_STEPS = {name: spec.min_steps for name, spec in SAMPLERS.items()}
 
 #: Extra kwargs that DDPM/DDIM/PNDM forward to their beta-schedule function.
 _SCHEDULE_ARGS = ("beta_start", "beta_end", "sig_range")

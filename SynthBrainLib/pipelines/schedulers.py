@@ -1,11 +1,17 @@
 """Samplers that MONAI does not ship, built on MONAI's noise-schedule base class.
 
-:class:`DPMSolverPP2MScheduler` is DPM-Solver++(2M) (Lu et al., "DPM-Solver++: Fast Solver for
-Guided Sampling of Diffusion Probabilistic Models", arXiv:2211.01095, 2022, Algorithm 2): a
-second-order multistep solver of the diffusion ODE in data-prediction form. It reuses the model's
-training noise schedule exactly (``monai.networks.schedulers.Scheduler`` computes the same betas and
-``alphas_cumprod`` as the card's DDPM/DDIM scheduler) and works with any model trained for DDPM
-(epsilon, v or sample prediction): only the sampling changes, not the model.
+* :class:`DPMSolverPP2MScheduler` and :class:`DPMSolverPP3MScheduler`: DPM-Solver++(2M) and (3M)
+  (Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
+  arXiv:2211.01095, 2022: Algorithm 2 and its third-order multistep form, Appendix B), multistep
+  solvers of the diffusion ODE in data-prediction form.
+* :class:`UniPCScheduler`: UniPC (Zhao et al., "UniPC: A Unified Predictor-Corrector Framework for
+  Fast Sampling of Diffusion Models", NeurIPS 2023), the B(h) = e^h - 1 ("bh2") variant in data
+  prediction: a multistep predictor (UniP) and a corrector (UniC) that reuses the next step's model
+  evaluation, so the corrector costs no extra network call.
+
+They reuse the model's training noise schedule exactly (``monai.networks.schedulers.Scheduler``
+computes the same betas and ``alphas_cumprod`` as the card's DDPM/DDIM scheduler) and work with any
+model trained for DDPM (epsilon, v or sample prediction): only the sampling changes, not the model.
 """
 
 from __future__ import annotations
@@ -29,8 +35,12 @@ DEFAULT_TIMESTEP_SPACING = "logsnr"
 LOWER_ORDER_FINAL_BELOW = 15
 
 
-class DPMSolverPP2MScheduler(Scheduler):
-    """DPM-Solver++(2M), deterministic, in data-prediction (x0) form.
+class DPMSolverPPScheduler(Scheduler):
+    """DPM-Solver++ of order :attr:`order` (multistep), deterministic, in data-prediction (x0) form;
+    :class:`DPMSolverPP2MScheduler` and :class:`DPMSolverPP3MScheduler` fix the order.
+
+    The equations below are the second-order case; the third order (:meth:`_update`) follows Lu et
+    al.'s multistep third-order update with the two previous data predictions.
 
     Notation of Lu et al. (variance-preserving schedule): ``alpha_t = sqrt(alphas_cumprod[t])``,
     ``sigma_t = sqrt(1 - alphas_cumprod[t])``, ``lambda_t = log(alpha_t / sigma_t)``. With model
@@ -54,7 +64,7 @@ class DPMSolverPP2MScheduler(Scheduler):
     * ``quadratic``: uniform in sqrt(t), denser at low noise (Lu et al.'s ``time_quadratic``);
     * ``logsnr``: uniform in lambda (Lu et al.'s ``logSNR``).
 
-    The scheduler is stateful (it remembers the previous data prediction): build one per sample,
+    The scheduler is stateful (it remembers the previous data predictions): build one per sample,
     call :meth:`set_timesteps`, then :meth:`step` once per timestep in order.
 
     Args:
@@ -63,9 +73,13 @@ class DPMSolverPP2MScheduler(Scheduler):
         prediction_type: what the network predicts: ``epsilon``, ``v_prediction`` or ``sample``.
         clip_sample: clip the data prediction to ``[clip_sample_min, clip_sample_max]``.
         timestep_spacing: one of :data:`TIMESTEP_SPACINGS` (default :data:`DEFAULT_TIMESTEP_SPACING`).
-        lower_order_final: first-order step into t = 0 below :data:`LOWER_ORDER_FINAL_BELOW` steps.
+        lower_order_final: below :data:`LOWER_ORDER_FINAL_BELOW` steps, a first-order step into
+            t = 0 (and at most second order into the timestep before it).
         schedule_args: passed to the schedule function (``beta_start``, ``beta_end``, ...).
     """
+
+    #: Highest order of the multistep update.
+    order: int = 2
 
     def __init__(
         self,
@@ -127,13 +141,9 @@ class DPMSolverPP2MScheduler(Scheduler):
         self.num_inference_steps = num_inference_steps
         self.timesteps = torch.from_numpy(self.evaluation_timesteps(num_inference_steps)).to(device)
         self._index = 0
-        self._previous_x0: torch.Tensor | None = None
-        self._previous_h: float | None = None
-
-    def _coefficients(self, t: int, t_next: int) -> tuple[float, float, float]:
-        """(sigma_next / sigma_t, alpha_next * (exp(-h) - 1), h) for a step from ``t`` to ``t_next``."""
-        h = float(self.lambda_t[t_next] - self.lambda_t[t])
-        return float(self.sigma_t[t_next] / self.sigma_t[t]), float(self.alpha_t[t_next]) * math.expm1(-h), h
+        #: data predictions and timesteps already evaluated, most recent last
+        self._x0s: list[torch.Tensor] = []
+        self._ts: list[int] = []
 
     def data_prediction(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> torch.Tensor:
         """The network's estimate of the clean sample x0 at ``timestep`` (clipped if configured)."""
@@ -171,16 +181,135 @@ class DPMSolverPP2MScheduler(Scheduler):
         t = int(timestep)
         x0 = self.data_prediction(model_output, t, sample)
         self._index = i + 1
+        self._x0s, self._ts = (self._x0s + [x0])[-3:], (self._ts + [t])[-3:]
         if i + 1 == n:
             return x0, x0
-        t_next = int(self.timesteps[i + 1])
-        ratio, coef, h = self._coefficients(t, t_next)
-        final_low_order = self.lower_order_final and i + 2 == n and n < LOWER_ORDER_FINAL_BELOW
-        if self._previous_x0 is None or final_low_order:
-            d = x0
-        else:
-            r = self._previous_h / h
-            d = (1.0 + 0.5 / r) * x0 - (0.5 / r) * self._previous_x0
-        prev_sample = ratio * sample - coef * d
-        self._previous_x0, self._previous_h = x0, h
-        return prev_sample, x0
+        order = min(self.order, len(self._x0s))
+        if self.lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
+            order = min(order, n - 1 - i)  # 1 into t = 0, at most 2 the step before
+        return self._update(sample, int(self.timesteps[i + 1]), order), x0
+
+    def _update(self, sample: torch.Tensor, t_next: int, order: int) -> torch.Tensor:
+        """One multistep update of ``order`` from the last evaluated timestep to ``t_next``."""
+        lam = self.lambda_t
+        t0 = self._ts[-1]
+        h = float(lam[t_next] - lam[t0])
+        alpha_next, phi = float(self.alpha_t[t_next]), math.expm1(-h)
+        x = float(self.sigma_t[t_next] / self.sigma_t[t0]) * sample - alpha_next * phi * self._x0s[-1]
+        if order == 1:
+            return x
+        m0, m1 = self._x0s[-1], self._x0s[-2]
+        r0 = float(lam[t0] - lam[self._ts[-2]]) / h
+        d1_0 = (m0 - m1) / r0
+        if order == 2:
+            return x - 0.5 * alpha_next * phi * d1_0
+        m2 = self._x0s[-3]
+        r1 = float(lam[self._ts[-2]] - lam[self._ts[-3]]) / h
+        d1_1 = (m1 - m2) / r1
+        d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        return x + alpha_next * (phi / h + 1.0) * d1 - alpha_next * ((phi + h) / h**2 - 0.5) * d2
+
+
+class DPMSolverPP2MScheduler(DPMSolverPPScheduler):
+    """DPM-Solver++(2M) (see :class:`DPMSolverPPScheduler`)."""
+
+    order = 2
+
+
+class DPMSolverPP3MScheduler(DPMSolverPPScheduler):
+    """DPM-Solver++(3M): the third-order multistep update (two previous data predictions)."""
+
+    order = 3
+
+
+class UniPCScheduler(DPMSolverPPScheduler):
+    """UniPC-bh2 of :attr:`order` (predictor UniP-p, corrector UniC-p) in data prediction, on the same
+    timesteps and noise schedule as :class:`DPMSolverPPScheduler`.
+
+    Step ``i`` first *corrects* the sample it is given (the predictor's x at ``t_i``) with UniC, using
+    the model's data prediction at ``t_i`` (the evaluation just made, so no extra call), then
+    *predicts* x at ``t_{i+1}`` with UniP from the corrected sample. With ``m`` the data predictions,
+    ``h = lambda_next - lambda_s0``, ``r_k = (lambda_{s_k} - lambda_{s0}) / h`` and
+    ``D_k = (m_k - m_0) / r_k``, both are::
+
+        x_next = sigma_next/sigma_s0 * x - alpha_next * (e^-h - 1) * m_0 - alpha_next * B(h) * sum_k rho_k D_k
+
+    with ``B(h) = e^-h - 1`` and ``rho`` solving ``R rho = b`` (``R_jk = r_k^(j-1)``,
+    ``b_j = h phi_(j+1)(h) j! / B(h)``; UniP uses the previous predictions, UniC adds ``m_t - m_0``
+    with ``r = 1``), as in Zhao et al.'s Algorithms 1-2 and their reference code.
+    """
+
+    order = 2
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        super().set_timesteps(num_inference_steps, device)
+        self._last_sample: torch.Tensor | None = None
+        self._last_order = 1
+
+    def _solve(self, h: float, rks: list[float], predictor: bool) -> list[float]:
+        """The weights rho of the predictor (previous predictions) or corrector (plus the new one)."""
+        hh = -h
+        phi_k = math.expm1(hh) / hh - 1.0
+        b_h = math.expm1(hh)
+        factorial = 1
+        rows, b = [], []
+        for k in range(1, len(rks) + 1):
+            rows.append([r ** (k - 1) for r in rks])
+            b.append(phi_k * factorial / b_h)
+            factorial *= k + 1
+            phi_k = phi_k / hh - 1.0 / factorial
+        R, bb = np.array(rows), np.array(b)
+        if predictor:
+            if len(rks) == 1:  # first order: no previous prediction to weigh (DPM-Solver++ 1 = DDIM)
+                return []
+            if len(rks) == 2:  # order 2: the reference code's closed form
+                return [0.5]
+            return list(np.linalg.solve(R[:-1, :-1], bb[:-1]))
+        if len(rks) == 1:
+            return [0.5]
+        return list(np.linalg.solve(R, bb))
+
+    def _unipc(self, x: torch.Tensor, t_next: int, order: int, m_t: torch.Tensor | None) -> torch.Tensor:
+        """UniP (``m_t`` None: predict x at ``t_next``) or UniC (correct the sample at ``t_next``,
+        whose data prediction ``m_t`` was just made) from the last sample ``x`` at ``self._ts[-1]``."""
+        lam = self.lambda_t
+        s0, m0 = self._ts[-1], self._x0s[-1]
+        h = float(lam[t_next] - lam[s0])
+        rks, d1s = [], []
+        for k in range(1, order):
+            rk = float(lam[self._ts[-(k + 1)]] - lam[s0]) / h
+            rks.append(rk)
+            d1s.append((self._x0s[-(k + 1)] - m0) / rk)
+        rks.append(1.0)
+        rho = self._solve(h, rks, predictor=m_t is None)
+        alpha_next, b_h = float(self.alpha_t[t_next]), math.expm1(-h)
+        out = float(self.sigma_t[t_next] / self.sigma_t[s0]) * x - alpha_next * b_h * m0
+        residual = sum(r * d for r, d in zip(rho, d1s)) if d1s else 0.0
+        if m_t is not None:
+            residual = residual + rho[-1] * (m_t - m0)
+        return out - alpha_next * b_h * residual
+
+    def step(
+        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correct ``sample`` at ``timestep`` (after the first step), then predict the next timestep's
+        (after the last one: the data prediction). Returns (next sample or result, data prediction)."""
+        i, n = self._index, len(self.timesteps)
+        if i >= n or int(timestep) != int(self.timesteps[i]):
+            expected = int(self.timesteps[i]) if i < n else "none (all steps taken)"
+            raise ValueError(f"timestep {int(timestep)} is out of order; expected {expected}")
+        t = int(timestep)
+        x0 = self.data_prediction(model_output, t, sample)
+        if self._last_sample is not None:
+            sample = self._unipc(self._last_sample, t, self._last_order, x0)
+        self._index = i + 1
+        self._x0s, self._ts = (self._x0s + [x0])[-3:], (self._ts + [t])[-3:]
+        if i + 1 == n:  # the result: the data prediction of the corrected sample
+            result = self.data_prediction(model_output, t, sample)
+            return result, result
+        order = min(self.order, len(self._x0s))
+        if self.lower_order_final and n < LOWER_ORDER_FINAL_BELOW:
+            order = min(order, n - 1 - i)
+        self._last_sample, self._last_order = sample, order
+        return self._unipc(sample, int(self.timesteps[i + 1]), order, None), x0

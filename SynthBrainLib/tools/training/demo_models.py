@@ -222,7 +222,7 @@ def _latent_diffusion_sections(
         },
         "sampling": {
             **DEMO_SAMPLING,
-            "samplers": ["ddim", "ddpm", "dpm++2m"]
+            "samplers": ["ddim", "ddpm", "dpm++2m", "dpm++3m", "unipc"]
             + (["pndm"] if schedule.get("prediction_type", "epsilon") == "epsilon" else []),
             "max_steps": 1000,
         },
