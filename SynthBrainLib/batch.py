@@ -34,13 +34,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import ConditionError, OutputError, SynthBrainError
+from .models.conditioning import resolve_conditions, resolve_sampler, whole_number
 from .outputs.atomic_files import TEMPORARY_MARK, AlreadyExists, remove_stale_temporaries, replaced_atomically
 from .outputs.digests import file_sha256
 from .outputs.interrupts import terminate_as_interrupt
 from .outputs.io import as_path, ensure_writable, output_paths, sidecar_path, write_result
 from .pipelines import pipeline_class
-from .pipelines.conditioning import resolve_conditions
-from .pipelines.sampling import check_cancel, resolve_sampler, whole_number
+from .pipelines.sampling import check_cancel
 
 BATCH_FILE = "batch.json"
 MANIFEST_FILE = "manifest.csv"

@@ -91,7 +91,7 @@ def test_brain_ldm_card_reproduces_the_bundle():
     assert card.weights["autoencoder"].md5 == "329e97b3085643ff235f11f049856242"
     assert card.weights["diffusion"].md5 == "21c3047556fb671caf0556f1cce6ef22"
     # bundle defaults 0.0, 0.1, 0.2, 0.4 are the card defaults in model units
-    from SynthBrainLib.pipelines.conditioning import resolve_conditions
+    from SynthBrainLib.models.conditioning import resolve_conditions
 
     assert resolve_conditions(card.conditioning).vector() == pytest.approx([0.0, 0.1, 0.2, 0.4])
 

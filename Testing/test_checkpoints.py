@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from SynthBrainLib.errors import CheckpointError
-from SynthBrainLib.models.checkpoints import convert_generative_state_dict, load_weights, read_state_dict, verify_file
+from SynthBrainLib.models.checkpoints import convert_generative_state_dict, load_weights, read_state_dict
+from SynthBrainLib.outputs.digests import verify_file
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 generative = pytest.importorskip("generative.networks.nets", reason="monai-generative 0.2.3 is a test dependency")

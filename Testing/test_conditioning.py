@@ -6,7 +6,7 @@ import pytest
 
 from SynthBrainLib.errors import ConditionError
 from SynthBrainLib.models.cards import builtin_cards
-from SynthBrainLib.pipelines.conditioning import resolve_conditions
+from SynthBrainLib.models.conditioning import resolve_conditions
 
 
 @pytest.fixture(scope="module")

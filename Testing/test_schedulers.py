@@ -10,7 +10,8 @@ import torch
 
 from SynthBrainLib.errors import ConditionError
 from SynthBrainLib.models.cards import builtin_cards
-from SynthBrainLib.pipelines.sampling import make_scheduler, resolve_sampler
+from SynthBrainLib.models.conditioning import resolve_sampler
+from SynthBrainLib.pipelines.sampling import make_scheduler
 from SynthBrainLib.pipelines.schedulers import DPMSolverPP2MScheduler
 
 SCHEDULE = builtin_cards()["brain-ldm"].scheduler

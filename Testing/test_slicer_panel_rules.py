@@ -57,7 +57,7 @@ def test_assumed_mapping_is_marked_and_published_one_is_not(brain_ldm):
 
 
 def test_brain_ldm_age_follows_the_authors_demo_app(brain_ldm):
-    from SynthBrainLib.pipelines.conditioning import resolve_conditions
+    from SynthBrainLib.models.conditioning import resolve_conditions
 
     resolved = resolve_conditions(brain_ldm.conditioning, {"age": 63.0, "sex": "male"})
     assert resolved.model["age"] == pytest.approx((63 - 44) / (82 - 44)), "age maps as (years - 44) / (82 - 44)"

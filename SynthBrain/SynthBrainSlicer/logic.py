@@ -33,6 +33,7 @@ import numpy as np
 
 from SynthBrainLib import errors
 from SynthBrainLib.insertion.segmentations import LESION_NAMES  # numpy only: loads before torch is installed
+from SynthBrainLib.models.conditioning import resolve_conditions, resolve_sampler  # numpy only, likewise
 
 from . import environment, saving
 from . import scene as mrml
@@ -299,9 +300,7 @@ class SynthBrainLogic:
 
     # ---- validation on the main thread (fast feedback, before any thread starts) -----------------
     def _check(self, card, conditions: dict[str, Any], raw, sampler, steps, device) -> None:
-        from SynthBrainLib.pipelines.conditioning import resolve_conditions
-        from SynthBrainLib.pipelines.device import resolve_device
-        from SynthBrainLib.pipelines.sampling import resolve_sampler
+        from SynthBrainLib.pipelines.device import resolve_device  # torch: not at module load
 
         resolve_device(device or self.device)
         resolve_conditions(card.conditioning, conditions, raw)

@@ -501,11 +501,32 @@ def _planned_outputs(args, partial_volumes: str | None = None) -> None:
     ensure_writable(paths, args.overwrite)
 
 
-def _run(args, kind: str, call: Callable[[Any, _Progress], Any]):
-    from ..pipelines import load_pipeline
+def _check_request(args, kind: str, values: dict | None, raw: dict | None) -> None:
+    """Every check that needs only the model's card, before torch is imported (seconds): the model
+    exists and is complete, of the verb's kind; conditions, sampler, steps, seed and sequence fit it."""
+    from ..models.conditioning import MAX_SEED, resolve_conditions, resolve_sampler, whole_number
 
     if args.preview_steps is not None and args.preview_steps < 1:
         raise SynthBrainError(f"--preview-steps {args.preview_steps} must be at least 1")
+    if args.seed is not None:
+        whole_number("seed", args.seed, 0, MAX_SEED)
+    card = _store(args).locate(args.model).card
+    if card.kind != kind:
+        raise SynthBrainError(f"model {card.id} is a {card.kind} model; '{args.command}' needs a {kind} model")
+    if values is not None or raw:
+        resolve_conditions(card.conditioning, values or {}, raw)
+    if card.sampling is not None and (getattr(args, "sampler", None) or getattr(args, "steps", None) is not None):
+        resolve_sampler(card.sampling, card.scheduler, args.sampler, args.steps)
+    sequence = getattr(args, "sequence", None)
+    if sequence is not None and card.sequences is not None:
+        if sequence.strip().lower() not in [n.lower() for n in card.sequences.names]:
+            raise SynthBrainError(f"sequence {sequence!r} is not one of {', '.join(card.sequences.names)}")
+
+
+def _run(args, kind: str, call: Callable[[Any, _Progress], Any], values: dict | None = None, raw: dict | None = None):
+    _check_request(args, kind, values, raw)
+    from ..pipelines import load_pipeline  # torch: only once the request is known to be sound
+
     pipe = load_pipeline(
         args.model, device=args.device, store=_store(args), precision=args.precision, decode=args.decode
     )
@@ -576,6 +597,8 @@ def _cmd_generate(args) -> int:
             preview=args.preview_steps is not None,
             **values,
         ),
+        values,
+        raw,
     )
     return _finish(args, pipe, result)
 
@@ -595,6 +618,8 @@ def _cmd_labels(args) -> int:
             preview=args.preview_steps is not None,
             **values,
         ),
+        values,
+        raw,
     )
     for name, info in result.provenance.get("lesions", {}).items():
         if info["requested"] and not info["present"]:

@@ -495,7 +495,6 @@ def _parse_networks(f: _Fields, weights: Mapping[str, WeightFile]) -> dict[str, 
         n = section.obj(name)
         cls_name = n.str("class", choices=NETWORK_CLASSES)
         kwargs = n.mapping("kwargs")
-        _check_kwargs(n, cls_name, kwargs)
         weight_key = n.str("weights", required=False)
         if weight_key is not None and weight_key not in weights:
             n.fail("weights", f"names {_short(weight_key)}, which is not in 'weights' ({', '.join(weights) or 'none'})")
@@ -503,8 +502,23 @@ def _parse_networks(f: _Fields, weights: Mapping[str, WeightFile]) -> dict[str, 
     return out
 
 
+def check_network_arguments(card: "ModelCard") -> None:
+    """Each network's kwargs against its MONAI class's signature: no unknown argument, every
+    required one, value types of numeric and boolean defaults, sizes within :data:`MAX_NETWORK_INT`.
+
+    Not part of reading a card: it imports MONAI (seconds), and reading cards must stay quick (the
+    command line's argument checks, the Slicer module's model list). Runs before any network is
+    built: in every pipeline's card check and in the store's import check.
+
+    Raises:
+        CardError: naming the field, e.g. ``networks.diffusion.kwargs.hidden``.
+    """
+    for name, spec in card.networks.items():
+        _check_kwargs(_Fields({"kwargs": spec.kwargs}, f"networks.{name}", card.id), spec.cls, spec.kwargs)
+
+
 def _check_kwargs(n: _Fields, cls_name: str, kwargs: Mapping[str, Any]) -> None:
-    import monai.networks.nets as nets  # deferred: importing monai costs a second
+    import monai.networks.nets as nets  # deferred: importing monai takes seconds (see check_network_arguments)
 
     params = inspect.signature(getattr(nets, cls_name).__init__).parameters
     kw_fields = _Fields(kwargs, f"{n.path}.kwargs", n.card_id)

@@ -28,32 +28,9 @@ from typing import Mapping
 import torch
 
 from ..errors import CheckpointError
-from ..outputs.digests import file_digests
 
 #: Wrapper keys some training scripts put around the state dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "weights")
-
-
-def verify_file(path: str | Path, sha256: str | None = None, md5: str | None = None, label: str | None = None) -> str:
-    """Check a file against the known checksums; return its sha256.
-
-    Raises:
-        CheckpointError: a known checksum differs (the message gives both values).
-    """
-    algorithms = ("sha256", "md5") if md5 else ("sha256",)
-    digests = file_digests(path, algorithms)
-    name = label or Path(path).name
-    if sha256 and digests["sha256"] != sha256:
-        raise CheckpointError(
-            f"{name}: sha256 {digests['sha256']} does not match the expected {sha256}; the file is corrupt "
-            "or not the published weights"
-        )
-    if md5 and digests["md5"] != md5:
-        raise CheckpointError(
-            f"{name}: md5 {digests['md5']} does not match the expected {md5}; the file is corrupt or not the "
-            "published weights"
-        )
-    return digests["sha256"]
 
 
 # ----------------------------------------------------------------------------------------------

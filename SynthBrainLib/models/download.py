@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import CheckpointError
-from .checkpoints import verify_file
+from ..outputs.digests import verify_file
 
 ByteProgress = Callable[[int, int | None], None]
 _CHUNK = 1 << 20

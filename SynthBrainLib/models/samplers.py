@@ -52,3 +52,6 @@ TRAINING_OBJECTIVES = {
     objective: tuple(name for name, spec in SAMPLERS.items() if objective in spec.objectives)
     for objective in (*_DDPM_OBJECTIVES, "rflow")
 }
+
+#: Fewest steps each sampler can take.
+MIN_STEPS = {name: spec.min_steps for name, spec in SAMPLERS.items()}

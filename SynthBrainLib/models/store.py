@@ -27,10 +27,8 @@ from typing import Any, Callable, Iterable
 from ..errors import CardError, CheckpointError, ModelNotFoundError, OutputError, Remedy, SynthBrainError
 from ..outputs.atomic_files import replaced_atomically
 from ..outputs.digests import file_digests
-from .cards import ModelCard, WeightFile, builtin_cards, load_card
-from .checkpoints import load_weights, read_state_dict, read_style_codes, read_template
+from .cards import ModelCard, WeightFile, builtin_cards, check_network_arguments, load_card
 from .download import download_file
-from .networks import build_network
 
 CARD_FILE = "card.json"
 INSTALL_FILE = "install.json"
@@ -704,6 +702,12 @@ class ModelStore:
     @staticmethod
     def _check_loadable(card: ModelCard, paths: dict[str, Path]) -> None:
         """Build each network whose weights are being imported and load them strictly."""
+        # torch is imported here, not with the store: reading cards and locating models (the command
+        # line's argument checks, the Slicer module before its dependencies) must not cost seconds.
+        from .checkpoints import load_weights, read_state_dict, read_style_codes, read_template
+        from .networks import build_network
+
+        check_network_arguments(card)
 
         for spec in card.networks.values():
             if spec.weights in paths:

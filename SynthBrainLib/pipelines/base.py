@@ -14,21 +14,21 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, ModelNotFoundError
-from ..models.cards import SAMPLERS, ModelCard, card_field_error
+from ..models.cards import SAMPLERS, ModelCard, card_field_error, check_network_arguments
 from ..models.checkpoints import read_style_codes, read_template
+from ..models.conditioning import MAX_SEED, whole_number
 from ..models.networks import build_networks, load_networks
+from ..models.samplers import MIN_STEPS
 from ..models.store import ModelStore
 from ..outputs.results import SynthesisResult, build_provenance
 from . import decoding
 from .decoding import TileSettings, check_decode_mode
 from .device import Precision, describe_device, resolve_device
-from .sampling import MIN_STEPS, CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler, whole_number
+from .sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler
 
 #: ``compile`` option values: ``torch.compile`` mode for the diffusion UNet (``reduce-overhead``
 #: adds CUDA graphs on CUDA).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-
-MAX_SEED = 2**63 - 1
 
 
 #: Keyword options of :func:`~SynthBrainLib.pipelines.load_pipeline` (passed to the pipeline class).
@@ -166,8 +166,9 @@ class SynthesisPipeline:
     # ---- what differs by kind ---------------------------------------------------------------
     @classmethod
     def check_card(cls, card: ModelCard) -> None:
-        """The card rules of this kind (the reader checked everything else); raises :class:`CardError`.
-        Subclasses extend it."""
+        """The card rules of this kind and the networks' arguments (the reader checked everything
+        else); raises :class:`CardError`. Subclasses extend it."""
+        check_network_arguments(card)
         for section in cls.required_sections:
             if getattr(card, section) is None:
                 raise card_field_error(card, section, f"is required for kind {card.kind}")

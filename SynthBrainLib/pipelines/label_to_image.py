@@ -11,12 +11,13 @@ import torch
 from ..errors import ConditionError, Remedy, SynthBrainError
 from ..insertion.segmentations import LESION_NAMES
 from ..models.cards import ModelCard, card_field_error
+from ..models.conditioning import resolve_sampler
 from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
 from .lesion_insertion import insert_lesions
-from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel, resolve_sampler
+from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel
 
 ALIGNMENTS = ("world", "centre")
 

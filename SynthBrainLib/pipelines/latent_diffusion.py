@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from ..models.cards import ModelCard, card_field_error
+from ..models.conditioning import ConditionValues, resolve_conditions, resolve_sampler
 from ..outputs.measure import measure_ventricular_volume_ml
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
-from .conditioning import ConditionValues, resolve_conditions
-from .sampling import CancelFlag, ProgressCallback, check_call, resolve_sampler
+from .sampling import CancelFlag, ProgressCallback, check_call
 
 
 class LatentDiffusionPipeline(SynthesisPipeline):

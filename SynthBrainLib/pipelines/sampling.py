@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import numbers
 import threading
 from typing import Any, Callable, Mapping
 
@@ -21,15 +20,13 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, SynthesisCancelled
-from ..models.cards import SAMPLER_CLASSES, SAMPLERS, TRAINING_OBJECTIVES, Sampling, Scheduler
+from ..models.cards import SAMPLER_CLASSES, Scheduler
 from ..outputs.interrupts import CancelFlag, is_cancelled  # noqa: F401  (CancelFlag: part of this API)
 from . import schedulers as own_schedulers
 from .device import Precision
 
 ProgressCallback = Callable[[int, int], None]
 
-#: Fewest steps each sampler can take (from the sampler registry).
-MIN_STEPS = {name: spec.min_steps for name, spec in SAMPLERS.items()}
 
 #: Extra kwargs that DDPM/DDIM/PNDM forward to their beta-schedule function.
 _SCHEDULE_ARGS = ("beta_start", "beta_end", "sig_range")
@@ -50,38 +47,6 @@ def check_cancel(cancel: CancelFlag) -> None:
     """Raise :class:`SynthesisCancelled` when the flag is set (checked between steps)."""
     if is_cancelled(cancel):
         raise SynthesisCancelled()
-
-
-def whole_number(name: str, value: Any, lo: int, hi: int, suffix: str = "") -> int:
-    """``value`` as a Python int in [lo, hi]; numpy integers are accepted, floats and bools are not."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ConditionError(f"{name} {value!r} is not a whole number; allowed: {lo}–{hi}{suffix}")
-    if not lo <= int(value) <= hi:
-        raise ConditionError(f"{name} {int(value)} is outside {lo}–{hi}{suffix}")
-    return int(value)
-
-
-def resolve_sampler(
-    sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None
-) -> tuple[str, int]:
-    """Validate a sampler name and step count against the card; fill in its defaults."""
-    if sampler is not None and not isinstance(sampler, str):
-        raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
-    name = (sampling.default_sampler if sampler is None else sampler).lower()
-    if name not in SAMPLER_CLASSES:
-        raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
-    if name not in sampling.samplers:
-        why = (
-            f"it was trained with the {scheduler.objective} objective"
-            if name not in TRAINING_OBJECTIVES[scheduler.objective]
-            else "its card does not list it"
-        )
-        raise ConditionError(
-            f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}"
-        )
-    n = sampling.default_steps if steps is None else steps
-    lo = MIN_STEPS[name]
-    return name, whole_number("steps", n, lo, sampling.max_steps, f" for the {name} sampler" if lo > 1 else "")
 
 
 def make_scheduler(

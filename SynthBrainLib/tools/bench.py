@@ -43,14 +43,14 @@ from monai.networks.schedulers import DDIMScheduler
 
 from ..errors import ModelNotFoundError, SynthBrainError
 from ..models.checkpoints import load_weights, read_state_dict
+from ..models.conditioning import resolve_conditions
 from ..models.networks import build_network, build_networks
+from ..models.samplers import MIN_STEPS
 from ..models.store import ModelStore
 from ..pipelines import LatentDiffusionPipeline, load_pipeline, pipeline_class
 from ..pipelines.base import SynthesisPipeline
-from ..pipelines.conditioning import resolve_conditions
 from ..pipelines.decoding import TileSettings, decode
 from ..pipelines.device import Precision, cpu_has_bf16, resolve_device
-from ..pipelines.sampling import MIN_STEPS
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

@@ -48,18 +48,23 @@ class Candidate:
 CONVERGED = Candidate("dpm++2m", 100, "float32")
 
 
+#: Few-step solvers compared at these step counts (issue: as close to the converged result as the
+#: published DDIM 50, in fewer network calls).
+FEW_STEPS = (6, 8, 10, 12, 15)
+FEW_STEP_SOLVERS = ("dpm++2m", "dpm++3m", "unipc")
+
+
 def default_candidates(card, bf16: bool) -> list[Candidate]:
     if card.sampling is None:
         return [Candidate(None, None, "float32")] + ([Candidate(None, None, "bfloat16")] if bf16 else [])
-    out = [Candidate("ddim", n, "float32") for n in (10, 20, 30, 100)]
-    if "dpm++2m" in card.sampling.samplers:
-        out += [Candidate("dpm++2m", n, "float32") for n in (5, 8, 10, 15, 20, 100)]
+    out = [Candidate("ddim", n, "float32") for n in (10, 20, 100)]
+    solvers = [s for s in FEW_STEP_SOLVERS if s in card.sampling.samplers]
+    out += [Candidate(s, n, "float32") for s in solvers for n in FEW_STEPS]
+    if CONVERGED.sampler in card.sampling.samplers:
+        out.append(CONVERGED)
     if bf16:
-        out += [Candidate("ddim", 50, "bfloat16")]
-        out += [Candidate("ddim", 50, "mixed")]
-        if "dpm++2m" in card.sampling.samplers:
-            out += [Candidate("dpm++2m", n, "bfloat16") for n in (10, 15)]
-            out += [Candidate("dpm++2m", n, "mixed") for n in (10, 15, 20)]
+        out += [Candidate("ddim", 50, "bfloat16"), Candidate("ddim", 50, "mixed")]
+        out += [Candidate(s, n, p) for s in solvers for n in (8, 10) for p in ("bfloat16", "mixed")]
     return out
 
 

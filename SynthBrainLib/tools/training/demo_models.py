@@ -23,11 +23,11 @@ import torch
 from ..._version import __version__
 from ...errors import OutputError, SynthBrainError
 from ...models.cards import ModelCard, NetworkSpec, load_card
-from ...models.checkpoints import load_weights, read_state_dict, verify_file
+from ...models.checkpoints import load_weights, read_state_dict
 from ...models.networks import build_network
 from ...models.store import default_home
 from ...outputs.atomic_files import temporary_sibling
-from ...outputs.digests import file_sha256
+from ...outputs.digests import file_sha256, verify_file
 from ...pipelines import pipeline_class
 from ..phantoms import PhantomPopulation
 from .data import PhantomTrainingData, load_training_data

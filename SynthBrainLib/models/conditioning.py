@@ -1,4 +1,7 @@
-"""Conditioning values: real-world units (years, mL, female/male) to the model's input units and back.
+"""A request checked against its card, without torch: conditioning values from real-world units
+(years, mL, female/male) to the model's input units and back, the sampler and its steps, and whole
+numbers such as seeds. The command line runs these checks before importing torch, so a bad
+argument is answered at once.
 
 A card's :class:`~SynthBrainLib.models.cards.ConditionVariable` says how each variable maps. Users give real
 units; where the published normalisation is unknown (the card says ``normalisation: assumed``) they
@@ -8,11 +11,18 @@ may instead give the model's own value ("raw", usually 0–1), which is passed t
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..errors import ConditionError
-from ..models.cards import Conditioning, ConditionVariable
+from .cards import Conditioning, ConditionVariable, Sampling, Scheduler
+from .samplers import MIN_STEPS, SAMPLER_CLASSES, TRAINING_OBJECTIVES
+
+#: Seeds are whole numbers from 0 to this (torch generators take 64-bit seeds).
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -156,3 +166,35 @@ def resolve_conditions(
     return ConditionValues(
         real={n: real[n] for n in order}, model={n: model[n] for n in order}, given_as={n: given[n] for n in order}
     )
+
+
+def whole_number(name: str, value: Any, lo: int, hi: int, suffix: str = "") -> int:
+    """``value`` as a Python int in [lo, hi]; numpy integers are accepted, floats and bools are not."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ConditionError(f"{name} {value!r} is not a whole number; allowed: {lo}–{hi}{suffix}")
+    if not lo <= int(value) <= hi:
+        raise ConditionError(f"{name} {int(value)} is outside {lo}–{hi}{suffix}")
+    return int(value)
+
+
+def resolve_sampler(
+    sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None
+) -> tuple[str, int]:
+    """Validate a sampler name and step count against the card; fill in its defaults."""
+    if sampler is not None and not isinstance(sampler, str):
+        raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
+    name = (sampling.default_sampler if sampler is None else sampler).lower()
+    if name not in SAMPLER_CLASSES:
+        raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
+    if name not in sampling.samplers:
+        why = (
+            f"it was trained with the {scheduler.objective} objective"
+            if name not in TRAINING_OBJECTIVES[scheduler.objective]
+            else "its card does not list it"
+        )
+        raise ConditionError(
+            f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}"
+        )
+    n = sampling.default_steps if steps is None else steps
+    lo = MIN_STEPS[name]
+    return name, whole_number("steps", n, lo, sampling.max_steps, f" for the {name} sampler" if lo > 1 else "")
