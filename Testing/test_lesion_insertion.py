@@ -199,3 +199,20 @@ def test_cli_insert_lesions_writes_the_scan_and_mask_and_leaves_the_input(tmp_pa
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2, f"an existing output is not replaced without --overwrite: {again.stderr}"
     assert "already exists" in again.stderr, again.stderr
+
+
+def test_the_insertion_evaluation_runs_end_to_end_and_writes_its_report(tmp_path):
+    """The command behind docs/evaluation/lesion-insertion.md, on one case of each kind."""
+    from SynthBrainLib.tools.evaluation.insertion import evaluate
+
+    report = evaluate(tmp_path, n=1, n_registration=1, log=lambda line: None)
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "lesion-insertion.json",
+        "lesion-insertion.md",
+        "lesion-insertion.png",
+    }, "the report's three files"
+    summary = report["phantoms"]["summary"]
+    assert summary["untouched_voxels_changed_total"] == 0, "no untouched voxel changed"
+    assert summary["FLAIR"]["dice_mean"] > 0.3, f"the FLAIR lesion is detected: {summary['FLAIR']}"
+    assert report["registration"]["mean_mm"] < 2.5, f"registration error {report['registration']['mean_mm']:.2f} mm"
+    assert "| Dice, painted mask vs detected lesion" in (tmp_path / "lesion-insertion.md").read_text(), "table"
