@@ -34,13 +34,14 @@ import numpy as np
 from SynthBrainLib import errors
 from SynthBrainLib.insertion.segmentations import LESION_NAMES  # numpy only: loads before torch is installed
 from SynthBrainLib.models.conditioning import resolve_conditions, resolve_sampler  # numpy only, likewise
+from SynthBrainLib.outputs.interrupts import is_cancelled
 
 from . import environment, saving
 from . import scene as mrml
 from .choices import BRAIN_KIND, IMAGE_KIND, KIND_NAMES, LABELS_KIND
 from .dependencies import DependencyInstaller, InstallOutcome
 from .panel import AGE
-from .tasks import BackgroundRun, ProgressCallback, Task, is_set
+from .tasks import BackgroundRun, ProgressCallback, Task
 
 #: Node attribute with the volumes measured in a generated brain (JSON, mL).
 MEASURED_ATTRIBUTE = "SynthBrain.MeasuredVolumes"
@@ -498,7 +499,7 @@ class SynthBrainLogic:
 
         def compute(progress, cancel):
             def bytes_done(name, done, total):
-                if is_set(cancel):
+                if is_cancelled(cancel):
                     raise errors.SynthesisCancelled(
                         "download cancelled; the partial file is kept and the next download resumes it"
                     )
@@ -726,7 +727,7 @@ class SynthBrainLogic:
         def compute(progress, cancel):
             results = []
             for index, age in enumerate(ages):
-                if is_set(cancel):
+                if is_cancelled(cancel):
                     raise errors.SynthesisCancelled()
 
                 def item_progress(step, total, _i=index):

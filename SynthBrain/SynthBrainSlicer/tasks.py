@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from SynthBrainLib.errors import SynthesisCancelled
-from SynthBrainLib.outputs.interrupts import is_cancelled as is_set  # torch-free: loads before dependencies
+from SynthBrainLib.outputs.interrupts import is_cancelled  # torch-free: loads before dependencies
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -40,7 +40,7 @@ class Task:
     def run(self, progress: ProgressCallback | None = None, cancel=None):
         """Compute then apply, in the calling thread (console scripting, tests)."""
         payload = self.compute(progress, cancel)
-        if is_set(cancel):
+        if is_cancelled(cancel):
             raise cancelled_error()
         return self.apply_to_scene(payload)
 

@@ -490,10 +490,10 @@ def _store(args):
     return ModelStore(home=args.home)
 
 
-def _planned_outputs(args, partial_volumes: str | None = None) -> None:
+def _planned_outputs(args, partial_volumes: str | None = None, labels: str | None = None) -> None:
     from ..outputs.io import ensure_writable, output_paths
 
-    paths = output_paths(args.output, partial_volumes=partial_volumes)
+    paths = output_paths(args.output, partial_volumes=partial_volumes, labels=labels)
     if args.preview:
         if not args.preview.lower().endswith(".png"):
             raise OutputError(f"preview file {args.preview!r} must end in .png")
@@ -582,12 +582,12 @@ def _conditions(args, names: Sequence[str]) -> tuple[dict, dict]:
     return values, raw
 
 
-def _cmd_generate(args) -> int:
-    _planned_outputs(args)
-    values, raw = _conditions(args, ("age", "sex", "ventricular_volume", "brain_volume"))
-    pipe, result = _run(
+def _run_conditioned(args, kind: str, names: Sequence[str]):
+    """A verb whose model generates from conditions alone (``names``: its condition flags)."""
+    values, raw = _conditions(args, names)
+    return _run(
         args,
-        "conditional_latent_diffusion",
+        kind,
         lambda p, prog: p.generate(
             seed=args.seed,
             sampler=args.sampler,
@@ -599,28 +599,20 @@ def _cmd_generate(args) -> int:
         ),
         values,
         raw,
+    )
+
+
+def _cmd_generate(args) -> int:
+    _planned_outputs(args)
+    pipe, result = _run_conditioned(
+        args, "conditional_latent_diffusion", ("age", "sex", "ventricular_volume", "brain_volume")
     )
     return _finish(args, pipe, result)
 
 
 def _cmd_labels(args) -> int:
     _planned_outputs(args, args.partial_volumes)
-    values, raw = _conditions(args, ("wmh", "tumour", "edema", "gdtumour"))
-    pipe, result = _run(
-        args,
-        "label_generator",
-        lambda p, prog: p.generate(
-            seed=args.seed,
-            sampler=args.sampler,
-            steps=args.steps,
-            raw=raw,
-            progress=prog,
-            preview=args.preview_steps is not None,
-            **values,
-        ),
-        values,
-        raw,
-    )
+    pipe, result = _run_conditioned(args, "label_generator", ("wmh", "tumour", "edema", "gdtumour"))
     for name, info in result.provenance.get("lesions", {}).items():
         if info["requested"] and not info["present"]:
             print(
@@ -664,12 +656,10 @@ def _lesion_mask_path(args) -> str:
 
 
 def _cmd_insert_lesions(args) -> int:
-    from ..outputs.io import ensure_writable, output_paths, read_volume
+    from ..outputs.io import read_volume
 
     mask_path = _lesion_mask_path(args)
-    ensure_writable(output_paths(args.output, labels=mask_path), args.overwrite)
-    if args.preview:
-        _planned_outputs(args)
+    _planned_outputs(args, labels=mask_path)
     scan, affine = read_volume(args.scan)
     lesions, lesions_affine = read_volume(args.lesions)
     tissue, tissue_affine = read_volume(args.tissue) if args.tissue else (None, None)

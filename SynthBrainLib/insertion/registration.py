@@ -8,7 +8,7 @@ SimpleITK works in LPS physical coordinates with (z, y, x) arrays; everything he
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
@@ -39,6 +39,8 @@ class Registration:
         stages: the stages run, e.g. ``("rigid", "affine")``.
         metric: final Mattes mutual information per stage (lower is better).
         seconds: wall time.
+        brain_on_scan: (X, Y, Z) bool on the scan grid, where the registered template's brain lies
+            (computed once for the similarity check; callers reuse it).
     """
 
     scan_to_template: np.ndarray
@@ -46,6 +48,7 @@ class Registration:
     stages: tuple[str, ...]
     metric: tuple[float, ...]
     seconds: float
+    brain_on_scan: np.ndarray = field(compare=False, repr=False, default=None)
 
     def record(self) -> dict:
         """JSON-ready parameters for provenance."""
@@ -169,13 +172,15 @@ def _register(template, template_affine, scan, scan_affine, template_labels, min
     affine_init.SetTranslation(tuple(lps[:3, 3]))
     affine, affine_metric = _run_stage(fixed, moving, affine_init, shrink=(2, 1), seed=seed, iterations=150)
     scan_to_template = _FLIP @ transform_matrix(affine) @ _FLIP
-    r = similarity(template, template_affine, scan, scan_affine, template_labels, scan_to_template)
+    brain = labels_on_scan(template_labels, template_affine, scan.shape, scan_affine, scan_to_template) > 0
+    r = similarity(template, template_affine, scan, scan_affine, brain, scan_to_template)
     reg = Registration(
         scan_to_template=scan_to_template,
         similarity=r,
         stages=("rigid", "affine"),
         metric=(rigid_metric, affine_metric),
         seconds=time.perf_counter() - start,
+        brain_on_scan=brain,
     )
     if r < min_similarity:
         raise ConditionError(
@@ -185,10 +190,11 @@ def _register(template, template_affine, scan, scan_affine, template_labels, min
     return reg
 
 
-def similarity(template, template_affine, scan, scan_affine, template_labels, scan_to_template) -> float:
+def similarity(template, template_affine, scan, scan_affine, brain_on_scan, scan_to_template) -> float:
     """Pearson r between the scan and the template image carried onto the scan grid, over the
-    template's brain dilated by :data:`CHECK_DILATION_MM` (0 when that region is nearly empty)."""
-    carried = labels_on_scan(template_labels, template_affine, scan.shape, scan_affine, scan_to_template) > 0
+    template's brain (``brain_on_scan``, bool on the scan grid) dilated by :data:`CHECK_DILATION_MM`
+    (0 when that region is nearly empty)."""
+    carried = brain_on_scan
     spacing = np.linalg.norm(np.asarray(scan_affine, np.float64)[:3, :3], axis=0)
     region = ndi.distance_transform_edt(~carried, sampling=spacing) <= CHECK_DILATION_MM
     if region.sum() < 100:

@@ -25,6 +25,9 @@ import numpy as np
 
 from ..errors import CardError
 
+# The sampler registry lives in .samplers (no numpy: the command line lists it in --help); re-exported.
+from .samplers import SAMPLER_CLASSES, SAMPLERS, TRAINING_OBJECTIVES, SamplerSpec  # noqa: F401
+
 CARD_SCHEMA_VERSION = 1
 
 #: Network classes a card may name. Only these are ever instantiated (no arbitrary imports).
@@ -36,9 +39,6 @@ NETWORK_CLASSES = (
     "SPADENet",
 )
 
-
-# The sampler registry lives in .samplers (no numpy: the command line lists it in --help).
-from .samplers import SAMPLER_CLASSES, SAMPLERS, TRAINING_OBJECTIVES, SamplerSpec  # noqa: E402, F401
 
 CONDITIONING_INPUTS = ("concat", "crossattn")
 WEIGHT_FORMATS = ("auto", "monai", "generative", "safetensors")

@@ -119,8 +119,8 @@ def insert_lesions(
     reg = registration.register(template_image, model_affine, scan, affine, template_labels, seed=seed)
     pipe.report(progress, 2, STAGES)
     check_cancel(cancel)
-    brain_on_scan = registration.labels_on_scan(template_labels, model_affine, scan.shape, affine, reg.scan_to_template)
-    _check_inside_brain(lesion_map, brain_on_scan > 0, affine)
+    brain_on_scan = reg.brain_on_scan
+    _check_inside_brain(lesion_map, brain_on_scan, affine)
 
     # 2. the tissue map in model space, with and without the lesions
     on_template = registration.moved_affine(affine, reg.scan_to_template, into="template")
@@ -131,7 +131,8 @@ def insert_lesions(
         tissue_pv = one_hot(carried.astype(np.uint8), len(names))
     lesioned_pv = tissue_pv.copy()
     lesion_total = np.zeros(card.output.shape, np.float32)
-    for value in np.unique(lesion_map[lesion_map > 0]):
+    lesion_values = [int(v) for v in np.unique(lesion_map[lesion_map > 0])]
+    for value in lesion_values:
         fraction = registration.resample_between(
             (lesion_map == value).astype(np.float32), on_template, card.output.shape, model_affine
         )
@@ -140,7 +141,7 @@ def insert_lesions(
     if not lesion_total.any():
         raise ConditionError("the lesion mask falls outside the model's field of view after registration")
     for channel in range(len(names)):
-        if channel not in np.unique(lesion_map):
+        if channel not in lesion_values:
             lesioned_pv[channel] *= np.clip(1.0 - lesion_total, 0.0, 1.0)
     lesioned_pv /= np.clip(lesioned_pv.sum(axis=0, keepdims=True), 1e-6, None)
 
@@ -157,7 +158,7 @@ def insert_lesions(
     lesion_back = registration.resample_between(lesion_total, on_scan, scan.shape, affine)
     change_scan = blending.full_contrast(change_scan, lesion_back, lesion_map > 0)
     distance = blending.distance_mm(lesion_map > 0, affine)
-    ring = (distance > margin_mm) & (distance <= margin_mm + blending.FIT_RING_MM) & (brain_on_scan > 0)
+    ring = (distance > margin_mm) & (distance <= margin_mm + blending.FIT_RING_MM) & brain_on_scan
     fit = blending.fit_intensities(healthy_scan, scan, ring)
     if fit.slope <= 0:
         raise ConditionError(
