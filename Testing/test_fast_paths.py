@@ -149,7 +149,7 @@ def test_decode_modes_and_provenance(model_folders, brain):
     assert r.provenance["decode"]["mode"] == "tiled", f"provenance records tiled decoding: {r.provenance['decode']}"
     assert r.provenance["decode"]["norm"] == "global", f"tiled decoding defaults to global norm: {r.provenance}"
     assert brain.generate(seed=1, steps=2).provenance["decode"] == {"mode": "full"}  # auto: small outputs decode whole
-    with pytest.raises(ConditionError, match="decode 'sliced' is not one of auto, full, tiled"):
+    with pytest.raises(ConditionError, match="decode 'sliced' is not one of auto, full, slab, tiled"):
         load_pipeline(str(model_folders["brain"]), device="cpu", decode="sliced")
     spade = load_pipeline(str(model_folders["spade_ldm"]), device="cpu", decode="tiled")
     with pytest.raises(ConditionError, match="decode 'tiled' is not available for SPADE decoders"):

@@ -19,7 +19,7 @@ def load_pipeline(
     """Load a model by id (installed or shipped) or by model-folder path, on ``device``.
 
     ``options`` go to the pipeline: ``precision`` (auto | float32 | bfloat16 | float16), ``decode``
-    (auto | full | tiled), ``tiles``, ``cache_size``, ``compile``, ``sdpa``
+    (auto | full | slab | tiled), ``tiles``, ``cache_size``, ``compile``, ``sdpa``
     (see :class:`~SynthBrainLib.pipelines.base.SynthesisPipeline`).
 
     Example::

@@ -76,9 +76,9 @@ class SynthesisPipeline:
             ``precision`` says more.
         precision: ``auto`` (float32 on the CPU, float16 autocast on CUDA) | ``float32`` |
             ``bfloat16`` (autocast; fast on CPUs with AVX-512 BF16/AMX) | ``float16`` (CUDA only).
-        decode: ``auto`` | ``full`` | ``tiled``: how latents are decoded (see
-            :mod:`SynthBrainLib.pipelines.decoding`; ``auto`` tiles only when a full decode would need more
-            than half of the machine's memory); recorded in provenance.
+        decode: ``auto`` | ``full`` | ``slab`` | ``tiled``: how latents are decoded (see
+            :mod:`SynthBrainLib.pipelines.decoding`; ``auto`` decodes in slabs when a full decode would
+            need more than 1 GB on the CPU or half of a GPU's memory); recorded in provenance.
         tiles: window size, overlap, blending and GroupNorm statistics of tiled decoding.
         cache_size: keep this many results in an in-memory LRU cache keyed by (model and weights,
             resolved conditions, seed, sampler, steps, precision, decoding); a repeated request is

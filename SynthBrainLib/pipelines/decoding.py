@@ -1,4 +1,14 @@
-"""Decoding latents to volumes: in one piece, or tiled to bound memory.
+"""Decoding latents to volumes: in one piece, in slabs, or in overlapping windows.
+
+Three ways, all giving the full decode's output up to float rounding:
+
+* ``full``: the autoencoder's own ``decode_stage_2_outputs`` on the whole latent.
+* ``slab``: :mod:`.slab_decoding` - the decoder's high-resolution levels slab by slab with exact
+  halos and whole-volume GroupNorm statistics. Brain LDM in bfloat16: about the full decode's time
+  in less than half its memory; the default where a full decode needs more than
+  :data:`SLAB_ABOVE_BYTES` on the CPU (docs/benchmarks.md).
+* ``tiled``: the older windowed decode below, kept for comparison (same memory as ``slab``, 5x
+  its time).
 
 A full decode of Brain LDM's 160x224x160 output holds several 128-channel float32 tensors of the
 full grid at once (12.7 GB peak on the CPU). Most of that memory - and about 80% of the work - is in
@@ -38,13 +48,18 @@ import torch
 
 from ..errors import ConditionError
 from .device import Precision, cpu_has_bf16
+from .slab_decoding import SlabSettings, decode_slabs, slab_blocks
 
 #: Values of the ``decode`` option.
-DECODE_MODES = ("auto", "full", "tiled")
+DECODE_MODES = ("auto", "full", "slab", "tiled")
 
-#: ``decode="auto"`` tiles when a full decode is estimated to need more than this fraction of the
-#: device's total memory (RAM on the CPU, GPU memory on CUDA).
+#: ``decode="auto"`` decodes in slabs when a full decode is estimated to need more than this fraction
+#: of the device's total memory (RAM on the CPU, GPU memory on CUDA) ...
 AUTO_TILE_MEMORY_FRACTION = 0.5
+
+#: ... and on the CPU already above this many bytes: there slabs cost about the full decode's time
+#: (Brain LDM: 30.0 vs 28.8 s in bfloat16, 61.5 vs 66.3 s in float32) for 2-3 GB instead of 5-9 GB.
+SLAB_ABOVE_BYTES = 2**30
 
 #: Estimated peak bytes of a full decode per output voxel and channel of the decoder's last level
 #: (measured for Brain LDM: 12.7 GB for 160x224x160 voxels x 128 channels in float32 = 17.3 B).
@@ -426,6 +441,30 @@ def blend_weights(
     return w.float()[None, None]
 
 
+def auto_decode_mode(
+    autoencoder: torch.nn.Module, output_shape: Sequence[int] | None, precision: Precision, decoder_inputs: tuple = ()
+) -> str:
+    """``slab`` when the decoder can run in slabs and a full decode is estimated
+    (:func:`full_decode_bytes`) to need more than :data:`SLAB_ABOVE_BYTES` on the CPU, or more than
+    :data:`AUTO_TILE_MEMORY_FRACTION` of the device's memory; else ``full``. It depends only on the
+    model and the machine, so a given machine always makes the same choice (provenance records it)."""
+    if decoder_inputs or not output_shape or not can_decode_in_slabs(autoencoder):
+        return "full"
+    need = full_decode_bytes(autoencoder, output_shape, precision)
+    limit = AUTO_TILE_MEMORY_FRACTION * device_memory_bytes(precision.device)
+    if precision.device.type == "cpu":
+        limit = min(limit, SLAB_ABOVE_BYTES)
+    return "slab" if need > limit else "full"
+
+
+def can_decode_in_slabs(autoencoder: torch.nn.Module) -> bool:
+    try:
+        slab_blocks(autoencoder)
+    except ConditionError:
+        return False
+    return True
+
+
 def decode(
     autoencoder: torch.nn.Module,
     latent: torch.Tensor,
@@ -435,6 +474,7 @@ def decode(
     output_shape: Sequence[int] | None = None,
     decoder_inputs: tuple = (),
     settings: TileSettings | None = None,
+    slab_settings: SlabSettings | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Decode with the chosen ``mode`` and say how it was done (for provenance).
 
@@ -442,13 +482,11 @@ def decode(
         autoencoder: the card's autoencoder.
         latent: (B, C, x, y, z) float32, already divided by the card's scale factor.
         precision: autocast dtype / memory layout.
-        mode: ``full``, ``tiled`` or ``auto``: tiled when the decoder can be tiled and a full
-            decode is estimated (:func:`full_decode_bytes`) to need more than
-            :data:`AUTO_TILE_MEMORY_FRACTION` of the device's total memory. That depends only on
-            the machine, so a given machine always makes the same choice (and provenance records it).
+        mode: ``full``, ``slab``, ``tiled`` or ``auto`` (:func:`auto_decode_mode`).
         output_shape: the card's output shape (X, Y, Z), for ``auto``.
         decoder_inputs: extra decoder arguments (SPADE: the label map); only with ``full``.
         settings: window size, overlap, blending and GroupNorm statistics of a tiled decode.
+        slab_settings: slab temporaries and levels of a slab decode.
 
     Returns:
         (decoded float32 (B, C_out, X, Y, Z) on the latent's device, record of the mode used).
@@ -456,9 +494,14 @@ def decode(
     mode = check_decode_mode(mode)
     settings = settings or TileSettings()
     if mode == "auto":
-        tileable = not decoder_inputs and split_decoder(autoencoder) is not None
-        need = full_decode_bytes(autoencoder, output_shape, precision) if tileable and output_shape else 0
-        mode = "tiled" if need > AUTO_TILE_MEMORY_FRACTION * device_memory_bytes(precision.device) else "full"
+        mode = auto_decode_mode(autoencoder, output_shape, precision, decoder_inputs)
+    if mode == "slab":
+        if decoder_inputs:
+            raise ConditionError(
+                "decode 'slab' is not available for SPADE decoders (they take the label map); use decode 'full'"
+            )
+        slab_settings = slab_settings or SlabSettings()
+        return decode_slabs(autoencoder, latent, precision, slab_settings), {"mode": "slab", **slab_settings.record()}
     if mode == "tiled":
         if decoder_inputs:
             raise ConditionError(

@@ -49,7 +49,7 @@ from ..models.samplers import MIN_STEPS
 from ..models.store import ModelStore
 from ..pipelines import LatentDiffusionPipeline, load_pipeline, pipeline_class
 from ..pipelines.base import SynthesisPipeline
-from ..pipelines.decoding import TileSettings, decode
+from ..pipelines.decoding import TileSettings, decode, decode_full
 from ..pipelines.device import Precision, cpu_has_bf16, resolve_device
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -443,9 +443,14 @@ def measure_decode(
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(dev)
     base = current_rss()
+    if mode.startswith("maisi"):
+        ae = prec.prepare(maisi_autoencoder(ae, card.networks["autoencoder"].kwargs, int(mode[5:] or 4)).to(dev).eval())
     with PeakMemory() as mem:
         start = time.perf_counter()
-        out, how = decode(ae, latent, prec, mode=mode, output_shape=card.output.shape, settings=settings)
+        if mode.startswith("maisi"):
+            out, how = decode_full(ae, latent, prec), {"mode": "maisi", "num_splits": int(mode[5:] or 4)}
+        else:
+            out, how = decode(ae, latent, prec, mode=mode, output_shape=card.output.shape, settings=settings)
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -464,6 +469,26 @@ def measure_decode(
         "output": output,
         "output_shape": list(out.shape[1:]),
     }
+
+
+def maisi_autoencoder(ae: torch.nn.Module, kwargs: dict[str, Any], num_splits: int) -> torch.nn.Module:
+    """The same autoencoder as MONAI's ``AutoencoderKlMaisi`` (splits its convolutions and norms into
+    ``num_splits`` pieces along the first spatial axis), with ``ae``'s weights: the comparison the
+    slab decode is measured against. Its parameters are ``ae``'s in the same order and shapes, only
+    nested one module deeper."""
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+
+    kw = {k: v for k, v in kwargs.items() if k != "channels"}
+    kw["num_res_blocks"] = kw.get("num_res_blocks", 2)
+    if isinstance(kw["num_res_blocks"], int):
+        kw["num_res_blocks"] = [kw["num_res_blocks"]] * len(kwargs["channels"])
+    channels = kwargs["channels"]
+    maisi = AutoencoderKlMaisi(num_channels=channels, num_splits=num_splits, dim_split=0, save_mem=False, **kw)
+    ours, theirs = ae.state_dict(), maisi.state_dict()
+    if [v.shape for v in ours.values()] != [v.shape for v in theirs.values()]:
+        raise SynthBrainError("the MAISI autoencoder's parameters do not line up with this autoencoder's")
+    maisi.load_state_dict(dict(zip(theirs, ours.values())))
+    return maisi
 
 
 def _worker_main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -643,9 +668,10 @@ def bench(
 #: ``global-exact`` (statistics in the decode's precision) or ``window``.
 DECODE_VARIANTS = (
     ("full", "float32", "global"),
-    ("tiled", "float32", "global"),
+    ("slab", "float32", "global"),
     ("full", "bfloat16", "global"),
-    ("tiled", "bfloat16", "global"),
+    ("slab", "bfloat16", "global"),
+    ("maisi4", "bfloat16", "global"),
 )
 
 
@@ -723,6 +749,18 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def decode_description(how: dict[str, Any]) -> str:
+    """One table cell for a decode record."""
+    mode = how["mode"]
+    if mode == "tiled":
+        return f"tiled ({how['max_window_voxels'] / 1e6:g} M voxels/window, norm {how['norm']})"
+    if mode == "slab":
+        return f"slab ({how['slab_bytes'] / 2**20:g} MB slabs, {how['levels']} levels)"
+    if mode == "maisi":
+        return f"MONAI AutoencoderKlMaisi, num_splits={how['num_splits']}"
+    return mode
+
+
 def format_decode_table(report: dict[str, Any]) -> str:
     rows = [
         "| model | decode | precision | weights | time (s) | peak RSS (GB) | CUDA max alloc (GB) | PSNR vs "
@@ -731,11 +769,7 @@ def format_decode_table(report: dict[str, Any]) -> str:
     ]
     for v in report["variants"]:
         q = v.get("vs_first")
-        how = v["mode"]["mode"] + (
-            ""
-            if v["mode"]["mode"] == "full"
-            else f" ({v['mode']['max_window_voxels'] / 1e6:g} M voxels/window, norm {v['mode']['norm']})"
-        )
+        how = decode_description(v["mode"])
         rows.append(
             f"| {v['model']} | {how} | {v['precision']} | {v['weights']} | {v['decode_s']:.1f} | "
             f"{_gb(v['peak_rss_bytes'])} | {_gb(v['cuda_max_allocated_bytes'])} | "
