@@ -416,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
             "seeds x conditions (PSNR, MS-SSIM, measured volumes)"
         ),
     )
+    p.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="SAMPLER:STEPS:PRECISION",
+        help="with --quality: compare only these (repeatable), besides the reference and the converged result",
+    )
     p.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", default=None, help="write the tables as Markdown")
     p.set_defaults(handler=_cmd_bench)
@@ -800,9 +807,14 @@ def _cmd_bench(args) -> int:
     device = str(resolve_device(args.device))
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.quality:
-        from ..tools.sampler_study import format_quality_table, quality_study
+        from ..tools.sampler_study import format_quality_table, parse_candidate, quality_study
 
-        report = {"quality": [quality_study(m, samples=args.quality, device=device, log=log) for m in args.models]}
+        chosen = [parse_candidate(c) for c in args.candidate] or None
+        report = {
+            "quality": [
+                quality_study(m, samples=args.quality, device=device, candidates=chosen, log=log) for m in args.models
+            ]
+        }
         text = "\n\n".join(format_quality_table(q) for q in report["quality"])
     else:
         paths = [bench.parse_path(p) for p in args.paths] or None

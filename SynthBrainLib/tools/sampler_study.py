@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import SynthBrainError
 from ..pipelines import load_pipeline
 from ..pipelines.device import cpu_has_bf16
 from .bench import has_reference_loop, ms_ssim, psnr, reference_sample
@@ -52,6 +53,14 @@ CONVERGED = Candidate("dpm++2m", 100, "float32")
 #: published DDIM 50, in fewer network calls).
 FEW_STEPS = (6, 8, 10, 12, 15)
 FEW_STEP_SOLVERS = ("dpm++2m", "dpm++3m", "unipc")
+
+
+def parse_candidate(text: str) -> Candidate:
+    """``SAMPLER:STEPS:PRECISION`` (e.g. ``unipc:12:bfloat16``) as a :class:`Candidate`."""
+    parts = str(text).split(":")
+    if len(parts) != 3 or not parts[1].isdigit():
+        raise SynthBrainError(f"candidate {text!r} is not SAMPLER:STEPS:PRECISION (e.g. unipc:12:bfloat16)")
+    return Candidate(parts[0].lower(), int(parts[1]), parts[2].lower())
 
 
 def default_candidates(card, bf16: bool) -> list[Candidate]:
@@ -134,6 +143,8 @@ def quality_study(
     base = pipe_for("float32")
     card = base.card
     bf16 = device.startswith("cuda") or cpu_has_bf16()
+    if candidates:  # chosen ones: always with the converged result, to compare with
+        candidates = list(candidates) + ([CONVERGED] if CONVERGED not in candidates else [])
     candidates = list(candidates or default_candidates(card, bf16))
     requests = study_requests(card, samples)
     inputs = base.example_request()
