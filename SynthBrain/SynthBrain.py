@@ -72,6 +72,7 @@ class SynthBrainParameterNode:
     sampler: Sampler = Sampler.DEFAULT
     steps: Annotated[int, WithinRange(1, 10000)] = 50
     preview: bool = False
+    published: bool = False
     precision: Precision = Precision.AUTO
     # Age sweep
     sweepAgeFrom: Annotated[float, WithinRange(*panel.AGE_BOUNDS)] = 50.0
@@ -335,9 +336,10 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.runs.running:
             if not self._dependencies():
                 return
-            self.logic.device, self.logic.precision = (
+            self.logic.device, self.logic.precision, self.logic.preset = (
                 self._parameterNode.device.value,
                 self._parameterNode.precision.precisionName,
+                "published" if self._parameterNode.published else "fast",
             )
         if self.runs.click(button, makeTask, onDone):
             self._updateButtons()
@@ -353,6 +355,8 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.runs.updateButtons()
         for name in ("importButton", "refreshModelsButton", "useTemplateButton", "pinButton"):
             getattr(self.ui, name).enabled = not self.runs.running
+        if self._parameterNode is not None:  # 'Model default' takes the preset's steps
+            self.ui.stepsSpinBox.enabled = self._parameterNode.sampler is not Sampler.DEFAULT
 
     def _brainTask(self):
         return self.logic.brainTask(**panel.brain_request(self._parameterNode, self._card("brainModel")))

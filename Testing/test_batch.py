@@ -133,7 +133,7 @@ def test_torchrun_two_ranks_equal_one_process(model_folders, tmp_path):
 def test_killed_batch_resumes_without_losing_or_duplicating(model_folders, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     n = 8
-    _run(model_folders["brain"], full, n)
+    _run(model_folders["brain"], full, n, "--steps", "4")
     proc = _batch(model_folders["brain"], killed, n, "--steps", "4")
     deadline = time.time() + 60
     while time.time() < deadline and len(list(killed.glob("sample_*.json"))) < 2:
@@ -193,3 +193,15 @@ def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
     assert code == 2, f"exit status {code}: {err}"
     assert err.strip() == "synthbrain: error: range age=20:30: age 20 is outside 44–82 years", err
     assert not (tmp_path / "x").exists(), "a refused batch creates no output folder"
+
+
+@pytest.mark.slow  # two batch commands in subprocesses, one under torchrun (gloo, 2 CPU processes): ~15 s
+def test_throughput_tool_times_one_process_and_torchrun_on_the_same_plan(model_folders):
+    from SynthBrainLib.tools.throughput import format_table, throughput
+
+    report = throughput(str(model_folders["brain"]), 3, configurations=((1, 1), (2, 1)), extra=["--steps", "2"])
+    runs = report["runs"]
+    assert [(r["processes"], r["threads"]) for r in runs] == [(1, 1), (2, 1)], "both configurations ran"
+    assert all(r["samples_per_hour"] > 0 for r in runs), f"a rate for each: {runs}"
+    assert runs[1]["identical_to_first"], "torchrun's two ranks write the same volumes as one process"
+    assert "2 x 1" in format_table(report), "the table names the configuration"

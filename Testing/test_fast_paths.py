@@ -26,7 +26,8 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def brain(model_folders):
-    return load_pipeline(str(model_folders["brain"]), device="cpu")
+    # float32: the reference the speed options are compared with (the default preset may be bfloat16)
+    return load_pipeline(str(model_folders["brain"]), device="cpu", precision="float32")
 
 
 # ---- precision --------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ def test_label_to_image_cache(model_folders):
 
 # ---- attention ----------------------------------------------------------------------------------
 def test_sdpa_attention_matches_math_attention(model_folders, brain):
-    pipe = load_pipeline(str(model_folders["brain"]), device="cpu", sdpa=True)
+    pipe = load_pipeline(str(model_folders["brain"]), device="cpu", sdpa=True, precision="float32")
     assert pipe.sdpa
     assert use_sdpa(pipe.networks["diffusion"]) > 0
     a, b = pipe.generate(seed=5, steps=3), brain.generate(seed=5, steps=3)

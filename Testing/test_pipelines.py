@@ -18,6 +18,7 @@ from SynthBrainLib import (
     SynthesisCancelled,
     load_pipeline,
 )
+from SynthBrainLib.models.conditioning import resolve_sampler
 from SynthBrainLib.pipelines.device import resolve_device
 
 
@@ -51,7 +52,7 @@ def test_same_seed_same_output_different_seed_different(pipes, name, sampler):
     assert np.array_equal(_output(a), _output(b)), "the same seed gives the same output"
     assert not np.allclose(_output(a), _output(c)), "a different seed gives a different output"
     assert a.provenance["seed"] == 1, f"provenance seed {a.provenance['seed']}"
-    expected = sampler or pipe.card.sampling.default_sampler
+    expected = sampler or resolve_sampler(pipe.card.sampling, pipe.card.scheduler, None, None, pipe.preset)[0]
     assert a.provenance["sampler"] == expected, f"provenance sampler {a.provenance['sampler']}, expected {expected}"
 
 
@@ -82,7 +83,8 @@ def test_brain_result_geometry_and_provenance(pipes):
     assert p["conditions"]["normalisation"]["ventricular_volume"] == "assumed"
     assert set(p["weights"]) == {"autoencoder", "diffusion"}, f"provenance weights {set(p['weights'])}"
     assert len(p["weights"]["diffusion"]["sha256"]) == 64, "provenance holds the diffusion weights' SHA-256"
-    assert p["steps"] == 4, f"provenance steps {p['steps']}"
+    assert (p["sampler"], p["steps"]) == ("unipc", 12), f"the fast preset's sampler and steps: {p['steps']}"
+    assert p["preset"] == "fast", "provenance records the preset"
     assert p["versions"]["monai"], "provenance records the MONAI version"
 
 

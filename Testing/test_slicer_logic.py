@@ -177,7 +177,7 @@ def test_synthesised_image_is_aligned_with_lesion_painted_on_other_geometry(mrml
         card, {"generator": TumourEcho(VALUE["tumour"])}, device="cpu", tensors={card.sequences.weights: styles}
     )
     logic = core.SynthBrainLogic(
-        scene=mrml_app.scene, store=tiny_store, pipelineLoader=lambda model, device, store: echo
+        scene=mrml_app.scene, store=tiny_store, pipelineLoader=lambda model, device, store, **options: echo
     )
     seg, user, painted = painted_template(logic, mrml_app.scene)
 

@@ -100,7 +100,7 @@ class SynthBrainLogic:
         self._store = store
         self._loader = pipelineLoader
         self._sequencesLogic = sequencesLogic
-        self._pipelines: dict[tuple[str, str], Any] = {}
+        self._pipelines: dict[tuple[str, ...], Any] = {}
         self._pipelineLock = threading.Lock()
         self._cards: dict[str, Any] | None = None
         self._statuses: dict[str, ModelStatus] | None = None
@@ -108,6 +108,9 @@ class SynthBrainLogic:
         self.device = "auto"
         #: ``None`` (the pipeline's default for the device) | ``float32`` | ``mixed`` | ``bfloat16`` | ``float16``.
         self.precision: str | None = None
+        #: ``fast`` | ``published`` (SynthBrainLib.models.presets): sampler, steps and precision of a
+        #: run that names none.
+        self.preset = "fast"
         self._background: list[BackgroundRun] = []
 
     # ---- environment ---------------------------------------------------------------------------
@@ -263,11 +266,13 @@ class SynthBrainLogic:
         memory = props.total_memory / 1e9
         return {"cuda": True, "name": props.name, "memoryGB": memory, "text": f"GPU: {props.name}, {memory:.1f} GB"}
 
-    def pipeline(self, modelId: str, device: str | None = None, precision: str | None = None):
-        """The loaded pipeline of a model on a device and precision, cached (loading weights takes seconds)."""
+    def pipeline(self, modelId: str, device: str | None = None, precision: str | None = None, preset=None):
+        """The loaded pipeline of a model on a device, precision and preset, cached (loading weights
+        takes seconds)."""
         device = device or self.device
         precision = precision or self.precision
-        key = (modelId, device, precision)
+        preset = preset or self.preset
+        key = (modelId, device, precision, preset)
         with self._pipelineLock:
             if key not in self._pipelines:
                 if self._loader is not None:
@@ -276,7 +281,7 @@ class SynthBrainLogic:
                     from SynthBrainLib import load_pipeline as loader
                 # One copy of a model at a time: switching device frees the other copy's (GPU) memory.
                 self._drop(lambda k: k[0] == modelId)
-                options = {"precision": precision} if precision else {}
+                options = {"preset": preset, **({"precision": precision} if precision else {})}
                 pipe = loader(modelId, device=device, store=self.store, **options)
                 if isinstance(getattr(pipe, "cache_size", None), int):
                     # Keep recent results: moving a slider back to an earlier value is then instant.
@@ -306,7 +311,7 @@ class SynthBrainLogic:
         resolve_device(device or self.device)
         resolve_conditions(card.conditioning, conditions, raw)
         if card.sampling is not None:
-            resolve_sampler(card.sampling, card.scheduler, sampler, steps)
+            resolve_sampler(card.sampling, card.scheduler, sampler, steps, self.preset)
 
     @staticmethod
     def _seed(seed: int | None) -> int:

@@ -213,9 +213,12 @@ def brain_conditions(parameters, card) -> tuple[dict[str, Any], dict[str, float]
 
 
 def sampling(parameters) -> dict[str, Any]:
-    """Quick preview: the pipeline's preview sampler and steps, not the Advanced ones (sweeps too)."""
+    """Quick preview: the pipeline's preview sampler and steps, not the Advanced ones (sweeps too).
+    'Model default' leaves sampler and steps to the preset (fast, or the card's published ones)."""
     if parameters.preview:
         return {"preview": True}
+    if parameters.sampler.samplerName is None:
+        return {"sampler": None, "steps": None}
     return {"sampler": parameters.sampler.samplerName, "steps": parameters.steps}
 
 

@@ -52,9 +52,16 @@ def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> N
             "--sampler",
             default=None,
             metavar="NAME",
-            help=f"{' | '.join(SAMPLERS)}, as the model allows (default: the card's)",
+            help=f"{' | '.join(SAMPLERS)}, as the model allows (default: unipc where the card lists it, else "
+            "the card's; --published: the card's)",
         )
-        p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
+        p.add_argument(
+            "--steps",
+            type=int,
+            default=None,
+            metavar="N",
+            help="sampling steps (default: 12 for unipc, else the card's; --published: the card's)",
+        )
     p.add_argument(
         "--device", default="auto", metavar="D", help="auto (CUDA if present) | cpu | cuda | cuda:N (default: auto)"
     )
@@ -75,10 +82,21 @@ def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> N
 
 def _add_speed_options(p: argparse.ArgumentParser, preview: bool = True) -> None:
     p.add_argument(
+        "--published",
+        dest="preset",
+        action="store_const",
+        const="published",
+        default="fast",
+        help="run the card's published sampler and steps in float32 (Brain LDM: the bundle's DDIM 50) instead "
+        "of the fast default: UniPC 12 steps, bfloat16 on CPUs with AVX-512 BF16 (as close to the converged "
+        "result as DDIM 50; docs/benchmarks.md)",
+    )
+    p.add_argument(
         "--precision",
         default=None,
         metavar="P",
-        help="auto | float32 | mixed | bfloat16 | float16 (auto: float32 on the CPU, float16 on CUDA; "
+        help="auto | float32 | mixed | bfloat16 | float16 (auto: bfloat16 on CPUs with AVX-512 BF16 (float32 "
+        "with --published or without it), float16 on CUDA; "
         "mixed: bfloat16 except the noisiest denoising steps, "
         "as accurate as float32 in our measurements; bfloat16 and mixed are fast on CPUs with AVX-512 BF16/AMX)",
     )
@@ -525,7 +543,7 @@ def _check_request(args, kind: str, values: dict | None, raw: dict | None) -> No
     if values is not None or raw:
         resolve_conditions(card.conditioning, values or {}, raw)
     if card.sampling is not None and (getattr(args, "sampler", None) or getattr(args, "steps", None) is not None):
-        resolve_sampler(card.sampling, card.scheduler, args.sampler, args.steps)
+        resolve_sampler(card.sampling, card.scheduler, args.sampler, args.steps, args.preset)
     sequence = getattr(args, "sequence", None)
     if sequence is not None and card.sequences is not None:
         if sequence.strip().lower() not in [n.lower() for n in card.sequences.names]:
@@ -537,7 +555,12 @@ def _run(args, kind: str, call: Callable[[Any, _Progress], Any], values: dict | 
     from ..pipelines import load_pipeline  # torch: only once the request is known to be sound
 
     pipe = load_pipeline(
-        args.model, device=args.device, store=_store(args), precision=args.precision, decode=args.decode
+        args.model,
+        device=args.device,
+        store=_store(args),
+        preset=args.preset,
+        precision=args.precision,
+        decode=args.decode,
     )
     if pipe.kind != kind:
         raise SynthBrainError(
@@ -752,8 +775,8 @@ def _cmd_batch(args) -> int:
     pipe = None
     from ..pipelines.device import Precision, resolve_device
 
-    precision = Precision.for_device(resolve_device(device), None, args.precision)
-    settings = {"model_id": card.id, "precision": precision.name, "decode": args.decode}
+    precision = Precision.for_device(resolve_device(device), None, args.precision, args.preset)
+    settings = {"model_id": card.id, "preset": args.preset, "precision": precision.name, "decode": args.decode}
     plan = batch.plan_batch(
         card,
         args.model,
@@ -766,7 +789,9 @@ def _cmd_batch(args) -> int:
         suffix=suffix,
         settings=settings,
     )
-    pipe = load_pipeline(args.model, device=device, store=store, precision=args.precision, decode=args.decode)
+    pipe = load_pipeline(
+        args.model, device=device, store=store, preset=args.preset, precision=args.precision, decode=args.decode
+    )
     progress = _Progress(not args.quiet, f"{card.id} rank {rank}/{world}" if world > 1 else card.id)
     try:
         report = batch.run_batch(

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConditionError
 from .cards import Conditioning, ConditionVariable, Sampling, Scheduler
+from .presets import DEFAULT_PRESET, check_preset, preset_sampling
 from .samplers import MIN_STEPS, SAMPLER_CLASSES, TRAINING_OBJECTIVES
 
 #: Seeds are whole numbers from 0 to this (torch generators take 64-bit seeds).
@@ -178,12 +179,17 @@ def whole_number(name: str, value: Any, lo: int, hi: int, suffix: str = "") -> i
 
 
 def resolve_sampler(
-    sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None
+    sampling: Sampling, scheduler: Scheduler, sampler: str | None, steps: int | None, preset: str = DEFAULT_PRESET
 ) -> tuple[str, int]:
-    """Validate a sampler name and step count against the card; fill in its defaults."""
+    """Validate a sampler name and step count against the card; fill in the ``preset``'s defaults
+    (:mod:`.presets`): its sampler and steps where the card lists that sampler, else the card's.
+    Steps of a sampler the user named are the preset's only for the preset's own sampler."""
     if sampler is not None and not isinstance(sampler, str):
         raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
-    name = (sampling.default_sampler if sampler is None else sampler).lower()
+    default_sampler, default_steps = preset_sampling(
+        check_preset(preset), sampling.samplers, sampling.default_sampler, sampling.default_steps
+    )
+    name = (default_sampler if sampler is None else sampler).lower()
     if name not in SAMPLER_CLASSES:
         raise ConditionError(f"sampler {sampler!r} is not one of {', '.join(SAMPLER_CLASSES)}")
     if name not in sampling.samplers:
@@ -195,6 +201,6 @@ def resolve_sampler(
         raise ConditionError(
             f"sampler {name!r} does not fit this model ({why}); use one of {', '.join(sampling.samplers)}"
         )
-    n = sampling.default_steps if steps is None else steps
+    n = steps if steps is not None else default_steps if name == default_sampler else sampling.default_steps
     lo = MIN_STEPS[name]
     return name, whole_number("steps", n, lo, sampling.max_steps, f" for the {name} sampler" if lo > 1 else "")

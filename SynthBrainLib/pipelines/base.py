@@ -18,6 +18,7 @@ from ..models.cards import SAMPLERS, ModelCard, card_field_error, check_network_
 from ..models.checkpoints import read_style_codes, read_template
 from ..models.conditioning import MAX_SEED, whole_number
 from ..models.networks import build_networks, load_networks
+from ..models.presets import DEFAULT_PRESET, check_preset
 from ..models.samplers import MIN_STEPS
 from ..models.store import ModelStore
 from ..outputs.results import SynthesisResult, build_provenance
@@ -32,7 +33,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 #: Keyword options of :func:`~SynthBrainLib.pipelines.load_pipeline` (passed to the pipeline class).
-PIPELINE_OPTIONS = ("precision", "decode", "tiles", "cache_size", "compile", "sdpa")
+PIPELINE_OPTIONS = ("preset", "precision", "decode", "tiles", "cache_size", "compile", "sdpa")
 
 
 def locate_model(model: str | Path, store: ModelStore | None, *, device, half, options: Mapping[str, Any]):
@@ -42,7 +43,7 @@ def locate_model(model: str | Path, store: ModelStore | None, *, device, half, o
         raise ConditionError(f"unknown option {unknown[0]!r}; load_pipeline takes {', '.join(PIPELINE_OPTIONS)}")
     if not isinstance(model, (str, Path)):
         raise ModelNotFoundError(f"model {model!r} is not a model id or a model folder path")
-    Precision.for_device(resolve_device(device), half, options.get("precision"))
+    Precision.for_device(resolve_device(device), half, options.get("precision"), options.get("preset", DEFAULT_PRESET))
     if store is not None and not isinstance(store, ModelStore):
         raise ModelNotFoundError(f"store {store!r} is not a SynthBrainLib.ModelStore")
     return (store or ModelStore()).locate(model)
@@ -74,8 +75,11 @@ class SynthesisPipeline:
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         half: fp16 autocast on CUDA (default on CUDA; refused on the CPU). Kept for compatibility;
             ``precision`` says more.
-        precision: ``auto`` (float32 on the CPU, float16 autocast on CUDA) | ``float32`` |
-            ``bfloat16`` (autocast; fast on CPUs with AVX-512 BF16/AMX) | ``float16`` (CUDA only).
+        preset: ``fast`` (default) | ``published``: the sampler, steps and precision a request
+            runs with when it names none (:mod:`SynthBrainLib.models.presets`); recorded in provenance.
+        precision: ``auto`` (the preset's: ``fast`` = bfloat16 on CPUs with AVX-512 BF16/AMX, else
+            float32; float16 autocast on CUDA) | ``float32`` | ``bfloat16`` | ``mixed`` | ``float16``
+            (CUDA only).
         decode: ``auto`` | ``full`` | ``slab`` | ``tiled``: how latents are decoded (see
             :mod:`SynthBrainLib.pipelines.decoding`; ``auto`` decodes in slabs when a full decode would
             need more than 1 GB on the CPU or half of a GPU's memory); recorded in provenance.
@@ -116,6 +120,7 @@ class SynthesisPipeline:
         *,
         device: str | torch.device = "auto",
         half: bool | None = None,
+        preset: str = DEFAULT_PRESET,
         precision: str | None = None,
         decode: str = "auto",
         tiles: TileSettings | None = None,
@@ -135,8 +140,9 @@ class SynthesisPipeline:
         if compile is not None and compile not in COMPILE_MODES:
             raise ConditionError(f"compile {compile!r} is not one of {', '.join(COMPILE_MODES)}")
         self.card = card
+        self.preset = check_preset(preset).name
         self.device = resolve_device(device)
-        self.precision = Precision.for_device(self.device, half, precision)
+        self.precision = Precision.for_device(self.device, half, precision, self.preset)
         self.decode_mode = check_decode_mode(decode)
         if tiles is not None and not isinstance(tiles, TileSettings):
             raise ConditionError(f"tiles {tiles!r} is not a TileSettings")
@@ -264,8 +270,9 @@ class SynthesisPipeline:
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def provenance(self, *, conditions=None, seed=None, sampler=None, steps=None, extra=None) -> dict[str, Any]:
+        extra = dict(extra or {}, preset=self.preset)
         if self.compile is not None:
-            extra = dict(extra or {}, compile=self.compile)
+            extra["compile"] = self.compile
         return build_provenance(
             card=self.card,
             weights=self.weights_info,

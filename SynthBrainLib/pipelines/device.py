@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import DeviceError
+from ..models.presets import check_preset
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
@@ -94,8 +95,13 @@ class Precision:
     float32_above_noise_ratio: float | None = None
 
     @classmethod
-    def for_device(cls, device: torch.device, half: bool | None = None, precision: str | None = None) -> "Precision":
+    def for_device(
+        cls, device: torch.device, half: bool | None = None, precision: str | None = None, preset: str = "published"
+    ) -> "Precision":
         """Resolve the ``half`` flag (kept for compatibility) and/or a ``precision`` name for ``device``.
+
+        ``auto`` is float16 on CUDA; on the CPU the ``preset``'s precision where the CPU computes it
+        natively (``fast``: bfloat16 with AVX-512 BF16/AMX), else float32.
 
         Raises:
             DeviceError: unknown name, float16 on the CPU, or ``half`` contradicting ``precision``.
@@ -108,6 +114,9 @@ class Precision:
         cuda = device.type == "cuda"
         if name == "auto":
             name = "float16" if (half if half is not None else cuda) else "float32"
+            cpu_choice = check_preset(preset).cpu_precision
+            if name == "float32" and half is None and cpu_choice == "bfloat16" and cpu_has_bf16():
+                name = "bfloat16"
         if name == "float16" and not cuda:
             raise DeviceError(
                 "half precision is only available on CUDA devices; the CPU runs in float32, mixed or bfloat16"

@@ -117,7 +117,7 @@ class LabelToImagePipeline(SynthesisPipeline):
         if "diffusion" in self.networks:
             if preview:
                 sampler, steps = self.preview_settings(sampler, steps)
-            sampler, steps = resolve_sampler(card.sampling, card.scheduler, sampler, steps)
+            sampler, steps = resolve_sampler(card.sampling, card.scheduler, sampler, steps, self.preset)
         elif sampler is not None or steps is not None:
             given = ", ".join(f"{k} {v!r}" for k, v in (("sampler", sampler), ("steps", steps)) if v is not None)
             raise ConditionError(

@@ -101,7 +101,7 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         cond = resolve_conditions(self.card.conditioning, conditions, raw)
         if preview:
             sampler, steps = self.preview_settings(sampler, steps)
-        sampler, steps = resolve_sampler(self.card.sampling, self.card.scheduler, sampler, steps)
+        sampler, steps = resolve_sampler(self.card.sampling, self.card.scheduler, sampler, steps, self.preset)
         return cond, self.resolve_seed(seed), sampler, steps
 
     def _generate(

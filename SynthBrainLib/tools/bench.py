@@ -43,14 +43,14 @@ from monai.networks.schedulers import DDIMScheduler
 
 from ..errors import ModelNotFoundError, SynthBrainError
 from ..models.checkpoints import load_weights, read_state_dict
-from ..models.conditioning import resolve_conditions
+from ..models.conditioning import resolve_conditions, resolve_sampler
 from ..models.networks import build_network, build_networks
 from ..models.samplers import MIN_STEPS
 from ..models.store import ModelStore
 from ..pipelines import LatentDiffusionPipeline, load_pipeline, pipeline_class
 from ..pipelines.base import SynthesisPipeline
 from ..pipelines.decoding import TileSettings, decode, decode_full
-from ..pipelines.device import Precision, cpu_has_bf16, resolve_device
+from ..pipelines.device import Precision, resolve_device
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -62,8 +62,9 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 class PathSpec:
     """One way of synthesising: ``reference`` (the bundle's plain loop) or a pipeline configuration.
 
-    ``sampler``/``steps`` ``None`` mean the card's default; ``preview`` uses the pipeline's preview
-    settings; ``decode`` and ``precision`` as the pipeline options.
+    ``sampler``/``steps`` ``None`` mean the ``preset``'s (:mod:`SynthBrainLib.models.presets`);
+    ``preview`` uses the pipeline's preview settings; ``decode``, ``precision`` and ``preset`` as the
+    pipeline options.
     """
 
     name: str
@@ -74,13 +75,19 @@ class PathSpec:
     preview: bool = False
     reference: bool = False
     repeats: int | None = None  # overrides the benchmark's repeat count for this path
+    preset: str = "fast"
 
     def describe(self, card=None) -> str:
         if self.reference:
             return "bundle loop: ddim 50, float32, full decode"
         sampling = card.sampling if card is not None else None
-        sampler = self.sampler or (sampling.default_sampler if sampling else "-")
-        steps = self.steps if self.steps is not None else (sampling.default_steps if sampling else "-")
+        sampler, steps = self.sampler or "-", self.steps if self.steps is not None else "-"
+        if sampling is not None:
+            try:
+                sampler, steps = resolve_sampler(sampling, card.scheduler, self.sampler, self.steps, self.preset)
+            except SynthBrainError:
+                pass
+        precision = f"auto ({self.preset} preset)" if self.precision == "auto" else self.precision
         if self.preview and card is not None and sampling is not None:
             sampler = self.sampler or (
                 SynthesisPipeline.preview_sampler
@@ -89,16 +96,17 @@ class PathSpec:
             )
             steps = self.steps or SynthesisPipeline.preview_steps
         if sampling is None:
-            return f"{self.precision}, decode {self.decode}"
-        return f"{sampler} {steps}, {self.precision}, decode {self.decode}"
+            return f"{precision}, decode {self.decode}"
+        return f"{sampler} {steps}, {precision}, decode {self.decode}"
 
 
-REFERENCE = PathSpec("reference", "ddim", 50, "float32", "full", reference=True)
+REFERENCE = PathSpec("reference", "ddim", 50, "float32", "full", reference=True, preset="published")
 
 
 def parse_path(text: str) -> PathSpec:
-    """``NAME=SAMPLER:STEPS:PRECISION:DECODE[:REPEATS]`` (empty fields: defaults), e.g.
-    ``fast=dpm++2m:15:bfloat16:auto``, ``preview=preview`` or ``reference``."""
+    """``NAME=SAMPLER:STEPS:PRECISION:DECODE[:REPEATS]`` (empty fields: the fast preset's), e.g.
+    ``fast=unipc:12:bfloat16:auto``, ``NAME=preview``, ``NAME=published`` (the published preset) or
+    ``reference``."""
     if text == "reference":
         return REFERENCE
     if "=" not in text:
@@ -106,6 +114,8 @@ def parse_path(text: str) -> PathSpec:
     name, spec = text.split("=", 1)
     if spec == "preview":
         return PathSpec(name, preview=True, precision="auto")
+    if spec == "published":
+        return PathSpec(name, preset="published")
     sampler, steps, precision, decode, repeats = (spec.split(":") + [""] * 5)[:5]
     numbers = []
     for what, value in (("steps", steps), ("repeats", repeats)):
@@ -117,27 +127,16 @@ def parse_path(text: str) -> PathSpec:
 
 
 def default_paths(card) -> list[PathSpec]:
-    """Reference, the card's defaults, and the fast path (DPM-Solver++ where allowed, bfloat16 on
-    CPUs with native bf16, automatic decoding), plus the preview for diffusion models."""
-
-    fast_precision = "bfloat16" if (torch.cuda.is_available() or cpu_has_bf16()) else "auto"
-    if card.sampling is None:
-        return [
-            replace(REFERENCE, sampler=None, steps=None),
-            PathSpec("default"),
-            PathSpec("fast", precision=fast_precision),
-        ]
-    fast_sampler = "dpm++2m" if "dpm++2m" in card.sampling.samplers else None
-    paths = [REFERENCE, PathSpec("default")]
-    paths.append(
-        PathSpec("fast", fast_sampler, FAST_STEPS.get(card.id, 15) if fast_sampler else None, fast_precision, "auto")
-    )
-    paths.append(PathSpec("preview", preview=True, precision=fast_precision))
+    """Reference, the published preset (the card's sampler and steps in float32, through our loop),
+    the library's default (the fast preset), and the preview for diffusion models."""
+    paths = [
+        REFERENCE if card.sampling is not None else replace(REFERENCE, sampler=None, steps=None),
+        PathSpec("published", preset="published"),
+        PathSpec("default"),
+    ]
+    if card.sampling is not None:
+        paths.append(PathSpec("preview", preview=True))
     return paths
-
-
-#: Steps of the fast path by card (chosen from the quality study in docs/benchmarks.md).
-FAST_STEPS: dict[str, int] = {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,14 +186,23 @@ class PeakMemory:
 # ----------------------------------------------------------------------------------------------
 # Building what is measured
 # ----------------------------------------------------------------------------------------------
-def build_pipeline(model: str, *, device: str, precision: str, decode: str, random_weights: bool = False, store=None):
+def build_pipeline(
+    model: str,
+    *,
+    device: str,
+    precision: str,
+    decode: str,
+    random_weights: bool = False,
+    store=None,
+    preset: str = "fast",
+):
     """The model's pipeline with its weights, or - when they are not installed or ``random_weights`` -
     from its card with perturbed random weights. Returns (pipeline, weights description)."""
 
     store = store or ModelStore()
     if not random_weights:
         try:
-            pipe = load_pipeline(model, device=device, store=store, precision=precision, decode=decode)
+            pipe = load_pipeline(model, device=device, store=store, preset=preset, precision=precision, decode=decode)
             return pipe, "trained (installed)"
         except ModelNotFoundError:
             pass
@@ -204,7 +212,7 @@ def build_pipeline(model: str, *, device: str, precision: str, decode: str, rand
     networks = build_networks(card)
     for net in networks.values():
         perturb(net)
-    pipe = pipeline_class(card)(card, networks, device=device, precision=precision, decode=decode)
+    pipe = pipeline_class(card)(card, networks, device=device, preset=preset, precision=precision, decode=decode)
     return pipe, "random (perturbed, seed 0)"
 
 
@@ -309,6 +317,7 @@ def measure(
         precision=precision,
         decode="full" if path.reference else path.decode,
         random_weights=random_weights,
+        preset=path.preset,
     )
     if path.reference:  # the bundle runs plain NCDHW float32
         for net in pipe.networks.values():

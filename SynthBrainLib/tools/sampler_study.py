@@ -143,7 +143,8 @@ def quality_study(
     base = pipe_for("float32")
     card = base.card
     bf16 = device.startswith("cuda") or cpu_has_bf16()
-    if candidates:  # chosen ones: always with the converged result, to compare with
+    if candidates and card.sampling is not None and CONVERGED.sampler in card.sampling.samplers:
+        # chosen ones: always with the converged result, to compare with
         candidates = list(candidates) + ([CONVERGED] if CONVERGED not in candidates else [])
     candidates = list(candidates or default_candidates(card, bf16))
     requests = study_requests(card, samples)
