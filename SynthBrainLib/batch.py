@@ -37,10 +37,8 @@ from .errors import ConditionError, OutputError, SynthBrainError
 from .models.conditioning import resolve_conditions, resolve_sampler, whole_number
 from .outputs.atomic_files import TEMPORARY_MARK, AlreadyExists, remove_stale_temporaries, replaced_atomically
 from .outputs.digests import file_sha256
-from .outputs.interrupts import terminate_as_interrupt
+from .outputs.interrupts import check_cancel, terminate_as_interrupt
 from .outputs.io import as_path, ensure_writable, output_paths, sidecar_path, write_result
-from .pipelines import pipeline_class
-from .pipelines.sampling import check_cancel
 
 BATCH_FILE = "batch.json"
 MANIFEST_FILE = "manifest.csv"
@@ -190,12 +188,6 @@ def plan_batch(
             sampler or steps (checked for every sample before anything runs).
     """
 
-    needed = pipeline_class(card).input_name
-    if needed is not None:
-        raise ConditionError(
-            f"model {card.id} is a {card.kind} model, which needs {needed} as input; 'batch' makes images or "
-            "label maps from conditions alone"
-        )
     base_seed = whole_number("seed", base_seed, 0, 2**63 - 1)
     if rows is not None and ranges:
         raise ConditionError("give conditions as a CSV or as ranges, not both")
@@ -232,6 +224,16 @@ def plan_batch(
             where = f"row {i + 1} of the conditions file" if rows is not None else f"sample {i}"
             raise ConditionError(f"{where}: {exc}") from None
         conditions.append(values)
+    # Last, because finding the card's pipeline class imports torch (seconds): every argument above
+    # is answered before that.
+    from .pipelines import pipeline_class
+
+    needed = pipeline_class(card).input_name
+    if needed is not None:
+        raise ConditionError(
+            f"model {card.id} is a {card.kind} model, which needs {needed} as input; 'batch' makes images or "
+            "label maps from conditions alone"
+        )
     return BatchPlan(
         model=model,
         count=count,

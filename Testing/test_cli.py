@@ -311,3 +311,31 @@ def test_console_script_help_and_error():
     assert res.returncode == 2, f"exit status {res.returncode}: {res.stderr}"
     assert res.stderr.strip().count("\n") == 0, f"the error is one line: {res.stderr}"
     assert "model 'nope' is not known" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--model", "brain-ldm-demo", "-o", "{tmp}/a.nii.gz", "--device", "tpu"],
+        ["generate", "--model", "brain-ldm-demo", "-o", "{tmp}/a.nii.gz", "--precision", "half"],
+        ["generate", "--model", "brain-ldm-demo", "-o", "{tmp}/a.nii.gz", "--decode", "sliced"],
+        ["generate", "--model", "brain-ldm-demo", "-o", "{tmp}/a.nii.gz", "--steps", "0"],
+        ["generate", "--model", "brain-ldm-demo", "-o", "{tmp}/a.nii.gz", "--age", "300"],
+        ["batch", "--model", "brain-ldm-demo", "-n", "0", "--out", "{tmp}/b"],
+        ["batch", "--model", "brain-ldm-demo", "-n", "2", "--out", "{tmp}/b", "--range", "age=1:500"],
+        ["batch", "--model", "brain-ldm-demo", "-n", "2", "--out", "{tmp}/b", "--device", "mps"],
+    ],
+    ids=["device", "precision", "decode", "steps", "age", "count", "range", "batch-device"],
+)
+def test_a_bad_argument_is_answered_before_torch_is_imported(argv, tmp_path):
+    args = [a.format(tmp=tmp_path) for a in argv]
+    code = (
+        "import sys\nfrom SynthBrainLib.cli import main\n"
+        f"status = main({args!r})\nprint(status, 'torch' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    status, torch_loaded = proc.stdout.split()
+    assert status == "2", f"a bad argument exits with status 2: {proc.stdout} {proc.stderr}"
+    assert torch_loaded == "False", f"torch was imported before the error: {proc.stderr.strip()}"
+    assert len(proc.stderr.strip().splitlines()) == 1, f"one line: {proc.stderr}"
+    assert list(tmp_path.iterdir()) == [], "nothing written"

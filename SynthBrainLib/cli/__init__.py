@@ -528,11 +528,21 @@ def _planned_outputs(args, partial_volumes: str | None = None, labels: str | Non
     ensure_writable(paths, args.overwrite)
 
 
+def _check_device_options(args) -> None:
+    """Device, precision and decode names, spelt right (torch-free; the machine is checked later)."""
+    from ..models.device_names import check_decode_mode, check_precision_name, parse_device_name
+
+    parse_device_name(args.device)
+    check_precision_name(args.precision)
+    check_decode_mode(args.decode)
+
+
 def _check_request(args, kind: str, values: dict | None, raw: dict | None) -> None:
     """Every check that needs only the model's card, before torch is imported (seconds): the model
     exists and is complete, of the verb's kind; conditions, sampler, steps, seed and sequence fit it."""
     from ..models.conditioning import MAX_SEED, resolve_conditions, resolve_sampler, whole_number
 
+    _check_device_options(args)
     if args.preview_steps is not None and args.preview_steps < 1:
         raise SynthBrainError(f"--preview-steps {args.preview_steps} must be at least 1")
     if args.seed is not None:
@@ -755,29 +765,19 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_batch(args) -> int:
+    import dataclasses
     import os
 
     from .. import batch
-    from ..pipelines import load_pipeline
 
+    _check_device_options(args)
     rank, world = batch.rank_and_world()
-    device = args.device
-    if world > 1 and device in ("auto", "cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
     store = _store(args)
     card = store.locate(args.model, require_complete=False).card
     rows = batch.read_conditions_csv(args.conditions) if args.conditions else None
     ranges = [batch.Range.parse(r) for r in args.ranges]
     suffix = batch.suffix_of(args.format)
-    pipe = None
-    from ..pipelines.device import Precision, resolve_device
-
-    precision = Precision.for_device(resolve_device(device), None, args.precision, args.preset)
-    settings = {"model_id": card.id, "preset": args.preset, "precision": precision.name, "decode": args.decode}
-    plan = batch.plan_batch(
+    plan = batch.plan_batch(  # every argument checked before torch is imported (the last check imports it)
         card,
         args.model,
         count=args.count,
@@ -787,8 +787,18 @@ def _cmd_batch(args) -> int:
         sampler=args.sampler,
         steps=args.steps,
         suffix=suffix,
-        settings=settings,
     )
+    import torch
+
+    from ..pipelines import load_pipeline
+    from ..pipelines.device import Precision, resolve_device
+
+    device = args.device
+    if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
+    precision = Precision.for_device(resolve_device(device), None, args.precision, args.preset)
+    settings = {"model_id": card.id, "preset": args.preset, "precision": precision.name, "decode": args.decode}
+    plan = dataclasses.replace(plan, settings=settings)
     pipe = load_pipeline(
         args.model, device=device, store=store, preset=args.preset, precision=args.precision, decode=args.decode
     )

@@ -16,6 +16,8 @@ import signal
 import threading
 from typing import Callable
 
+from ..errors import SynthesisCancelled
+
 CancelFlag = Callable[[], bool] | threading.Event | None
 
 
@@ -26,6 +28,12 @@ def is_cancelled(cancel: CancelFlag) -> bool:
     if isinstance(cancel, threading.Event):
         return cancel.is_set()
     return bool(cancel())
+
+
+def check_cancel(cancel: CancelFlag) -> None:
+    """Raise :class:`~SynthBrainLib.errors.SynthesisCancelled` when the flag is set (checked between steps)."""
+    if is_cancelled(cancel):
+        raise SynthesisCancelled()
 
 
 class terminate_as_interrupt:

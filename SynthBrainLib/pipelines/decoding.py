@@ -47,11 +47,9 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..errors import ConditionError
+from ..models.device_names import DECODE_MODES, check_decode_mode  # noqa: F401  (part of this API)
 from .device import Precision, cpu_has_bf16
 from .slab_decoding import SlabSettings, decode_slabs, slab_blocks
-
-#: Values of the ``decode`` option.
-DECODE_MODES = ("auto", "full", "slab", "tiled")
 
 #: ``decode="auto"`` decodes in slabs when a full decode is estimated to need more than this fraction
 #: of the device's total memory (RAM on the CPU, GPU memory on CUDA) ...
@@ -164,13 +162,6 @@ def device_memory_bytes(device: torch.device) -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover
         return 16 * 2**30
-
-
-def check_decode_mode(mode: str) -> str:
-    text = str(mode).strip().lower() if isinstance(mode, str) else mode
-    if text not in DECODE_MODES:
-        raise ConditionError(f"decode {mode!r} is not one of {', '.join(DECODE_MODES)}")
-    return text
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import DeviceError
+from ..models.device_names import PRECISIONS, check_precision_name, parse_device_name  # noqa: F401
 from ..models.presets import check_preset
-
-_CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -22,21 +20,13 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """
     if isinstance(spec, torch.device):
         spec = str(spec)
-    if spec is not None and not isinstance(spec, str):
-        raise DeviceError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:N (give it as text)")
-    text = ("auto" if spec is None else spec).strip().lower()
-    if text == "auto":
+    kind, index = parse_device_name(spec)
+    if kind == "auto":
         return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
-    if text == "cpu":
+    if kind == "cpu":
         return torch.device("cpu")
-    if text.startswith("mps"):
-        raise DeviceError("device 'mps' is not supported: Apple MPS lacks the 3D operations these models need; use cpu")
-    match = _CUDA.match(text)
-    if match is None:
-        raise DeviceError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:N")
     if not torch.cuda.is_available():
         raise DeviceError(f"device {spec!r} was requested but CUDA is not available on this machine; use cpu or auto")
-    index = int(match.group(1) or 0)
     count = torch.cuda.device_count()
     if index >= count:
         raise DeviceError(
@@ -44,9 +34,6 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         )
     return torch.device(f"cuda:{index}")
 
-
-#: Values of the ``precision`` option (pipelines, ``--precision``).
-PRECISIONS = ("auto", "float32", "mixed", "bfloat16", "float16")
 
 _DTYPES = {"float32": torch.float32, "mixed": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -106,9 +93,7 @@ class Precision:
         Raises:
             DeviceError: unknown name, float16 on the CPU, or ``half`` contradicting ``precision``.
         """
-        name = "auto" if precision is None else str(precision).strip().lower()
-        if name not in PRECISIONS:
-            raise DeviceError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        name = check_precision_name(precision)
         if half is not None and name != "auto" and bool(half) != (name == "float16"):
             raise DeviceError(f"half={half} contradicts precision {name!r}; give one of them")
         cuda = device.type == "cuda"

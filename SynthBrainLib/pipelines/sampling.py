@@ -19,9 +19,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ..errors import ConditionError, SynthesisCancelled
+from ..errors import ConditionError
 from ..models.cards import SAMPLER_CLASSES, Scheduler
-from ..outputs.interrupts import CancelFlag, is_cancelled  # noqa: F401  (CancelFlag: part of this API)
+from ..outputs.interrupts import CancelFlag, check_cancel, is_cancelled  # noqa: F401  (part of this API)
 from . import schedulers as own_schedulers
 from .device import Precision
 
@@ -41,12 +41,6 @@ def check_call(progress: Any, cancel: Any, preview: Any = False) -> None:
         raise ConditionError(f"progress {progress!r} is not a function progress(step, total)")
     if cancel is not None and not isinstance(cancel, threading.Event) and not callable(cancel):
         raise ConditionError(f"cancel {cancel!r} is not a threading.Event or a function returning True to stop")
-
-
-def check_cancel(cancel: CancelFlag) -> None:
-    """Raise :class:`SynthesisCancelled` when the flag is set (checked between steps)."""
-    if is_cancelled(cancel):
-        raise SynthesisCancelled()
 
 
 def make_scheduler(
