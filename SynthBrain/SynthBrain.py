@@ -73,6 +73,7 @@ class SynthBrainParameterNode:
     steps: Annotated[int, WithinRange(1, 10000)] = 50
     preview: bool = False
     published: bool = False
+    guidance: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: the model's default scale
     precision: Precision = Precision.AUTO
     # Age sweep
     sweepAgeFrom: Annotated[float, WithinRange(*panel.AGE_BOUNDS)] = 50.0
@@ -341,6 +342,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.precision.precisionName,
                 "published" if self._parameterNode.published else "fast",
             )
+            self.logic.guidance = self._parameterNode.guidance or None
         if self.runs.click(button, makeTask, onDone):
             self._updateButtons()
             self._timer.start()

@@ -412,7 +412,12 @@ def run_batch(
         for k, i in enumerate(todo):
             check_cancel(cancel)
             result = pipe.generate(
-                seed=plan.seed(i), sampler=plan.sampler, steps=plan.steps, cancel=cancel, **plan.conditions[i]
+                seed=plan.seed(i),
+                sampler=plan.sampler,
+                steps=plan.steps,
+                cancel=cancel,
+                guidance=plan.settings.get("guidance"),
+                **plan.conditions[i],
             )
             array = result.image if result.image is not None else result.labels
             result.provenance["batch"] = dict(

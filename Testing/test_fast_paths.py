@@ -71,6 +71,22 @@ def test_bfloat16_is_deterministic_and_close_to_float32(model_folders, brain):
     assert np.abs(a.image - ref.image).max() < 0.1
 
 
+def test_bfloat16_pipelines_keep_16_bit_unet_weights_with_the_autocast_result(model_folders):
+    stored = load_pipeline(str(model_folders["brain"]), device="cpu", precision="bfloat16")
+    unet = stored.networks["diffusion"]
+    convs = [m for m in unet.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.Linear))]
+    assert all(m.weight.dtype == torch.bfloat16 for m in convs), "convolution and linear weights are bfloat16"
+    norms = [m for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert all(m.weight.dtype == torch.float32 for m in norms), "norm weights stay float32"
+    cast = load_pipeline(str(model_folders["brain"]), device="cpu", precision="bfloat16")
+    cast.networks["diffusion"].float()  # what autocast did before: float32 weights, cast at every call
+    a, b = stored.generate(seed=3, steps=3), cast.generate(seed=3, steps=3)
+    assert np.abs(a.image - b.image).max() < 1e-6, "16-bit weights give the autocast result"
+    mixed = load_pipeline(str(model_folders["brain"]), device="cpu", precision="mixed")
+    weights = [m.weight.dtype for m in mixed.networks["diffusion"].modules() if isinstance(m, torch.nn.Conv3d)]
+    assert set(weights) == {torch.float32}, "mixed runs some steps in float32: its weights stay float32"
+
+
 def test_channels_last_matches_contiguous_layout(model_folders, brain):
     plain = load_pipeline(str(model_folders["brain"]), device="cpu")
     plain.precision = Precision(CPU, torch.float32, channels_last=False)

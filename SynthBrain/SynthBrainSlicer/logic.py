@@ -33,7 +33,7 @@ import numpy as np
 
 from SynthBrainLib import errors
 from SynthBrainLib.insertion.segmentations import LESION_NAMES  # numpy only: loads before torch is installed
-from SynthBrainLib.models.conditioning import resolve_conditions, resolve_sampler  # numpy only, likewise
+from SynthBrainLib.models.conditioning import resolve_conditions, resolve_guidance, resolve_sampler  # numpy only
 from SynthBrainLib.outputs.interrupts import is_cancelled
 
 from . import environment, saving
@@ -111,6 +111,8 @@ class SynthBrainLogic:
         #: ``fast`` | ``published`` (SynthBrainLib.models.presets): sampler, steps and precision of a
         #: run that names none.
         self.preset = "fast"
+        #: Classifier-free guidance scale of brain and label runs; ``None``: each model's default.
+        self.guidance: float | None = None
         self._background: list[BackgroundRun] = []
 
     # ---- environment ---------------------------------------------------------------------------
@@ -312,6 +314,8 @@ class SynthBrainLogic:
         resolve_conditions(card.conditioning, conditions, raw)
         if card.sampling is not None:
             resolve_sampler(card.sampling, card.scheduler, sampler, steps, self.preset)
+            if card.kind in (BRAIN_KIND, LABELS_KIND):  # the runs that take a guidance scale
+                resolve_guidance(card.id, card.sampling, self.guidance)
 
     @staticmethod
     def _seed(seed: int | None) -> int:
@@ -428,6 +432,8 @@ class SynthBrainLogic:
     def _generate(self, modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel):
         pipe = self.pipeline(modelId, device, precision)
         options = {"preview": True} if preview else {}
+        if self.guidance is not None:
+            options["guidance"] = self.guidance
         return pipe.generate(
             seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions
         )

@@ -36,7 +36,7 @@ def _key_value(text: str) -> tuple[str, str]:
     return name.strip().replace("-", "_"), value.strip()
 
 
-def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> None:
+def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True, guidance: bool = False) -> None:
     p.add_argument(
         "--model", required=True, metavar="ID", help="model id (see 'synthbrain models list') or a model folder"
     )
@@ -62,6 +62,15 @@ def _add_run_options(p: argparse.ArgumentParser, *, diffusion: bool = True) -> N
             metavar="N",
             help="sampling steps (default: 12 for unipc, else the card's; --published: the card's)",
         )
+        if guidance:
+            p.add_argument(
+                "--guidance",
+                type=float,
+                default=None,
+                metavar="W",
+                help="classifier-free guidance scale (default: the card's; 1 = none); only for models "
+                "trained with condition dropout, and it doubles each step's work",
+            )
     p.add_argument(
         "--device", default="auto", metavar="D", help="auto (CUDA if present) | cpu | cuda | cuda:N (default: auto)"
     )
@@ -177,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--brain-volume", "brain volume (normalised for head size) in mL", float),
         ],
     )
-    _add_run_options(p)
+    _add_run_options(p, guidance=True)
     p.set_defaults(handler=_cmd_generate)
 
     p = sub.add_parser(
@@ -197,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("--gdtumour", "gadolinium-enhancing tumour volume fraction", float),
         ],
     )
-    _add_run_options(p)
+    _add_run_options(p, guidance=True)
     p.add_argument(
         "--partial-volumes",
         metavar="OUT",
@@ -366,8 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="base seed; sample i uses a seed derived from (N, i) (default 0)",
     )
-    p.add_argument("--sampler", default=None, metavar="NAME", help="sampler (default: the card's)")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
+    p.add_argument("--sampler", default=None, metavar="NAME", help="sampler (default: the preset's, as for generate)")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the preset's)")
+    p.add_argument(
+        "--guidance", type=float, default=None, metavar="W", help="classifier-free guidance scale (as for generate)"
+    )
     p.add_argument(
         "--device",
         default="auto",
@@ -540,7 +552,7 @@ def _check_device_options(args) -> None:
 def _check_request(args, kind: str, values: dict | None, raw: dict | None) -> None:
     """Every check that needs only the model's card, before torch is imported (seconds): the model
     exists and is complete, of the verb's kind; conditions, sampler, steps, seed and sequence fit it."""
-    from ..models.conditioning import MAX_SEED, resolve_conditions, resolve_sampler, whole_number
+    from ..models.conditioning import MAX_SEED, resolve_conditions, resolve_guidance, resolve_sampler, whole_number
 
     _check_device_options(args)
     if args.preview_steps is not None and args.preview_steps < 1:
@@ -554,6 +566,7 @@ def _check_request(args, kind: str, values: dict | None, raw: dict | None) -> No
         resolve_conditions(card.conditioning, values or {}, raw)
     if card.sampling is not None and (getattr(args, "sampler", None) or getattr(args, "steps", None) is not None):
         resolve_sampler(card.sampling, card.scheduler, args.sampler, args.steps, args.preset)
+    resolve_guidance(card.id, card.sampling, getattr(args, "guidance", None))
     sequence = getattr(args, "sequence", None)
     if sequence is not None and card.sequences is not None:
         if sequence.strip().lower() not in [n.lower() for n in card.sequences.names]:
@@ -637,6 +650,7 @@ def _run_conditioned(args, kind: str, names: Sequence[str]):
             raw=raw,
             progress=prog,
             preview=args.preview_steps is not None,
+            guidance=args.guidance,
             **values,
         ),
         values,
@@ -769,11 +783,13 @@ def _cmd_batch(args) -> int:
     import os
 
     from .. import batch
+    from ..models.conditioning import resolve_guidance
 
     _check_device_options(args)
     rank, world = batch.rank_and_world()
     store = _store(args)
     card = store.locate(args.model, require_complete=False).card
+    resolve_guidance(card.id, card.sampling, args.guidance)
     rows = batch.read_conditions_csv(args.conditions) if args.conditions else None
     ranges = [batch.Range.parse(r) for r in args.ranges]
     suffix = batch.suffix_of(args.format)
@@ -798,6 +814,8 @@ def _cmd_batch(args) -> int:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
     precision = Precision.for_device(resolve_device(device), None, args.precision, args.preset)
     settings = {"model_id": card.id, "preset": args.preset, "precision": precision.name, "decode": args.decode}
+    if args.guidance is not None:
+        settings["guidance"] = args.guidance
     plan = dataclasses.replace(plan, settings=settings)
     pipe = load_pipeline(
         args.model, device=device, store=store, preset=args.preset, precision=args.precision, decode=args.decode

@@ -287,11 +287,29 @@ class Scheduler:
 
 
 @dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance (Ho & Salimans 2022) of a model trained with condition dropout.
+
+    At each step the network sees the conditions and the **null condition** (every conditioning
+    value replaced by ``null_value``, what training fed with probability ``condition_dropout``);
+    the prediction is ``uncond + scale * (cond - uncond)``. ``scale`` 1 is plain conditional sampling.
+    """
+
+    default: float
+    minimum: float
+    maximum: float
+    null_value: float
+    condition_dropout: float
+
+
+@dataclass(frozen=True)
 class Sampling:
     default_sampler: str
     default_steps: int
     samplers: tuple[str, ...]
     max_steps: int
+    #: ``None``: not trained for classifier-free guidance (a scale other than 1 is refused).
+    guidance: Guidance | None = None
 
 
 @dataclass(frozen=True)
@@ -610,7 +628,23 @@ def _parse_sampling(f: _Fields, scheduler: Scheduler | None) -> Sampling:
     steps = s.integer("default_steps", minimum=1)
     if steps > max_steps:
         s.fail("default_steps", f"must be at most max_steps ({max_steps}), got {steps}")
-    return Sampling(default_sampler=default, default_steps=steps, samplers=tuple(samplers), max_steps=max_steps)
+    guidance = _parse_guidance(s.obj("guidance")) if s.has("guidance") else None
+    return Sampling(
+        default_sampler=default, default_steps=steps, samplers=tuple(samplers), max_steps=max_steps, guidance=guidance
+    )
+
+
+def _parse_guidance(g: _Fields) -> Guidance:
+    lo, hi = g.number("minimum"), g.number("maximum")
+    if not 1.0 <= lo <= hi <= 100.0:
+        g.fail("maximum", f"minimum and maximum must satisfy 1 <= minimum <= maximum <= 100, got {lo:g} and {hi:g}")
+    default = g.number("default")
+    if not lo <= default <= hi:
+        g.fail("default", f"must be within minimum–maximum ({lo:g}–{hi:g}), got {default:g}")
+    dropout = g.number("condition_dropout")
+    if not 0.0 < dropout < 1.0:
+        g.fail("condition_dropout", f"must be between 0 and 1 (exclusive), got {dropout:g}")
+    return Guidance(default, lo, hi, g.number("null_value"), dropout)
 
 
 #: Bounds on sizes a card sets (far beyond any real model, well below what would exhaust memory).

@@ -204,3 +204,25 @@ def resolve_sampler(
     n = steps if steps is not None else default_steps if name == default_sampler else sampling.default_steps
     lo = MIN_STEPS[name]
     return name, whole_number("steps", n, lo, sampling.max_steps, f" for the {name} sampler" if lo > 1 else "")
+
+
+def resolve_guidance(card_id: str, sampling: Sampling | None, guidance: Any) -> float:
+    """The classifier-free guidance scale of a request: ``None`` gives the card's default (1, i.e.
+    none, for a model not trained with condition dropout); a given scale must be within the card's
+    range, and a model without guidance training takes only 1."""
+    spec = sampling.guidance if sampling is not None else None
+    if guidance is None:
+        return spec.default if spec is not None else 1.0
+    if isinstance(guidance, (bool, np.bool_)) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
+        raise ConditionError(f"guidance {guidance!r} is not a number")
+    value = float(guidance)
+    if spec is None:
+        if value != 1.0:
+            raise ConditionError(
+                f"guidance {value:g}: model {card_id} was not trained with condition dropout, so it has no "
+                "classifier-free guidance; leave guidance at 1"
+            )
+        return 1.0
+    if not spec.minimum <= value <= spec.maximum:
+        raise ConditionError(f"guidance {value:g} is outside {spec.minimum:g}–{spec.maximum:g} for model {card_id}")
+    return value

@@ -149,6 +149,8 @@ class SynthesisPipeline:
         self.tiles = tiles or TileSettings()
         self.tiles.check()
         self.networks = {name: self.precision.prepare(net.to(self.device).eval()) for name, net in networks.items()}
+        if "diffusion" in self.networks:  # the big one: its weights in 16 bits where every call autocasts
+            self.precision.store_weights(self.networks["diffusion"])
         self.sdpa = self.device.type == "cuda" if sdpa is None else bool(sdpa)
         if self.sdpa:
             for net in self.networks.values():
@@ -296,6 +298,9 @@ class SynthesisPipeline:
         decoder_inputs: tuple = (),
         progress: ProgressCallback | None = None,
         cancel: CancelFlag = None,
+        guidance: float = 1.0,
+        null_concat: torch.Tensor | None = None,
+        null_unet_kwargs: Mapping[str, Any] | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Latent diffusion with the card's ``diffusion`` UNet, then the ``autoencoder`` decoder.
 
@@ -306,6 +311,8 @@ class SynthesisPipeline:
             decoder_inputs: extra arguments of ``decode_stage_2_outputs`` after the latent (SPADE: seg).
             progress: called once per network evaluation and once after decoding.
             cancel: checked before every step and before decoding.
+            guidance / null_concat / null_unet_kwargs: classifier-free guidance (see
+                :func:`~SynthBrainLib.pipelines.sampling.denoise`).
 
         Returns:
             Decoder output (1, C, X, Y, Z), float32, on the CPU, and how it was decoded (for provenance).
@@ -330,6 +337,9 @@ class SynthesisPipeline:
             progress=progress,
             cancel=cancel,
             total=total,
+            guidance=guidance,
+            null_concat=null_concat,
+            null_unet_kwargs=null_unet_kwargs,
         )
         check_cancel(cancel)
         decoded, how = decoding.decode(

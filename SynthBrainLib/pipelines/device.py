@@ -138,6 +138,19 @@ class Precision:
             module.to(memory_format=torch.channels_last_3d)
         return module
 
+    def store_weights(self, module: torch.nn.Module) -> int:
+        """Keep a network's convolution and linear weights in this precision's 16-bit dtype when
+        every call runs under that autocast (``bfloat16``/``float16``, not ``mixed``): autocast
+        rounds them to it on every call anyway, so the results are the same, while the weights take
+        half the memory and no per-run cast copies are made (Brain LDM's UNet: 2.2 -> 1.1 GB, and the
+        1.1 GB cast cache is gone). Norm layers keep float32 weights (autocast runs them in float32).
+        Returns the number of modules converted."""
+        if not self.autocasting or self.float32_above_noise_ratio is not None:
+            return 0
+        kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+        converted = [m.to(self.dtype) for m in module.modules() if isinstance(m, kinds)]
+        return len(converted)
+
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         """A 5D network input in this precision's memory layout (other tensors unchanged)."""
         if self.channels_last and x.ndim == 5:

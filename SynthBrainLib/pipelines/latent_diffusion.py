@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..models.cards import ModelCard, card_field_error
-from ..models.conditioning import ConditionValues, resolve_conditions, resolve_sampler
+from ..models.conditioning import ConditionValues, resolve_conditions, resolve_guidance, resolve_sampler
 from ..outputs.measure import measure_ventricular_volume_ml
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
@@ -73,18 +73,17 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         steps: int,
         progress: ProgressCallback | None,
         cancel: CancelFlag,
+        guidance: float = 1.0,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Run diffusion and decoding; return the decoder output (1, C, X, Y, Z) float32 on the CPU
-        and how it was decoded."""
-        card = self.card
-        vector = torch.tensor(cond.vector(), dtype=torch.float32, device=self.device).view(1, 1, -1)
-        concat = None
-        unet_kwargs: dict[str, Any] = {}
-        if "concat" in card.conditioning.inputs:
-            k = vector.shape[-1]
-            concat = vector.view(1, k, 1, 1, 1).expand(1, k, *card.latent.shape[1:]).contiguous()
-        if "crossattn" in card.conditioning.inputs:
-            unet_kwargs["context"] = vector
+        and how it was decoded. ``guidance`` != 1: classifier-free guidance against the card's null
+        condition (every value replaced by ``sampling.guidance.null_value``)."""
+        values = cond.vector()
+        concat, unet_kwargs = self._network_conditions(values)
+        null = {}
+        if guidance != 1.0:
+            null_concat, null_kwargs = self._network_conditions([self.card.sampling.guidance.null_value] * len(values))
+            null = {"guidance": guidance, "null_concat": null_concat, "null_unet_kwargs": null_kwargs}
         return self.diffuse_and_decode(
             seed=seed,
             sampler=sampler,
@@ -93,7 +92,22 @@ class LatentDiffusionPipeline(SynthesisPipeline):
             unet_kwargs=unet_kwargs,
             progress=progress,
             cancel=cancel,
+            **null,
         )
+
+    def _network_conditions(self, values) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """Model-unit condition values as the UNet takes them: constant channels (1, K, x, y, z) to
+        concatenate and/or a cross-attention context (1, 1, K), as the card says."""
+        card = self.card
+        vector = torch.tensor(values, dtype=torch.float32, device=self.device).view(1, 1, -1)
+        concat = None
+        unet_kwargs: dict[str, Any] = {}
+        if "concat" in card.conditioning.inputs:
+            k = vector.shape[-1]
+            concat = vector.view(1, k, 1, 1, 1).expand(1, k, *card.latent.shape[1:]).contiguous()
+        if "crossattn" in card.conditioning.inputs:
+            unet_kwargs["context"] = vector
+        return concat, unet_kwargs
 
     def _resolve(
         self, conditions: Mapping[str, Any], raw: Mapping[str, Any] | None, seed, sampler, steps, preview: bool = False
@@ -105,11 +119,12 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         return cond, self.resolve_seed(seed), sampler, steps
 
     def _generate(
-        self, kind: str, conditions, raw, seed, sampler, steps, preview, progress, cancel, finish
+        self, kind: str, conditions, raw, seed, sampler, steps, preview, progress, cancel, finish, guidance=None
     ) -> SynthesisResult:
         """Resolve the request, answer it from the cache or run it, and build the result with
         ``finish(cond, seed, sampler, steps, decoded, extra)``."""
         check_call(progress, cancel, preview)
+        guidance = resolve_guidance(self.card.id, self.card.sampling, guidance)
         cond, seed, sampler, steps = self._resolve(conditions, raw, seed, sampler, steps, preview)
         key = self.cache_key(
             kind=kind,
@@ -118,11 +133,13 @@ class LatentDiffusionPipeline(SynthesisPipeline):
             sampler=sampler,
             steps=steps,
             preview=bool(preview),
+            guidance=guidance,
         )
 
         def make() -> SynthesisResult:
-            decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel)
-            return finish(cond, seed, sampler, steps, decoded, {"decode": how, "preview": bool(preview)})
+            decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel, guidance)
+            extra = {"decode": how, "preview": bool(preview), "guidance": guidance}
+            return finish(cond, seed, sampler, steps, decoded, extra)
 
         return self.cached(key, make, progress)
 
@@ -172,6 +189,7 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
         progress: ProgressCallback | None = None,
         cancel: CancelFlag = None,
         preview: bool = False,
+        guidance: float | None = None,
         **conditions: Any,
     ) -> SynthesisResult:
         """Generate one image.
@@ -184,6 +202,10 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
             steps: number of sampling steps (default: card's).
             preview: a quick low-step result for interactive use: unless given, ``sampler`` and
                 ``steps`` are the pipeline's :attr:`preview_sampler` / :attr:`preview_steps`.
+            guidance: classifier-free guidance scale (``None``: the card's default; 1 = none). Only
+                models trained with condition dropout (card ``sampling.guidance``) take another
+                value; each step then runs the network on the conditions and on the null condition
+                (one batched call: about twice the step's work).
             raw: model-unit values (usually 0–1) for variables whose real-unit mapping is unknown,
                 e.g. ``raw={"brain_volume": 0.4}``.
             progress: ``progress(step, total)`` after each diffusion step and after decoding.
@@ -216,7 +238,9 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
             )
             return SynthesisResult(image=image, affine=self.card.output.affine.copy(), provenance=provenance)
 
-        return self._generate("image", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish)
+        return self._generate(
+            "image", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish, guidance
+        )
 
 
 class LabelGeneratorPipeline(LatentDiffusionPipeline):
@@ -265,6 +289,7 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
         progress: ProgressCallback | None = None,
         cancel: CancelFlag = None,
         preview: bool = False,
+        guidance: float | None = None,
         **conditions: Any,
     ) -> SynthesisResult:
         """Generate one label map; arguments as :meth:`ConditionalBrainPipeline.generate`.
@@ -302,7 +327,9 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
                 label_names=names,
             )
 
-        return self._generate("labels", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish)
+        return self._generate(
+            "labels", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish, guidance
+        )
 
 
 def lesion_report(

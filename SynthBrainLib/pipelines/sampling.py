@@ -93,6 +93,9 @@ def denoise(
     progress: ProgressCallback | None = None,
     cancel: CancelFlag = None,
     total: int | None = None,
+    guidance: float = 1.0,
+    null_concat: torch.Tensor | None = None,
+    null_unet_kwargs: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Run the reverse process from ``noise`` to a clean latent.
 
@@ -111,11 +114,23 @@ def denoise(
         progress: called as ``progress(step, total)`` after each step (step counts from 1).
         cancel: checked before every step; when set, :class:`SynthesisCancelled` is raised.
         total: the ``total`` passed to ``progress`` (default: the number of steps).
+        guidance: classifier-free guidance scale ``w``: when not 1, every step evaluates the network
+            on the conditions and on the null condition (``null_concat`` / ``null_unet_kwargs``, same
+            shapes as ``concat`` / ``unet_kwargs``) in one batched call and steps with
+            ``uncond + w * (cond - uncond)`` - for every sampler, since all of them step from the
+            network output.
 
     Returns:
         The final latent, float32, same shape as ``noise``.
     """
     kwargs = dict(unet_kwargs or {})
+    guided = guidance != 1.0
+    if guided:  # one batched call per step: conditions first, null condition second
+        null_kwargs = dict(null_unet_kwargs or {})
+        if set(null_kwargs) != set(kwargs) or (null_concat is None) != (concat is None):
+            raise ConditionError("classifier-free guidance needs null inputs matching the conditioning inputs")
+        kwargs = {k: torch.cat([v, null_kwargs[k]], dim=0) for k, v in kwargs.items()}
+        concat = None if concat is None else torch.cat([concat, null_concat], dim=0)
     timesteps = scheduler.timesteps
     n = len(timesteps)
     total = n if total is None else total
@@ -134,9 +149,14 @@ def denoise(
                     autocast.close()
                     autocast.enter_context(step_precision.autocast())
                     current = step_precision
-                model_input = precision.layout(torch.cat([x, concat], dim=1) if concat is not None else x)
-                t_batch = torch.full((batch,), int(t), device=x.device, dtype=torch.long)
-                output = unet(model_input, timesteps=t_batch, **kwargs).float().contiguous()
+                xs = torch.cat([x, x], dim=0) if guided else x
+                model_input = precision.layout(torch.cat([xs, concat], dim=1) if concat is not None else xs)
+                t_batch = torch.full((xs.shape[0],), int(t), device=x.device, dtype=torch.long)
+                output = unet(model_input, timesteps=t_batch, **kwargs).float()
+                if guided:
+                    cond_out, null_out = output[:batch], output[batch:]
+                    output = null_out + guidance * (cond_out - null_out)
+                output = output.contiguous()
                 if sampler == "rflow":
                     next_t = int(timesteps[i + 1]) if i + 1 < n else 0
                     x, _ = scheduler.step(output, int(t), x, next_t)

@@ -276,6 +276,7 @@ def train_latent_diffusion(
     config: FitConfig,
     condition_dropout: float = 0.0,
     log: Log | None = None,
+    null_value: float = -1.0,
 ) -> tuple[torch.nn.Module, FitReport]:
     """DiffusionModelUNet on scaled latents (MONAI DDPMScheduler.add_noise), objective from ``schedule``.
 
@@ -289,7 +290,13 @@ def train_latent_diffusion(
         conditions: (N, K) model-unit conditions, fed as the card says (``concat`` channels and/or
             ``crossattn`` context).
         schedule: the card's scheduler kwargs (num_train_timesteps, schedule, betas).
+        condition_dropout: probability that a training sample's conditions are all replaced by
+            ``null_value`` (the null condition of classifier-free guidance; card
+            ``sampling.guidance``). Model-unit conditions lie in [0, 1], so the default -1 is never
+            a real request.
     """
+    if not 0.0 <= condition_dropout < 1.0:
+        raise ValueError(f"condition_dropout {condition_dropout!r} is outside [0, 1)")
 
     torch.manual_seed(config.seed)
     model = build_network(spec)
@@ -305,6 +312,9 @@ def train_latent_diffusion(
         c = torch.from_numpy(conditions[idx]).float()
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, T, (len(idx),), generator=gen)
+        if condition_dropout > 0:
+            dropped = torch.rand(len(idx), generator=gen) < condition_dropout
+            c = torch.where(dropped[:, None], torch.full_like(c, null_value), c)
         noisy = scheduler.add_noise(original_samples=z, noise=noise, timesteps=t)
         model_in = noisy
         if "concat" in inputs:
