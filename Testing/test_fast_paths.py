@@ -88,7 +88,7 @@ def test_bfloat16_pipelines_keep_16_bit_unet_weights_with_the_autocast_result(mo
 
 
 def test_channels_last_matches_contiguous_layout(model_folders, brain):
-    plain = load_pipeline(str(model_folders["brain"]), device="cpu")
+    plain = load_pipeline(str(model_folders["brain"]), device="cpu", precision="float32")
     plain.precision = Precision(CPU, torch.float32, channels_last=False)
     for net in plain.networks.values():
         net.to(memory_format=torch.contiguous_format)
