@@ -203,5 +203,6 @@ def test_throughput_tool_times_one_process_and_torchrun_on_the_same_plan(model_f
     runs = report["runs"]
     assert [(r["processes"], r["threads"]) for r in runs] == [(1, 1), (2, 1)], "both configurations ran"
     assert all(r["samples_per_hour"] > 0 for r in runs), f"a rate for each: {runs}"
-    assert runs[1]["identical_to_first"], "torchrun's two ranks write the same volumes as one process"
+    assert runs[1]["identical_to_first"], "torchrun's two ranks write the same volumes as one process (1 thread each)"
+    assert runs[1]["max_abs_diff_vs_first"] == 0.0, "and the reported difference is zero"
     assert "2 x 1" in format_table(report), "the table names the configuration"

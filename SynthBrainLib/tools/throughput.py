@@ -3,8 +3,9 @@ against ``torchrun`` with one single-threaded process per core.
 
 Each configuration runs the real command line (``python -m SynthBrainLib.cli batch``, under
 ``torch.distributed.run`` for several processes) on the same plan in a fresh output folder; the wall
-time covers the whole command: start, model loading, every sample, the manifest. Both must write
-bit-identical volumes (the batch's seeds do not depend on how the work is shared), which is checked.
+time covers the whole command: start, model loading, every sample, the manifest. The batch's seeds
+do not depend on how the work is shared, so the volumes differ only by how the CPU rounds: the
+largest voxel difference from the first configuration is reported (0 with equal thread counts).
 
 Full-size Brain LDM has no installable weights here: ``--random-weights`` writes a temporary model
 folder with the card's networks and random (perturbed) weights, whose timings are the real model's.
@@ -62,7 +63,7 @@ def random_weights_folder(model: str, folder: Path, seed: int = 0) -> Path:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / entry["file"]))
         entry["sha256"] = file_sha256(folder / entry["file"])
         del net
-    data.pop("source", None)
+    data["source"] = {"type": "random-weights", "card": card.id, "note": "timing only"}
     data["weights_public"] = False
     (folder / "card.json").write_text(json.dumps(data, indent=2))
     return folder
@@ -117,6 +118,8 @@ def throughput(
             if first is None:
                 first = volumes
             row["identical_to_first"] = all(np.array_equal(a, b) for a, b in zip(volumes, first))
+            # oneDNN splits a convolution's reductions by thread: other thread counts round differently
+            row["max_abs_diff_vs_first"] = max(float(np.abs(a - b).max()) for a, b in zip(volumes, first))
             log(f"  {row['wall_s']:.1f} s, {row['samples_per_hour']:.0f} samples/hour")
             rows.append(row)
     return {
@@ -130,13 +133,15 @@ def throughput(
 
 def format_table(report: dict[str, Any]) -> str:
     rows = [
-        "| model | weights | processes x threads | samples | wall (s) | samples / hour | same volumes as first |",
+        "| model | weights | processes x threads | samples | wall (s) | samples / hour | max abs difference from the "
+        "first configuration's volumes |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         rows.append(
             f"| {report['model']} | {report['weights']} | {r['processes']} x {r['threads']} | {r['samples']} | "
-            f"{r['wall_s']:.1f} | {r['samples_per_hour']:.0f} | {'yes' if r['identical_to_first'] else 'NO'} |"
+            f"{r['wall_s']:.1f} | {r['samples_per_hour']:.0f} | "
+            f"{'0 (identical)' if r['identical_to_first'] else format(r['max_abs_diff_vs_first'], '.3g')} |"
         )
     return "\n".join(rows)
 
