@@ -210,7 +210,8 @@ def plan_batch(
                 raise ConditionError(f"range {r.name}={spec}: {exc}") from None
     if suffix not in SUFFIXES:
         raise OutputError(f"output format {suffix!r} is not one of {', '.join(SUFFIXES)}")
-    resolve_sampler(card.sampling, card.scheduler, sampler, steps)
+    if card.sampling is not None:  # a model without sampling needs an input: refused below
+        resolve_sampler(card.sampling, card.scheduler, sampler, steps)
     conditions: list[dict[str, Any]] = []
     for i in range(count):
         if rows is not None:
