@@ -49,7 +49,7 @@ import torch
 from ..errors import ConditionError
 from ..models.device_names import DECODE_MODES, check_decode_mode  # noqa: F401  (part of this API)
 from .device import Precision, cpu_has_bf16
-from .slab_decoding import SlabSettings, decode_slabs, slab_blocks
+from .slab_decoding import ChannelSums, SlabSettings, decode_slabs, frozen_norm, slab_blocks
 
 #: ``decode="auto"`` decodes in slabs when a full decode is estimated to need more than this fraction
 #: of the device's total memory (RAM on the CPU, GPU memory on CUDA) ...
@@ -220,42 +220,6 @@ def window_shape(grid: Sequence[int], zoom: int, max_window_voxels: int, border:
 # ----------------------------------------------------------------------------------------------
 # GroupNorm with frozen (whole-volume) statistics
 # ----------------------------------------------------------------------------------------------
-class _GroupStats:
-    """Running sums of x and x^2 per (batch, group), float64."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.s1: torch.Tensor | None = None
-        self.s2: torch.Tensor | None = None
-
-    def add(self, x: torch.Tensor, groups: int) -> None:
-        b = x.shape[0]
-        xg = x.detach().double().reshape(b, groups, x.shape[1] // groups, -1)
-        s1, s2 = xg.sum((-1, -2)), (xg * xg).sum((-1, -2))
-        self.s1 = s1 if self.s1 is None else self.s1 + s1
-        self.s2 = s2 if self.s2 is None else self.s2 + s2
-        self.n += xg.shape[-1] * xg.shape[-2]
-
-    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.s1 / self.n
-        return mean, (self.s2 / self.n - mean * mean).clamp_min(0.0)
-
-
-def _frozen_norm(gn: torch.nn.GroupNorm, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """GroupNorm of ``x`` with given per-(batch, group) mean and variance, as a per-channel affine map."""
-    b, c = x.shape[:2]
-    per = c // gn.num_groups
-    inv = (var + gn.eps).rsqrt()
-    scale = inv.repeat_interleave(per, dim=1)  # (B, C) float64
-    shift = -(mean * inv).repeat_interleave(per, dim=1)
-    if gn.affine:
-        w, bias = gn.weight.double(), gn.bias.double()
-        shift = shift * w + bias
-        scale = scale * w
-    shape = (b, c) + (1,) * (x.ndim - 2)
-    return x * scale.to(x.dtype).view(shape) + shift.to(x.dtype).view(shape)
-
-
 class _StopPass(Exception):
     """Ends a statistics pass once the GroupNorm being measured has seen its input."""
 
@@ -264,25 +228,23 @@ class _StopPass(Exception):
 def _norm_hooks(
     norms: list[torch.nn.GroupNorm],
     stats: dict[int, tuple[torch.Tensor, torch.Tensor]],
-    measure: tuple[int, _GroupStats, tuple[slice, ...]] | None = None,
+    measure: tuple[int, ChannelSums, tuple[slice, ...]] | None = None,
 ) -> Iterator[None]:
-    """GroupNorms ``norms[i]`` with ``i`` in ``stats`` use those statistics; with ``measure = (k,
-    sums, core)``, norm ``k``'s input is added to ``sums`` over ``core`` and the pass stops there."""
+    """GroupNorms ``norms[i]`` with ``i`` in ``stats`` use those statistics (the ``(scale, shift)``
+    of :meth:`ChannelSums.norm_affine`); with ``measure = (k, sums, core)``, norm ``k``'s input is
+    added to ``sums`` over ``core`` and the pass stops there."""
     handles = []
     try:
         for i, gn in enumerate(norms):
             if i in stats:
-                mean, var = stats[i]
                 handles.append(
-                    gn.register_forward_hook(
-                        lambda m, args, out, mean=mean, var=var: _frozen_norm(m, args[0], mean, var)
-                    )
+                    gn.register_forward_hook(lambda m, args, out, affine=stats[i]: frozen_norm(args[0], affine))
                 )
         if measure is not None:
             k, sums, core = measure
 
             def pre_hook(m, args):
-                sums.add(args[0][(slice(None), slice(None), *core)], m.num_groups)
+                sums.add(args[0][(slice(None), slice(None), *core)])
                 raise _StopPass
 
             handles.append(norms[k].register_forward_pre_hook(pre_hook))
@@ -319,14 +281,14 @@ def _global_norm_stats(
     norm ``k`` window by window (exact cores, norms before ``k`` frozen to their measured values)."""
     stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for k in range(len(norms)):
-        sums = _GroupStats()
+        sums = ChannelSums()
         for window, core in _partition(features, roi, zoom, border + 1):
             with _norm_hooks(norms, stats, (k, sums, core)), precision.autocast():
                 try:
                     tail(precision.layout(window))
                 except _StopPass:
                     pass
-        stats[k] = sums.mean_var()
+        stats[k] = sums.norm_affine(norms[k])
     return stats
 
 

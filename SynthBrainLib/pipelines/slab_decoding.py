@@ -219,8 +219,9 @@ def _conv_rows(conv: torch.nn.Conv3d, x: torch.Tensor, x_lo: int, rows: int, a: 
     return F.conv3d(x, conv.weight, conv.bias, padding=(0, p, p))
 
 
-def _activate(x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor], silu: bool) -> torch.Tensor:
-    """GroupNorm with whole-volume statistics (as an affine map), then SiLU, in ``x``'s dtype.
+def frozen_norm(x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor], silu: bool = False) -> torch.Tensor:
+    """GroupNorm with whole-volume statistics (the affine map of :meth:`ChannelSums.norm_affine`),
+    then SiLU if asked, in ``x``'s dtype.
 
     bfloat16 elementwise ops compute in float32 and round once, so for bfloat16 storage this differs
     from autocast's float32 norm only by rounding the normalised values before SiLU; it saves two
@@ -305,7 +306,7 @@ class SlabDecoder:
             shortcut, skip = x, block.nin_shortcut
         h_store, h_sums = self._empty(x.shape, conv1.out_channels), ChannelSums()
         for a, b in self._slabs(x, conv1.out_channels):
-            h = _conv_rows(conv1, _activate(x.read(a - 1, b + 1), n1, silu=True), max(a - 1, 0), rows, a, b)
+            h = _conv_rows(conv1, frozen_norm(x.read(a - 1, b + 1), n1, silu=True), max(a - 1, 0), rows, a, b)
             h = h.to(self.storage)
             h_sums.add(h)
             h_store[:, :, a:b] = h
@@ -314,7 +315,7 @@ class SlabDecoder:
         out_sums = ChannelSums()
         writer = _LaggedWriter(h_store, out_sums)
         for a, b in self._slabs(x, conv1.out_channels):
-            hs = _activate(h_store[:, :, max(a - 1, 0) : min(b + 1, rows)], n2, silu=True)
+            hs = frozen_norm(h_store[:, :, max(a - 1, 0) : min(b + 1, rows)], n2, silu=True)
             y = _conv_rows(conv2, hs, max(a - 1, 0), rows, a, b)
             del hs
             res = shortcut.read(a, b)
@@ -331,14 +332,14 @@ class SlabDecoder:
         slabs = self._slabs(x, conv1.out_channels, copies=6)
         h_sums = ChannelSums()
         for a, b in slabs:
-            h_sums.add(_conv_rows(conv1, _activate(x.read(a - 1, b + 1), n1, silu=True), max(a - 1, 0), rows, a, b))
+            h_sums.add(_conv_rows(conv1, frozen_norm(x.read(a - 1, b + 1), n1, silu=True), max(a - 1, 0), rows, a, b))
         n2 = h_sums.norm_affine(block.norm2)
         out_sums = ChannelSums()
         writer = _LaggedWriter(x.tensor, out_sums)
         for a, b in slabs:
             lo, hi = max(a - 1, 0), min(b + 1, rows)  # conv1 rows that conv2 reads
-            h = _conv_rows(conv1, _activate(x.read(lo - 1, hi + 1), n1, silu=True), max(lo - 1, 0), rows, lo, hi)
-            hs = _activate(h, n2, silu=True)
+            h = _conv_rows(conv1, frozen_norm(x.read(lo - 1, hi + 1), n1, silu=True), max(lo - 1, 0), rows, lo, hi)
+            hs = frozen_norm(h, n2, silu=True)
             del h
             y = _conv_rows(conv2, hs, lo, rows, a, b)
             del hs
@@ -357,7 +358,7 @@ class SlabDecoder:
         sums = None if last else ChannelSums()
         for a, b in self._slabs(x, conv.out_channels):
             xs = x.read(a - p, b + p)
-            xs = _activate(xs, affine, silu=False) if affine is not None else xs
+            xs = frozen_norm(xs, affine, silu=False) if affine is not None else xs
             y = _conv_rows(conv, xs, max(a - p, 0), rows, a, b)
             out[:, :, a:b] = y
             if sums is not None:
