@@ -320,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=32, metavar="N", help="cases to generate (default 32)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="sampling steps (default: the card's)")
     p.add_argument("--device", default="cpu", metavar="D")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        metavar="W",
+        help="classifier-free guidance scale of the main report (default: the card's); models trained for "
+        "guidance are also measured at 1, 2, 3 and 5",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="evaluate the library's default setting (fast preset) instead of the card's published sampler in float32",
+    )
     p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -774,6 +787,8 @@ def _cmd_evaluate(args) -> int:
         steps=args.steps,
         device=args.device,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        preset="fast" if args.fast else "published",
+        guidance=args.guidance,
     )
     return 0
 

@@ -13,7 +13,7 @@ model-generated images. Pipeline shared by the estimators:
 :func:`measure_brain_volume_ml` sums the tissue fraction (1 - CSF fraction) over the brain mask.
 :func:`measure_ventricular_volume_ml` sums the CSF fraction over the deep, central CSF components
 that are enclosed by tissue in all three slice orientations (:func:`ventricle_region`).
-:func:`measure_t1` returns both from one analysis. Volumes are in mL (voxel volume from the
+:func:`measure_t1` returns them (and the deep-CSF baseline) from one analysis. Volumes are in mL (voxel volume from the
 affine, which must map voxels to RAS mm).
 """
 
@@ -224,11 +224,13 @@ def measure_deep_csf_ml(t1: np.ndarray, affine: np.ndarray, erosion_mm: float = 
     return float(a.csf[a.depth_mm > erosion_mm].sum(dtype=np.float64) * a.voxel_ml)
 
 
-def measure_t1(t1: np.ndarray, affine: np.ndarray) -> dict:
-    """Both estimates from one analysis: {"ventricular_volume_ml", "brain_volume_ml"}."""
+def measure_t1(t1: np.ndarray, affine: np.ndarray, deep_csf_erosion_mm: float = 20.0) -> dict:
+    """Every estimate from one analysis: {"ventricular_volume_ml", "brain_volume_ml",
+    "deep_csf_ml"} (the last as :func:`measure_deep_csf_ml`)."""
     a = analyse_t1(t1, affine)
     region = ventricle_region(a, affine)
     return {
         "ventricular_volume_ml": float(a.csf[region].sum(dtype=np.float64) * a.voxel_ml),
         "brain_volume_ml": float((a.mask.sum() - a.csf.sum(dtype=np.float64)) * a.voxel_ml),
+        "deep_csf_ml": float(a.csf[a.depth_mm > deep_csf_erosion_mm].sum(dtype=np.float64) * a.voxel_ml),
     }

@@ -26,8 +26,9 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Evaluation:
-    """How one pipeline class is evaluated: ``run(pipe, samples, steps, log) -> (report, example
-    volumes)``, the montage's display window for a card, and the report's Markdown section."""
+    """How one pipeline class is evaluated: ``run(pipe, samples, steps, log, guidance) -> (report,
+    example volumes, figures by name)``, the montage's display window for a card, and the report's
+    Markdown section."""
 
     run: Callable[..., tuple[dict[str, Any], list[np.ndarray]]]
     window: Callable[[Any], tuple[float, float] | None]
@@ -43,27 +44,39 @@ def evaluate_model(
     device: str = "cpu",
     log: Log = print,
     preset: str = "published",
+    guidance: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a conditional-brain, label-generator or label-to-image model; write the report.
 
-    ``preset`` ``published`` (default): the card's own sampler and steps in float32, as the reports
-    in docs/evaluation were made; ``fast`` evaluates the library's default setting."""
+    ``preset`` ``published`` (default): the card's own sampler and steps in float32; ``fast``: the
+    library's default setting (the reports of the latent demos in docs/evaluation). ``guidance``:
+    the classifier-free guidance scale of the main report (default the card's); models trained for
+    guidance are also measured at every scale of the guidance table. Besides ``<model>.png`` a
+    figure named ``<model>-<name>.png`` is written for each figure the evaluation makes.
+    """
+    from ...models.conditioning import resolve_guidance
 
     pipe = load_pipeline(model, device=device, preset=preset)
     card = pipe.card
+    resolve_guidance(card.id, card.sampling, guidance)  # a scale the model cannot take fails before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"evaluating {card.id} on {samples} held-out phantom cases")
     start = time.time()
     evaluation = evaluation_for(pipe)
-    report, volumes = evaluation.run(pipe, samples, steps, log)
+    report, volumes, figures = evaluation.run(pipe, samples, steps, log, guidance=guidance)
     window = evaluation.window(card)
+    options = (
+        (f" --steps {steps}" if steps else "")
+        + (f" --guidance {guidance:g}" if guidance is not None else "")
+        + (" --fast" if preset == "fast" else "")
+    )
     header = {
         "model": card.id,
         "card_version": card.version,
         "preset": pipe.preset,
         "weights_sha256": {k: v.get("sha256") for k, v in pipe.weights_info.items()},
-        "command": f"synthbrain evaluate {model} --samples {samples}" + (f" --steps {steps}" if steps else ""),
+        "command": f"synthbrain evaluate {model} --samples {samples}{options}",
         "synthbrain": __version__,
         "torch": torch.__version__,
         "device": str(pipe.device),
@@ -74,6 +87,8 @@ def evaluate_model(
     report = {**header, **report}
     (out / f"{card.id}.json").write_text(json.dumps(report, indent=2, default=_json_default))
     write_png(out / f"{card.id}.png", montage(volumes, window=window))
+    for name, figure in figures.items():
+        write_png(out / f"{card.id}-{name}.png", figure)
     (out / f"{card.id}.md").write_text(render_markdown(report, evaluation))
     log(f"report written to {out / (card.id + '.md')}")
     return report
@@ -108,11 +123,12 @@ def render_markdown(r: dict[str, Any], evaluation: Evaluation) -> str:
 
 
 def _brain_markdown(r: dict[str, Any]) -> list[str]:
-    """Conditional brain: volume control, diversity and age sweeps."""
-    v, b, d = r["ventricular_volume"], r["brain_volume"], r["diversity"]
+    """Conditional brain: volume control, sharpness, diversity, guidance table, slider and age sweeps."""
+    v, b, d, sh = r["ventricular_volume"], r["brain_volume"], r["diversity"], r["sharpness"]
     lines = [
         f"{r['samples']} held-out phantoms; each sample requested that phantom's sex, age and measured "
-        f"volumes ({r['sampler']}, {r['steps']} steps, {r['seconds_per_sample']:.1f} s per sample).",
+        f"volumes ({r['sampler']}, {r['steps']} steps, {r['precision']}, guidance {r['guidance']:g}; "
+        f"{r['seconds_per_sample']:.1f} s per sample).",
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -121,43 +137,108 @@ def _brain_markdown(r: dict[str, Any]) -> list[str]:
         "| ceiling: the same measurement vs true volume on the phantoms | "
         f"{_f(v['ceiling_r_measured_vs_true_on_phantoms'])} | — |",
         f"| ventricular volume: mean absolute error | {_f(v['mean_abs_error_ml'], 1)} mL | — |",
-        f"| brain volume: Pearson r, requested vs measured | {_f(b['pearson_r_requested_vs_measured'])} | — |",
+        f"| samples with an enclosed ventricle found | {_f(v['enclosed_ventricle_rate'], 2)} | — |",
+        "| second estimator (deep CSF: CSF fraction 20 mm inside the brain mask, no component selection): r | "
+        f"{_f(v['deep_csf_pearson_r_requested_vs_measured'])} (ceiling on phantoms "
+        f"{_f(v['deep_csf_ceiling_r_on_phantoms'])}) | — |",
+        f"| brain volume: Pearson r, requested vs measured | {_f(b['pearson_r_requested_vs_measured'])} | ≥ 0.95 |",
         f"| brain volume: mean absolute error | {_f(b['mean_abs_error_ml'], 1)} mL | — |",
+        f"| sharpness: mean gradient magnitude, samples / phantoms | {_f(sh['mean_gradient_ratio_to_phantoms'])} "
+        "| ≈ 1 |",
+        "| sharpness: spectral energy above 0.25 cycles/voxel, samples / phantoms | "
+        f"{_f(sh['high_frequency_energy_ratio_to_phantoms'])} | ≈ 1 |",
         f"| MS-SSIM between samples (lower = more diverse) | {_f(d['ms_ssim_between_samples'])} ± "
         f"{_f(d['ms_ssim_between_samples_sd'])} | ≈ phantoms |",
         f"| MS-SSIM between training-distribution phantoms | {_f(d['ms_ssim_between_phantoms'])} ± "
         f"{_f(d['ms_ssim_between_phantoms_sd'])} | — |",
+    ]
+    if len(r.get("guidance_table", [])) > 1:
+        lines += [
+            "",
+            "Classifier-free guidance, the same requests and seeds at each scale:",
+            "",
+            "| guidance | ventricles r | deep CSF r | enclosed ventricle | brain r | sharpness | MS-SSIM | s/sample |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for t in r["guidance_table"]:
+            lines.append(
+                f"| {t['guidance']:g} | {_f(t['ventricular_r'])} | {_f(t['deep_csf_r'])} | "
+                f"{_f(t['enclosed_ventricle_rate'], 2)} | {_f(t['brain_r'])} | {_f(t['sharpness_ratio'])} | "
+                f"{_f(t['ms_ssim_between_samples'])} | {t['seconds_per_sample']:.2f} |"
+            )
+    s = r.get("slider_sweep")
+    if s:
+        lines += [
+            "",
+            f"Ventricular-volume slider sweep ({s['note']}; seeds {', '.join(map(str, s['seeds']))}): "
+            f"![slider sweep]({r['model']}-slider.png)",
+            "",
+            "| requested (mL) | " + " | ".join(f"{x:g}" for x in s["requested_ml"]) + " |",
+            "|---|" + "---|" * len(s["requested_ml"]),
+        ]
+        for seed, row in zip(s["seeds"], s["measured_ml_per_seed"]):
+            lines.append(f"| measured, seed {seed} | " + " | ".join(f"{x:.1f}" for x in row) + " |")
+        lines += [
+            "| measured, mean | " + " | ".join(f"{x:.1f}" for x in s["mean_measured_ml"]) + " |",
+            "",
+            f"Slope of measured on requested volume {s['slope_measured_per_requested']:.2f}; monotonic in "
+            f"{s['monotonic_seeds']} of {len(s['seeds'])} seeds.",
+        ]
+    lines += [
         "",
         "Age sweeps (same seed, female; mean measured ventricular volume over 3 seeds):",
         "",
         "| sweep | ages | mean ventricular volume (mL) | Spearman | monotonic (mean / seeds) |",
         "|---|---|---|---|---|",
     ]
-    for name, s in r["age_sweeps"].items():
+    for name, a in r["age_sweeps"].items():
         lines.append(
-            f"| {name.replace('_', ' ')} | {s['ages'][0]:g}–{s['ages'][-1]:g} | "
-            f"{', '.join(f'{x:.1f}' for x in s['mean_over_seeds'])} | {_f(s['spearman_age_vs_mean'], 2)} "
-            f"| {'yes' if s['monotonic_mean'] else 'no'} / {s['monotonic_seeds']} of 3 |"
+            f"| {name.replace('_', ' ')} | {a['ages'][0]:g}–{a['ages'][-1]:g} | "
+            f"{', '.join(f'{x:.1f}' for x in a['mean_over_seeds'])} | {_f(a['spearman_age_vs_mean'], 2)} "
+            f"| {'yes' if a['monotonic_mean'] else 'no'} / {a['monotonic_seeds']} of 3 |"
         )
     return lines
 
 
 def _labels_markdown(r: dict[str, Any]) -> list[str]:
-    """Label generator: lesion presence and fractions."""
+    """Label generator: lesion presence, fractions against the request, guidance table."""
+    ratios = r["median_ratio_generated_to_requested"]
     lines = [
         f"{r['samples']} samples: a quarter each with no lesion, WMH only, a tumour (core + edema + "
-        f"enhancing), and both ({r['steps']} steps, {r['seconds_per_sample']:.1f} s per sample).",
+        f"enhancing), and both ({r['sampler']}, {r['steps']} steps, {r['precision']}, guidance {r['guidance']:g}; "
+        f"{r['seconds_per_sample']:.1f} s per sample).",
         "",
-        "| measure | value |",
-        "|---|---|",
-        f"| requested lesion classes present | {_f(r['requested_present_rate'])} |",
-        f"| unrequested lesion classes absent (no voxel) | {_f(r['unrequested_absent_rate'])} |",
-        f"| unrequested lesion classes below 0.1 % of the brain | {_f(r['unrequested_below_0.1pct_rate'])} |",
-        f"| no lesion (< 0.1 %) when none requested | {_f(r['no_lesion_when_none_requested_rate'])} |",
-        f"| WMH fraction: Pearson r, requested vs generated | {_f(r['wmh_pearson_r_requested_vs_generated'])} |",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| requested lesion classes present | {_f(r['requested_present_rate'])} | — |",
+        f"| unrequested lesion classes absent (no voxel) | {_f(r['unrequested_absent_rate'])} | — |",
+        f"| unrequested lesion classes below 0.1 % of the brain | {_f(r['unrequested_below_0.1pct_rate'])} | — |",
+        f"| no lesion (< 0.1 %) when none requested | {_f(r['no_lesion_when_none_requested_rate'])} | — |",
+        f"| WMH fraction: Pearson r, requested vs generated | {_f(r['wmh_pearson_r_requested_vs_generated'])} | — |",
     ]
+    for k, ratio in ratios.items():
+        lines.append(f"| {k}: median generated / requested fraction | {_f(ratio, 2)} | 0.67–1.5 |")
     for k, (req, gen) in r["tumour_mean_fractions_requested_vs_generated"].items():
-        lines.append(f"| {k}: requested {req:.4f}, generated mean | {gen:.4f} |")
+        lines.append(f"| {k}: requested {req:.4f}, generated mean | {gen:.4f} | — |")
+    lines.append(
+        f"| MS-SSIM between label maps (lower = more diverse) | {_f(r['ms_ssim_between_samples'])} ± "
+        f"{_f(r['ms_ssim_between_samples_sd'])} | — |"
+    )
+    if len(r.get("guidance_table", [])) > 1:
+        lines += [
+            "",
+            "Classifier-free guidance, the same requests and seeds at each scale (median generated / requested):",
+            "",
+            "| guidance | wmh | tumour | edema | gdtumour | requested present | unrequested < 0.1 % | MS-SSIM |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for t in r["guidance_table"]:
+            m = t["median_ratio_generated_to_requested"]
+            lines.append(
+                f"| {t['guidance']:g} | {_f(m['wmh'], 2)} | {_f(m['tumour'], 2)} | {_f(m['edema'], 2)} | "
+                f"{_f(m['gdtumour'], 2)} | {_f(t['requested_present_rate'], 2)} | "
+                f"{_f(t['unrequested_below_0.1pct_rate'], 2)} | {_f(t['ms_ssim_between_samples'])} |"
+            )
     return lines
 
 

@@ -67,8 +67,8 @@ SCHEDULE = {
 }
 #: Averaged weights for the latent UNets (FitConfig.ema).
 UNET_EMA = 0.999
-#: Optimiser steps of the latent UNets (batch 8): ~100 passes over the 320 phantoms.
-UNET_STEPS = 4000
+#: Optimiser steps of the latent UNets (batch 8): ~90 passes over the 320 phantoms.
+UNET_STEPS = 3500
 #: Classifier-free guidance of the latent demos (Ho & Salimans 2022): the UNets see the null
 #: condition (every conditioning value -1; model-unit conditions lie in [0, 1]) for this share of
 #: training samples, and sample with ``uncond + w (cond - uncond)``. Without it the first demos
