@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny_models import tiny_brain_card
 
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.errors import SynthBrainError
@@ -33,6 +34,33 @@ def test_parse_path():
         SynthBrainError, match="path 'x=ddim:ten' : steps 'ten' is not a whole number".replace(" :", ":")
     ):
         bench.parse_path("x=ddim:ten")
+
+
+def test_paths_carry_a_guidance_scale():
+    assert bench.parse_path("u=::::1:1").guidance == 1.0, "the sixth field is the guidance scale"
+    assert bench.parse_path("d=unipc:12").guidance is None, "no field: the card's default"
+    with pytest.raises(SynthBrainError, match="path 'g=:::::strong': guidance 'strong' is not a number"):
+        bench.parse_path("g=:::::strong")
+
+
+def test_guided_models_are_benchmarked_with_and_without_guidance():
+    from SynthBrainLib.models.cards import ModelCard
+
+    card = tiny_brain_card("tiny-guided")
+    card["sampling"]["guidance"] = {
+        "default": 3.0,
+        "minimum": 1.0,
+        "maximum": 6.0,
+        "null_value": -1.0,
+        "condition_dropout": 0.15,
+    }
+    card = ModelCard.from_dict(card)
+    paths = {p.name: p for p in bench.default_paths(card)}
+    assert paths["published-unguided"].guidance == paths["default-unguided"].guidance == 1.0, "unguided twins"
+    assert paths["default"].guidance is None, "the default path runs the card's guidance"
+    assert paths["default"].describe(card).endswith("guidance 3"), paths["default"].describe(card)
+    plain = ModelCard.from_dict(tiny_brain_card())
+    assert "default-unguided" not in {p.name for p in bench.default_paths(plain)}, "no twins without guidance"
 
 
 @pytest.mark.slow  # bench workers in subprocesses: 8–12 s
@@ -106,3 +134,23 @@ def test_bench_cli_errors(capsys):
     assert "--repeats 0 is outside 1–1000" in capsys.readouterr().err
     assert main(["bench", "brain-ldm", "--path", "fast"]) == 2
     assert "path 'fast' is not NAME=SAMPLER:STEPS:PRECISION:DECODE" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a bench worker in a subprocess
+def test_guided_path_measures_the_batched_call(tmp_path):
+    from tiny_models import write_model_folder
+
+    card = tiny_brain_card("tiny-guided")
+    card["sampling"]["guidance"] = {
+        "default": 3.0,
+        "minimum": 1.0,
+        "maximum": 6.0,
+        "null_value": -1.0,
+        "condition_dropout": 0.15,
+    }
+    folder = write_model_folder(card, tmp_path / "tiny-guided")
+    report = bench.bench([str(folder)], paths=[bench.parse_path("default=:2")], repeats=1)
+    (entry,) = report["models"][0]["paths"]
+    calls = entry["unet_call_s"]
+    assert calls["batch_1"] > 0 and calls["batch_2"] > 0, f"both calls were timed: {calls}"
+    assert "guidance as one batched call costs" in bench.format_table(report), "the table says what guidance costs"

@@ -117,3 +117,48 @@ def test_v_prediction_target_follows_salimans_and_ho(monkeypatch):
     )
     eps = (xt - abar.sqrt() * x0t) / (1 - abar).sqrt()
     assert torch.allclose(losses[0], (eps**2).mean(), rtol=1e-4)
+
+
+def test_a_non_finite_step_is_skipped_not_applied():
+    """A NaN loss (bf16 overflow) must not reach the weights: the update is skipped and counted."""
+    data = torch.linspace(-1, 1, 16).view(16, 1)
+    calls = []
+
+    def loss_fn(m, idx, gen):
+        calls.append(1)
+        loss = ((m(data[idx]) - 3.0 * data[idx]) ** 2).mean()
+        return loss * float("nan") if len(calls) in (3, 7) else loss
+
+    model = torch.nn.Linear(1, 1)
+    report = fit(model, loss_fn, 16, FitConfig(steps=20, batch=4, lr=0.05))
+    assert report.skipped_steps == 2, f"two NaN steps were skipped: {report.skipped_steps}"
+    assert torch.isfinite(model.weight).all() and torch.isfinite(model.bias).all(), "the weights stay finite"
+    assert report.as_json()["skipped_steps"] == 2, "the training record counts them"
+
+
+def test_decoder_fine_tuning_keeps_the_encoder():
+    from SynthBrainLib.models.networks import build_network
+    from SynthBrainLib.tools.training.trainers import finetune_decoder_adversarial
+
+    kwargs = dict(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        latent_channels=2,
+        channels=[4, 8],
+        num_res_blocks=1,
+        norm_num_groups=4,
+        attention_levels=[False, False],
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+    )
+    torch.manual_seed(0)
+    ae = build_network(NetworkSpec("autoencoder", "AutoencoderKL", kwargs, "autoencoder"))
+    before = {k: v.clone() for k, v in ae.state_dict().items()}
+    images = np.random.default_rng(0).random((4, 1, 32, 32, 32), dtype=np.float32)
+    _, report, extra = finetune_decoder_adversarial(ae, images, FitConfig(steps=3, batch=2, lr=1e-3))
+    after = ae.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)[:5]
+    assert len(extra["discriminator_loss_curve"]) >= 1, "the discriminator's losses are recorded"
+    assert all(p.requires_grad for p in ae.parameters()), "every parameter is trainable again afterwards"

@@ -160,3 +160,58 @@ def test_same_weights_always_give_the_same_file(trained, tmp_path):
         written = write_model_folder(tmp_path / f"copy{i}", json.loads(json.dumps(card)), states, training)
         digests.add(tuple(w.sha256 for w in written.weights.values()))
     assert digests == {tuple(entry["sha256"] for entry in card["weights"].values())}
+
+
+def _train_args(model: str, out, trained, *extra: str) -> list[str]:
+    return [
+        "train",
+        model,
+        "--out",
+        str(out),
+        "--subjects",
+        "8",
+        "--scale",
+        "0.002",
+        "--data",
+        str(trained / "phantoms"),
+        *extra,
+    ]
+
+
+def test_latent_demos_are_trained_for_guidance(trained):
+    for model in ("brain-ldm-demo", "labels-demo"):
+        pipe = load_pipeline(str(trained / model), device="cpu", precision="float32")
+        guidance = pipe.card.sampling.guidance
+        assert guidance is not None, f"{model}: the card has no sampling.guidance section"
+        assert guidance.condition_dropout > 0 and guidance.null_value == -1.0, f"{model}: {guidance}"
+        guided = pipe.generate(seed=0, steps=2, guidance=guidance.maximum)
+        assert guided.provenance["guidance"] == guidance.maximum, f"{model}: provenance {guided.provenance}"
+
+
+def test_sharpening_changes_only_the_decoder(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    source, out = trained / "brain-ldm-demo", tmp_path / "sharp"
+    code = main(_train_args("brain-ldm-demo", out, trained, "--sharpen-decoder-of", str(source)))
+    assert code == 0, f"training with --sharpen-decoder-of exited with {code}"
+    old, new = (json.loads((folder / "card.json").read_text())["weights"] for folder in (source, out))
+    assert new["diffusion"]["sha256"] == old["diffusion"]["sha256"], "the diffusion UNet is kept byte for byte"
+    before, after = (load_file(str(folder / "autoencoder.safetensors")) for folder in (source, out))
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv"))]
+    decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv"))]
+    assert encoder and all(before[k].equal(after[k]) for k in encoder), "the encoder (so the latents) is unchanged"
+    assert any(not before[k].equal(after[k]) for k in decoder), "the decoder was fine-tuned"
+    record = json.loads((out / "training.json").read_text())
+    stage = record["networks"]["autoencoder"]["decoder_adversarial"]
+    assert stage["steps"] >= 1 and stage["discriminator_loss_curve"], f"decoder stage record: {stage}"
+    assert "--sharpen-decoder-of" in record["command"], record["command"]
+
+
+def test_sharpening_a_label_model_is_refused(trained, tmp_path, capsys):
+    code = main(
+        _train_args("labels-demo", tmp_path / "y", trained, "--sharpen-decoder-of", str(trained / "labels-demo"))
+    )
+    err = capsys.readouterr().err
+    assert code == 2, f"exit status {code}: {err}"
+    assert "labels-demo has no image decoder to sharpen; only brain-ldm-demo" in err, err
+    assert not (tmp_path / "y").exists(), "nothing was written"

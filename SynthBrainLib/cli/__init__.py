@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="reuse the autoencoder of this model folder (sha256-checked) and train only the diffusion UNet",
     )
+    p.add_argument(
+        "--sharpen-decoder-of",
+        metavar="DIR",
+        default=None,
+        help="fine-tune only the image decoder of this trained model folder (sha256-checked) with an adversarial "
+        "patch loss; encoder and diffusion UNet are kept (brain-ldm-demo)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     p.set_defaults(handler=_cmd_train)
 
@@ -769,6 +776,7 @@ def _cmd_train(args) -> int:
         data_dir=args.data,
         overwrite=args.overwrite,
         autoencoder_from=args.autoencoder_from,
+        sharpen_decoder=args.sharpen_decoder_of,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(Path(args.out) / "card.json")

@@ -76,6 +76,7 @@ class PathSpec:
     reference: bool = False
     repeats: int | None = None  # overrides the benchmark's repeat count for this path
     preset: str = "fast"
+    guidance: float | None = None  # classifier-free guidance scale; None: the card's default
 
     def describe(self, card=None) -> str:
         if self.reference:
@@ -97,16 +98,19 @@ class PathSpec:
             steps = self.steps or SynthesisPipeline.preview_steps
         if sampling is None:
             return f"{precision}, decode {self.decode}"
-        return f"{sampler} {steps}, {precision}, decode {self.decode}"
+        guided = ""
+        if sampling.guidance is not None:
+            guided = f", guidance {self.guidance if self.guidance is not None else sampling.guidance.default:g}"
+        return f"{sampler} {steps}, {precision}, decode {self.decode}{guided}"
 
 
 REFERENCE = PathSpec("reference", "ddim", 50, "float32", "full", reference=True, preset="published")
 
 
 def parse_path(text: str) -> PathSpec:
-    """``NAME=SAMPLER:STEPS:PRECISION:DECODE[:REPEATS]`` (empty fields: the fast preset's), e.g.
-    ``fast=unipc:12:bfloat16:auto``, ``NAME=preview``, ``NAME=published`` (the published preset) or
-    ``reference``."""
+    """``NAME=SAMPLER:STEPS:PRECISION:DECODE[:REPEATS[:GUIDANCE]]`` (empty fields: the fast preset's
+    and the card's guidance), e.g. ``fast=unipc:12:bfloat16:auto``, ``unguided=::::1:1``,
+    ``NAME=preview``, ``NAME=published`` (the published preset) or ``reference``."""
     if text == "reference":
         return REFERENCE
     if "=" not in text:
@@ -116,14 +120,20 @@ def parse_path(text: str) -> PathSpec:
         return PathSpec(name, preview=True, precision="auto")
     if spec == "published":
         return PathSpec(name, preset="published")
-    sampler, steps, precision, decode, repeats = (spec.split(":") + [""] * 5)[:5]
+    sampler, steps, precision, decode, repeats, guidance = (spec.split(":") + [""] * 6)[:6]
     numbers = []
     for what, value in (("steps", steps), ("repeats", repeats)):
         try:
             numbers.append(int(value) if value else None)
         except ValueError:
             raise SynthBrainError(f"path {text!r}: {what} {value!r} is not a whole number") from None
-    return PathSpec(name, sampler or None, numbers[0], precision or "auto", decode or "auto", repeats=numbers[1])
+    try:
+        scale = float(guidance) if guidance else None
+    except ValueError:
+        raise SynthBrainError(f"path {text!r}: guidance {guidance!r} is not a number") from None
+    return PathSpec(
+        name, sampler or None, numbers[0], precision or "auto", decode or "auto", repeats=numbers[1], guidance=scale
+    )
 
 
 def default_paths(card) -> list[PathSpec]:
@@ -134,6 +144,11 @@ def default_paths(card) -> list[PathSpec]:
         PathSpec("published", preset="published"),
         PathSpec("default"),
     ]
+    if card.sampling is not None and card.sampling.guidance is not None:
+        # The bundle loop has no guidance: the unguided twins check our loop against it, and the
+        # guided paths' time against theirs is what guidance costs.
+        paths.insert(2, PathSpec("published-unguided", preset="published", guidance=1.0))
+        paths.append(PathSpec("default-unguided", guidance=1.0))
     if card.sampling is not None:
         paths.append(PathSpec("preview", preview=True))
     return paths
@@ -277,6 +292,7 @@ def run_request(pipe, path: PathSpec, seed: int, progress: Callable[[int, int], 
     (image channel, or the label generator's partial volumes)."""
     if path.reference and has_reference_loop(pipe):
         return reference_sample(pipe, seed, progress)
+    guidance = {} if path.guidance is None else {"guidance": path.guidance}
     result = pipe.generate(
         **pipe.example_request(),
         seed=seed,
@@ -284,6 +300,7 @@ def run_request(pipe, path: PathSpec, seed: int, progress: Callable[[int, int], 
         steps=path.steps,
         progress=progress,
         preview=path.preview,
+        **guidance,
     )
     return result.channels()
 
@@ -365,6 +382,8 @@ def measure(
         )
     if output is not None and out is not None:
         np.save(output, out)
+    sampling = pipe.card.sampling
+    guided = sampling is not None and sampling.guidance is not None and not path.reference and path.guidance is None
     steps = [s for r in runs for s in r["step_s"]]
     return {
         "model": pipe.card.id,
@@ -384,6 +403,8 @@ def measure(
         "process_peak_rss_bytes": peak_rss_so_far(),
         "cuda_max_allocated_bytes": max((r["cuda_max_allocated_bytes"] or 0) for r in runs) if cuda else None,
         "output": output,
+        # what the guided path's batched call costs against one unguided call (and two separate ones)
+        "unet_call_s": unet_call_seconds(pipe) if guided and not path.preview else None,
     }
 
 
@@ -395,15 +416,38 @@ def _min_steps(pipe, path: PathSpec) -> int:
     return MIN_STEPS.get(sampler, 1) + 1
 
 
-def _warm_unet(pipe) -> None:
+def _unet_call(pipe, batch: int = 1) -> None:
+    """One diffusion UNet call on a batch of zero latents, as the sampling loop makes it."""
     card = pipe.card
     k = len(card.conditioning.variables)
-    x = torch.zeros(1, card.networks["diffusion"].kwargs["in_channels"], *card.latent.shape[1:], device=pipe.device)
-    ctx = torch.zeros(1, 1, k, device=pipe.device) if "crossattn" in card.conditioning.inputs else None
+    shape = (batch, card.networks["diffusion"].kwargs["in_channels"], *card.latent.shape[1:])
+    x = torch.zeros(shape, device=pipe.device)
+    ctx = torch.zeros(batch, 1, k, device=pipe.device) if "crossattn" in card.conditioning.inputs else None
     with torch.inference_mode(), pipe.precision.autocast():
         pipe.networks["diffusion"](
-            pipe.precision.layout(x), timesteps=torch.tensor([500], device=pipe.device), context=ctx
+            pipe.precision.layout(x), timesteps=torch.full((batch,), 500, device=pipe.device), context=ctx
         )
+    if pipe.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _warm_unet(pipe) -> None:
+    _unet_call(pipe)
+
+
+def unet_call_seconds(pipe, repeats: int = 10) -> dict[str, float]:
+    """Median seconds of one UNet call on batch 1 (unguided, or one of two separate guided calls)
+    and on batch 2 (the guided loop's one call on conditions and null condition together)."""
+    out = {}
+    for batch in (1, 2):
+        _unet_call(pipe, batch)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            _unet_call(pipe, batch)
+            times.append(time.perf_counter() - t)
+        out[f"batch_{batch}"] = float(np.median(times))
+    return out
 
 
 def measure_decode(
@@ -755,7 +799,17 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{e['decode_s_median']:.2f} | {e['end_to_end_s_median']:.2f} | "
                 f"{_gb(e['peak_rss_bytes'])} | {_gb(e['cuda_max_allocated_bytes'])} | {speed} | {quality} |"
             )
-    return "\n".join(rows)
+    notes = []
+    for m in report["models"]:
+        for e in m["paths"]:
+            calls = e.get("unet_call_s")
+            if calls:
+                notes.append(
+                    f"- {m['model']}, {e['path']['name']}: one UNet call takes {calls['batch_1'] * 1e3:.1f} ms on "
+                    f"batch 1 and {calls['batch_2'] * 1e3:.1f} ms on batch 2 - guidance as one batched call costs "
+                    f"{calls['batch_2'] / calls['batch_1']:.2f}x an unguided call, as two calls 2x."
+                )
+    return "\n".join(rows + ([""] + notes if notes else []))
 
 
 def decode_description(how: dict[str, Any]) -> str:

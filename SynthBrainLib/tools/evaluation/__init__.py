@@ -143,9 +143,10 @@ def _brain_markdown(r: dict[str, Any]) -> list[str]:
         f"{_f(v['deep_csf_ceiling_r_on_phantoms'])}) | — |",
         f"| brain volume: Pearson r, requested vs measured | {_f(b['pearson_r_requested_vs_measured'])} | ≥ 0.95 |",
         f"| brain volume: mean absolute error | {_f(b['mean_abs_error_ml'], 1)} mL | — |",
-        f"| sharpness: mean gradient magnitude, samples / phantoms | {_f(sh['mean_gradient_ratio_to_phantoms'])} "
+        "| sharpness: mean gradient magnitude in the brain, samples / clean phantom renderings | "
+        f"{_f(sh['mean_gradient_ratio_to_phantoms'])} "
         "| ≈ 1 |",
-        "| sharpness: spectral energy above 0.25 cycles/voxel, samples / phantoms | "
+        "| sharpness: spectral energy above 0.25 cycles/voxel, samples / clean phantom renderings | "
         f"{_f(sh['high_frequency_energy_ratio_to_phantoms'])} | ≈ 1 |",
         f"| MS-SSIM between samples (lower = more diverse) | {_f(d['ms_ssim_between_samples'])} ± "
         f"{_f(d['ms_ssim_between_samples_sd'])} | ≈ phantoms |",

@@ -34,6 +34,7 @@ from .data import PhantomTrainingData, load_training_data
 from .trainers import (
     FitConfig,
     encode_means,
+    finetune_decoder_adversarial,
     style_statistics,
     train_image_autoencoder,
     train_label_autoencoder,
@@ -77,6 +78,11 @@ UNET_STEPS = 3500
 CONDITION_DROPOUT = 0.15
 NULL_CONDITION = -1.0
 GUIDANCE = {"default": 3.0, "minimum": 1.0, "maximum": 8.0}
+#: Adversarial fine-tuning of the image decoder (trainers.finetune_decoder_adversarial): steps and
+#: the weight of the adversarial term beside L1 + edge L1. Measured on held-out phantoms in
+#: docs/demo-models.md.
+DECODER_STEPS = 400
+ADVERSARIAL_WEIGHT = 0.05
 LICENCE = (
     "Apache-2.0 (SynthBrain). Trained only on phantoms derived from the MNI ICBM152 2009a template (see "
     "NOTICE_MNI152.txt beside the demo models)."
@@ -267,7 +273,66 @@ def _autoencoder(
     if budget.autoencoder_from is not None:
         return reused_autoencoder(spec, budget.autoencoder_from, model_id, log)
     model, report = train()
-    return model, report.as_json()
+    return model, report if isinstance(report, dict) else report.as_json()
+
+
+def _sharpen(ae: torch.nn.Module, data: PhantomTrainingData, budget: "Budget", log: Log) -> dict:
+    """Fine-tune ``ae``'s decoder adversarially in place; the stage's training record."""
+    ae, report, extra = finetune_decoder_adversarial(
+        ae,
+        data.images[:, :1],
+        budget.config(DECODER_STEPS, batch=4, lr=2e-4, bf16=True, channels_last=True, seed=7),
+        adversarial_weight=ADVERSARIAL_WEIGHT,
+        patch=AE_PATCH,
+        log=log,
+    )
+    return {**report.as_json(), **extra, "adversarial_weight": ADVERSARIAL_WEIGHT}
+
+
+def sharpened_image_autoencoder(
+    spec: NetworkSpec, data: PhantomTrainingData, budget: "Budget", log: Log
+) -> tuple[torch.nn.Module, dict]:
+    """The T1 autoencoder: L1 + edge L1 + KL on random crops, then its decoder sharpened with an
+    adversarial patch loss (the encoder, hence the latents, unchanged)."""
+    ae, report = train_image_autoencoder(
+        spec,
+        data.images[:, :1],
+        budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=1),
+        patch=AE_PATCH,
+        log=log,
+    )
+    return ae, {**report.as_json(), "decoder_adversarial": _sharpen(ae, data, budget, log)}
+
+
+#: Demos whose image decoder ``--sharpen-decoder-of`` can fine-tune (label decoders output classes).
+SHARPENED = ("brain-ldm-demo",)
+
+
+def sharpen_decoder_of(
+    model_id: str, folder: Path, data: PhantomTrainingData, budget: "Budget", log: Log
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+    """A trained model folder with only its autoencoder's decoder fine-tuned adversarially.
+
+    Every weight file of ``folder`` is sha256-checked against its card; the diffusion UNet is kept
+    as it is, which is valid because the encoder (and so every latent it was trained on) does not
+    change. Returns (card, states, training record) for :func:`write_model_folder`.
+    """
+    if model_id not in SHARPENED:
+        raise SynthBrainError(
+            f"--sharpen-decoder-of: {model_id} has no image decoder to sharpen; only {', '.join(SHARPENED)}"
+        )
+    folder = Path(folder)
+    card = load_card(folder / "card.json")
+    ae, reused = reused_autoencoder(card.networks["autoencoder"], folder, model_id, log)
+    weight = card.weights["diffusion"]
+    verify_file(folder / weight.file, weight.sha256, label=f"{model_id} diffusion")
+    diffusion = {k: v.float() for k, v in read_state_dict(folder / weight.file).items()}
+    previous = json.loads((folder / "training.json").read_text()) if (folder / "training.json").exists() else {}
+    record = dict(previous.get("networks", {}))
+    record["autoencoder"] = {**reused, "decoder_adversarial": _sharpen(ae, data, budget, log)}
+    record["earlier_stage"] = {k: previous.get(k) for k in ("command", "seconds_total", "synthbrain", "machine")}
+    card_dict = json.loads((folder / "card.json").read_text())
+    return card_dict, {"autoencoder": ae.state_dict(), "diffusion": diffusion}, record
 
 
 def _scale_factor(latents: np.ndarray) -> float:
@@ -304,13 +369,7 @@ def train_brain_ldm_demo(
         budget,
         "brain-ldm-demo",
         log,
-        lambda: train_image_autoencoder(
-            ae_spec,
-            data.images[:, :1],
-            budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=1),
-            patch=AE_PATCH,
-            log=log,
-        ),
+        lambda: sharpened_image_autoencoder(ae_spec, data, budget, log),
     )
     latents = encode_means(ae, data.images[:, :1])
     scale = _scale_factor(latents)
@@ -689,6 +748,7 @@ def train_demo(
     data_dir: str | Path | None = None,
     overwrite: bool = False,
     autoencoder_from: str | Path | None = None,
+    sharpen_decoder: str | Path | None = None,
     log: Log = print,
 ) -> ModelCard:
     """Train one demo model end to end and write its model folder.
@@ -701,26 +761,39 @@ def train_demo(
         scale: multiplies every step budget (1.0 = the shipped recipe).
         minutes: wall-clock cap per network.
         autoencoder_from: reuse the autoencoder of this existing model folder (see :class:`Budget`).
+        sharpen_decoder: instead of training, fine-tune only the decoder of this trained model
+            folder (:func:`sharpen_decoder_of`).
     """
 
     if model_id not in RECIPES:
         raise SynthBrainError(f"no training recipe for {model_id!r}; choose one of {', '.join(DEMO_IDS)}")
     if (Path(out) / "card.json").exists() and not overwrite:
         raise OutputError(f"{Path(out) / 'card.json'} already exists; pass --overwrite to replace the model")
+    if autoencoder_from is not None and model_id == "label2image-demo":
+        raise SynthBrainError("label2image-demo has no autoencoder to reuse")
+    if autoencoder_from is not None and sharpen_decoder is not None:
+        raise SynthBrainError("--autoencoder-from and --sharpen-decoder-of exclude each other; give one")
+    if sharpen_decoder is not None and model_id not in SHARPENED:
+        raise SynthBrainError(
+            f"--sharpen-decoder-of: {model_id} has no image decoder to sharpen; only {', '.join(SHARPENED)}"
+        )
     start = time.time()
     data_dir = Path(data_dir) if data_dir else default_home() / "phantoms"
     data = load_training_data(subjects, seed=seed, cache=data_dir, log=log)
     log(f"{model_id}: {len(data)} phantom subjects loaded ({time.time() - start:.0f} s)")
-    if autoencoder_from is not None and model_id == "label2image-demo":
-        raise SynthBrainError("label2image-demo has no autoencoder to reuse")
     reuse = Path(autoencoder_from) if autoencoder_from is not None else None
-    card, states, record = RECIPES[model_id](data, Budget(scale=scale, minutes=minutes, autoencoder_from=reuse), log)
+    budget = Budget(scale=scale, minutes=minutes, autoencoder_from=reuse)
+    if sharpen_decoder is not None:
+        card, states, record = sharpen_decoder_of(model_id, Path(sharpen_decoder), data, budget, log)
+    else:
+        card, states, record = RECIPES[model_id](data, budget, log)
     training = {
         "model": model_id,
         "command": " ".join(
             ["synthbrain", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)]
             + (["--scale", str(scale)] if scale != 1.0 else [])
             + (["--autoencoder-from", str(autoencoder_from)] if autoencoder_from is not None else [])
+            + (["--sharpen-decoder-of", str(sharpen_decoder)] if sharpen_decoder is not None else [])
         ),
         "synthbrain": __version__,
         "torch": torch.__version__,

@@ -59,12 +59,14 @@ class FitReport:
     steps_done: int
     seconds: float
     losses: list[float] = field(default_factory=list)  # mean loss of each log interval
+    skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient
 
     def as_json(self) -> dict[str, Any]:
         return {
             "steps": self.steps_done,
             "seconds": round(self.seconds, 1),
             "loss_curve": [round(x, 6) for x in self.losses],
+            "skipped_steps": self.skipped_steps,
         }
 
 
@@ -126,7 +128,14 @@ def fit(
             loss = loss_fn(model, idx, gen)
         opt.zero_grad(set_to_none=True)
         loss.float().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            # A non-finite loss or gradient (bf16 overflow) would turn every weight into NaN: skip
+            # the update, as a mixed-precision GradScaler does, and count it in the report.
+            report.skipped_steps += 1
+            if report.skipped_steps > max(10, config.steps // 100):
+                raise FloatingPointError(f"{name}: {report.skipped_steps} steps with a non-finite loss or gradient")
+            continue
         opt.step()
         if averaged is not None:
             # warm-up of the decay (as in Keras/timm) so early random weights fade out quickly
@@ -252,6 +261,74 @@ def train_label_autoencoder(
 
     report = fit(model, loss_fn, len(partial_volumes), config, log, name="label autoencoder")
     return model, report
+
+
+def finetune_decoder_adversarial(
+    autoencoder: torch.nn.Module,
+    images: np.ndarray,
+    config: FitConfig,
+    adversarial_weight: float = 0.02,
+    patch: tuple[int, int, int] | None = None,
+    log: Log | None = None,
+) -> tuple[torch.nn.Module, FitReport, dict[str, Any]]:
+    """Sharpen an image AutoencoderKL's decoder with an adversarial patch loss; the encoder is frozen.
+
+    An L1-trained decoder renders what is common to all images a latent could stand for, which is
+    a blurred image. A patch discriminator (MONAI ``PatchDiscriminator``, least-squares
+    ``PatchAdversarialLoss``; the Brain LDM autoencoder was trained with both) penalises that. Only
+    the decoder side (``post_quant_conv`` and ``decoder``) trains, so the latents - and a diffusion
+    UNet trained on them - stay valid. The decoder sees posterior means, as the UNet's latents are.
+
+    Loss of the decoder: L1 + 0.5 edge L1 + ``adversarial_weight`` x adversarial; the
+    discriminator takes one AdamW step per decoder step inside the loss function, so that
+    :func:`fit` serves this loop too.
+
+    Returns:
+        the autoencoder (decoder fine-tuned, in eval mode), the decoder's report, and the
+        discriminator's loss curve.
+    """
+    from monai.losses import PatchAdversarialLoss
+    from monai.networks.nets import PatchDiscriminator
+
+    torch.manual_seed(config.seed)
+    for name, p in autoencoder.named_parameters():
+        p.requires_grad_(name.startswith(("decoder.", "post_quant_conv.")))
+    frozen = [m for n, m in autoencoder.named_children() if n not in ("decoder", "post_quant_conv")]
+    disc = PatchDiscriminator(spatial_dims=3, channels=32, in_channels=1, out_channels=1, num_layers_d=3)
+    disc_opt = torch.optim.AdamW(disc.parameters(), lr=config.lr, weight_decay=1e-4)
+    adversarial = PatchAdversarialLoss(criterion="least_squares")
+    disc_losses: list[float] = []
+
+    def loss_fn(m, idx, gen):
+        for module in frozen:  # fit() sets train mode; the frozen encoder keeps its eval behaviour
+            module.eval()
+        x = batch_tensor(images, idx, config.channels_last, patch, gen)
+        with torch.no_grad():
+            mu, _ = m.encode(x)
+        recon = m.decode(mu)
+        # discriminator step on this batch (real vs the decoder's current output)
+        disc.train()
+        d_loss = 0.5 * (
+            adversarial(disc(recon.detach().float())[-1], target_is_real=False, for_discriminator=True)
+            + adversarial(disc(x)[-1], target_is_real=True, for_discriminator=True)
+        )
+        disc_opt.zero_grad(set_to_none=True)
+        d_loss.float().backward()
+        d_norm = torch.nn.utils.clip_grad_norm_(disc.parameters(), 1.0)
+        if torch.isfinite(d_loss) and torch.isfinite(d_norm):  # as fit() does for the decoder
+            disc_opt.step()
+            disc_losses.append(float(d_loss.detach()))
+        g_adv = adversarial(disc(recon.float())[-1], target_is_real=True, for_discriminator=False)
+        recon = recon.float()
+        return (recon - x).abs().mean() + 0.5 * gradient_loss(recon, x) + adversarial_weight * g_adv
+
+    report = fit(autoencoder, loss_fn, len(images), config, log, name="decoder (adversarial)")
+    for p in autoencoder.parameters():
+        p.requires_grad_(True)
+    autoencoder.eval()
+    every = max(1, config.log_every)
+    curve = [float(np.mean(disc_losses[i : i + every])) for i in range(0, len(disc_losses), every)]
+    return autoencoder, report, {"discriminator_loss_curve": [round(x, 6) for x in curve]}
 
 
 @torch.inference_mode()
