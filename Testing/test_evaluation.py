@@ -13,7 +13,12 @@ from SynthBrainLib import ConditionError, load_pipeline
 from SynthBrainLib.tools.evaluation import evaluate_model
 from SynthBrainLib.tools.evaluation.evaluators import evaluate_conditional_brain, label_control
 from SynthBrainLib.tools.evaluation.figures import GLYPH_HEIGHT, captioned_grid, render_text
-from SynthBrainLib.tools.evaluation.metrics import high_frequency_energy, mean_gradient_magnitude, median_ratio
+from SynthBrainLib.tools.evaluation.metrics import (
+    high_frequency_energy,
+    is_monotonic_increasing,
+    mean_gradient_magnitude,
+    median_ratio,
+)
 
 GUIDANCE = {"default": 2.0, "minimum": 1.0, "maximum": 6.0, "null_value": -1.0, "condition_dropout": 0.15}
 
@@ -60,6 +65,12 @@ def test_sharpness_measures_fall_when_an_image_is_blurred():
     mask = np.ones(labels.shape, bool)
     assert mean_gradient_magnitude(blurred, mask) < 0.8 * mean_gradient_magnitude(labels, mask), "blur lowers |grad|"
     assert high_frequency_energy(blurred) < 0.5 * high_frequency_energy(labels), "blur removes fine detail"
+
+
+def test_a_flat_sweep_is_not_increasing():
+    assert is_monotonic_increasing([1.0, 2.0, 2.0, 5.0]), "rising with a plateau"
+    assert not is_monotonic_increasing([0.0, 0.0, 0.0]), "a slider that changes nothing does not increase"
+    assert not is_monotonic_increasing([1.0, 3.0, 2.0]), "a fall breaks it"
 
 
 def test_median_ratio_uses_only_positive_requests():

@@ -77,5 +77,7 @@ def median_ratio(generated, requested) -> float:
 
 
 def is_monotonic_increasing(values, tolerance: float = 0.0) -> bool:
+    """Never falling by more than ``tolerance`` from one value to the next, and ending above where
+    it started: a flat sequence (a slider that changes nothing) is not increasing."""
     v = np.asarray(values, np.float64)
-    return bool(np.all(np.diff(v) >= -tolerance))
+    return bool(np.all(np.diff(v) >= -tolerance) and v[-1] > v[0])

@@ -299,6 +299,12 @@ def finetune_decoder_adversarial(
     adversarial = PatchAdversarialLoss(criterion="least_squares")
     disc_losses: list[float] = []
 
+    def critic(volume: torch.Tensor) -> torch.Tensor:
+        # float32 outside autocast: bf16 autocast gave the discriminator's gradients inf/NaN norms
+        # at random on this CPU (BatchNorm3d backward), which stalled it or poisoned the decoder.
+        with torch.autocast(volume.device.type, enabled=False):
+            return disc(volume.float())[-1]
+
     def loss_fn(m, idx, gen):
         for module in frozen:  # fit() sets train mode; the frozen encoder keeps its eval behaviour
             module.eval()
@@ -309,8 +315,8 @@ def finetune_decoder_adversarial(
         # discriminator step on this batch (real vs the decoder's current output)
         disc.train()
         d_loss = 0.5 * (
-            adversarial(disc(recon.detach().float())[-1], target_is_real=False, for_discriminator=True)
-            + adversarial(disc(x)[-1], target_is_real=True, for_discriminator=True)
+            adversarial(critic(recon.detach()), target_is_real=False, for_discriminator=True)
+            + adversarial(critic(x), target_is_real=True, for_discriminator=True)
         )
         disc_opt.zero_grad(set_to_none=True)
         d_loss.float().backward()
@@ -318,7 +324,7 @@ def finetune_decoder_adversarial(
         if torch.isfinite(d_loss) and torch.isfinite(d_norm):  # as fit() does for the decoder
             disc_opt.step()
             disc_losses.append(float(d_loss.detach()))
-        g_adv = adversarial(disc(recon.float())[-1], target_is_real=True, for_discriminator=False)
+        g_adv = adversarial(critic(recon), target_is_real=True, for_discriminator=False)
         recon = recon.float()
         return (recon - x).abs().mean() + 0.5 * gradient_loss(recon, x) + adversarial_weight * g_adv
 
