@@ -281,8 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a demo model on the MNI152 phantom population",
         description=(
             "Train one of the shipped demo models from scratch with a fixed seed (CPU recipe; measured on 2 "
-            "cores: 25-45 CPU-minutes per network, about an hour of wall time each when three train side by "
-            "side; see docs/demo-models.md)."
+            "cores: 25-80 minutes per network, the latent UNets the longest; see docs/demo-models.md)."
         ),
     )
     p.add_argument("model", choices=("brain-ldm-demo", "labels-demo", "label2image-demo"), help="which demo model")
