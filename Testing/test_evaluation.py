@@ -106,12 +106,12 @@ def test_label_control_reports_fraction_ratios(tmp_path):
     card["sampling"]["guidance"] = GUIDANCE
     pipe = load_pipeline(str(write_model_folder(card, tmp_path / "labels")), device="cpu", precision="float32")
     cases = [("none", {}), ("wmh", {"wmh": 0.01}), ("tumour", {"tumour": 0.002, "edema": 0.02, "gdtumour": 0.005})]
-    summary, maps = label_control(pipe, cases, steps=2, guidance=3.0, log=lambda line: None)
+    summary, maps = label_control(pipe, cases, steps=4, guidance=3.0, log=lambda line: None)
     ratios = summary["median_ratio_generated_to_requested"]
     for name in ("wmh", "tumour", "edema", "gdtumour"):
         expected = np.median(
             [r["fraction"][name] / r["requested"][name] for r in summary["rows"] if r["requested"][name] > 0]
         )
         assert ratios[name] == pytest.approx(expected), f"{name}: ratio over the cases that asked for it"
-    assert summary["sampling"]["steps"] == 2, f"the steps used are recorded: {summary['sampling']}"
+    assert summary["sampling"]["steps"] == 4, f"the steps used are recorded: {summary['sampling']}"
     assert len(maps) == 3 and json.dumps(summary, default=float), "one map per case; the summary is JSON"
