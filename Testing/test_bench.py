@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from tiny_models import tiny_brain_card
+from tiny_models import guided, tiny_brain_card
 
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.errors import SynthBrainError
@@ -46,14 +46,7 @@ def test_paths_carry_a_guidance_scale():
 def test_guided_models_are_benchmarked_with_and_without_guidance():
     from SynthBrainLib.models.cards import ModelCard
 
-    card = tiny_brain_card("tiny-guided")
-    card["sampling"]["guidance"] = {
-        "default": 3.0,
-        "minimum": 1.0,
-        "maximum": 6.0,
-        "null_value": -1.0,
-        "condition_dropout": 0.15,
-    }
+    card = guided(tiny_brain_card("tiny-guided"), default=3.0)
     card = ModelCard.from_dict(card)
     paths = {p.name: p for p in bench.default_paths(card)}
     assert paths["published-unguided"].guidance == paths["default-unguided"].guidance == 1.0, "unguided twins"
@@ -140,14 +133,7 @@ def test_bench_cli_errors(capsys):
 def test_guided_path_measures_the_batched_call(tmp_path):
     from tiny_models import write_model_folder
 
-    card = tiny_brain_card("tiny-guided")
-    card["sampling"]["guidance"] = {
-        "default": 3.0,
-        "minimum": 1.0,
-        "maximum": 6.0,
-        "null_value": -1.0,
-        "condition_dropout": 0.15,
-    }
+    card = guided(tiny_brain_card("tiny-guided"), default=3.0)
     folder = write_model_folder(card, tmp_path / "tiny-guided")
     report = bench.bench([str(folder)], paths=[bench.parse_path("default=:2")], repeats=1)
     (entry,) = report["models"][0]["paths"]

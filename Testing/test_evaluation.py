@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
-from tiny_models import _affine, tiny_brain_card, tiny_labels_card, write_model_folder
+from tiny_models import _affine, guided, tiny_brain_card, tiny_labels_card, write_model_folder
 
 from SynthBrainLib import ConditionError, load_pipeline
 from SynthBrainLib.tools.evaluation import evaluate_model
@@ -20,8 +20,6 @@ from SynthBrainLib.tools.evaluation.metrics import (
     median_ratio,
 )
 
-GUIDANCE = {"default": 2.0, "minimum": 1.0, "maximum": 6.0, "null_value": -1.0, "condition_dropout": 0.15}
-
 
 def _evaluable(card: dict) -> dict:
     """A tiny card on a 48^3 grid: MS-SSIM over four scales with a 5-voxel kernel needs > 36 voxels."""
@@ -32,8 +30,7 @@ def _evaluable(card: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def guided_brain(tmp_path_factory):
-    card = _evaluable(tiny_brain_card("tiny-guided-brain"))
-    card["sampling"]["guidance"] = GUIDANCE
+    card = guided(_evaluable(tiny_brain_card("tiny-guided-brain")))
     folder = write_model_folder(card, tmp_path_factory.mktemp("eval") / "tiny-guided-brain")
     return load_pipeline(str(folder), device="cpu", precision="float32")
 
@@ -102,8 +99,7 @@ def test_a_scale_the_model_cannot_take_is_refused_before_any_work(tmp_path, monk
 
 @pytest.mark.slow
 def test_label_control_reports_fraction_ratios(tmp_path):
-    card = _evaluable(tiny_labels_card("tiny-guided-labels"))
-    card["sampling"]["guidance"] = GUIDANCE
+    card = guided(_evaluable(tiny_labels_card("tiny-guided-labels")))
     pipe = load_pipeline(str(write_model_folder(card, tmp_path / "labels")), device="cpu", precision="float32")
     cases = [("none", {}), ("wmh", {"wmh": 0.01}), ("tumour", {"tumour": 0.002, "edema": 0.02, "gdtumour": 0.005})]
     summary, maps = label_control(pipe, cases, steps=4, guidance=3.0, log=lambda line: None)

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from tiny_models import guided as with_guidance
 from tiny_models import tiny_brain_card, write_model_folder
 
 from SynthBrainLib import CardError, ConditionError, load_pipeline
@@ -15,13 +16,9 @@ from SynthBrainLib.models.conditioning import resolve_guidance
 from SynthBrainLib.pipelines.device import Precision
 from SynthBrainLib.pipelines.sampling import denoise, make_scheduler
 
-GUIDANCE = {"default": 2.0, "minimum": 1.0, "maximum": 6.0, "null_value": -1.0, "condition_dropout": 0.15}
-
 
 def _guided_card(**changes) -> dict:
-    card = tiny_brain_card("tiny-guided")
-    card["sampling"]["guidance"] = dict(GUIDANCE, **changes)
-    return card
+    return with_guidance(tiny_brain_card("tiny-guided"), **changes)
 
 
 @pytest.fixture(scope="module")

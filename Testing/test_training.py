@@ -36,6 +36,22 @@ def trained(tmp_path_factory):
     return base
 
 
+def _train_args(model: str, out, trained, *extra: str) -> list[str]:
+    return [
+        "train",
+        model,
+        "--out",
+        str(out),
+        "--subjects",
+        "8",
+        "--scale",
+        "0.002",
+        "--data",
+        str(trained / "phantoms"),
+        *extra,
+    ]
+
+
 def test_recipes_write_valid_model_folders(trained):
     store = ModelStore(home=trained / "home", shipped=[])
     for model in ("brain-ldm-demo", "labels-demo", "label2image-demo"):
@@ -68,20 +84,7 @@ def test_trained_models_run(trained):
 
 def test_existing_model_folder_is_not_replaced(trained, capsys):
     before = (trained / "brain-ldm-demo" / "card.json").read_bytes()
-    code = main(
-        [
-            "train",
-            "brain-ldm-demo",
-            "--out",
-            str(trained / "brain-ldm-demo"),
-            "--subjects",
-            "8",
-            "--scale",
-            "0.002",
-            "--data",
-            str(trained / "phantoms"),
-        ]
-    )
+    code = main(_train_args("brain-ldm-demo", str(trained / "brain-ldm-demo"), trained))
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
     assert "card.json already exists; pass --overwrite" in err, f"the error does not ask for --overwrite: {err}"
@@ -90,22 +93,7 @@ def test_existing_model_folder_is_not_replaced(trained, capsys):
 
 def test_autoencoder_is_reused_and_only_the_unet_trains(trained, tmp_path):
     source = trained / "labels-demo"
-    code = main(
-        [
-            "train",
-            "labels-demo",
-            "--out",
-            str(tmp_path / "again"),
-            "--subjects",
-            "8",
-            "--scale",
-            "0.002",
-            "--data",
-            str(trained / "phantoms"),
-            "--autoencoder-from",
-            str(source),
-        ]
-    )
+    code = main(_train_args("labels-demo", str(tmp_path / "again"), trained, "--autoencoder-from", str(source)))
     assert code == 0, f"training with --autoencoder-from exited with {code}"
     old, new = (json.loads((folder / "card.json").read_text())["weights"] for folder in (source, tmp_path / "again"))
     assert new["autoencoder"]["sha256"] == old["autoencoder"]["sha256"]
@@ -117,20 +105,7 @@ def test_autoencoder_is_reused_and_only_the_unet_trains(trained, tmp_path):
 
 def test_autoencoder_from_another_model_is_refused(trained, tmp_path, capsys):
     code = main(
-        [
-            "train",
-            "labels-demo",
-            "--out",
-            str(tmp_path / "x"),
-            "--subjects",
-            "8",
-            "--scale",
-            "0.002",
-            "--data",
-            str(trained / "phantoms"),
-            "--autoencoder-from",
-            str(trained / "brain-ldm-demo"),
-        ]
+        _train_args("labels-demo", str(tmp_path / "x"), trained, "--autoencoder-from", str(trained / "brain-ldm-demo"))
     )
     err = capsys.readouterr().err
     assert code == 2, f"exit status {code}: {err}"
@@ -160,22 +135,6 @@ def test_same_weights_always_give_the_same_file(trained, tmp_path):
         written = write_model_folder(tmp_path / f"copy{i}", json.loads(json.dumps(card)), states, training)
         digests.add(tuple(w.sha256 for w in written.weights.values()))
     assert digests == {tuple(entry["sha256"] for entry in card["weights"].values())}
-
-
-def _train_args(model: str, out, trained, *extra: str) -> list[str]:
-    return [
-        "train",
-        model,
-        "--out",
-        str(out),
-        "--subjects",
-        "8",
-        "--scale",
-        "0.002",
-        "--data",
-        str(trained / "phantoms"),
-        *extra,
-    ]
 
 
 def test_latent_demos_are_trained_for_guidance(trained):

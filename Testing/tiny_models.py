@@ -42,6 +42,17 @@ def tiny_brain_card(model_id: str = "tiny-brain-ldm") -> dict:
     return card
 
 
+#: A ``sampling.guidance`` section (classifier-free guidance) for tiny cards.
+GUIDANCE = {"default": 2.0, "minimum": 1.0, "maximum": 6.0, "null_value": -1.0, "condition_dropout": 0.15}
+
+
+def guided(card: dict, **changes) -> dict:
+    """``card`` with a :data:`GUIDANCE` section (fields overridden by ``changes``), as if trained with
+    condition dropout."""
+    card["sampling"]["guidance"] = dict(GUIDANCE, **changes)
+    return card
+
+
 def tiny_labels_card(model_id: str = "tiny-labels") -> dict:
     card = copy.deepcopy(builtin_cards()["brainspade3d-labels"].to_dict())
     card["id"] = model_id
