@@ -25,6 +25,14 @@ def orthogonal_slices(volume: np.ndarray, centre: tuple[int, int, int] | None = 
     return [axial, coronal, sagittal]
 
 
+def windowed(slice_: np.ndarray, window: tuple[float, float], zoom: int = 1) -> np.ndarray:
+    """uint8 display of a 2D slice: intensities ``window`` = (low, high) mapped to 0-255, each pixel
+    repeated ``zoom`` x ``zoom`` times (nearest neighbour)."""
+    lo, hi = window
+    scale = 255.0 / max(hi - lo, 1e-6)
+    return np.clip((slice_ - lo) * scale, 0, 255).astype(np.uint8).repeat(zoom, axis=0).repeat(zoom, axis=1)
+
+
 def montage(
     volumes: list[np.ndarray], window: tuple[float, float] | None = None, gap: int = 2, zoom: int = 1
 ) -> np.ndarray:
@@ -42,11 +50,7 @@ def montage(
     for vol in volumes:
         vol = np.asarray(vol, dtype=np.float32)
         lo, hi = window if window is not None else (float(np.percentile(vol, 0.5)), float(np.percentile(vol, 99.5)))
-        scale = 255.0 / max(hi - lo, 1e-6)
-        slices = [
-            np.clip((s - lo) * scale, 0, 255).astype(np.uint8).repeat(zoom, axis=0).repeat(zoom, axis=1)
-            for s in orthogonal_slices(vol)
-        ]
+        slices = [windowed(s, (lo, hi), zoom) for s in orthogonal_slices(vol)]
         height = max(s.shape[0] for s in slices)
         padded = [np.pad(s, ((0, height - s.shape[0]), (0, gap))) for s in slices]
         rows.append(np.concatenate(padded, axis=1))

@@ -345,7 +345,7 @@ def measure(
     big = int(np.prod(pipe.card.output.shape)) > 2_000_000
     if warmup:  # small models: one whole request; Brain LDM: one UNet call (a warm-up decode costs a minute)
         if big and pipe.card.latent is not None:
-            _warm_unet(pipe)
+            _unet_call(pipe)
         else:
             run_request(
                 pipe,
@@ -429,10 +429,6 @@ def _unet_call(pipe, batch: int = 1) -> None:
         )
     if pipe.device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _warm_unet(pipe) -> None:
-    _unet_call(pipe)
 
 
 def unet_call_seconds(pipe, repeats: int = 10) -> dict[str, float]:

@@ -246,7 +246,7 @@ def evaluate_conditional_brain(
     phantoms = [s.images["T1"] for _, s in pairs]
     true_vent = np.array([s.true_ventricular_volume_ml for _, s in pairs])
     requested_vent = np.array([r["ventricular_volume"] for r in requests])
-    phantom_deep = np.array([measure_t1(p, card.output.affine)["deep_csf_ml"] for p in phantoms])
+    phantom_deep = np.array([s.measured_deep_csf_ml for _, s in pairs])  # the requests' analysis, cached
     # Sharpness is compared with each phantom's clean rendering (no noise, bias or texture): the
     # noise of the phantoms' T1 holds most of their high-frequency energy, and a model that renders
     # anatomy as sharply as the phantoms but without their noise should score 1.

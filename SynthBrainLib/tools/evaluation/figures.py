@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...outputs.preview import orthogonal_slices
+from ...outputs.preview import orthogonal_slices, windowed
 
 #: 5x7 glyphs, one string of 7 rows of 5 pixels per character.
 _GLYPHS = {
@@ -77,14 +77,11 @@ def captioned_grid(
         window: intensity range mapped to 0-255.
         zoom: pixels per voxel (nearest neighbour).
     """
-    lo, hi = window
     cells_by_row = []
     for vol_row, cap_row in zip(volumes, captions, strict=True):
         cells = []
         for vol, lines in zip(vol_row, cap_row, strict=True):
-            axial, coronal = orthogonal_slices(np.asarray(vol, np.float32))[:2]
-            tiles = [np.clip((s - lo) * 255.0 / max(hi - lo, 1e-6), 0, 255).astype(np.uint8) for s in (axial, coronal)]
-            tiles = [t.repeat(zoom, axis=0).repeat(zoom, axis=1) for t in tiles]
+            tiles = [windowed(s, window, zoom) for s in orthogonal_slices(np.asarray(vol, np.float32))[:2]]
             width = max(t.shape[1] for t in tiles)
             text = [render_text(line) for line in lines]
             width = max([width] + [t.shape[1] for t in text])

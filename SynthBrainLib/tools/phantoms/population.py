@@ -244,6 +244,11 @@ class PhantomSubject:
         """Brain volume estimated from ``images["T1"]`` alone (:func:`.measure.measure_brain_volume_ml`)."""
         return self._measured["brain_volume_ml"]
 
+    @property
+    def measured_deep_csf_ml(self) -> float:
+        """Deep-CSF baseline from ``images["T1"]`` alone (:func:`.measure.measure_deep_csf_ml`)."""
+        return self._measured["deep_csf_ml"]
+
     def summary(self) -> dict:
         """Scalars describing the subject (spec, true and measured volumes, lesion fractions)."""
         return {

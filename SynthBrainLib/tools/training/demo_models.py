@@ -308,6 +308,14 @@ def sharpened_image_autoencoder(
 SHARPENED = ("brain-ldm-demo",)
 
 
+def check_sharpenable(model_id: str) -> None:
+    """Refuse a demo whose decoder is not an image decoder (:data:`SHARPENED`)."""
+    if model_id not in SHARPENED:
+        raise SynthBrainError(
+            f"--sharpen-decoder-of: {model_id} has no image decoder to sharpen; only {', '.join(SHARPENED)}"
+        )
+
+
 def sharpen_decoder_of(
     model_id: str, folder: Path, data: PhantomTrainingData, budget: "Budget", log: Log
 ) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
@@ -317,10 +325,7 @@ def sharpen_decoder_of(
     as it is, which is valid because the encoder (and so every latent it was trained on) does not
     change. Returns (card, states, training record) for :func:`write_model_folder`.
     """
-    if model_id not in SHARPENED:
-        raise SynthBrainError(
-            f"--sharpen-decoder-of: {model_id} has no image decoder to sharpen; only {', '.join(SHARPENED)}"
-        )
+    check_sharpenable(model_id)
     folder = Path(folder)
     card = load_card(folder / "card.json")
     ae, reused = reused_autoencoder(card.networks["autoencoder"], folder, model_id, log)
@@ -773,10 +778,8 @@ def train_demo(
         raise SynthBrainError("label2image-demo has no autoencoder to reuse")
     if autoencoder_from is not None and sharpen_decoder is not None:
         raise SynthBrainError("--autoencoder-from and --sharpen-decoder-of exclude each other; give one")
-    if sharpen_decoder is not None and model_id not in SHARPENED:
-        raise SynthBrainError(
-            f"--sharpen-decoder-of: {model_id} has no image decoder to sharpen; only {', '.join(SHARPENED)}"
-        )
+    if sharpen_decoder is not None:
+        check_sharpenable(model_id)
     start = time.time()
     data_dir = Path(data_dir) if data_dir else default_home() / "phantoms"
     data = load_training_data(subjects, seed=seed, cache=data_dir, log=log)
