@@ -121,3 +121,15 @@ def slicer_logic(mrml_app, tiny_store):
     logic = SynthBrainLogic(scene=mrml_app.scene, store=tiny_store, sequencesLogic=mrml_app.sequences)
     logic.device = "cpu"
     return logic
+
+
+# ---- Real scans (../shared/realdata: a real MS patient, a real FreeSurfer subject) --------------
+REALDATA = REPO_ROOT.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata():
+    """The folder of real scans beside the checkout (CI has it); tests skip with one line without it."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real scans are not at {REALDATA} (../shared/realdata beside the checkout)")
+    return REALDATA

@@ -175,3 +175,51 @@ def test_preview_zoom_brings_pixels_near_one_mm(spacing, zoom):
     affine[:3, :3] = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0) * spacing
     assert preview_zoom(affine) == zoom
     assert montage([np.zeros((4, 5, 6), np.float32)], zoom=zoom, gap=0).shape == (6 * zoom, (4 + 4 + 5) * zoom)
+
+
+def _without_geometry(path):
+    """A NIfTI as some tools write it: qform and sform codes 0, pixdim 0 (no orientation at all)."""
+    labels = np.zeros((12, 12, 12), np.uint8)
+    labels[3:9, 3:9, 3:9] = 3
+    img = nib.Nifti1Image(labels, None)
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(None, code=0)
+    img.header["pixdim"][1:4] = 0
+    nib.save(img, str(path))
+    return path
+
+
+def test_a_nifti_without_orientation_is_refused_in_one_line(tmp_path):
+    from SynthBrainLib.errors import SynthBrainError
+
+    path = _without_geometry(tmp_path / "nogeometry.nii.gz")
+    with pytest.raises(SynthBrainError) as err:
+        read_volume(path)
+    message = str(err.value)
+    assert "no orientation" in message and "qform and sform codes are both 0" in message, message
+    assert "\n" not in message, "one line"
+
+
+def test_the_cli_refuses_a_geometry_free_label_map_with_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    path = _without_geometry(tmp_path / "nogeometry.nii.gz")
+    out = tmp_path / "out" / "image.nii.gz"
+    cmd = [sys.executable, "-m", "SynthBrainLib.cli", "image-from-labels", str(path), "--model", "label2image-demo"]
+    done = subprocess.run([*cmd, "--quiet", "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, f"refused: {done.returncode} {done.stderr}"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, f"exactly one line on stderr (no reader's own warning): {done.stderr!r}"
+    assert "no orientation" in lines[0], lines[0]
+    assert not out.parent.exists() or not any(out.parent.iterdir()), "nothing written"
+
+
+def test_freesurfer_mgz_reads_with_its_own_geometry(tmp_path):
+    labels = np.zeros((10, 11, 12), np.int32)
+    labels[2:5, 3:6, 4:7] = 17
+    affine = np.array([[-1.0, 0, 0, 5], [0, 0, 1, -6], [0, -1, 0, 7], [0, 0, 0, 1]])  # FreeSurfer's LIA
+    nib.save(nib.MGHImage(labels, affine), str(tmp_path / "aseg.mgz"))
+    back, back_affine = read_volume(tmp_path / "aseg.mgz")
+    assert np.array_equal(back, labels), "the values read back"
+    assert np.allclose(back_affine, affine), f"the voxel-to-RAS matrix reads back: {back_affine}"

@@ -114,7 +114,7 @@ def test_the_users_own_freesurfer_segmentation_replaces_the_template(pipe, flair
         ("not-a-brain", "could not be aligned to the scan"),
         ("sequence", "sequence 'DWI' is not one of T1, FLAIR, T2"),
         ("tissue-value", "lesion label map has values 3"),
-        ("freesurfer-unknown", "values 999 that the FreeSurfer/SynthSeg mapping does not define"),
+        ("freesurfer-unknown", "values 999 that no FreeSurfer aseg"),
         ("margin", "margin 50 mm is outside 0–20 mm"),
     ],
 )
@@ -205,7 +205,7 @@ def test_the_insertion_evaluation_runs_end_to_end_and_writes_its_report(tmp_path
     """The command behind docs/evaluation/lesion-insertion.md, on one case of each kind."""
     from SynthBrainLib.tools.evaluation.insertion import evaluate
 
-    report = evaluate(tmp_path, n=1, n_registration=1, log=lambda line: None)
+    report = evaluate(tmp_path, n=1, n_registration=1, log=lambda line: None, real=False)
     assert {p.name for p in tmp_path.iterdir()} == {
         "lesion-insertion.json",
         "lesion-insertion.md",
@@ -216,3 +216,21 @@ def test_the_insertion_evaluation_runs_end_to_end_and_writes_its_report(tmp_path
     assert summary["FLAIR"]["dice_mean"] > 0.3, f"the FLAIR lesion is detected: {summary['FLAIR']}"
     assert report["registration"]["mean_mm"] < 2.5, f"registration error {report['registration']['mean_mm']:.2f} mm"
     assert "| Dice, painted mask vs detected lesion" in (tmp_path / "lesion-insertion.md").read_text(), "table"
+
+
+def test_the_real_ms_patient_section_measures_inserted_and_real_lesions(realdata, pipe):
+    """The evaluation's real-scan section on the real MS patient's FLAIR (the other sequences run the same code)."""
+    from SynthBrainLib.tools.evaluation import real_scans
+
+    section = real_scans.ms_patient(pipe, realdata / "ms-patient07", log=lambda line: None, sequences=("FLAIR",))
+    case = section["cases"][0]
+    assert case["untouched_voxels_changed"] == 0, "every voxel beyond the margin of the real scan is its own"
+    assert case["inserted"]["contrast"] > 1.1, f"the inserted FLAIR lesion is hyperintense: {case['inserted']}"
+    assert case["real_same_lesion"]["contrast"] > 1.1, f"the patient's own lesion is hyperintense: {case}"
+    text = "\n".join(real_scans.render({"ms_patient": section, "freesurfer_subject": _fs_stub()}))
+    assert "| FLAIR |" in text, "the report has a FLAIR row"
+
+
+def _fs_stub():
+    return {"values": 189, "values_unmapped": [], "inserted": {"contrast": 1.0}, "untouched_voxels_changed": 0,
+            "similarity": 0.8, "seconds": 1.0}  # fmt: skip

@@ -637,16 +637,17 @@ class SynthBrainLogic:
             )
         scan = mrml.volume_array(scanVolumeNode)
         affine = mrml.to_world(scanVolumeNode, mrml.volume_affine(scanVolumeNode))
-        tissue, tissueScheme = None, tissueLabels
+        tissue, tissueAffine, tissueScheme = None, None, tissueLabels
         if tissueNode is not None:
             if tissueNode.IsA("vtkMRMLSegmentationNode"):
                 tissue, _ = mrml.segmentation_to_labels(tissueNode, card.labels, scanVolumeNode)
                 tissueScheme = "model"
             else:
+                # A label map on its own grid (FreeSurfer's aseg as Slicer loads an .mgz: 256^3, LIA):
+                # the pipeline resamples it onto the scan's grid by world coordinates.
                 _require(tissueNode, "vtkMRMLLabelMapVolumeNode", "the tissue must be a segmentation or a label map")
                 tissue = mrml.volume_array(tissueNode)
-                if tissue.shape != scan.shape:
-                    raise errors.ConditionError(f"tissue label map {tissueNode.GetName()} is not on the scan's grid")
+                tissueAffine = mrml.to_world(tissueNode, mrml.volume_affine(tissueNode))
         seed = self._seed(seed)
         parent = scanVolumeNode.GetParentTransformNode()
         localAffine = mrml.volume_affine(scanVolumeNode)
@@ -661,6 +662,7 @@ class SynthBrainLogic:
                 lesions,
                 sequence=sequence,
                 tissue=tissue,
+                tissue_affine=tissueAffine,
                 tissue_scheme=tissueScheme,
                 margin_mm=margin,
                 seed=seed,

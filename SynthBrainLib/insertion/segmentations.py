@@ -8,24 +8,10 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ConditionError
+from .freesurfer_labels import FREESURFER_TO_SCHEMA, LUT_SOURCE, freesurfer_lookup
 
 #: Lesion classes a painted mask may hold (the model's label names).
 LESION_NAMES = ("wmh", "tumour", "edema", "gdtumour")
-
-#: FreeSurfer ``aseg`` / SynthSeg label values -> schema names. SynthSeg writes a subset of the same
-#: values, so one table serves both. Hippocampus and amygdala are cortical grey matter here; the
-#: ventral diencephalon and accumbens are deep grey matter; FreeSurfer's WM hypointensities (77) are
-#: white-matter lesions. Values not listed are refused, never guessed.
-FREESURFER_TO_SCHEMA: dict[int, str] = {
-    0: "background",
-    2: "wm", 41: "wm", 7: "wm", 46: "wm", 85: "wm", 251: "wm", 252: "wm", 253: "wm", 254: "wm", 255: "wm",
-    3: "gm", 42: "gm", 8: "gm", 47: "gm", 17: "gm", 53: "gm", 18: "gm", 54: "gm", 80: "gm",
-    4: "csf", 43: "csf", 5: "csf", 44: "csf", 14: "csf", 15: "csf", 24: "csf", 31: "csf", 63: "csf", 72: "csf",
-    10: "dgm", 49: "dgm", 11: "dgm", 50: "dgm", 12: "dgm", 51: "dgm", 13: "dgm", 52: "dgm", 26: "dgm", 58: "dgm",
-    28: "dgm", 60: "dgm",
-    16: "brainstem",
-    77: "wmh",
-}  # fmt: skip
 
 #: How ``tissue`` label values are read: the model's own values, or FreeSurfer aseg / SynthSeg values.
 TISSUE_SCHEMES = ("model", "freesurfer")
@@ -57,13 +43,11 @@ def tissue_in_schema(tissue: np.ndarray, label_names: tuple[str, ...], scheme: s
         unknown = [int(v) for v in present if int(v) not in FREESURFER_TO_SCHEMA]
         if unknown:
             raise ConditionError(
-                f"tissue segmentation has values {_few(unknown)} that the FreeSurfer/SynthSeg mapping does not "
-                "define (see SynthBrainLib.insertion.segmentations.FREESURFER_TO_SCHEMA)"
+                f"tissue segmentation has values {_few(unknown)} that no FreeSurfer aseg, aparc+aseg, "
+                f"aparc.a2009s+aseg, aparc.DKTatlas+aseg, wmparc or SynthSeg output holds ({LUT_SOURCE}; "
+                "the accepted values: docs/freesurfer-labels.md)"
             )
-        lut = np.zeros(max(FREESURFER_TO_SCHEMA) + 1, np.uint8)
-        for value, name in FREESURFER_TO_SCHEMA.items():
-            lut[value] = label_names.index(name)
-        out = lut[values]
+        out = freesurfer_lookup(label_names)[values]
     tissue_ids = [label_names.index(n) for n in ("csf", "gm", "wm") if n in label_names]
     if not np.isin(out, tissue_ids).any():
         raise ConditionError("tissue segmentation has no csf, gm or wm voxel")

@@ -26,12 +26,16 @@ from .digests import file_sha256
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: FreeSurfer's MGH format (read with nibabel; FreeSurfer writes its segmentations and volumes so).
+MGH_SUFFIXES = (".mgz", ".mgh")
+#: Every volume format read_volume takes, for messages.
+READABLE = "NIfTI (.nii, .nii.gz), NRRD/MetaImage (.nrrd, .nhdr, .mha, .mhd) or FreeSurfer MGH (.mgz, .mgh)"
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def volume_suffix(path: str | Path) -> str:
     name = str(path).lower()
-    for suffix in NIFTI_SUFFIXES + NRRD_SUFFIXES:
+    for suffix in NIFTI_SUFFIXES + NRRD_SUFFIXES + MGH_SUFFIXES:
         if name.endswith(suffix):
             return suffix
     return ""
@@ -282,7 +286,11 @@ def write_result(
 # Reading
 # ----------------------------------------------------------------------------------------------
 def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI / NRRD / MetaImage volume.
+    """Read a NIfTI / NRRD / MetaImage / FreeSurfer MGH volume.
+
+    A NIfTI file whose qform and sform codes are both 0 has no orientation (nibabel would invent a
+    1 mm grid for it): it is refused, since a lesion or label placed on an invented grid lands in
+    the wrong place.
 
     Returns:
         (array, affine): array (X, Y, Z) or, for 4D / vector images, (C, X, Y, Z); affine 4x4
@@ -293,7 +301,7 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except OutputError as exc:
         raise SynthBrainError(str(exc)) from None
     if path.is_dir():
-        raise SynthBrainError(f"input {path} is a folder; give a volume file (.nii.gz, .nii, .nrrd, .mha)")
+        raise SynthBrainError(f"input {path} is a folder; give a volume file (.nii.gz, .nii, .nrrd, .mha, .mgz)")
     if not path.is_file():
         raise SynthBrainError(f"input file {path} does not exist")
     suffix = volume_suffix(path)
@@ -327,11 +335,17 @@ def _quiet_readers():
 
 
 def _read(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
-    """The array ([i, j, k] or (C, i, j, k)) and voxel-to-RAS affine of a NIfTI or NRRD file."""
-    if suffix in NIFTI_SUFFIXES:
+    """The array ([i, j, k] or (C, i, j, k)) and voxel-to-RAS affine of a NIfTI, MGH or NRRD file."""
+    if suffix in NIFTI_SUFFIXES + MGH_SUFFIXES:
         import nibabel as nib
 
         img = nib.load(str(path))
+        if suffix in NIFTI_SUFFIXES and not (img.header["qform_code"] or img.header["sform_code"]):
+            raise SynthBrainError(
+                f"{path} has no orientation (its NIfTI qform and sform codes are both 0), so where its voxels lie "
+                "is unknown; save it again from the program that made it (Slicer, ITK-SNAP, mri_convert) with "
+                "its orientation"
+            )
         array = np.asanyarray(img.dataobj)
         affine = np.asarray(img.affine, dtype=np.float64)
         if array.ndim == 5 and array.shape[3] == 1:
@@ -350,9 +364,7 @@ def _read(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray]:
         lps[:3, 3] = image.GetOrigin()
         affine = _LPS @ lps
     else:
-        raise SynthBrainError(
-            f"input file {str(path)!r} must be NIfTI (.nii, .nii.gz) or NRRD (.nrrd, .nhdr, .mha, .mhd)"
-        )
+        raise SynthBrainError(f"input file {str(path)!r} must be {READABLE}")
     return array, affine
 
 

@@ -18,6 +18,9 @@ Measured, with estimators written without looking at the model's output:
 * **The MNI152 2009a T1** (nilearn, 1 mm): a white-matter ball inserted, detected as above on the
   template's white-matter map (probability > 0.9).
 * **Time** per insertion on this CPU.
+* **Real scans** (``../shared/realdata``; skipped with one line where absent): a real MS patient's
+  mirrored lesion inserted in FLAIR, T2 and T1 and compared with the patient's own lesions, and a real
+  FreeSurfer subject with its own segmentation as the tissue map (:mod:`.real_scans`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ...insertion.registration import resample_between
 from ...outputs.preview import orthogonal_slices, write_png
 from ...pipelines import load_pipeline
 from ..phantoms import render_contrast
+from . import real_scans
 from .insertion_cases import POPULATION, WM, ball, oblique_grid, painted_wmh, patient, rotation, wmh_centre
 
 HELD_OUT = 1000  # phantom indices from here on were never used for training
@@ -199,7 +203,10 @@ def mni152(pipe, log: Callable[[str], None]) -> dict[str, Any]:
     return {"shape": list(t1.shape), "cases": rows, "figure": picture}
 
 
-def evaluate(out: Path, n: int = 16, n_registration: int = 9, log: Callable[[str], None] = print) -> dict[str, Any]:
+def evaluate(
+    out: Path, n: int = 16, n_registration: int = 9, log: Callable[[str], None] = print, real: bool = True
+) -> dict[str, Any]:
+    """All sections; ``real=False`` leaves out the real scans (a quick run)."""
     pipe = load_pipeline("label2image-demo", device="cpu", preset="published")  # float32, as in the report
     start = time.time()
     log(f"phantom patients ({n}, FLAIR and T1, oblique 1x1x3 mm)")
@@ -208,6 +215,8 @@ def evaluate(out: Path, n: int = 16, n_registration: int = 9, log: Callable[[str
     reg = registration_error(pipe, n_registration, log)
     log("MNI152 2009a T1")
     mni = mni152(pipe, log)
+    log("real scans")
+    real_section = real_scans.real_scans(pipe, log) if real else {"skipped": "left out of this run (real=False)"}
     out.mkdir(parents=True, exist_ok=True)
     flair_scan, flair_affine, flair_labels = patient(HELD_OUT, "FLAIR", scale=800.0)
     flair_mask = painted_wmh(flair_labels, flair_affine, radius_mm=6.0)
@@ -225,6 +234,7 @@ def evaluate(out: Path, n: int = 16, n_registration: int = 9, log: Callable[[str
         "phantoms": phantoms,
         "registration": reg,
         "mni152_t1": mni,
+        "real_scans": real_section,
         "seconds": round(time.time() - start, 1),
     }
     (out / "lesion-insertion.json").write_text(json.dumps(report, indent=2))
@@ -280,6 +290,7 @@ def render(r: dict[str, Any]) -> str:
             f"{c['untouched_voxels_changed']} | {c['seconds']:.1f} s |"
         )
     lines.append("")
+    lines += real_scans.render(r["real_scans"])
     return "\n".join(lines)
 
 
