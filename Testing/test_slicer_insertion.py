@@ -145,3 +145,56 @@ def test_the_panels_insert_button_shows_the_result_beside_the_scan(opened, mrml_
     assert views["Red"].GetBackgroundVolumeID() == scan.GetID(), "the scan in the left view"
     assert views["Yellow"].GetBackgroundVolumeID() == new.GetID(), "the result in the right view"
     assert views["Red"].GetLinkedControl() and views["Yellow"].GetLinkedControl(), "the views are linked"
+
+
+def test_a_freesurfer_label_map_on_its_own_grid_is_the_tissue_map(logic, mrml_app, realdata):
+    """A real FreeSurfer aparc.a2009s+aseg as Slicer loads an .mgz (a label map on FreeSurfer's 256^3 LIA
+    grid) with a scan on another, oblique 1 x 1 x 3 mm grid: the logic hands the pipeline both grids.
+    (slicer-core has no MGH reader; Slicer's application reads .mgz itself - here nibabel fills the nodes.)"""
+    import nibabel as nib
+    import slicer
+
+    from SynthBrainLib.insertion.registration import resample_between
+    from SynthBrainSlicer import scene as mrml
+
+    scene = mrml_app.scene
+    folder = realdata / "freesurfer-subject"
+    norm, aseg = nib.load(folder / "norm.mgz"), nib.load(folder / "aparc.a2009s+aseg.mgz")
+    seg = np.asanyarray(aseg.dataobj).astype(np.int32)
+    tissue = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "aparc.a2009s+aseg")
+    mrml.fill_volume(tissue, seg, aseg.affine)
+    shape, grid = oblique_grid(angles=(8.0, -4.0, 6.0))
+    centre = norm.affine @ np.append((np.asarray(norm.shape) - 1) / 2.0, 1.0)
+    grid[:3, 3] += centre[:3] - (grid @ np.append((np.asarray(shape) - 1) / 2.0, 1.0))[:3]
+    image = np.round(resample_between(np.asanyarray(norm.dataobj).astype(np.float32), norm.affine, shape, grid))
+    scan = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "T1 on an oblique grid")
+    mrml.fill_volume(scan, image.astype(np.int16), grid)
+    white = np.round(resample_between(seg, aseg.affine, shape, grid, linear=False)) == 2
+    core = np.argwhere(ndi.binary_erosion(white, iterations=3))
+    offsets = (np.indices(shape) - core[len(core) // 2][:, None, None, None]) * np.array([1.0, 1.0, 3.0])[
+        :, None, None, None
+    ]
+    mask = (np.linalg.norm(offsets, axis=0) <= 5) & white
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(scan)
+    logic.addLesionSegments(segmentation, model="label2image-demo")
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        mrml.oriented_image(mask.astype(np.uint8), grid),
+        segmentation,
+        segmentation.GetSegmentation().GetSegmentIdBySegmentName("wmh"),
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
+    )
+    volume, _ = logic.insertLesions(
+        scan,
+        segmentation,
+        sequence="T1",
+        model="label2image-demo",
+        seed=1,
+        tissueNode=tissue,
+        tissueLabels="freesurfer",
+    )
+    provenance = json.loads(volume.GetAttribute("SynthBrain.Provenance"))
+    assert provenance["insertion"]["tissue"] == "user segmentation (freesurfer)", "the label map was the tissue map"
+    result = mrml.volume_array(volume)
+    far = ndi.distance_transform_edt(~mask, sampling=[1.0, 1.0, 3.0]) > 3.0
+    assert np.array_equal(result[far], mrml.volume_array(scan)[far]), "every voxel beyond the margin is the scan's own"
