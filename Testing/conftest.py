@@ -91,8 +91,11 @@ def mrml_app():
     slicer.modules = types.SimpleNamespace(
         **{name: types.SimpleNamespace(logic=(lambda lg=logic: lg)) for name, logic in logics.items()}
     )
+    # qSlicerSequencesModule.showSequenceBrowser (a static Q_INVOKABLE of the application): recorded.
+    shown_browsers = []
+    slicer.modules.sequences.showSequenceBrowser = lambda browser: shown_browsers.append(browser) or True
     try:
-        yield types.SimpleNamespace(scene=scene, app_logic=app_logic, **logics)
+        yield types.SimpleNamespace(scene=scene, app_logic=app_logic, shown_browsers=shown_browsers, **logics)
     finally:
         for name in ("mrmlScene", "modules"):
             if name in saved:

@@ -3,8 +3,9 @@
 What is real here:
 
 * ``slicer`` is slicer-core (Slicer's MRML and module logics as wheels);
-* ``slicer.parameterNodeWrapper`` is Slicer 5.12.3's own package, loaded from
-  ``../shared/slicer-reference`` (its connector registry, lookup order and serializers);
+* ``slicer.parameterNodeWrapper``, ``slicer.ScriptedLoadableModule`` and ``slicer.i18n`` are Slicer's
+  own files, loaded from ``../shared/slicer-reference`` (5.12.3 by default, or 5.10.0): the connector
+  registry, lookup order and serializers, the module/widget/logic base classes, the translation;
 * ``SynthBrain/SynthBrain.py`` and ``SynthBrain/Resources/UI/SynthBrain.ui`` are the module's files.
 
 What is stood in: the Qt, CTK and qMRML widget classes (``qt``, ``ctk``, ``slicer.qMRML*``) with the
@@ -26,7 +27,6 @@ import importlib.util
 import inspect
 import sys
 import types
-import unittest
 import weakref
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -35,10 +35,14 @@ REPO = Path(__file__).resolve().parent.parent
 MODULE_DIR = REPO / "SynthBrain"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SynthBrain.ui"
 #: Slicer 5.12.3's Base/Python/slicer/parameterNodeWrapper (pure Python), provided beside the repository.
-REFERENCE_WRAPPER = REPO.parent / "shared" / "slicer-reference" / "Base" / "Python" / "slicer" / "parameterNodeWrapper"
-REFERENCE_MISSING = (
-    f"Slicer's parameterNodeWrapper reference is not at {REFERENCE_WRAPPER} (../shared/slicer-reference)"
-)
+REFERENCE = REPO.parent / "shared" / "slicer-reference"
+#: Slicer's Base/Python/slicer of each release the module supports (pure Python), beside the repository.
+REFERENCE_SLICER = {
+    "5.12.3": REFERENCE / "Base" / "Python" / "slicer",
+    "5.10.0": REFERENCE / "v5.10.0" / "Base" / "Python" / "slicer",
+}
+REFERENCE_WRAPPER = REFERENCE_SLICER["5.12.3"] / "parameterNodeWrapper"
+REFERENCE_MISSING = f"Slicer's own Python files are not at {REFERENCE} (../shared/slicer-reference)"
 
 
 # ---- signals ---------------------------------------------------------------------------------------
@@ -144,6 +148,13 @@ class QWidget(QObject):
         self.enabled = True
         self.visible = True
         self.toolTip = ""
+        self._layout = None
+
+    def setLayout(self, layout) -> None:
+        self._layout = layout
+
+    def layout(self):
+        return self._layout
 
     def isWidgetType(self) -> bool:
         return True
@@ -159,9 +170,10 @@ class QWidget(QObject):
 
 
 class QLabel(QWidget):
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.text = ""
+    def __init__(self, text_or_parent=None, parent=None) -> None:
+        text = text_or_parent if isinstance(text_or_parent, str) else ""
+        super().__init__(parent if isinstance(text_or_parent, str) else text_or_parent)
+        self.text = text
         self.wordWrap = False
 
 
@@ -382,12 +394,28 @@ class QColor:
         self.args = args
 
 
+class QIcon:
+    def __init__(self, path: str = "") -> None:
+        self.path = path
+
+
 class QTimer(QObject):
+    """Timers fire when the application processes events (``slicer.app.processEvents()``)."""
+
     timeout = Signal()
+    running: "weakref.WeakSet[QTimer]" = weakref.WeakSet()
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.interval, self.active = 0, False
+        QTimer.running.add(self)
+
+    @classmethod
+    def fire_active(cls) -> None:
+        """What Qt's event loop does for the timers whose interval has passed: emit their timeouts."""
+        for timer in list(cls.running):
+            if timer.active:
+                timer.timeout.emit()
 
     def setInterval(self, msec: int) -> None:
         self.interval = msec
@@ -589,6 +617,7 @@ QT_CLASSES = [
     QTextEdit,
     QGroupBox,
     QColor,
+    QIcon,
     QTimer,
     QAction,
     QMenu,
@@ -707,60 +736,33 @@ def _module(name: str, classes, **extra) -> types.ModuleType:
     return module
 
 
-def scripted_loadable_module(scene_getter) -> types.ModuleType:
-    """``slicer.ScriptedLoadableModule``: the base classes a module file subclasses."""
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent) -> None:
-            self.parent = parent
-            self.moduleName = type(self).__name__
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None) -> None:
-            self.moduleName = type(self).__name__[: -len("Logic")]
-
-        def getParameterNode(self):
-            # As Slicer's: a singleton vtkMRMLScriptedModuleNode tagged with the module name.
-            import slicer
-
-            scene = scene_getter()
-            node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-            if node is None:
-                node = slicer.vtkMRMLScriptedModuleNode()
-                node.SetSingletonTag(self.moduleName)
-                node.SetModuleName(self.moduleName)
-                node = scene.AddNode(node)
-            return node
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None) -> None:
-            self.parent = parent or types.SimpleNamespace(isEntered=False)
-            self.moduleName = type(self).__name__[: -len("Widget")]
-            self.layout = _Layout()
-            self.reloaded = 0
-
-        def setup(self) -> None:
-            pass
-
-        def resourcePath(self, filename: str) -> str:
-            return str(MODULE_DIR / "Resources" / filename)
-
-        def onReload(self) -> None:
-            self.reloaded += 1
-
-    return _module(
-        "slicer.ScriptedLoadableModule",
-        [ScriptedLoadableModule, ScriptedLoadableModuleLogic, ScriptedLoadableModuleWidget],
-        ScriptedLoadableModuleTest=unittest.TestCase,
-    )
+def load_reference(name: str, release: str = "5.12.3") -> types.ModuleType:
+    """Slicer's own ``slicer.<name>`` module of ``release``, executed from the reference folder."""
+    spec = importlib.util.spec_from_file_location(f"slicer.{name}", REFERENCE_SLICER[release] / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"slicer.{name}"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def load_reference_wrapper() -> types.ModuleType:
-    """Slicer 5.12.3's ``slicer.parameterNodeWrapper`` package, executed from the reference folder."""
+class ModuleManager:
+    """``slicer.app.moduleManager()``: the widget base class connects to its unload signal."""
+
+    def __init__(self) -> None:
+        self.connections: list = []
+
+    def connect(self, signal, slot) -> None:
+        self.connections.append((signal, slot))
+
+    def disconnect(self, signal, slot) -> None:
+        self.connections.remove((signal, slot))
+
+
+def load_reference_wrapper(release: str = "5.12.3") -> types.ModuleType:
+    """Slicer's ``slicer.parameterNodeWrapper`` package of ``release``, executed from the reference folder."""
+    folder = REFERENCE_SLICER[release] / "parameterNodeWrapper"
     spec = importlib.util.spec_from_file_location(
-        "slicer.parameterNodeWrapper",
-        REFERENCE_WRAPPER / "__init__.py",
-        submodule_search_locations=[str(REFERENCE_WRAPPER)],
+        "slicer.parameterNodeWrapper", folder / "__init__.py", submodule_search_locations=[str(folder)]
     )
     package = importlib.util.module_from_spec(spec)
     sys.modules["slicer.parameterNodeWrapper"] = package
@@ -768,37 +770,49 @@ def load_reference_wrapper() -> types.ModuleType:
     return package
 
 
-def install(monkeypatch, scene_getter) -> types.SimpleNamespace:
-    """Put the stand-in widget modules and Slicer's reference wrapper in place (undone by monkeypatch).
+#: The module's Qt-free helpers, imported once outside the harness (bound to the plain ``_`` that is
+#: used where Slicer's application is absent); each harness test imports its own copies, bound to the
+#: reference release it installs, and the plain ones come back afterwards.
+PLAIN_MODULES = ("choices", "dependencies", "environment", "logic", "panel", "runs", "views", "compatibility")
 
-    Returns a namespace with ``qt``, ``ctk``, ``wrapper`` (Slicer's package) and ``dialogs`` (what
+
+def install(monkeypatch, scene_getter, release: str = "5.12.3", slicer_version=None) -> types.SimpleNamespace:
+    """Put the stand-in widget modules and Slicer's own files of ``release`` in place (undone by monkeypatch).
+
+    ``slicer_version``: what ``slicer.app`` reports as (major, minor) (default: the release's).
+    Returns a namespace with ``qt``, ``ctk``, ``wrapper`` (Slicer's package), ``app`` and ``dialogs`` (what
     the code asked the user, as (kind, text) tuples; every question is answered ``answer``).
     """
     import slicer
     import slicer.util
 
+    monkeypatch.syspath_prepend(str(MODULE_DIR))
+    for name in PLAIN_MODULES:
+        importlib.import_module(f"SynthBrainSlicer.{name}")
+    for name in [n for n in sys.modules if n.split(".")[0] == "SynthBrainSlicer"]:
+        monkeypatch.delitem(sys.modules, name)
+    major, minor = slicer_version or tuple(int(x) for x in release.split(".")[:2])
+    layouts = types.SimpleNamespace(layout=None)
+    layouts.setLayout = lambda layout: setattr(layouts, "layout", layout)
+    app = types.SimpleNamespace(
+        majorVersion=major,
+        minorVersion=minor,
+        layoutManager=lambda: layouts,
+        translate=lambda context, text: text,
+        testingEnabled=lambda: False,
+        commandOptions=lambda: types.SimpleNamespace(testingEnabled=False),
+        processEvents=QTimer.fire_active,
+    )
+    manager = ModuleManager()
+    app.moduleManager = lambda: manager
+    monkeypatch.setattr(slicer, "app", app, raising=False)
     qt = _module("qt", QT_CLASSES, Qt=_Qt, QInputDialog=None, QFileDialog=None)
     ctk = _module("ctk", CTK_CLASSES)
-    i18n = _module("slicer.i18n", [], tr=lambda text: text, translate=lambda context, text: text)
-    for name, module in {
-        "qt": qt,
-        "ctk": ctk,
-        "slicer.i18n": i18n,
-        "slicer.ScriptedLoadableModule": scripted_loadable_module(scene_getter),
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-        if name.startswith("slicer."):
-            monkeypatch.setattr(slicer, name.split(".", 1)[1], module, raising=False)
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    monkeypatch.setitem(sys.modules, "ctk", ctk)
     for cls in MRML_WIDGET_CLASSES:
         monkeypatch.setattr(slicer, cls.__name__, cls, raising=False)
-    # Slicer's wrapper modules register connectors in module-level lists: a fresh copy per test.
-    for name in [
-        n for n in sys.modules if n == "slicer.parameterNodeWrapper" or n.startswith("slicer.parameterNodeWrapper.")
-    ]:
-        del sys.modules[name]
-    wrapper = load_reference_wrapper()
-    monkeypatch.setattr(slicer, "parameterNodeWrapper", wrapper, raising=False)
-    state = types.SimpleNamespace(qt=qt, ctk=ctk, wrapper=wrapper, dialogs=[], answer=True)
+    state = types.SimpleNamespace(qt=qt, ctk=ctk, app=app, dialogs=[], answer=True)
 
     def ask(kind):
         def dialog(text, *args, **kwargs):
@@ -809,6 +823,8 @@ def install(monkeypatch, scene_getter) -> types.SimpleNamespace:
 
     monkeypatch.setattr(slicer.util, "loadUI", lambda path: load_ui(Path(path)), raising=False)
     monkeypatch.setattr(slicer.util, "childWidgetVariables", child_widget_variables, raising=False)
+    monkeypatch.setattr(slicer.util, "settingsValue", lambda key, default, **kwargs: default, raising=False)
+    monkeypatch.setattr(slicer.util, "modulePath", lambda name: str(MODULE_DIR / f"{name}.py"), raising=False)
     for kind in ("errorDisplay", "infoDisplay", "warningDisplay"):
         monkeypatch.setattr(slicer.util, kind, ask(kind), raising=False)
     monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", ask("confirmOkCancelDisplay"), raising=False)
@@ -820,10 +836,17 @@ def install(monkeypatch, scene_getter) -> types.SimpleNamespace:
         raising=False,
     )
     monkeypatch.setattr(slicer.util, "restart", lambda: state.dialogs.append(("restart", None)), raising=False)
-    layouts = types.SimpleNamespace(layout=None)
-    layouts.setLayout = lambda layout: setattr(layouts, "layout", layout)
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(layoutManager=lambda: layouts), raising=False)
+    state.reloaded = []
+    monkeypatch.setattr(slicer.util, "reloadScriptedModule", state.reloaded.append, raising=False)
     state.layoutManager = layouts
+    # Slicer's own modules, fresh per test (the wrapper registers connectors in module-level lists).
+    for name in [n for n in sys.modules if n.split(".")[:2] in (["slicer", "parameterNodeWrapper"],)]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in ("i18n", "ScriptedLoadableModule"):
+        monkeypatch.setitem(sys.modules, f"slicer.{name}", None)  # restored afterwards; replaced next line
+        monkeypatch.setattr(slicer, name, load_reference(name, release), raising=False)
+    state.wrapper = load_reference_wrapper(release)
+    monkeypatch.setattr(slicer, "parameterNodeWrapper", state.wrapper, raising=False)
     return state
 
 
@@ -839,17 +862,29 @@ def import_module_file(
     return module
 
 
+def module_panel_parent():
+    """What Slicer hands a module widget: a qMRML widget with a layout, which knows whether the
+    module is shown (``isEntered``)."""
+    parent = qMRMLWidget()
+    parent.setLayout(QVBoxLayout())
+    parent.isEntered = False
+    return parent
+
+
 @contextlib.contextmanager
-def opened_panel(monkeypatch, mrml_app, store):
-    """SynthBrain.py's widget set up on the test scene with ``store``'s models (torch on one thread,
-    as the panel's worker would share two cores). Yields widget, ui, module, gui, scene, parameters."""
+def opened_panel(monkeypatch, mrml_app, store, release: str = "5.12.3"):
+    """SynthBrain.py's widget set up on the test scene with ``store``'s models, as Slicer does it: made
+    with a parent, then ``setup()`` (torch on one thread, as the panel's worker would share two
+    cores). Yields widget, ui, module, gui, scene, parameters."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    gui = install(monkeypatch, lambda: mrml_app.scene)
+    gui = install(monkeypatch, lambda: mrml_app.scene, release=release)
     module = import_module_file(monkeypatch)
-    widget = module.SynthBrainWidget()
+    if module.UNSUPPORTED is not None:
+        raise AssertionError(f"the module refused this Python/Slicer: {module.UNSUPPORTED}")
+    widget = module.SynthBrainWidget(module_panel_parent())
     widget.logic = module.SynthBrainLogic(scene=mrml_app.scene, store=store, sequencesLogic=mrml_app.sequences)
     widget.setup()
     try:

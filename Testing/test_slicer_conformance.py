@@ -29,9 +29,31 @@ def module(gui, monkeypatch):
 
 
 @pytest.fixture
+def node_class(module):
+    """The parameter node class the module's logic wraps its node in (SynthBrainSlicer.parameters)."""
+    import sys
+
+    return sys.modules["SynthBrainSlicer.parameters"].SynthBrainParameterNode
+
+
+@pytest.fixture
 def parameters(module, mrml_app):
     logic = module.SynthBrainLogic(scene=mrml_app.scene)
     return logic.getParameterNode()
+
+
+def leaf_names(node_class) -> set[str]:
+    """Every value the node stores: plain fields, and each parameterPack's members as ``pack.member``."""
+    names = set()
+    for name, info in node_class.allParameters.items():
+        kind = (
+            typing.get_args(info.unalteredType)[0]
+            if typing.get_origin(info.unalteredType) is typing.Annotated
+            else info.unalteredType
+        )
+        members = getattr(kind, "allParameters", None)
+        names |= {f"{name}.{m}" for m in members} if members else {name}
+    return names
 
 
 def bound_widgets(root) -> dict:
@@ -43,31 +65,37 @@ def bound_widgets(root) -> dict:
     }
 
 
-def test_every_field_is_bound_by_slicer_or_synced_by_the_panel(module):
+def test_every_field_is_bound_by_slicer_or_synced_by_the_panel(module, node_class):
     """Model ids (str) cannot go through connectGui on Slicer >= 5.8 (see the module docstring):
     exactly those are synced by the panel itself (SynthBrainSlicer.panel.ModelSelectors)."""
-    fields = set(module.SynthBrainParameterNode.allParameters)
+    fields = leaf_names(node_class)
     widgets = set(bound_widgets(slicer_app.load_ui()))
     synced = set(module.SynthBrainWidget.MODEL_SELECTORS)
     assert fields - widgets == synced, "parameter-node fields neither bound by connectGui nor synced by the panel"
     assert widgets - fields == set(), "widgets bound to a parameter the node does not have"
 
 
-def test_slicers_own_lookup_finds_a_connector_for_every_field(module, gui):
+def test_the_parameter_node_is_grouped_in_packs(node_class):
+    packs = {
+        name for name in node_class.allParameters if "." not in name and name.islower() and not name.endswith("Model")
+    }
+    assert packs == {"conditions", "run", "sweep", "painting"}, f"the sections' parameter packs: {packs}"
+
+
+def test_slicers_own_lookup_finds_a_connector_for_every_field(module, gui, node_class):
     """createGuiConnector: Slicer's registry and lookup order, for every field and its widget."""
     wrapper = gui.wrapper
     chosen = {}
     for name, widget in bound_widgets(slicer_app.load_ui()).items():
-        datatype = module.SynthBrainParameterNode.dataType(name)
+        datatype = node_class.dataType(name)
         try:
             chosen[name] = type(wrapper.createGuiConnector(widget, datatype)).__name__
         except RuntimeError as exc:
             pytest.fail(f"Slicer 5.12.3 cannot bind {name} ({type(widget).__name__}): {exc}")
-    assert chosen["age"] == "QDoubleSpinBoxCtkSliderWidgetToFloatIntConnector", f"age binds through {chosen['age']}"
-    assert chosen["sex"] == "QComboBoxToEnumConnector", f"sex binds through {chosen['sex']}"
-    assert chosen["paintSegmentation"] == "qMRMLNodeComboBoxToNodeConnector", (
-        f"paintSegmentation binds through {chosen['paintSegmentation']}"
-    )
+    age, sex, segmentation = chosen["conditions.age"], chosen["conditions.sex"], chosen["painting.segmentation"]
+    assert age == "QDoubleSpinBoxCtkSliderWidgetToFloatIntConnector", f"age binds through {age}"
+    assert sex == "QComboBoxToEnumConnector", f"sex binds through {sex}"
+    assert segmentation == "qMRMLNodeComboBoxToNodeConnector", f"the painted segmentation binds through {segmentation}"
 
 
 def test_connect_gui_binds_the_whole_panel(parameters):
@@ -96,12 +124,12 @@ def test_values_flow_both_ways_for_every_plain_field(parameters, direction):
     checked = 0
     for name, widget in widgets.items():
         datatype = type(parameters).dataType(name)
-        new = _other_value(datatype, getattr(parameters, name), widget)
+        new = _other_value(datatype, parameters.getValue(name), widget)
         if new is None:
             continue
         checked += 1
         if direction == "node to widget":
-            setattr(parameters, name, new)
+            parameters.setValue(name, new)
             shown = (
                 widget.value
                 if hasattr(widget, "value")
@@ -118,8 +146,8 @@ def test_values_flow_both_ways_for_every_plain_field(parameters, direction):
                 widget.checked = new
             else:
                 widget.value = new
-            assert getattr(parameters, name) == new, (
-                f"{name}: the parameter is {getattr(parameters, name)!r} after the widget showed {new!r}"
+            assert parameters.getValue(name) == new, (
+                f"{name}: the parameter is {parameters.getValue(name)!r} after the widget showed {new!r}"
             )
     assert checked >= 20, f"only {checked} fields were exercised"
 
@@ -129,10 +157,10 @@ def test_node_fields_follow_their_selectors(parameters, mrml_app):
     widgets = bound_widgets(root)
     parameters.connectGui(root)
     segmentation = mrml_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painting")
-    widgets["paintSegmentation"].setCurrentNode(segmentation)
-    assert parameters.paintSegmentation is segmentation, (
-        "choosing a segmentation in the selector sets paintSegmentation"
-    )
+    widgets["painting.segmentation"].setCurrentNode(segmentation)
+    assert parameters.painting.segmentation is segmentation, "choosing a segmentation in the selector sets the field"
     volume = mrml_app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan")
-    parameters.paintReference = volume
-    assert widgets["paintReference"].currentNode() is volume, "setting paintReference shows it in its selector"
+    parameters.painting.reference = volume
+    assert widgets["painting.reference"].currentNode() is volume, (
+        "setting the painted-on volume shows it in its selector"
+    )

@@ -49,7 +49,7 @@ class RecordingSlicer:
         self,
         versions: dict,
         *,
-        pydeps: bool = False,
+        packaging: bool = False,
         pytorch_extension: bool = True,
         pip_fails: bool = False,
         online: bool = True,
@@ -59,10 +59,12 @@ class RecordingSlicer:
         self.util = types.SimpleNamespace(pip_install=self._pip_install)
         self.app = types.SimpleNamespace(extensionsManagerModel=lambda: self.manager)
         self.manager = types.SimpleNamespace(
-            isExtensionInstalled=lambda name: False, installExtensionFromServer=self._install_extension
+            isExtensionInstalled=lambda name: False,
+            installExtensionFromServer=self._install_extension,
+            interactive=True,
         )
-        if pydeps:
-            self.pydeps = types.SimpleNamespace(
+        if packaging:
+            self.packaging = types.SimpleNamespace(
                 load_requirements=lambda path: Path(path).read_text().split(), pip_ensure=self._pip_ensure
             )
         self.pytorchUtils = (
@@ -84,15 +86,10 @@ class RecordingSlicer:
             )
         self._install(files.get("-r", []))
 
-    def _pip_ensure(self, requirements, *, constraints, prompt_install, requester, skip_in_testing):
-        self.calls.append(
-            (
-                "pip_ensure",
-                list(requirements),
-                Path(constraints).read_text().split(),
-                {"prompt_install": prompt_install, "requester": requester, "skip_in_testing": skip_in_testing},
-            )
-        )
+    def _pip_ensure(self, requirements, *, constraints, prompt_install, prompt_restart, requester, skip_in_testing):
+        options = {"prompt_install": prompt_install, "prompt_restart": prompt_restart}
+        options.update(requester=requester, skip_in_testing=skip_in_testing)
+        self.calls.append(("pip_ensure", list(requirements), Path(constraints).read_text().split(), options))
         self._install(requirements)
 
     def _install_torch(self, **kwargs):
@@ -101,7 +98,7 @@ class RecordingSlicer:
         return types.SimpleNamespace(__version__="2.13.0")
 
     def _install_extension(self, name, restart=True):
-        self.calls.append(("installExtensionFromServer", name, restart))
+        self.calls.append(("installExtensionFromServer", name, restart, self.manager.interactive))
         return self.online
 
 
@@ -151,12 +148,13 @@ def test_fresh_slicer_gets_torch_from_pytorchutils_and_the_rest_from_pip_without
 
 
 def test_slicer_5_12_installs_through_pip_ensure_with_the_constraints():
-    fake = RecordingSlicer(dict(SLICER_512, torch="2.13.0"), pydeps=True)
+    fake = RecordingSlicer(dict(SLICER_512, torch="2.13.0"), packaging=True)
     installer(fake).install()
     assert [c[0] for c in fake.calls] == ["pip_ensure"], fake.calls
     _, requirements, constraints, options = fake.calls[0]
     assert "numpy==2.4.6" in constraints, constraints
-    assert options == {"prompt_install": False, "requester": "SynthBrain", "skip_in_testing": False}, options
+    expected = {"prompt_install": False, "prompt_restart": False, "requester": "SynthBrain", "skip_in_testing": False}
+    assert options == expected, f"Slicer asks nothing itself: the module asked: {options}"
 
 
 def test_nothing_is_installed_when_everything_is_there():
@@ -177,7 +175,10 @@ def test_missing_pytorch_extension_is_installed_from_the_extensions_manager_then
         restart=lambda: restarts.append(True),
     )
     assert not ready, "not ready until Slicer has restarted"
-    assert ("installExtensionFromServer", "PyTorch", False) in fake.calls, fake.calls
+    assert ("installExtensionFromServer", "PyTorch", False, False) in fake.calls, (
+        f"installed without Slicer's own question (non-interactive), no restart by Slicer: {fake.calls}"
+    )
+    assert fake.manager.interactive is True, "the Extensions Manager is interactive again afterwards"
     assert "pip_install" not in [c[0] for c in fake.calls], "pip never stands in for the PyTorch extension"
     assert len(questions) == 3, f"asked to install, to add the extension, to restart: {questions}"
     assert restarts == [True], "Slicer restarts when the user agrees"
@@ -209,7 +210,7 @@ def test_offline_extension_download_says_what_to_do():
 
 
 def test_a_wheels_folder_installs_offline(tmp_path):
-    fake = RecordingSlicer(dict(SLICER_512, torch="2.13.0"), pydeps=True)
+    fake = RecordingSlicer(dict(SLICER_512, torch="2.13.0"), packaging=True)
     installer(fake, wheelsDir=tmp_path).install()
     assert fake.calls[0][0] == "pip_install", "a wheels folder goes through pip with its own options"
     args = fake.calls[0][1]

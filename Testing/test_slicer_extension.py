@@ -111,20 +111,25 @@ def test_module_cmake_lists_every_script_and_resource():
         assert word in build, word
     testing = re.search(r"if\(BUILD_TESTING\)(.*?)endif\(\)", MODULE_CMAKE, re.S)
     assert testing is not None, "the module CMakeLists.txt has an if(BUILD_TESTING) block"
-    assert "add_subdirectory(Testing)" in testing.group(1), "the module's Testing folder is built with BUILD_TESTING"
+    scripts = re.findall(r"slicer_add_python_unittest\(SCRIPT\s+(\S+)\)", testing.group(1))
+    assert scripts == ["${MODULE_NAME}.py"], f"the self-test registered as the Slicer template does it: {scripts}"
 
 
-def test_self_test_is_registered_as_the_extension_wizard_lays_it_out():
-    """SynthBrain/Testing/CMakeLists.txt -> Python/ -> slicer_add_python_unittest(SCRIPT <file that exists>)."""
-    assert "add_subdirectory(Python)" in (MODULE_DIR / "Testing" / "CMakeLists.txt").read_text(), (
-        "Testing/ descends into Python/"
-    )
-    python = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text()
-    scripts = re.findall(r"slicer_add_python_unittest\(SCRIPT\s+(\S+)\)", python)
-    assert scripts == ["SynthBrainModuleTest.py"], scripts
-    test = ast.parse((MODULE_DIR / "Testing" / "Python" / scripts[0]).read_text())
-    classes = [c for c in test.body if isinstance(c, ast.ClassDef)]
-    assert [ast.unparse(b) for b in classes[0].bases] == ["ScriptedLoadableModuleTest"], "a Slicer unittest class"
+def test_the_self_test_is_installed_with_the_module():
+    """Reload and Test in an installed extension runs SynthBrainTest: its code must be installed."""
+    module = ast.parse((MODULE_DIR / "SynthBrain.py").read_text())
+    bases = [
+        ast.unparse(b)
+        for c in ast.walk(module)
+        if isinstance(c, ast.ClassDef) and c.name == "SynthBrainTest"
+        for b in c.bases
+    ]
+    assert "selftest.SynthBrainSelfTest" in bases, f"SynthBrainTest is the shipped self-test: {bases}"
+    assert "SynthBrainSlicer/selftest.py" in cmake_list(MODULE_CMAKE, "MODULE_PYTHON_SCRIPTS"), "and it is installed"
+    selftest = ast.parse((MODULE_DIR / "SynthBrainSlicer" / "selftest.py").read_text())
+    base = next(c for c in selftest.body if isinstance(c, ast.ClassDef) and c.name == "SynthBrainSelfTest")
+    assert [ast.unparse(b) for b in base.bases] == ["ScriptedLoadableModuleTest"], "a Slicer unittest class"
+    assert not (MODULE_DIR / "Testing").exists(), "no second copy of the self-test that only a checkout has"
 
 
 def test_module_cmake_ships_the_library_and_demo_models():
@@ -144,8 +149,10 @@ def test_only_the_module_file_at_the_top_of_the_module_folder():
     assert sorted(p.name for p in MODULE_DIR.glob("*.py")) == ["SynthBrain.py"]
 
 
-def test_catalog_entry_follows_schema_v1_0_2():
-    entry = json.loads((REPO / "SynthBrain.json").read_text(encoding="utf-8"))
+def test_the_catalog_entry_template_follows_schema_v1_0_2():
+    """The entry for Slicer's ExtensionsIndex lives in docs/slicer.md until there is a repository to name."""
+    block = re.search(r"## Publishing.*?```json\n(.*?)\n```", (REPO / "docs" / "slicer.md").read_text(), re.S)
+    entry = json.loads(block.group(1))
     assert (
         entry["$schema"]
         == "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json#"
@@ -165,8 +172,15 @@ def test_catalog_entry_follows_schema_v1_0_2():
             assert rule["minimum"] <= value <= rule["maximum"], key
     assert entry["build_dependencies"] == [cmake_set(TOP_CMAKE, "EXTENSION_DEPENDS")]
     assert entry["category"] == cmake_set(TOP_CMAKE, "EXTENSION_CATEGORY") == module_categories()[0]
-    assert entry["scm_url"].startswith("https://"), f"scm_url {entry['scm_url']} is not https"
-    assert entry["scm_revision"], "the catalog entry names an scm_revision"
+    assert entry["scm_url"] == "SYNTHBRAIN_REPOSITORY_URL.git", "the repository is named when publishing, not invented"
+
+
+def test_no_repository_url_is_invented():
+    assert not (REPO / "SynthBrain.json").exists(), "the catalog entry is not a file of the extension"
+    for field in ("EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        value = cmake_set(TOP_CMAKE, field)
+        assert value.startswith("${"), f"{field} follows SYNTHBRAIN_REPOSITORY_URL, not a written-in URL: {value}"
+    assert "github.com" not in TOP_CMAKE, "no repository URL is written into the build"
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -123,10 +123,12 @@ def test_the_panels_insert_button_shows_the_result_beside_the_scan(opened, mrml_
     before = mrml.volume_array(scan)
     p = opened.parameters
     p.imageModel = "label2image-demo"
-    p.paintReference, p.paintSegmentation = scan, segmentation
-    p.sequence = opened.module.MRSequence.FLAIR
+    from SynthBrainSlicer.choices import MRSequence
+
+    p.painting.reference, p.painting.segmentation = scan, segmentation
+    p.painting.sequence = MRSequence.FLAIR
     opened.ui.insertMarginSlider.value = 2.0
-    assert p.insertMargin == 2.0, "the margin slider is bound to the parameter node"
+    assert p.painting.margin == 2.0, "the margin slider is bound to the parameter node"
     opened.ui.addLesionSegmentsButton.click()
     assert opened.ui.statusLabel.text == "Added segments: none missing.", opened.ui.statusLabel.text
     volumes_before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")

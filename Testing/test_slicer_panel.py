@@ -61,7 +61,7 @@ def test_a_model_set_from_the_console_is_shown_in_its_selector(opened):
 
 def test_generate_adds_a_synthetic_volume_and_shows_the_measured_volumes(opened):
     before = len(volumes(opened.scene))
-    opened.parameters.seed = 3
+    opened.parameters.run.seed = 3
     opened.ui.generateButton.click()
     assert opened.ui.generateButton.text == "Cancel", "while it runs, the button cancels"
     finish(opened.widget)
@@ -85,9 +85,11 @@ def test_cancel_adds_nothing(opened):
 
 
 def test_quick_preview_and_precision_apply_to_sweeps(opened):
-    opened.parameters.preview = True
-    opened.parameters.precision = opened.module.Precision.BFLOAT16
-    opened.parameters.sweepSteps = 2
+    from SynthBrainSlicer.choices import Precision
+
+    opened.parameters.run.preview = True
+    opened.parameters.run.precision = Precision.BFLOAT16
+    opened.parameters.sweep.steps = 2
     opened.ui.sweepButton.click()
     finish(opened.widget)
     sequences = [
@@ -105,9 +107,9 @@ def test_compare_shows_a_and_b_side_by_side_with_their_difference(opened):
         composite = opened.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")
         composite.SetLayoutName(view)
     assert not opened.ui.compareButton.enabled, "nothing to compare before A is pinned"
-    opened.parameters.age = 50.0
+    opened.parameters.conditions.age = 50.0
     opened.ui.pinButton.click()
-    opened.parameters.age = 80.0
+    opened.parameters.conditions.age = 80.0
     before = len(volumes(opened.scene))
     opened.ui.compareButton.click()
     finish(opened.widget)
@@ -143,8 +145,8 @@ def test_raw_model_values_replace_an_assumed_mapping(opened):
     )
     assert "model input" in opened.ui.ventricularVolumeLabel.text, opened.ui.ventricularVolumeLabel.text
     assert opened.ui.ageSlider.maximum == 82.0, "age has a published mapping: it stays in years"
-    opened.parameters.ventricularVolume = 0.7
-    opened.parameters.measureVolumes = False
+    opened.parameters.conditions.ventricularVolume = 0.7
+    opened.parameters.conditions.measureVolumes = False
     opened.ui.generateButton.click()
     finish(opened.widget)
     provenance = json.loads(volumes(opened.scene)[-1].GetAttribute("SynthBrain.Provenance"))
@@ -178,20 +180,22 @@ def test_reload_reloads_the_helper_packages(opened):
             "Reload drops SynthBrainSlicer so that it is imported afresh"
         )
         assert "SynthBrainLib.errors" not in sys.modules, "and SynthBrainLib"
-        assert opened.widget.reloaded == 1, "and then reloads the module file as Slicer does"
+        assert opened.gui.reloaded == ["SynthBrain"], "and then reloads the module file through Slicer's own call"
     finally:
         sys.modules.update(saved)  # the rest of the test session keeps its classes
 
 
-def test_get_module_logic_finds_the_panels_logic(monkeypatch, mrml_app):
-    """Slicer's own slicer.util.getModuleLogic (from slicer-core) on the panel Slicer would create:
-    a scripted module's logic is its widget's ``logic``, which setup() makes without injection."""
+def test_get_module_logic_finds_the_logic_of_a_panel_made_without_a_parent(monkeypatch, mrml_app, tmp_path):
+    """Slicer's own slicer.util.getModuleLogic (from slicer-core) on a panel made as a script makes it:
+    without a parent, Slicer's ScriptedLoadableModuleWidget sets it up at once, and setup() makes the
+    logic itself (no injection)."""
     import slicer
 
+    monkeypatch.setenv("SYNTHBRAIN_HOME", str(tmp_path / "home"))
     slicer_app.install(monkeypatch, lambda: mrml_app.scene)
     module = slicer_app.import_module_file(monkeypatch)
     widget = module.SynthBrainWidget()
-    widget.setup()
+    assert widget.ui.generateButton.text == "Generate brain", "set up by Slicer's base class at once"
     scripted = type("qSlicerScriptedLoadableModule", (), {"name": "SynthBrain"})
     monkeypatch.setattr(slicer, "qSlicerScriptedLoadableModule", scripted, raising=False)
     monkeypatch.setattr(slicer.util, "getModule", lambda name: scripted())
@@ -206,10 +210,10 @@ def test_get_module_logic_finds_the_panels_logic(monkeypatch, mrml_app):
 
 def test_generate_label_template_gives_a_segmentation_and_a_volume_to_paint_on(opened):
     opened.parameters.labelModel = "tiny-labels"
-    opened.parameters.wmh = 0.0
+    opened.parameters.painting.wmh = 0.0
     opened.ui.generateLabelsButton.click()
     finish(opened.widget)
-    segmentation, reference = opened.parameters.paintSegmentation, opened.parameters.paintReference
+    segmentation, reference = opened.parameters.painting.segmentation, opened.parameters.painting.reference
     assert segmentation is not None, f"a template to paint ({opened.gui.dialogs})"
     assert segmentation.IsA("vtkMRMLSegmentationNode"), segmentation.GetClassName()
     assert reference is not None, "and a volume of its labels to paint on"
@@ -225,10 +229,52 @@ def test_use_as_template_copies_a_label_map_without_changing_it(opened, mrml_app
         labels.transpose(2, 1, 0).copy(), nodeClassName="vtkMRMLLabelMapVolumeNode"
     )
     before = slicer.util.arrayFromVolume(labelmap).copy()
-    opened.parameters.templateInput = labelmap
+    opened.parameters.painting.templateInput = labelmap
     opened.ui.useTemplateButton.click()
-    segmentation = opened.parameters.paintSegmentation
+    segmentation = opened.parameters.painting.segmentation
     assert segmentation is not None, f"a template was made ({opened.gui.dialogs})"
     assert segmentation.GetID() != labelmap.GetID(), "a new node, not the input"
     assert np.array_equal(slicer.util.arrayFromVolume(labelmap), before), "the label map is untouched"
-    assert opened.parameters.paintReference is not None, "with a volume to paint on"
+    assert opened.parameters.painting.reference is not None, "with a volume to paint on"
+
+
+def test_leaving_the_module_and_closing_the_scene_release_the_embedded_editor(opened):
+    """As Slicer's own Segment Editor module: an editor nobody sees stops observing the slice views and
+    lets go of its segmentation (it would otherwise keep reacting to every view interaction)."""
+    editor = opened.ui.segmentEditorWidget
+    opened.widget.enter()
+    assert ("setupViewObservations", ()) in editor.calls, "entering the module observes the views"
+    segmentation = opened.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
+    opened.parameters.painting.segmentation = segmentation
+    assert editor.segmentationNode() is segmentation, "the editor paints the chosen segmentation"
+    editor.calls.clear()
+    opened.widget.exit()
+    assert ("removeViewObservations", ()) in editor.calls, f"leaving the module removes them: {editor.calls}"
+    opened.widget.enter()
+    opened.parameters.painting.segmentation = segmentation
+    editor.calls.clear()
+    opened.scene.Clear(0)
+    assert ("removeViewObservations", ()) in editor.calls, f"closing the scene removes them: {editor.calls}"
+    assert editor.segmentationNode() is None, "and the editor lets go of the closed scene's segmentation"
+
+
+def test_the_module_logic_is_initialised_once(monkeypatch, mrml_app, tiny_store):
+    """SynthBrainLogic derives from the console logic and Slicer's ScriptedLoadableModuleLogic: each
+    __init__ runs exactly once (Slicer's calls super().__init__() itself)."""
+    slicer_app.install(monkeypatch, lambda: mrml_app.scene)
+    module = slicer_app.import_module_file(monkeypatch)
+    core = sys.modules["SynthBrainSlicer.logic"].SynthBrainLogic
+    scripted = sys.modules["slicer.ScriptedLoadableModule"].ScriptedLoadableModuleLogic
+    counts = {"core": 0, "scripted": 0}
+    for key, cls in (("core", core), ("scripted", scripted)):
+        original = cls.__init__
+
+        def counting(self, *args, _original=original, _key=key, **kwargs):
+            counts[_key] += 1
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    logic = module.SynthBrainLogic(scene=mrml_app.scene, store=tiny_store)
+    assert counts == {"core": 1, "scripted": 1}, f"each base class's __init__ runs once: {counts}"
+    assert logic.moduleName == "SynthBrain", "Slicer's base class named the module"
+    assert logic.store is tiny_store, "the console logic kept what it was given"

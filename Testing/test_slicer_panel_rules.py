@@ -26,26 +26,28 @@ def brain_ldm():
     return builtin_cards()["brain-ldm"]
 
 
-def parameters(**values):
-    defaults = dict(
-        age=60.0,
-        ventricularVolume=30.0,
-        brainVolume=1300.0,
-        sex=Sex.MALE,
-        rawValues=False,
-        preview=False,
-        sampler=Sampler.DDIM,
-        steps=20,
-        seed=3,
+def parameters(conditions=(), run=(), sweep=()):
+    """The panel's parameter node as its packs (plain namespaces with the same fields)."""
+    from SynthBrainSlicer.choices import Device
+
+    return types.SimpleNamespace(
         brainModel="brain-ldm",
-        measureVolumes=True,
-        precision=Precision.AUTO,
-        sweepAgeFrom=50.0,
-        sweepAgeTo=80.0,
-        sweepSteps=4,
-        sweepTypicalVolumes=False,
+        conditions=types.SimpleNamespace(
+            **{
+                **dict(age=60.0, ventricularVolume=30.0, brainVolume=1300.0, sex=Sex.MALE, rawValues=False),
+                **dict(measureVolumes=True),
+                **dict(conditions),
+            }
+        ),
+        run=types.SimpleNamespace(
+            **{
+                **dict(preview=False, sampler=Sampler.DDIM, steps=20, seed=3, precision=Precision.AUTO),
+                **dict(device=Device.AUTO),
+                **dict(run),
+            }
+        ),
+        sweep=types.SimpleNamespace(**{**dict(ageFrom=50.0, ageTo=80.0, steps=4, typicalVolumes=False), **dict(sweep)}),
     )
-    return types.SimpleNamespace(**{**defaults, **values})
 
 
 def test_assumed_mapping_is_marked_and_published_one_is_not(brain_ldm):
@@ -84,7 +86,7 @@ def test_configure_slider_stays_within_the_parameter_bounds(brain_ldm):
 
 
 def test_condition_values_split_raw_from_real_units(brain_ldm):
-    p = parameters(rawValues=True, ventricularVolume=0.7)
+    p = parameters(conditions={"rawValues": True, "ventricularVolume": 0.7})
     conditions, raw = panel.brain_conditions(p, brain_ldm)
     assert raw == {"ventricular_volume": 0.7, "brain_volume": 1300.0}, raw
     assert conditions == {"age": 60.0, "sex": "male"}, conditions
@@ -102,14 +104,24 @@ def test_sweep_holds_conditions_but_lets_age_typical_volumes_follow_age():
 
 
 def test_quick_preview_replaces_sampler_and_steps_in_every_request(brain_ldm):
-    p = parameters(preview=True)
-    assert panel.brain_request(p, brain_ldm)["preview"] is True, "generate"
-    sweep = panel.sweep_request(p, brain_ldm)
-    assert sweep["preview"] is True, f"sweep: {sweep}"
-    assert "steps" not in sweep, f"the preview's own steps, not the Advanced ones: {sweep}"
+    p = parameters(run={"preview": True})
+    assert panel.brain_request(p, brain_ldm)["settings"].preview is True, "generate"
+    sweep = panel.sweep_request(p, brain_ldm)["settings"]
+    assert sweep.preview is True, f"sweep: {sweep}"
+    assert (sweep.sampler, sweep.steps) == (None, None), (
+        f"the preview's own sampler and steps, not the Advanced ones: {sweep}"
+    )
     compare = panel.compare_request(({"age": 50.0}, {}), p, brain_ldm)
-    assert compare["preview"] is True, f"compare: {compare}"
+    assert compare["settings"].preview is True, f"compare: {compare}"
     assert compare["conditionsA"] == {"age": 50.0}, f"the pinned conditions are A: {compare}"
+
+
+def test_every_request_carries_the_run_settings_whole(brain_ldm):
+    from SynthBrainSlicer.settings import RunSettings
+
+    settings = panel.brain_request(parameters(), brain_ldm)["settings"]
+    expected = RunSettings(model="brain-ldm", seed=3, sampler="ddim", steps=20, device="auto", precision=None)
+    assert settings == expected, f"one frozen value with the panel's choices: {settings}"
 
 
 def test_fill_combo_keeps_the_selection_and_emits_nothing():

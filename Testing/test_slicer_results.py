@@ -72,7 +72,7 @@ def test_compare_brains_uses_one_seed_and_gives_the_difference(slicer_logic):
 
 def test_measured_volumes_are_kept_on_the_node(slicer_logic):
     node = slicer_logic.generateBrain(model="tiny-brain-ldm", seed=8, measure=True)
-    measured = core.measuredVolumes(node)
+    measured = slicer_logic.measuredVolumes(node)
     assert set(measured) == {"ventricular_volume", "brain_volume"}, measured
     assert all(np.isfinite(v) and v >= 0 for v in measured.values()), measured
 

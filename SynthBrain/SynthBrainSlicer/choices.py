@@ -14,6 +14,8 @@ BRAIN_KIND = "conditional_latent_diffusion"
 LABELS_KIND = "label_generator"
 IMAGE_KIND = "label_to_image"
 KIND_NAMES = {BRAIN_KIND: _("conditioned brain"), LABELS_KIND: _("label generator"), IMAGE_KIND: _("label-to-image")}
+#: The condition an age sweep varies.
+AGE = "age"
 #: parameter-node field holding the model id of each kind
 MODEL_FIELDS = {"brainModel": BRAIN_KIND, "labelModel": LABELS_KIND, "imageModel": IMAGE_KIND}
 

@@ -9,8 +9,13 @@ SlicerNNUnet do it.
   and a numpy of another major version breaks compiled modules. They are not in requirements.txt,
   and pip gets a constraints file that pins each to the version Slicer has, so no dependency can
   pull another version either.
-* **The rest with Slicer's own installer**: ``slicer.pydeps.pip_ensure`` / ``slicer.packaging.pip_ensure``
-  (Slicer >= 5.11), else ``slicer.util.pip_install``.
+* **The rest with Slicer's own installer**: ``slicer.packaging.pip_ensure`` (Slicer 5.12), else
+  ``slicer.util.pip_install`` (Slicer 5.10).
+* **One question per decision**: the module asks (install the packages? install the PyTorch
+  extension? restart?) and Slicer's installers are called so that they do not ask again:
+  ``pip_ensure(prompt_install=False, prompt_restart=False)``, ``installTorch(askConfirmation=False)``,
+  and the Extensions Manager switched to non-interactive for ``installExtensionFromServer`` (which
+  otherwise asks "Install extension?" itself, and reports a refusal and a failed download alike).
 * **Offline**: a folder of wheels (``SYNTHBRAIN_WHEELS``, or ``Resources/wheels`` beside the module)
   is used with ``--no-index --find-links``; made on a connected machine with
   ``pip download -d wheels -r SynthBrain/Resources/requirements.txt``.
@@ -88,7 +93,7 @@ class DependencyInstaller:
 
     Args:
         slicer: the ``slicer`` module (default: imported when needed). Its ``util.pip_install``,
-            ``pydeps``/``packaging`` and ``app.extensionsManagerModel()`` are the installers used.
+            ``packaging`` (Slicer 5.12) and ``app.extensionsManagerModel()`` are the installers used.
         pytorchUtils: the ``PyTorchUtils`` module (default: imported; None when the extension is missing).
         versions: ``versions(name) -> installed version or None`` (default: importlib.metadata).
         requirementsFile: the module's requirements.txt (torch and Slicer's packages are not in it).
@@ -224,7 +229,17 @@ class DependencyInstaller:
             raise DependencyError(_("this Slicer has no Extensions Manager; install the PyTorch extension by hand"))
         if manager.isExtensionInstalled(PYTORCH_EXTENSION):
             return InstallOutcome(installed=[], restartRequired=True)
-        if not manager.installExtensionFromServer(PYTORCH_EXTENSION, False):
+        # The user has said yes in our dialog: Slicer's manager must not ask "Install extension?"
+        # again (it does when interactive), so that False below can only mean the download failed.
+        interactive = getattr(manager, "interactive", None)
+        if interactive is not None:
+            manager.interactive = False
+        try:
+            installed = manager.installExtensionFromServer(PYTORCH_EXTENSION, False)
+        finally:
+            if interactive is not None:
+                manager.interactive = interactive
+        if not installed:
             raise DependencyError(
                 _(
                     "the PyTorch extension could not be downloaded (offline?); install it from a package file "
@@ -254,29 +269,28 @@ class DependencyInstaller:
 
     def _runPip(self, requirements: Path, constraints: Path) -> None:
         offline = ["--no-index", "--find-links", str(self.wheelsDir)] if self.wheelsDir else []
-        pydeps = self._slicerPipEnsure()
-        if pydeps is not None and not offline:
-            # The user agreed in the module's own dialog: no second prompt; the self-test needs the
-            # packages, so install in testing mode too.
-            pydeps.pip_ensure(
-                pydeps.load_requirements(str(requirements)),
+        packaging = self._slicerPackaging()
+        if packaging is not None and not offline:
+            # The user agreed in the module's own dialog and the module asks about restarting
+            # itself: Slicer must not ask either again. The self-test needs the packages, so
+            # install in testing mode too.
+            packaging.pip_ensure(
+                packaging.load_requirements(str(requirements)),
                 constraints=str(constraints),
                 prompt_install=False,
+                prompt_restart=False,
                 requester="SynthBrain",
                 skip_in_testing=False,
             )
         else:
             self.slicer.util.pip_install(["-r", str(requirements), "-c", str(constraints), *offline])
 
-    def _slicerPipEnsure(self):
-        """Slicer's ``pip_ensure`` module: ``slicer.pydeps`` (newer) or ``slicer.packaging`` (5.11/5.12), or None."""
-        for submodule in ("pydeps", "packaging"):
-            module = getattr(self.slicer, submodule, None)
-            if module is None and getattr(self.slicer, "__name__", "") == "slicer":
-                module = _optional(f"slicer.{submodule}")
-            if module is not None and hasattr(module, "pip_ensure"):
-                return module
-        return None
+    def _slicerPackaging(self):
+        """``slicer.packaging`` (Slicer 5.12: ``pip_ensure``), or None (Slicer 5.10)."""
+        module = getattr(self.slicer, "packaging", None)
+        if module is None and getattr(self.slicer, "__name__", "") == "slicer":
+            module = _optional("slicer.packaging")
+        return module if module is not None and hasattr(module, "pip_ensure") else None
 
 
 def _optional(name: str):

@@ -22,29 +22,21 @@ SynthBrainLib (and so torch) is imported when first needed, not when Slicer load
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from SynthBrainLib import errors
-from SynthBrainLib.insertion.segmentations import LESION_NAMES  # numpy only: loads before torch is installed
 from SynthBrainLib.models.conditioning import resolve_conditions, resolve_guidance, resolve_sampler  # numpy only
 from SynthBrainLib.outputs.interrupts import is_cancelled
 
-from . import environment, saving
-from . import scene as mrml
-from .choices import BRAIN_KIND, IMAGE_KIND, KIND_NAMES, LABELS_KIND
+from . import brain_tasks, environment, image_tasks, painting, saving
+from .choices import BRAIN_KIND, KIND_NAMES, LABELS_KIND
 from .dependencies import DependencyInstaller, InstallOutcome
-from .panel import AGE
+from .settings import RunSettings
 from .tasks import BackgroundRun, ProgressCallback, Task
-
-#: Node attribute with the volumes measured in a generated brain (JSON, mL).
-MEASURED_ATTRIBUTE = "SynthBrain.MeasuredVolumes"
 
 
 @dataclass(frozen=True)
@@ -114,6 +106,9 @@ class SynthBrainLogic:
         #: Classifier-free guidance scale of brain and label runs; ``None``: each model's default.
         self.guidance: float | None = None
         self._background: list[BackgroundRun] = []
+        # Cooperative: in the module's SynthBrainLogic this is followed by Slicer's
+        # ScriptedLoadableModuleLogic.__init__ (once; it calls super().__init__() itself).
+        super().__init__()
 
     # ---- environment ---------------------------------------------------------------------------
     @property
@@ -227,7 +222,8 @@ class SynthBrainLogic:
         installed.sort(key=lambda s: (s.location == "shipped", s.id))
         return installed[0].id if installed else None
 
-    def _model(self, model: str | None, kind: str) -> str:
+    def resolveModel(self, model: str | None, kind: str) -> str:
+        """``model`` (checked to be of ``kind``), or the installed model of that kind."""
         modelId = model or self.defaultModel(kind)
         if modelId is None:
             raise errors.ModelNotFoundError(
@@ -306,201 +302,89 @@ class SynthBrainLogic:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-    # ---- validation on the main thread (fast feedback, before any thread starts) -----------------
-    def _check(self, card, conditions: dict[str, Any], raw, sampler, steps, device) -> None:
+    # ---- checks on the main thread (fast feedback, before any thread starts) --------------------
+    def check(self, card, conditions: dict[str, Any], raw, settings: RunSettings) -> None:
+        """Everything about a request that the card and the machine decide, in one line on failure."""
         from SynthBrainLib.pipelines.device import resolve_device  # torch: not at module load
 
-        resolve_device(device or self.device)
+        resolve_device(settings.device or self.device)
         resolve_conditions(card.conditioning, conditions, raw)
         if card.sampling is not None:
-            resolve_sampler(card.sampling, card.scheduler, sampler, steps, self.preset)
+            resolve_sampler(card.sampling, card.scheduler, settings.sampler, settings.steps, self.preset)
             if card.kind in (BRAIN_KIND, LABELS_KIND):  # the runs that take a guidance scale
                 resolve_guidance(card.id, card.sampling, self.guidance)
 
     @staticmethod
-    def _seed(seed: int | None) -> int:
+    def checkSequence(card, sequence: str) -> str:
+        """The sequence's name as the card spells it (``flair`` -> ``FLAIR``), or a one-line error."""
+        names = card.sequences.names if card.sequences is not None else ()
+        for name in names:
+            if str(sequence).strip().lower() == name.lower():
+                return name
+        raise errors.ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)} (model {card.id})")
+
+    @staticmethod
+    def resolveSeed(seed: int | None) -> int:
+        """``seed``, checked, or one drawn now (so that the result's provenance can repeat it)."""
         from SynthBrainLib.pipelines.base import SynthesisPipeline
 
         return SynthesisPipeline.resolve_seed(seed)
 
-    # ---- tasks ---------------------------------------------------------------------------------
-    def brainTask(
-        self,
-        *,
-        model: str | None = None,
-        seed: int | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        raw: dict[str, float] | None = None,
-        preview: bool = False,
-        measure: bool = False,
-        **conditions: Any,
-    ) -> Task:
-        """A conditioned brain: ``compute`` gives a SynthesisResult, ``apply`` a volume node.
+    @staticmethod
+    def _settings(settings: RunSettings | None, keywords: dict[str, Any]) -> tuple[RunSettings, dict[str, Any]]:
+        """A task's settings: given whole (the panel), or from a console call's keywords."""
+        given, rest = RunSettings.split(keywords)
+        if settings is None:
+            return given, rest
+        if given != RunSettings():
+            raise errors.ConditionError("give the run settings either as settings= or as keywords, not both")
+        return settings, rest
 
-        ``preview``: the pipeline's quick preview (few DPM-Solver++ steps) unless ``sampler``/``steps`` are given.
-        ``measure``: also measure the result's ventricular and brain volume (mL) from the image, with
-        SynthBrainLib's image-based estimators (not the model), into the node's
-        ``SynthBrain.MeasuredVolumes`` attribute (see :func:`measuredVolumes`).
-        """
+    @staticmethod
+    def measuredVolumes(node) -> dict[str, float] | None:
+        """The ventricular and brain volume (mL) measured in a generated brain (``measure=True``), or None."""
+        return brain_tasks.measured_volumes(node)
 
-        def apply(scene, card, seed, result, measured):
-            name = f"SynthBrain {card.output.modality} {_description(result)} seed {seed}"
-            node = mrml.add_result_volume(scene, result.image, result.affine, name, result.provenance)
-            if measured:
-                node.SetAttribute(MEASURED_ATTRIBUTE, json.dumps(measured, sort_keys=True))
-            return node
+    @staticmethod
+    def kept(node):
+        """Results keep their synthetic mark and provenance when saved to a file (a JSON sidecar)."""
+        if node is not None and hasattr(node, "AddDefaultStorageNode"):
+            saving.keep_provenance_on_save(node)
+        return node
 
-        return self._conditionedTask(
-            BRAIN_KIND,
-            "brain",
-            apply,
-            model,
-            seed,
-            sampler,
-            steps,
-            device,
-            precision,
-            raw,
-            conditions,
-            preview,
-            measure,
-        )
+    # ---- tasks (built in brain_tasks, image_tasks; here so a script finds them on the logic) -------
+    def brainTask(self, settings: RunSettings | None = None, **keywords: Any) -> Task:
+        """A conditioned brain (:func:`~SynthBrainSlicer.brain_tasks.brain`): keywords are the model's
+        conditions in real units, ``raw``, ``measure``, and the :class:`RunSettings` fields."""
+        settings, rest = self._settings(settings, keywords)
+        return brain_tasks.brain(self, settings, **rest)
 
-    def labelsTask(
-        self,
-        *,
-        model: str | None = None,
-        seed: int | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        raw: dict[str, float] | None = None,
-        preview: bool = False,
-        **conditions: Any,
-    ) -> Task:
-        """A label map from the label generator: ``apply`` gives a schema segmentation node."""
+    def labelsTask(self, settings: RunSettings | None = None, **keywords: Any) -> Task:
+        """A label map (:func:`~SynthBrainSlicer.brain_tasks.labels`): lesion fractions, ``raw``, run settings."""
+        settings, rest = self._settings(settings, keywords)
+        return brain_tasks.labels(self, settings, **rest)
 
-        def apply(scene, card, seed, result, measured):
-            real = (result.provenance.get("conditions") or {}).get("real_units", {})
-            lesions = ", ".join(f"{k} {v:g}" for k, v in real.items() if isinstance(v, (int, float)) and v)
-            name = f"SynthBrain labels {lesions or 'healthy'} seed {seed}"
-            return mrml.labels_to_segmentation(
-                scene, result.labels, result.affine, card.labels, name, result.provenance
-            )
+    def compareTask(self, conditionsA: dict, conditionsB: dict, settings: RunSettings | None = None, **keywords):
+        """Two brains, same seed, and B - A (:func:`~SynthBrainSlicer.brain_tasks.compare`); ``rawA``, ``rawB``."""
+        settings, rest = self._settings(settings, keywords)
+        return brain_tasks.compare(self, conditionsA, conditionsB, settings, **rest)
 
-        return self._conditionedTask(
-            LABELS_KIND, "labels", apply, model, seed, sampler, steps, device, precision, raw, conditions, preview
-        )
+    def ageSweepTask(self, ageFrom: float, ageTo: float, count: int, settings: RunSettings | None = None, **keywords):
+        """The same brain at ``count`` ages (:func:`~SynthBrainSlicer.brain_tasks.age_sweep`)."""
+        settings, rest = self._settings(settings, keywords)
+        return brain_tasks.age_sweep(self, ageFrom, ageTo, count, settings, **rest)
 
-    def _conditionedTask(
-        self,
-        kind,
-        what,
-        apply,
-        model,
-        seed,
-        sampler,
-        steps,
-        device,
-        precision,
-        raw,
-        conditions,
-        preview=False,
-        measure=False,
-    ) -> Task:
-        """Validate on the calling thread, generate in ``compute``, add nodes in ``apply``."""
-        modelId = self._model(model, kind)
-        card = self.card(modelId)
-        self._check(card, conditions, raw, sampler, steps, device)
-        seed = self._seed(seed)
-        scene = self.scene
+    def synthesisTask(self, segmentationNode, settings: RunSettings | None = None, **keywords) -> Task:
+        """An image from a painted segmentation (:func:`~SynthBrainSlicer.image_tasks.synthesis`):
+        ``sequence``, ``referenceVolumeNode``, ``alignment``, run settings."""
+        settings, rest = self._settings(settings, keywords)
+        return image_tasks.synthesis(self, segmentationNode, settings, **rest)
 
-        def compute(progress, cancel):
-            result = self._generate(
-                modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel
-            )
-            return result, (measure_volumes(result.image, result.affine) if measure else None)
-
-        return Task(
-            f"{modelId} {what}", compute, lambda payload: _kept(apply(scene, card, seed, *payload)), scene=scene
-        )
-
-    def _generate(self, modelId, device, precision, seed, sampler, steps, raw, preview, conditions, progress, cancel):
-        pipe = self.pipeline(modelId, device, precision)
-        options = {"preview": True} if preview else {}
-        if self.guidance is not None:
-            options["guidance"] = self.guidance
-        return pipe.generate(
-            seed=seed, sampler=sampler, steps=steps, raw=raw, progress=progress, cancel=cancel, **options, **conditions
-        )
-
-    def compareTask(
-        self,
-        conditionsA: dict[str, Any],
-        conditionsB: dict[str, Any],
-        *,
-        model: str | None = None,
-        seed: int | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        rawA: dict[str, float] | None = None,
-        rawB: dict[str, float] | None = None,
-        preview: bool = False,
-    ) -> Task:
-        """Two brains from the same seed (so the same noise) under two sets of conditions, and B - A.
-
-        ``apply`` gives ``(volumeA, volumeB, difference)``: three volume nodes on one grid; the
-        difference is float32 in the image's intensity units, marked synthetic with both provenances.
-        """
-        modelId = self._model(model, BRAIN_KIND)
-        card = self.card(modelId)
-        for conditions, raw in ((conditionsA, rawA), (conditionsB, rawB)):
-            self._check(card, conditions, raw, sampler, steps, device)
-        seed = self._seed(seed)
-        scene = self.scene
-
-        def compute(progress, cancel):
-            results = []
-            for index, (conditions, raw) in enumerate(((conditionsA, rawA), (conditionsB, rawB))):
-
-                def half(step, total, _i=index):
-                    if progress is not None:
-                        progress(_i * total + step, 2 * total)
-
-                results.append(
-                    self._generate(
-                        modelId, device, precision, seed, sampler, steps, raw, preview, conditions, half, cancel
-                    )
-                )
-            return results
-
-        def apply(results):
-            a, b = results
-            nameA = f"SynthBrain A {_description(a)} seed {seed}"
-            nameB = f"SynthBrain B {_description(b)} seed {seed}"
-            volumeA = mrml.add_result_volume(scene, a.image, a.affine, nameA, a.provenance)
-            volumeB = mrml.add_result_volume(scene, b.image, b.affine, nameB, b.provenance)
-            delta = (b.image - a.image).astype(np.float32)
-            limit = float(np.abs(delta).max()) or 1.0
-            provenance = {
-                "description": "difference B - A of two SynthBrain results with the same seed",
-                "seed": seed,
-                "model": a.provenance.get("model"),
-                "a": a.provenance,
-                "b": b.provenance,
-            }
-            difference = mrml.add_result_volume(
-                scene, delta, a.affine, f"SynthBrain B - A seed {seed}", provenance, window=(-limit, limit)
-            )
-            return tuple(_kept(node) for node in (volumeA, volumeB, difference))
-
-        return Task(f"{modelId} comparison", compute, apply, scene=scene)
+    def insertionTask(self, scanVolumeNode, segmentationNode, settings: RunSettings | None = None, **keywords) -> Task:
+        """Painted lesions inserted into a copy of a scan (:func:`~SynthBrainSlicer.image_tasks.insertion`):
+        ``sequence``, ``margin``, ``tissueNode``, ``tissueLabels``, run settings."""
+        settings, rest = self._settings(settings, keywords)
+        return image_tasks.insertion(self, scanVolumeNode, segmentationNode, settings, **rest)
 
     def downloadTask(self, model: str) -> Task:
         """Download a model's public weights into the model cache (resumable; checked against the
@@ -526,301 +410,10 @@ class SynthBrainLogic:
 
         return Task(f"{card.id} download", compute, apply)
 
-    def synthesisTask(
-        self,
-        segmentationNode,
-        *,
-        sequence: str = "T1",
-        model: str | None = None,
-        referenceVolumeNode=None,
-        seed: int | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        alignment: str = "world",
-    ) -> Task:
-        """An image rendered from a (painted) segmentation, on the segmentation's own grid.
-
-        The segmentation is read here, on the main thread: into a label map with the model's
-        label values, on ``referenceVolumeNode``'s grid or else the segmentation's reference
-        geometry (the volume it was painted on). The pipeline resamples it to model space,
-        synthesises, and resamples the image back, so the new volume overlays the segmentation
-        voxel for voxel (it is put under the segmentation's parent transform too).
-        """
-        _require(segmentationNode, "vtkMRMLSegmentationNode", "select a segmentation to synthesise from")
-        if referenceVolumeNode is not None:
-            _require(referenceVolumeNode, "vtkMRMLScalarVolumeNode", "the reference must be a scalar volume")
-        modelId = self._model(model, IMAGE_KIND)
-        card = self.card(modelId)
-        names = card.sequences.names if card.sequences is not None else ()
-        if str(sequence).strip().lower() not in [n.lower() for n in names]:
-            raise errors.ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)} (model {modelId})")
-        self._check(card, {}, None, sampler, steps, device)
-        labels, affine = mrml.segmentation_to_labels(segmentationNode, card.labels, referenceVolumeNode)
-        if not labels.any():
-            raise errors.ConditionError(
-                f"segmentation {segmentationNode.GetName()} is empty on its grid; paint at least one segment"
-            )
-        worldAffine = mrml.to_world(segmentationNode, affine)
-        parent = segmentationNode.GetParentTransformNode()
-        source = {
-            "segmentation": segmentationNode.GetName(),
-            "reference_volume": referenceVolumeNode.GetName() if referenceVolumeNode else None,
-        }
-        seed = self._seed(seed)
-        scene = self.scene
-
-        def compute(progress, cancel):
-            pipe = self.pipeline(modelId, device, precision)
-            return pipe.generate(
-                labels,
-                affine=worldAffine,
-                sequence=sequence,
-                seed=seed,
-                sampler=sampler,
-                steps=steps,
-                alignment=alignment,
-                progress=progress,
-                cancel=cancel,
-            )
-
-        def apply(result):
-            provenance = dict(result.provenance, slicer=source)
-            seq = result.provenance.get("sequence", sequence)
-            name = f"SynthBrain {seq} from {source['segmentation']} seed {seed}"
-            return _kept(mrml.add_result_volume(scene, result.image, affine, name, provenance, parent_transform=parent))
-
-        return Task(f"{modelId} {sequence}", compute, apply, scene=scene)
-
-    def insertionTask(
-        self,
-        scanVolumeNode,
-        segmentationNode,
-        *,
-        sequence: str,
-        model: str | None = None,
-        margin: float = 3.0,
-        seed: int | None = None,
-        device: str | None = None,
-        tissueNode=None,
-        tissueLabels: str = "model",
-    ) -> Task:
-        """Lesions painted on a patient's scan, inserted into a copy of that scan.
-
-        The lesion segments of ``segmentationNode`` (named ``wmh``, ``tumour``, ``edema``,
-        ``gdtumour``; tissue segments are ignored) are read on the scan's own grid, here on the main
-        thread; the pipeline registers its template to the scan, synthesises the lesions in
-        ``sequence`` and blends them in (see ``LabelToImagePipeline.insert``). ``apply`` adds a new
-        volume (the scan's type and grid, every voxel beyond ``margin`` mm of the lesions unchanged)
-        and a new segmentation of the inserted lesions, both marked synthetic, and returns them;
-        the scan and the painted segmentation are not modified. ``tissueNode``: the patient's own
-        tissue segmentation or label map (``tissueLabels`` ``model`` or ``freesurfer``) instead of
-        the registered template's.
-        """
-        _require(scanVolumeNode, "vtkMRMLScalarVolumeNode", "select the scan to insert lesions into")
-        if scanVolumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
-            raise errors.ConditionError(f"{scanVolumeNode.GetName()} is a label map; select an MR scan")
-        _require(segmentationNode, "vtkMRMLSegmentationNode", "select the segmentation with the painted lesions")
-        modelId = self._model(model, IMAGE_KIND)
-        card = self.card(modelId)
-        if card.template is None:
-            raise errors.ConditionError(f"model {modelId} has no registration template; it cannot insert lesions")
-        self._check(card, {}, None, None, None, device)
-        labels, _ = mrml.segmentation_to_labels(segmentationNode, card.labels, scanVolumeNode)
-        lesion_values = [c.value for c in card.labels if c.name in LESION_NAMES]
-        lesions = np.where(np.isin(labels, lesion_values), labels, 0).astype(np.uint8)
-        if not lesions.any():
-            raise errors.ConditionError(
-                f"segmentation {segmentationNode.GetName()} has no painted lesion on {scanVolumeNode.GetName()}; "
-                f"paint a segment named {', '.join(n for n in LESION_NAMES)}"
-            )
-        scan = mrml.volume_array(scanVolumeNode)
-        affine = mrml.to_world(scanVolumeNode, mrml.volume_affine(scanVolumeNode))
-        tissue, tissueAffine, tissueScheme = None, None, tissueLabels
-        if tissueNode is not None:
-            if tissueNode.IsA("vtkMRMLSegmentationNode"):
-                tissue, _ = mrml.segmentation_to_labels(tissueNode, card.labels, scanVolumeNode)
-                tissueScheme = "model"
-            else:
-                # A label map on its own grid (FreeSurfer's aseg as Slicer loads an .mgz: 256^3, LIA):
-                # the pipeline resamples it onto the scan's grid by world coordinates.
-                _require(tissueNode, "vtkMRMLLabelMapVolumeNode", "the tissue must be a segmentation or a label map")
-                tissue = mrml.volume_array(tissueNode)
-                tissueAffine = mrml.to_world(tissueNode, mrml.volume_affine(tissueNode))
-        seed = self._seed(seed)
-        parent = scanVolumeNode.GetParentTransformNode()
-        localAffine = mrml.volume_affine(scanVolumeNode)
-        source = {"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()}
-        scene = self.scene
-
-        def compute(progress, cancel):
-            pipe = self.pipeline(modelId, device, None)
-            return pipe.insert(
-                scan,
-                affine,
-                lesions,
-                sequence=sequence,
-                tissue=tissue,
-                tissue_affine=tissueAffine,
-                tissue_scheme=tissueScheme,
-                margin_mm=margin,
-                seed=seed,
-                progress=progress,
-                cancel=cancel,
-            )
-
-        def apply(result):
-            provenance = dict(result.provenance, slicer=source)
-            name = f"{source['scan']} with synthetic lesions seed {seed}"
-            volume = mrml.add_result_volume(
-                scene, result.image, localAffine, name, provenance, parent_transform=parent, keep_dtype=True
-            )
-            display, original = volume.GetDisplayNode(), scanVolumeNode.GetDisplayNode()
-            if display is not None and original is not None:  # the same window as the scan, to compare
-                display.SetAutoWindowLevel(False)
-                display.SetWindowLevel(original.GetWindow(), original.GetLevel())
-            truth = mrml.labels_to_segmentation(
-                scene,
-                result.labels,
-                localAffine,
-                [c for c in card.labels if c.name in LESION_NAMES],
-                f"{source['scan']} inserted lesions seed {seed}",
-                provenance,
-                parent_transform=parent,
-            )
-            return _kept(volume), _kept(truth)
-
-        return Task(f"{modelId} lesion insertion", compute, apply, scene=scene)
-
-    def ageSweepTask(
-        self,
-        ageFrom: float,
-        ageTo: float,
-        count: int,
-        *,
-        model: str | None = None,
-        seed: int | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        raw: dict[str, float] | None = None,
-        preview: bool = False,
-        **conditions: Any,
-    ) -> Task:
-        """The same brain (same seed and other conditions) at ``count`` ages from ``ageFrom`` to ``ageTo``.
-
-        ``preview`` and ``precision`` apply to every item, as for :meth:`brainTask`.
-
-        ``apply`` gives a sequence node indexed by age (its browser's ID is the sequence's
-        ``SynthBrain.SequenceBrowser`` attribute).
-        """
-        modelId = self._model(model, BRAIN_KIND)
-        card = self.card(modelId)
-        if AGE not in card.conditioning.names:
-            raise errors.ConditionError(f"model {modelId} has no '{AGE}' condition to sweep")
-        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 2 <= int(count) <= 200:
-            raise errors.ConditionError(f"an age sweep needs 2 to 200 steps, got {count!r}")
-        if AGE in conditions:
-            raise errors.ConditionError("give the sweep's ages as ageFrom and ageTo, not age")
-        ages = [round(float(a), 3) for a in np.linspace(float(ageFrom), float(ageTo), int(count))]
-        if len({f"{a:g}" for a in ages}) < len(ages):  # the sequence is indexed by these texts
-            raise errors.ConditionError(
-                f"ages {float(ageFrom):g} to {float(ageTo):g} in {int(count)} steps are not distinct; widen "
-                "the range or take fewer steps"
-            )
-        for age in (ages[0], ages[-1]):
-            self._check(card, {**conditions, AGE: age}, raw, sampler, steps, device)
-        seed = self._seed(seed)
-        unit = card.conditioning.variable(AGE).unit
-        scene = self.scene
-        sequencesLogic = self.sequencesLogic()
-
-        def compute(progress, cancel):
-            results = []
-            for index, age in enumerate(ages):
-                if is_cancelled(cancel):
-                    raise errors.SynthesisCancelled()
-
-                def item_progress(step, total, _i=index):
-                    if progress is not None:
-                        progress(_i * total + step, len(ages) * total)
-
-                results.append(
-                    self._generate(
-                        modelId,
-                        device,
-                        precision,
-                        seed,
-                        sampler,
-                        steps,
-                        raw,
-                        preview,
-                        {**conditions, AGE: age},
-                        item_progress,
-                        cancel,
-                    )
-                )
-            return results
-
-        def apply(results):
-            name = f"SynthBrain age sweep {ages[0]:g}-{ages[-1]:g} {unit} seed {seed}"
-            items = [(f"{age:g}", r.image, r.affine, r.provenance) for age, r in zip(ages, results)]
-            summary = dict(
-                results[0].provenance,
-                conditions=None,
-                description=name,
-                sweep={
-                    "variable": AGE,
-                    "unit": unit,
-                    "values": ages,
-                    "fixed": dict(conditions),
-                    "raw": dict(raw or {}),
-                },
-            )
-            sequence, _, _ = mrml.add_volume_sequence(scene, items, name, AGE, unit, summary, sequencesLogic)
-            return _kept(sequence)
-
-        return Task(f"{modelId} age sweep", compute, apply, scene=scene)
-
     # ---- label templates (main thread, instant) ----------------------------------------------------
-    def _schemaModel(self, model: str | None):
-        """The card whose label schema templates follow: the label-to-image model's by default."""
-        if model is not None:
-            card = self.card(model)
-        else:
-            modelId = self.defaultModel(IMAGE_KIND) or self.defaultModel(LABELS_KIND)
-            if modelId is None:
-                raise errors.ModelNotFoundError(
-                    "no label-to-image or label generator model is installed; import one in the Model section"
-                )
-            card = self.card(modelId)
-        if not card.labels:
-            raise errors.ConditionError(f"model {card.id} has no label schema")
-        return card
-
     def templateFromNode(self, node, *, model: str | None = None, name: str | None = None):
-        """A new schema segmentation (to paint on) from a label-map volume or a segmentation.
-
-        Label-map values must follow the schema; segments are matched to classes by name. The
-        input node is not modified.
-        """
-        _require(
-            node,
-            ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"),
-            "select a segmentation or a label-map volume",
-        )
-        card = self._schemaModel(model)
-        scene = self.scene
-        name = name or f"SynthBrain template from {node.GetName()}"
-        if node.IsA("vtkMRMLLabelMapVolumeNode"):
-            return mrml.labelmap_to_segmentation(scene, node, card.labels, name)
-        if node.IsA("vtkMRMLSegmentationNode"):
-            return mrml.segmentation_to_schema(scene, node, card.labels, name)
-        raise errors.ConditionError(
-            f"{node.GetName()} is a {node.GetClassName()}; select a segmentation or a label-map volume"
-        )
+        """A new schema segmentation to paint on, from a label-map volume or a segmentation (unchanged)."""
+        return painting.template_from_node(self, node, model=model, name=name)
 
     def paintingFrom(self, node, *, model: str | None = None, reference=None):
         """``(segmentation, volume to paint on)`` from a user's label map or segmentation: a new
@@ -833,9 +426,12 @@ class SynthBrainLogic:
 
     def paintVolume(self, segmentationNode, *, model: str | None = None):
         """A scalar volume of the template's label values on its grid, to paint on in the Segment Editor."""
-        _require(segmentationNode, "vtkMRMLSegmentationNode", "select a segmentation to paint")
-        card = self._schemaModel(model)
-        return mrml.label_volume(self.scene, segmentationNode, card.labels, f"{segmentationNode.GetName()} grid")
+        return painting.paint_volume(self, segmentationNode, model=model)
+
+    def addLesionSegments(self, segmentationNode, *, model: str | None = None) -> list[str]:
+        """Add the empty lesion segments (``wmh``, ``tumour``, ``edema``, ``gdtumour``, in the model's
+        colours) that ``segmentationNode`` lacks, to paint on a scan; returns the names added."""
+        return painting.add_lesion_segments(self, segmentationNode, model=model)
 
     # ---- console API ---------------------------------------------------------------------------------
     def _run(self, task: Task, progress, cancel, background: bool):
@@ -929,13 +525,6 @@ class SynthBrainLogic:
         """
         return self._run(self.insertionTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
 
-    def addLesionSegments(self, segmentationNode, *, model: str | None = None) -> list[str]:
-        """Add the empty lesion segments (``wmh``, ``tumour``, ``edema``, ``gdtumour``, in the model's
-        colours) that ``segmentationNode`` lacks, to paint on a scan; returns the names added."""
-        _require(segmentationNode, "vtkMRMLSegmentationNode", "select a segmentation to paint lesions in")
-        card = self._schemaModel(model)
-        return mrml.add_empty_segments(segmentationNode, [c for c in card.labels if c.name in LESION_NAMES])
-
     def ageSweep(
         self,
         ageFrom: float,
@@ -980,44 +569,3 @@ class SynthBrainLogic:
     ):
         """Download a model's public weights (e.g. ``"brain-ldm"``), checked against the card's sha256."""
         return self._run(self.downloadTask(model), progress, cancel, background)
-
-
-def measure_volumes(image: np.ndarray, affine: np.ndarray) -> dict[str, float]:
-    """Ventricular and brain volume (mL) measured in a generated T1 by SynthBrainLib's image-based
-    estimators (mask, bias correction, tissue classes; no model involved)."""
-    from SynthBrainLib.outputs.measure import measure_t1
-
-    measured = measure_t1(image, affine)
-    return {
-        "ventricular_volume": round(measured["ventricular_volume_ml"], 2),
-        "brain_volume": round(measured["brain_volume_ml"], 2),
-    }
-
-
-def measuredVolumes(node) -> dict[str, float] | None:
-    """The volumes measured in a generated brain (``measure=True``), or None."""
-    text = node.GetAttribute(MEASURED_ATTRIBUTE) if node is not None else None
-    return json.loads(text) if text else None
-
-
-def _kept(node):
-    """Results keep their synthetic mark and provenance when saved to a file (a JSON sidecar)."""
-    if node is not None and hasattr(node, "AddDefaultStorageNode"):
-        saving.keep_provenance_on_save(node)
-    return node
-
-
-def _description(result) -> str:
-    text = str(result.provenance.get("description") or "")
-    return text.replace("_", " ")
-
-
-def _require(node, classes: str | tuple[str, ...], message: str) -> None:
-    """A one-line error when ``node`` is missing or not one of the MRML ``classes``."""
-    classes = (classes,) if isinstance(classes, str) else classes
-    if node is None:
-        raise errors.ConditionError(message)
-    if not hasattr(node, "IsA") or not any(node.IsA(c) for c in classes):
-        what = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
-        name = node.GetName() if hasattr(node, "GetName") else repr(node)
-        raise errors.ConditionError(f"{message} ({name} is a {what})")

@@ -15,11 +15,10 @@ from typing import Any, Iterable, Mapping
 
 from SynthBrainLib.errors import SynthBrainError
 
+from .choices import AGE
 from .dependencies import DependencyError
 from .i18n import _
 
-#: The condition an age sweep varies.
-AGE = "age"
 #: Widest values a parameter may ever hold (validation of saved scenes); sliders take each card's range.
 AGE_BOUNDS = (0.0, 150.0)
 VOLUME_BOUNDS = (0.0, 10000.0)
@@ -182,93 +181,99 @@ def apply_conditions(
 
 
 def apply_brain_card(ui, parameters, card, setDefaults: bool) -> None:
-    """The conditioned-brain section and the age sweep for a brain model's card."""
+    """The conditioned-brain section and the age sweep for a brain model's card (``parameters``: the
+    whole parameter node; its ``conditions``, ``sweep`` and ``run`` packs take the card's defaults)."""
     from .choices import Sampler, Sex
 
-    apply_conditions(ui, parameters, card, BRAIN_CONDITIONS, setDefaults, raw=parameters.rawValues)
+    conditions = parameters.conditions
+    apply_conditions(ui, conditions, card, BRAIN_CONDITIONS, setDefaults, raw=conditions.rawValues)
     names = card.conditioning.names
     ui.sexSelector.enabled = "sex" in names
     if "sex" in names:
         variable = card.conditioning.variable("sex")
         ui.sexSelector.toolTip = variable.note
         if setDefaults and variable.default in [s.value for s in Sex]:
-            parameters.sex = Sex(variable.default)
+            conditions.sex = Sex(variable.default)
     ui.sweepCollapsibleButton.enabled = AGE in names
     if AGE in names:
         settings = slider_settings(card.conditioning.variable(AGE))
-        for field, end in (("sweepAgeFrom", settings.minimum), ("sweepAgeTo", settings.maximum)):
-            configure_slider(getattr(ui, field + "Slider"), settings, AGE_BOUNDS)
+        for field, end in (("ageFrom", settings.minimum), ("ageTo", settings.maximum)):
+            configure_slider(getattr(ui, "sweep" + field[0].upper() + field[1:] + "Slider"), settings, AGE_BOUNDS)
             if setDefaults:
-                setattr(parameters, field, end)
+                setattr(parameters.sweep, field, end)
     if card.sampling is not None:
         ui.stepsSpinBox.maximum = card.sampling.max_steps
         if setDefaults:
-            parameters.sampler, parameters.steps = Sampler.DEFAULT, card.sampling.default_steps
+            parameters.run.sampler, parameters.run.steps = Sampler.DEFAULT, card.sampling.default_steps
 
 
 # ---- what a run sends -------------------------------------------------------------------------------
 def brain_conditions(parameters, card) -> tuple[dict[str, Any], dict[str, float]]:
-    values = {field: getattr(parameters, field) for field in BRAIN_CONDITIONS}
-    return condition_values(card, BRAIN_CONDITIONS, values, raw=parameters.rawValues, sex=parameters.sex.value)
+    """``(conditions, raw)`` of the conditioned-brain section."""
+    pack = parameters.conditions
+    values = {field: getattr(pack, field) for field in BRAIN_CONDITIONS}
+    return condition_values(card, BRAIN_CONDITIONS, values, raw=pack.rawValues, sex=pack.sex.value)
 
 
-def sampling(parameters) -> dict[str, Any]:
-    """Quick preview: the pipeline's preview sampler and steps, not the Advanced ones (sweeps too).
-    'Model default' leaves sampler and steps to the preset (fast, or the card's published ones)."""
-    if parameters.preview:
-        return {"preview": True}
-    if parameters.sampler.samplerName is None:
-        return {"sampler": None, "steps": None}
-    return {"sampler": parameters.sampler.samplerName, "steps": parameters.steps}
+def run_settings(parameters, model: str, seed: int, sampling: bool = True):
+    """The :class:`~SynthBrainSlicer.settings.RunSettings` of a run started from the panel. Quick
+    preview takes the pipeline's preview sampler and steps, not the Advanced ones (sweeps too);
+    'Model default' leaves sampler and steps to the preset (fast, or the card's published ones).
+    ``sampling=False``: the model's own sampler and steps (label maps and painted segmentations)."""
+    from .settings import RunSettings
+
+    run = parameters.run
+    chosen = run.sampler.samplerName if sampling and not run.preview else None
+    return RunSettings(
+        model=model or None,
+        seed=seed,
+        sampler=chosen,
+        steps=run.steps if chosen is not None else None,
+        device=run.device.value,
+        precision=run.precision.precisionName,
+        preview=sampling and run.preview,
+    )
 
 
 def brain_request(parameters, card) -> dict[str, Any]:
     """Keyword arguments of ``logic.brainTask`` for the panel's state."""
     conditions, raw = brain_conditions(parameters, card)
-    return dict(
-        model=parameters.brainModel or None,
-        seed=parameters.seed,
-        raw=raw,
-        measure=parameters.measureVolumes,
-        **sampling(parameters),
-        **conditions,
-    )
+    settings = run_settings(parameters, parameters.brainModel, parameters.run.seed)
+    return dict(settings=settings, raw=raw, measure=parameters.conditions.measureVolumes, **conditions)
 
 
 def sweep_request(parameters, card) -> dict[str, Any]:
     """Keyword arguments of ``logic.ageSweepTask`` (ages included) for the panel's state."""
     conditions, raw = brain_conditions(parameters, card)
-    conditions = sweep_conditions(card, conditions, parameters.sweepTypicalVolumes)
+    sweep = parameters.sweep
     return dict(
-        ageFrom=parameters.sweepAgeFrom,
-        ageTo=parameters.sweepAgeTo,
-        count=parameters.sweepSteps,
-        model=parameters.brainModel or None,
-        seed=parameters.seed,
+        ageFrom=sweep.ageFrom,
+        ageTo=sweep.ageTo,
+        count=sweep.steps,
+        settings=run_settings(parameters, parameters.brainModel, parameters.run.seed),
         raw=raw,
-        **sampling(parameters),
-        **conditions,
+        **sweep_conditions(card, conditions, sweep.typicalVolumes),
     )
 
 
 def compare_request(pinned: tuple[dict, dict], parameters, card) -> dict[str, Any]:
     """Keyword arguments of ``logic.compareTask``: the pinned conditions as A, the current ones as B."""
     (conditionsA, rawA), (conditionsB, rawB) = pinned, brain_conditions(parameters, card)
-    return dict(
-        conditionsA=conditionsA,
-        conditionsB=conditionsB,
-        rawA=rawA,
-        rawB=rawB,
-        model=parameters.brainModel or None,
-        seed=parameters.seed,
-        **sampling(parameters),
-    )
+    settings = run_settings(parameters, parameters.brainModel, parameters.run.seed)
+    return dict(conditionsA=conditionsA, conditionsB=conditionsB, rawA=rawA, rawB=rawB, settings=settings)
 
 
 def labels_request(parameters, card) -> dict[str, Any]:
-    values = {field: getattr(parameters, field) for field in LESION_CONDITIONS}
-    conditions, raw = condition_values(card, LESION_CONDITIONS, values)
-    return dict(model=parameters.labelModel or None, seed=parameters.lesionSeed, raw=raw, **conditions)
+    """Keyword arguments of ``logic.labelsTask``: the lesion sliders, with the painting section's seed."""
+    pack = parameters.painting
+    conditions, raw = condition_values(card, LESION_CONDITIONS, {f: getattr(pack, f) for f in LESION_CONDITIONS})
+    settings = run_settings(parameters, parameters.labelModel, pack.seed, sampling=False)
+    return dict(settings=settings, raw=raw, **conditions)
+
+
+def painting_settings(parameters):
+    """Run settings of a synthesis or insertion on painted segments (the painting section's seed)."""
+    return run_settings(parameters, parameters.imageModel, parameters.painting.seed, sampling=False)
 
 
 def describe_conditions(conditions: Mapping[str, Any], raw: Mapping[str, float] | None = None) -> str:

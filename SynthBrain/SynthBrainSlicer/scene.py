@@ -508,10 +508,7 @@ def add_volume_sequence(
         sequence.SetDataNodeAtValue(volume, value)
     mark_synthetic(sequence, provenance)
     browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", unique_name(scene, f"{name} browser"))
-    set_primary = (
-        getattr(browser, "SetAndObservePrimarySequenceNodeID", None) or browser.SetAndObserveMasterSequenceNodeID
-    )
-    set_primary(sequence.GetID())
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())  # the name in Slicer 5.10 and 5.12
     browser.SetSelectedItemNumber(0)
     sequence.SetAttribute(BROWSER_ATTRIBUTE, browser.GetID())
     browser.SetAttribute(SYNTHETIC_ATTRIBUTE, "true")

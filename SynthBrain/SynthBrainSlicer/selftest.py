@@ -1,9 +1,12 @@
 """SynthBrain's self-test inside the real Slicer application: the shipped demo models end to end.
 
-Registered with ``slicer_add_python_unittest`` (Testing/Python/CMakeLists.txt), so ``ctest -R
-SynthBrain`` runs it in a build with BUILD_TESTING; "Reload and Test" in developer mode runs it too
-(SynthBrain.py's SynthBrainTest). These machines cannot run the Slicer application: the same code
-paths are tested with pytest on Slicer's MRML libraries and Slicer's own parameterNodeWrapper.
+Installed with the module (so *Reload and Test* works in an installed extension, not only in a
+source checkout) and registered with ``slicer_add_python_unittest(SCRIPT SynthBrain.py)``: ctest
+runs it through ``slicer.testing.runUnitTest``, which loads the ``test_*`` methods with unittest's
+loader - in alphabetical order, each in a fresh instance - so every test stands alone: ``setUp``
+installs the Python dependencies on a fresh Slicer before the first test that runs, whichever it is.
+These machines cannot run the Slicer application: pytest runs this file through Slicer's own
+``runUnitTest`` on Slicer's MRML libraries (Testing/test_slicer_selftest.py).
 """
 
 import logging
@@ -17,46 +20,49 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 DEMO_BRAIN, DEMO_LABELS, DEMO_IMAGE = "brain-ldm-demo", "labels-demo", "label2image-demo"
 
 
-class SynthBrainModuleTest(ScriptedLoadableModuleTest):
+class SynthBrainSelfTest(ScriptedLoadableModuleTest):
+    """The test methods; the module file's ``SynthBrainTest`` is this class under the name Slicer expects."""
+
     def setUp(self):
         slicer.mrmlScene.Clear()
+        logic = self._logic()
+        if logic.missingDependencies():  # a fresh Slicer: the first test to run installs them
+            self.delayDisplay("Installing SynthBrain's Python dependencies")
+            logic.installDependencies()
+        self.assertEqual(logic.missingDependencies(), [], "SynthBrain's Python dependencies are installed")
 
     def runTest(self):
-        for test in (
-            self.test_Dependencies,
-            self.test_DemoModels,
-            self.test_GenerateBrain,
-            self.test_AgeSweep,
-            self.test_Compare,
-            self.test_BackgroundRun,
-            self.test_LesionPaintingOnOtherGeometry,
-            self.test_CancelLeavesSceneUnchanged,
-            self.test_PanelRunAndCancel,
-        ):
+        """Every test, in the order Slicer's runner uses (unittest's loader: alphabetical)."""
+        import unittest
+
+        for name in unittest.TestLoader().getTestCaseNames(type(self)):
             self.setUp()
-            test()
+            getattr(self, name)()
 
     def _logic(self):
-        import SynthBrain
+        from SynthBrainSlicer.application import SynthBrainLogic
 
-        logic = SynthBrain.SynthBrainLogic()
+        logic = SynthBrainLogic()
         logic.device = "cpu"  # the same numbers on every test machine
         return logic
 
     def _core(self):
-        from SynthBrainSlicer import logic as core
+        """The module's Qt-free parts the checks read: scene conversions, model kinds, measured volumes."""
+        import types
 
-        return core
+        from SynthBrainSlicer import brain_tasks, choices
+        from SynthBrainSlicer import scene as mrml
+
+        return types.SimpleNamespace(
+            mrml=mrml,
+            BRAIN_KIND=choices.BRAIN_KIND,
+            LABELS_KIND=choices.LABELS_KIND,
+            IMAGE_KIND=choices.IMAGE_KIND,
+            measuredVolumes=brain_tasks.measured_volumes,
+        )
 
     def _nodeIDs(self):
         return sorted(slicer.mrmlScene.GetNthNode(i).GetID() for i in range(slicer.mrmlScene.GetNumberOfNodes()))
-
-    def test_Dependencies(self):
-        self.delayDisplay("Python dependencies")
-        logic = self._logic()
-        if logic.missingDependencies():
-            logic.installDependencies()
-        self.assertEqual(logic.missingDependencies(), [])
 
     def test_DemoModels(self):
         self.delayDisplay("Demo models")
@@ -126,7 +132,7 @@ class SynthBrainModuleTest(ScriptedLoadableModuleTest):
         template.SetReferenceImageGeometryParameterFromVolumeNode(reference)
         lesion = np.zeros((70, 100, 80), np.uint8)  # [k, j, i]
         lesion[30:38, 55:63, 35:43] = 1
-        tumourId = core.mrml.segment_id_for(template, "tumour")
+        tumourId = template.GetSegmentation().GetSegmentIdBySegmentName("tumour")
         slicer.util.updateSegmentBinaryLabelmapFromArray(lesion, template, tumourId, reference)
         image = logic.synthesizeFromSegmentation(template, model=DEMO_IMAGE, sequence="FLAIR", seed=4)
         self.assertTrue(np.allclose(core.mrml.volume_affine(image), affine))
@@ -149,7 +155,7 @@ class SynthBrainModuleTest(ScriptedLoadableModuleTest):
     def test_PanelRunAndCancel(self):
         self.delayDisplay("Panel: generate, then cancel")
         if slicer.util.mainWindow() is None:
-            logging.info("SynthBrainModuleTest: no main window (--no-main-window), the panel test is skipped")
+            logging.info("SynthBrain self-test: no main window (--no-main-window), the panel test is skipped")
             return
         from SynthBrainSlicer.choices import Device
 
@@ -157,7 +163,7 @@ class SynthBrainModuleTest(ScriptedLoadableModuleTest):
         widget = slicer.util.getModuleWidget("SynthBrain")
         parameters = widget.logic.getParameterNode()
         parameters.brainModel = DEMO_BRAIN
-        parameters.device = Device.CPU
+        parameters.run.device = Device.CPU
         before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
         widget.ui.generateButton.click()
         self.assertEqual(widget.ui.generateButton.text, "Cancel")
