@@ -200,3 +200,48 @@ def test_a_freesurfer_label_map_on_its_own_grid_is_the_tissue_map(logic, mrml_ap
     result = mrml.volume_array(volume)
     far = ndi.distance_transform_edt(~mask, sampling=[1.0, 1.0, 3.0]) > 3.0
     assert np.array_equal(result[far], mrml.volume_array(scan)[far]), "every voxel beyond the margin is the scan's own"
+
+
+def test_console_removal_fills_the_painted_lesion_and_changes_nothing_else(logic, mrml_app):
+    """The phantom patient's painted WMH is first inserted, then removed from that result: the filled
+    voxels come back to the white matter's level; the scan and the segmentation stay as they were."""
+    from SynthBrainSlicer import scene as mrml
+
+    scan, segmentation, mask, affine, _ = scan_and_lesion(mrml_app.scene, logic)
+    lesioned, _ = logic.insertLesions(scan, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
+    before = mrml.volume_array(lesioned)
+    removed = logic.removeLesions(lesioned, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
+    result = mrml.volume_array(removed)
+    assert removed.GetID() != lesioned.GetID(), "a new volume"
+    assert np.array_equal(mrml.volume_array(lesioned), before), "the scan it worked on is unchanged"
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    far = ndi.distance_transform_edt(~mask, sampling=spacing) > 3.0
+    assert np.array_equal(result[far], before[far]), "every voxel beyond the margin is the scan's own"
+    original = mrml.volume_array(scan)
+    filled, healthy = result[mask].mean(), original[mask].mean()
+    assert abs(filled / healthy - 1.0) < 0.1, f"the fill is at the tissue's level before the lesion: {filled} vs {healthy}"
+    provenance = json.loads(removed.GetAttribute("SynthBrain.Provenance"))
+    assert provenance["removal"]["fill"]["white_matter_level"] > 0, "the fill is recorded"
+    assert removed.GetAttribute("SynthBrain.Synthetic") == "true", "marked synthetic"
+
+
+def test_existing_lesions_give_the_inserted_one_their_look(logic, mrml_app):
+    from SynthBrainSlicer import scene as mrml
+
+    scene = mrml_app.scene
+    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, logic)
+    shifted = np.roll(mask, 12, axis=0)  # "the patient's own lesion": a hyperintense ball elsewhere in the brain
+    image = mrml.volume_array(scan).astype(np.float64)
+    image[shifted] *= 1.25
+    patient = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "patient with a lesion")
+    mrml.fill_volume(patient, np.round(image).astype(np.int16), affine)
+    existing = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "existing lesions")
+    mrml.fill_volume(existing, shifted.astype(np.uint8), affine)
+    volume, _ = logic.insertLesions(
+        patient, segmentation, sequence="FLAIR", model="label2image-demo", seed=2, existingLesionsNode=existing
+    )
+    look = json.loads(volume.GetAttribute("SynthBrain.Provenance"))["insertion"]["appearance"]
+    assert look["target"]["source"].startswith("this patient's lesions"), (
+        f"the patient's lesions were the reference: {look}"
+    )
+    assert abs(look["achieved"]["contrast"] - look["target"]["contrast"]) < 0.02, f"their contrast was given: {look}"

@@ -69,6 +69,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "generateLabelsButton",
         "synthesizeButton",
         "insertButton",
+        "removeButton",
         "downloadButton",
     )
 
@@ -115,6 +116,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (ui.generateLabelsButton, self._labelsTask, self._showTemplate),
             (ui.synthesizeButton, self._synthesisTask, self._showVolume),
             (ui.insertButton, self._insertionTask, self._showInsertion),
+            (ui.removeButton, self._removalTask, self._showRemoval),
             (ui.downloadButton, self._downloadTask, lambda installed: self._refreshModels(force=True)),
         ):
             button.clicked.connect(lambda checked=False, b=button, t=task, d=done: self._start(b, t, d))
@@ -377,6 +379,10 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume, lesions = nodes
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         views.show_beside(slicer.mrmlScene, self._parameterNode.painting.reference, volume, lesions)
+
+    def _showRemoval(self, volume) -> None:
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        views.show_beside(slicer.mrmlScene, self._parameterNode.painting.reference, volume)
 
     def onAddLesionSegments(self) -> None:
         p = self._parameterNode

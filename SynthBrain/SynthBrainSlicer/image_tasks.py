@@ -125,6 +125,19 @@ def tissue_of(card, tissueNode, tissueLabels: str, scanVolumeNode):
     return mrml.volume_array(tissueNode), mrml.to_world(tissueNode, mrml.volume_affine(tissueNode)), tissueLabels
 
 
+def existing_of(existingLesionsNode, scanVolumeNode):
+    """(mask, its world affine or None when on the scan's grid) of the patient's own lesions: every
+    segment of a segmentation, or the nonzero voxels of a label map; (None, None) without a node."""
+    if existingLesionsNode is None:
+        return None, None
+    require(existingLesionsNode, ("vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"), "the patient's lesions")
+    if existingLesionsNode.IsA("vtkMRMLSegmentationNode"):
+        return mrml.segments_mask(existingLesionsNode, scanVolumeNode), None
+    return mrml.volume_array(existingLesionsNode) != 0, mrml.to_world(
+        existingLesionsNode, mrml.volume_affine(existingLesionsNode)
+    )
+
+
 def insertion(
     logic,
     scanVolumeNode,
@@ -135,6 +148,7 @@ def insertion(
     margin: float = 3.0,
     tissueNode=None,
     tissueLabels: str = "model",
+    existingLesionsNode=None,
 ) -> Task:
     """Lesions painted on a patient's scan, inserted into a copy of that scan.
 
@@ -144,6 +158,8 @@ def insertion(
     inserted lesions, both marked synthetic, and returns them; the scan and the painted segmentation
     are not modified. ``tissueNode``: the patient's own tissue segmentation or label map
     (``tissueLabels`` ``model`` or ``freesurfer``) instead of the registered template's.
+    ``existingLesionsNode``: the patient's own lesions (a segmentation, all its segments, or a label
+    map): inserted white-matter lesions then take their appearance instead of the published one.
     """
     scan, affine = scan_of(scanVolumeNode)
     settings, card, sequence = _image_model(logic, settings, sequence)
@@ -151,9 +167,12 @@ def insertion(
         raise errors.ConditionError(f"model {card.id} has no registration template; it cannot insert lesions")
     lesions = lesion_labels(card, segmentationNode, scanVolumeNode)
     tissue, tissueAffine, tissueScheme = tissue_of(card, tissueNode, tissueLabels, scanVolumeNode)
+    existing, existingAffine = existing_of(existingLesionsNode, scanVolumeNode)
     parent = scanVolumeNode.GetParentTransformNode()
     localAffine = mrml.volume_affine(scanVolumeNode)
     source = {"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()}
+    if existingLesionsNode is not None:
+        source["existing_lesions"] = existingLesionsNode.GetName()
     scene, seed = logic.scene, settings.seed
 
     def compute(progress, cancel):
@@ -166,6 +185,8 @@ def insertion(
             tissue=tissue,
             tissue_affine=tissueAffine,
             tissue_scheme=tissueScheme,
+            existing_lesions=existing,
+            existing_affine=existingAffine,
             margin_mm=margin,
             seed=seed,
             progress=progress,
@@ -189,6 +210,59 @@ def insertion(
         return logic.kept(volume), logic.kept(truth)
 
     return Task(f"{card.id} lesion insertion", compute, apply, scene=scene)
+
+
+def removal(
+    logic,
+    scanVolumeNode,
+    segmentationNode,
+    settings: RunSettings,
+    *,
+    sequence: str,
+    margin: float = 3.0,
+    tissueNode=None,
+    tissueLabels: str = "model",
+) -> Task:
+    """The lesions painted in ``segmentationNode`` (its lesion segments) removed from a copy of the scan:
+    replaced by synthetic normal-appearing white matter at the scan's own level and noise (see
+    ``LabelToImagePipeline.remove``). ``apply`` adds the new volume (the scan's type and grid, every
+    voxel beyond ``margin`` mm of the lesions unchanged, marked synthetic) and returns it; the scan and
+    the segmentation are not modified."""
+    scan, affine = scan_of(scanVolumeNode)
+    settings, card, sequence = _image_model(logic, settings, sequence)
+    if card.template is None:
+        raise errors.ConditionError(f"model {card.id} has no registration template; it cannot remove lesions")
+    lesions = lesion_labels(card, segmentationNode, scanVolumeNode)
+    tissue, tissueAffine, tissueScheme = tissue_of(card, tissueNode, tissueLabels, scanVolumeNode)
+    parent = scanVolumeNode.GetParentTransformNode()
+    localAffine = mrml.volume_affine(scanVolumeNode)
+    source = {"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()}
+    scene, seed = logic.scene, settings.seed
+
+    def compute(progress, cancel):
+        pipe = logic.pipeline(card.id, settings.device, settings.precision)
+        return pipe.remove(
+            scan,
+            affine,
+            lesions,
+            sequence=sequence,
+            tissue=tissue,
+            tissue_affine=tissueAffine,
+            tissue_scheme=tissueScheme,
+            margin_mm=margin,
+            seed=seed,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    def apply(result):
+        provenance = dict(result.provenance, slicer=source)
+        image = result.image
+        return logic.kept(
+            add_scan_copy(scene, scanVolumeNode, image, localAffine, parent, provenance, "lesions removed", seed)
+        )
+
+    return Task(f"{card.id} lesion removal", compute, apply, scene=scene)
 
 
 def add_scan_copy(scene, scanVolumeNode, image, localAffine, parent, provenance, what: str, seed):

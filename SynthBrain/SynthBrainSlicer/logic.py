@@ -386,6 +386,12 @@ class SynthBrainLogic:
         settings, rest = self._settings(settings, keywords)
         return image_tasks.insertion(self, scanVolumeNode, segmentationNode, settings, **rest)
 
+    def removalTask(self, scanVolumeNode, segmentationNode, settings: RunSettings | None = None, **keywords) -> Task:
+        """Painted lesions removed from a copy of a scan (:func:`~SynthBrainSlicer.image_tasks.removal`):
+        ``sequence``, ``margin``, ``tissueNode``, ``tissueLabels``, run settings."""
+        settings, rest = self._settings(settings, keywords)
+        return image_tasks.removal(self, scanVolumeNode, segmentationNode, settings, **rest)
+
     def downloadTask(self, model: str) -> Task:
         """Download a model's public weights into the model cache (resumable; checked against the
         card's checksums; ``compute`` reports bytes as progress and stops at ``cancel``, keeping the
@@ -520,10 +526,27 @@ class SynthBrainLogic:
         ``insertLesions(scan, seg, sequence="FLAIR")``; returns ``(newVolume, lesionSegmentation)``.
 
         Keyword arguments: ``sequence`` (the scan's: T1 | FLAIR | T2), ``model``, ``margin`` (mm),
-        ``seed``, ``device``, ``tissueNode``, ``tissueLabels`` (see :meth:`insertionTask`);
+        ``seed``, ``device``, ``tissueNode``, ``tissueLabels``, ``existingLesionsNode`` (the patient's
+        own lesions, whose look inserted ones take) (see :meth:`insertionTask`);
         ``progress``, ``cancel`` and ``background`` as for :meth:`generateBrain`.
         """
         return self._run(self.insertionTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
+
+    def removeLesions(
+        self,
+        scanVolumeNode,
+        segmentationNode,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel=None,
+        background: bool = False,
+        **kwargs: Any,
+    ):
+        """Remove the lesions painted in ``segmentationNode`` from a copy of ``scanVolumeNode``, e.g.
+        ``removeLesions(scan, seg, sequence="T1")``; returns the new volume node. Keyword arguments:
+        ``sequence``, ``model``, ``margin`` (mm), ``seed``, ``device``, ``tissueNode``, ``tissueLabels``
+        (see :meth:`removalTask`); ``progress``, ``cancel`` and ``background`` as for :meth:`generateBrain`."""
+        return self._run(self.removalTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
 
     def ageSweep(
         self,

@@ -66,6 +66,7 @@ class LesionPainting:
     reference: Optional[slicer.vtkMRMLScalarVolumeNode]
     margin: Annotated[float, WithinRange(0.0, 20.0)] = 3.0
     sequence: MRSequence = MRSequence.T1
+    existingLesions: Optional[Union[slicer.vtkMRMLSegmentationNode, slicer.vtkMRMLLabelMapVolumeNode]]
 
 
 @parameterNodeWrapper

@@ -434,6 +434,25 @@ def segmentation_to_labels(
     return labels.astype(np.uint8), affine
 
 
+def segments_mask(segmentation_node, reference_volume_node) -> np.ndarray:
+    """Every segment of a segmentation, whatever its name, as one bool mask on the reference volume's grid."""
+    segmentation = segmentation_node.GetSegmentation()
+    ids, values = vtk.vtkStringArray(), vtk.vtkIntArray()
+    for index in range(segmentation.GetNumberOfSegments()):
+        ids.InsertNextValue(segmentation.GetNthSegmentID(index))
+        values.InsertNextValue(1)
+    if ids.GetNumberOfValues() == 0:
+        raise _user_error(f"segmentation {segmentation_node.GetName()} has no segment")
+    merged = slicer.vtkOrientedImageData()
+    geometry = segmentation_geometry(segmentation_node, reference_volume_node)
+    if not segmentation_node.GenerateMergedLabelmapForAllSegments(
+        merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, geometry, ids, values
+    ):
+        raise _user_error(f"segmentation {segmentation_node.GetName()} could not be converted to a label map")
+    mask, _ = oriented_image_array(merged)
+    return mask > 0
+
+
 def labelmap_to_segmentation(scene, labelmap_node, classes: Iterable, name: str):
     """A new schema segmentation from a label-map volume whose values follow the schema."""
     labels = volume_array(labelmap_node)

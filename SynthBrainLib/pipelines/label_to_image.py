@@ -17,6 +17,7 @@ from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
 from .lesion_insertion import insert_lesions
+from .lesion_removal import remove_lesions
 from .sampling import CancelFlag, ProgressCallback, check_call, check_cancel
 
 ALIGNMENTS = ("world", "centre")
@@ -213,6 +214,9 @@ class LabelToImagePipeline(SynthesisPipeline):
     #: Insert synthetic lesions into a real scan: see :func:`~SynthBrainLib.pipelines.lesion_insertion.insert_lesions`
     #: (``pipe.insert(scan, affine, lesions, sequence="FLAIR")``).
     insert = insert_lesions
+    #: Remove lesions from a real scan (lesion filling): see
+    #: :func:`~SynthBrainLib.pipelines.lesion_removal.remove_lesions` (``pipe.remove(scan, affine, lesions, ...)``).
+    remove = remove_lesions
 
     # ---- inputs -------------------------------------------------------------------------------
     def _sequence(self, sequence: str) -> str:
