@@ -219,7 +219,7 @@ def test_console_removal_fills_the_painted_lesion_and_changes_nothing_else(logic
     assert np.array_equal(result[far], before[far]), "every voxel beyond the margin is the scan's own"
     original = mrml.volume_array(scan)
     filled, healthy = result[mask].mean(), original[mask].mean()
-    assert abs(filled / healthy - 1.0) < 0.1, f"the fill is at the tissue's level before the lesion: {filled} vs {healthy}"
+    assert abs(filled / healthy - 1.0) < 0.1, f"the fill is at the level before the lesion: {filled} vs {healthy}"
     provenance = json.loads(removed.GetAttribute("SynthBrain.Provenance"))
     assert provenance["removal"]["fill"]["white_matter_level"] > 0, "the fill is recorded"
     assert removed.GetAttribute("SynthBrain.Synthetic") == "true", "marked synthetic"
