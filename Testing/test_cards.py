@@ -6,11 +6,11 @@ import copy
 import json
 
 import pytest
-from tiny_models import tiny_brain_card, tiny_spade_card
+from tiny_models import count_parameters, tiny_brain_card, tiny_spade_card
 
 from SynthBrainLib.errors import CardError
 from SynthBrainLib.models.cards import ModelCard, builtin_cards, load_card
-from SynthBrainLib.models.networks import build_networks, count_parameters
+from SynthBrainLib.models.networks import build_networks
 from SynthBrainLib.pipelines import pipeline_class
 
 # configs/inference.json of the MONAI model-zoo bundle brain_image_synthesis_latent_diffusion_model 1.0.0

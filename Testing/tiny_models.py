@@ -228,6 +228,18 @@ def write_old_format_bundle(card_dict: dict, folder: Path, seed: int = 0) -> Pat
     return folder
 
 
+def count_parameters(module: torch.nn.Module) -> int:
+    """How many numbers a network holds (the published model sizes are quoted in millions)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def untrained_pipeline(pipeline_class, card: ModelCard, *, device: str = "cpu", seed: int = 0, **options):
+    """A pipeline of ``pipeline_class`` with ``card``'s architecture and *random* weights (MONAI's
+    initialisation, seeded); its provenance records ``weights: {"random_untrained": true}``."""
+    torch.manual_seed(seed)
+    return pipeline_class(card, build_networks(card), device=device, **options)
+
+
 class CountingUNet(torch.nn.Module):
     """Wraps a network and counts its forward calls (to see whether a result came from a cache)."""
 

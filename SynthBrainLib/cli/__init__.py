@@ -834,7 +834,7 @@ def _cmd_batch(args) -> int:
     device = args.device
     if world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
-    precision = Precision.for_device(resolve_device(device), None, args.precision, args.preset)
+    precision = Precision.for_device(resolve_device(device), args.precision, args.preset)
     settings = {"model_id": card.id, "preset": args.preset, "precision": precision.name, "decode": args.decode}
     if args.guidance is not None:
         settings["guidance"] = args.guidance

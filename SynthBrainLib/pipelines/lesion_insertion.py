@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ConditionError, SynthBrainError
 from ..insertion import blending, registration, segmentations
+from ..models.requests import resolve_sequence
 from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import one_hot
 from ..outputs.results import SynthesisResult
@@ -89,7 +90,7 @@ def insert_lesions(
     start = time.perf_counter()
     card = pipe.card
     check_call(progress, cancel, False)
-    seq = pipe._sequence(sequence)
+    seq = resolve_sequence(card, sequence)
     if card.template is None or card.template.weights not in pipe.tensors:
         raise ConditionError(
             f"{card.id} has no registration template (card section 'template'), so it cannot place lesions "

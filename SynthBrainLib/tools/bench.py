@@ -478,7 +478,7 @@ def measure_decode(
         perturb(ae)
         weights = "random (perturbed, seed 0)"
     dev = resolve_device(device)
-    prec = Precision.for_device(dev, None, precision)
+    prec = Precision.for_device(dev, precision)
     ae = prec.prepare(ae.to(dev).eval())
     g = torch.Generator().manual_seed(seed)
     latent = torch.randn((1, *card.latent.shape), generator=g).to(dev)
