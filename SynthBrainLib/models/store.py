@@ -707,7 +707,7 @@ class ModelStore:
         from .checkpoints import load_weights, read_state_dict, read_style_codes, read_template
         from .networks import build_network
 
-        check_network_arguments(card)
+        check_network_arguments(card.id, card.networks)
 
         for spec in card.networks.values():
             if spec.weights in paths:

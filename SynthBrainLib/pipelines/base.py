@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, ModelNotFoundError
-from ..models.cards import SAMPLERS, ModelCard, card_field_error, check_network_arguments
+from ..models.cards import ModelCard, card_field_error, check_network_arguments
 from ..models.checkpoints import read_style_codes, read_template
 from ..models.networks import load_networks
 from ..models.presets import DEFAULT_PRESET, check_preset
 from ..models.requests import resolve_seed
-from ..models.samplers import MIN_STEPS
+from ..models.samplers import MIN_STEPS, SAMPLERS
 from ..models.store import ModelStore
 from ..outputs.results import SynthesisResult, build_provenance
 from . import decoding
@@ -172,7 +172,7 @@ class SynthesisPipeline:
     def check_card(cls, card: ModelCard) -> None:
         """The card rules of this kind and the networks' arguments (the reader checked everything
         else); raises :class:`CardError`. Subclasses extend it."""
-        check_network_arguments(card)
+        check_network_arguments(card.id, card.networks)
         for section in cls.required_sections:
             if getattr(card, section) is None:
                 raise card_field_error(card, section, f"is required for kind {card.kind}")
