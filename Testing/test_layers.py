@@ -1,6 +1,7 @@
 """The library's structure, checked on its import graph (every import, also those inside functions):
-no cycles, each layer imports only layers below it, developer tools are never imported by the
-library, nothing imports Slicer, Qt or VTK, and the errors and the card reader import without torch."""
+no cycles, each layer imports only layers below it, the developer tools (the synthbrain-dev
+distribution, devtools/) are never imported by the library and import only the library, nothing
+imports Slicer, Qt or VTK, and the errors and the card reader import without torch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LIB = REPO / "SynthBrainLib"
+DEV = REPO / "devtools" / "synthbrain_dev"
 
 #: rank of each part of the library: a module may import modules of its own rank or lower only.
 LAYERS = [
@@ -21,7 +23,6 @@ LAYERS = [
     ("insertion", ("SynthBrainLib.insertion",)),  # registration, tissue maps and blending for lesion insertion
     ("pipelines", ("SynthBrainLib.pipelines",)),
     ("batch", ("SynthBrainLib.batch",)),
-    ("tools", ("SynthBrainLib.tools",)),  # developer tools: above the library, below the command line that runs them
     ("faces", ("SynthBrainLib.cli",)),
 ]
 
@@ -39,12 +40,30 @@ def layer_of(module: str) -> int:
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    parts = list(path.relative_to(DEV.parent if path.is_relative_to(DEV) else REPO).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def known_modules() -> dict[str, Path]:
     return {module_name(p): p for p in LIB.rglob("*.py")}
+
+
+def absolute_imports(path: Path) -> set[str]:
+    """Every module name ``path`` imports, relative imports made absolute (``from .a import b`` gives
+    both ``pkg.a`` and ``pkg.a.b``)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parent + ([base] if base else []))
+            found |= {base} | {f"{base}.{a.name}" for a in node.names}
+    return found
 
 
 def imports(path: Path, modules: dict[str, Path]) -> set[str]:
@@ -116,12 +135,28 @@ def test_each_layer_imports_only_layers_below():
 
 def test_the_library_never_imports_developer_tools():
     users = sorted(
-        a
-        for a, targets in graph().items()
-        if not a.startswith(("SynthBrainLib.tools", "SynthBrainLib.cli"))
-        and any(b.startswith("SynthBrainLib.tools") for b in targets)
+        module_name(path)
+        for path in LIB.rglob("*.py")
+        if any(name.split(".")[0] == "synthbrain_dev" for name in absolute_imports(path))
     )
-    assert users == [], f"library modules importing SynthBrainLib.tools: {users}"
+    assert users == [], f"library modules importing the developer tools (synthbrain_dev): {users}"
+    assert not (LIB / "tools").exists(), "the developer tools are not a part of the library's package"
+
+
+def test_the_developer_tools_import_only_the_library():
+    """Of this repository's packages, synthbrain_dev imports SynthBrainLib (and itself) only: not the
+    Slicer module, not the tests' helpers."""
+    ours = {"SynthBrainSlicer", "SynthBrain", "slicer_app", "tiny_models", "conftest", "synthbrain_demo_models"}
+    ours |= {p.stem for p in (REPO / "Testing").glob("*.py")}
+    modules = sorted(DEV.rglob("*.py"))
+    assert len(modules) > 20, f"the developer tools are found: {len(modules)} modules"
+    wrong = sorted(
+        f"{module_name(path)} imports {name}"
+        for path in modules
+        for name in absolute_imports(path)
+        if name.split(".")[0] in ours
+    )
+    assert wrong == [], "developer tools importing other parts of the repository:\n" + "\n".join(wrong)
 
 
 def test_the_library_never_imports_slicer_qt_or_vtk():
