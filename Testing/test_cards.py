@@ -56,18 +56,8 @@ BUNDLE_SCHEDULER = {
 def test_builtin_cards_load():
     cards = builtin_cards()
     assert {"brain-ldm", "brainspade3d-labels", "brainspade3d-image"} <= set(cards)
-    assert cards["brainspade3d-labels"].label_names == (
-        "background",
-        "csf",
-        "gm",
-        "wm",
-        "dgm",
-        "brainstem",
-        "wmh",
-        "tumour",
-        "edema",
-        "gdtumour",
-    )
+    schema = tuple("background csf gm wm dgm brainstem wmh tumour edema gdtumour".split())
+    assert cards["brainspade3d-labels"].label_names == schema, "brainSPADE3D's ten classes, in channel order"
     assert cards["brainspade3d-labels"].conditioning.names == ("wmh", "tumour", "edema", "gdtumour")
     assert cards["brainspade3d-image"].sequences.names == ("T1", "FLAIR", "T2")
 

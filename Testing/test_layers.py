@@ -48,41 +48,35 @@ def known_modules() -> dict[str, Path]:
     return {module_name(p): p for p in LIB.rglob("*.py")}
 
 
-def absolute_imports(path: Path) -> set[str]:
-    """Every module name ``path`` imports, relative imports made absolute (``from .a import b`` gives
-    both ``pkg.a`` and ``pkg.a.b``)."""
+def import_targets(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(module, names imported from it) of every import in ``path``, relative ones made absolute;
+    ``import a.b`` gives (``a.b``, ())."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
+    targets = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
+            targets += [(a.name, ()) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(parent + ([base] if base else []))
-            found |= {base} | {f"{base}.{a.name}" for a in node.names}
-    return found
+            targets.append((base, tuple(a.name for a in node.names)))
+    return targets
+
+
+def absolute_imports(path: Path) -> set[str]:
+    """Every module name ``path`` imports (``from a import b``: ``a`` and ``a.b``)."""
+    return {m for base, names in import_targets(path) for m in (base, *(f"{base}.{n}" for n in names))}
 
 
 def imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """SynthBrainLib modules ``path`` imports (``from . import x`` counts as importing module x)."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        targets = []
-        if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(parent + ([base] if base else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
-        found |= {t for t in targets if t in modules and t != name}
-    return found
+    for base, names in import_targets(path):
+        found |= {f"{base}.{n}" if f"{base}.{n}" in modules else base for n in names} if names else {base}
+    return {t for t in found if t in modules and t != module_name(path)}
 
 
 def graph() -> dict[str, set[str]]:

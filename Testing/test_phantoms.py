@@ -289,7 +289,7 @@ def test_dataset_build_resume_load(tmp_path, pop):
 
 
 def test_no_gui_or_plotting_imports():
-    root = Path(__file__).resolve().parents[1] / "SynthBrainLib" / "tools" / "phantoms"
+    root = Path(__file__).resolve().parents[1] / "devtools" / "synthbrain_dev" / "phantoms"
     banned = {"slicer", "qt", "ctk", "vtk", "PyQt5", "PySide2", "matplotlib"}
     files = sorted(root.glob("*.py"))
     assert len(files) >= 5, f"the phantom modules are found ({len(files)} in {root})"

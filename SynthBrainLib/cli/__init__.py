@@ -19,24 +19,20 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from .._version import __version__
 from . import batch, models, synthesis
-from .command import CommandParser, add_verbs, run_command
-from .options import add_home
+from .command import command_parser, run_command
+
+#: The user's verb groups, in the order ``--help`` lists them.
+VERBS = (synthesis, batch, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
-        prog="synthbrain",
-        description=(
-            "Synthesise brain MRI with published generative models. Every output is marked SYNTHETIC and carries "
-            "its provenance."
-        ),
+    return command_parser(
+        "synthbrain",
+        "Synthesise brain MRI with published generative models. Every output is marked SYNTHETIC and carries its "
+        "provenance.",
+        VERBS,
     )
-    parser.add_argument("--version", action="version", version=f"synthbrain {__version__}")
-    add_home(parser)
-    add_verbs(parser, synthesis, batch, models)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

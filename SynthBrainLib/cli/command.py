@@ -25,12 +25,20 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_verbs(parser: argparse.ArgumentParser, *modules) -> None:
-    """The verbs of ``parser``: each module's ``register(subparsers)`` adds its parsers, each with
-    its handler (``set_defaults(handler=...)``) beside it."""
+def command_parser(prog: str, description: str, verbs: Sequence) -> CommandParser:
+    """The parser of a command: ``--version``, ``--home`` (the model store) and its ``verbs``, modules
+    whose ``register(subparsers)`` adds their parsers, each with its handler (``set_defaults(handler=...)``)
+    beside it."""
+    from .._version import __version__
+    from .options import add_home
+
+    parser = CommandParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    add_home(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
-    for module in modules:
+    for module in verbs:
         module.register(sub)
+    return parser
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:

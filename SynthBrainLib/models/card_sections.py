@@ -13,21 +13,8 @@ from typing import Mapping
 
 import numpy as np
 
+from . import card_parts as parts
 from .card_fields import FieldReader, printable, shown
-from .card_parts import (
-    Conditioning,
-    ConditionVariable,
-    Guidance,
-    LabelClass,
-    Latent,
-    NetworkSpec,
-    OutputGeometry,
-    Sampling,
-    Scheduler,
-    Sequences,
-    Template,
-    WeightFile,
-)
 from .samplers import SAMPLER_CLASSES, TRAINING_OBJECTIVES
 
 #: Network classes a card may name. Only these are ever instantiated (no arbitrary imports).
@@ -53,9 +40,9 @@ MAX_OUTPUT_VOXELS = 2**28
 MAX_OUTPUT_EDGE = 2048
 
 
-def parse_weights(f: FieldReader) -> dict[str, WeightFile]:
+def parse_weights(f: FieldReader) -> dict[str, parts.WeightFile]:
     section = f.obj("weights")
-    out: dict[str, WeightFile] = {}
+    out: dict[str, parts.WeightFile] = {}
     for key in section.data:
         w = section.obj(key)
         file = w.str("file")
@@ -78,7 +65,7 @@ def parse_weights(f: FieldReader) -> dict[str, WeightFile]:
         url = w.str("url", required=False)
         if url is not None and not url.startswith(("http://", "https://")):
             w.fail("url", f"must be an http(s) URL, got {shown(url)}")
-        out[key] = WeightFile(
+        out[key] = parts.WeightFile(
             key=key,
             file=file,
             sha256=sha256,
@@ -94,7 +81,7 @@ def parse_weights(f: FieldReader) -> dict[str, WeightFile]:
     return out
 
 
-def parse_networks(f: FieldReader, weights: Mapping[str, WeightFile]) -> dict[str, NetworkSpec]:
+def parse_networks(f: FieldReader, weights: Mapping[str, parts.WeightFile]) -> dict[str, parts.NetworkSpec]:
     section = f.obj("networks")
     if not section.data:
         section.fail("", "must name at least one network")
@@ -106,11 +93,11 @@ def parse_networks(f: FieldReader, weights: Mapping[str, WeightFile]) -> dict[st
         weight_key = n.str("weights", required=False)
         if weight_key is not None and weight_key not in weights:
             n.fail("weights", f"names {shown(weight_key)}, which is not in 'weights' ({', '.join(weights) or 'none'})")
-        out[name] = NetworkSpec(name=name, cls=cls_name, kwargs=dict(kwargs), weights=weight_key)
+        out[name] = parts.NetworkSpec(name=name, cls=cls_name, kwargs=dict(kwargs), weights=weight_key)
     return out
 
 
-def parse_scheduler(f: FieldReader) -> Scheduler:
+def parse_scheduler(f: FieldReader) -> parts.Scheduler:
     s = f.obj("scheduler")
     cls_name = s.str("class", choices=tuple(SAMPLER_CLASSES.values()))
     kwargs = s.mapping("kwargs")
@@ -131,10 +118,10 @@ def parse_scheduler(f: FieldReader) -> Scheduler:
         prediction = kwargs.get("prediction_type", "epsilon")
         if prediction != objective:
             k.fail("prediction_type", f"must equal scheduler.objective ({objective}), got {shown(prediction)}")
-    return Scheduler(cls=cls_name, kwargs=dict(kwargs), objective=objective)
+    return parts.Scheduler(cls=cls_name, kwargs=dict(kwargs), objective=objective)
 
 
-def parse_sampling(f: FieldReader, scheduler: Scheduler | None) -> Sampling:
+def parse_sampling(f: FieldReader, scheduler: parts.Scheduler | None) -> parts.Sampling:
     s = f.obj("sampling")
     if scheduler is None:
         s.fail("", "needs a 'scheduler' section")
@@ -151,12 +138,12 @@ def parse_sampling(f: FieldReader, scheduler: Scheduler | None) -> Sampling:
     if steps > max_steps:
         s.fail("default_steps", f"must be at most max_steps ({max_steps}), got {steps}")
     guidance = parse_guidance(s.obj("guidance")) if s.has("guidance") else None
-    return Sampling(
+    return parts.Sampling(
         default_sampler=default, default_steps=steps, samplers=tuple(samplers), max_steps=max_steps, guidance=guidance
     )
 
 
-def parse_guidance(g: FieldReader) -> Guidance:
+def parse_guidance(g: FieldReader) -> parts.Guidance:
     lo, hi = g.number("minimum"), g.number("maximum")
     if not 1.0 <= lo <= hi <= 100.0:
         g.fail("maximum", f"minimum and maximum must satisfy 1 <= minimum <= maximum <= 100, got {lo:g} and {hi:g}")
@@ -166,18 +153,18 @@ def parse_guidance(g: FieldReader) -> Guidance:
     dropout = g.number("condition_dropout")
     if not 0.0 < dropout < 1.0:
         g.fail("condition_dropout", f"must be between 0 and 1 (exclusive), got {dropout:g}")
-    return Guidance(default, lo, hi, g.number("null_value"), dropout)
+    return parts.Guidance(default, lo, hi, g.number("null_value"), dropout)
 
 
-def parse_latent(f: FieldReader) -> Latent:
+def parse_latent(f: FieldReader) -> parts.Latent:
     s = f.obj("latent")
     shape = s.numbers("shape", length=4, positive=True, integer=True)
     if math.prod(shape) > MAX_LATENT_ELEMENTS:
         s.fail("shape", f"holds {math.prod(shape)} values, more than {MAX_LATENT_ELEMENTS}")
-    return Latent(shape=shape, scale_factor=s.number("scale_factor", positive=True))
+    return parts.Latent(shape=shape, scale_factor=s.number("scale_factor", positive=True))
 
 
-def parse_conditioning(f: FieldReader) -> Conditioning:
+def parse_conditioning(f: FieldReader) -> parts.Conditioning:
     s = f.obj("conditioning")
     inputs = s.raw("inputs", [])
     if not isinstance(inputs, list) or any(x not in CONDITIONING_INPUTS for x in inputs):
@@ -218,7 +205,7 @@ def parse_conditioning(f: FieldReader) -> Conditioning:
                     cf.number(key)
                 default_from = default_from.data
             variables.append(
-                ConditionVariable(
+                parts.ConditionVariable(
                     **common,
                     range=(lo, hi),
                     model_range=model_range,
@@ -238,7 +225,7 @@ def parse_conditioning(f: FieldReader) -> Conditioning:
                     cf.fail(key, f"must lie in model_range {model_range[0]:g}–{model_range[1]:g}, got {value:g}")
             default = v.str("default", choices=list(choices))
             variables.append(
-                ConditionVariable(
+                parts.ConditionVariable(
                     **common,
                     choices={k: float(x) for k, x in choices.items()},
                     model_range=model_range,
@@ -257,10 +244,10 @@ def parse_conditioning(f: FieldReader) -> Conditioning:
                 )
     if variables and not inputs:
         s.fail("inputs", "must say how the variables enter the network (concat and/or crossattn)")
-    return Conditioning(variables=tuple(variables), inputs=tuple(inputs))
+    return parts.Conditioning(variables=tuple(variables), inputs=tuple(inputs))
 
 
-def parse_output(f: FieldReader) -> OutputGeometry:
+def parse_output(f: FieldReader) -> parts.OutputGeometry:
     s = f.obj("output")
     shape = s.numbers("shape", length=3, positive=True, integer=True)
     if max(shape) > MAX_OUTPUT_EDGE or math.prod(shape) > MAX_OUTPUT_VOXELS:
@@ -286,7 +273,7 @@ def parse_output(f: FieldReader) -> OutputGeometry:
     lo, hi = s.numbers("intensity_range", length=2)
     if not lo < hi:
         s.fail("intensity_range", f"must be increasing, got {[lo, hi]}")
-    return OutputGeometry(
+    return parts.OutputGeometry(
         shape=shape,
         spacing=spacing,
         affine=affine,
@@ -297,7 +284,7 @@ def parse_output(f: FieldReader) -> OutputGeometry:
     )
 
 
-def parse_labels(f: FieldReader) -> tuple[LabelClass, ...]:
+def parse_labels(f: FieldReader) -> tuple[parts.LabelClass, ...]:
     out = []
     for i, c in enumerate(f.objects("labels")):
         value = c.integer("value", minimum=0)
@@ -306,21 +293,21 @@ def parse_labels(f: FieldReader) -> tuple[LabelClass, ...]:
         color = c.numbers("color", length=3, integer=True)
         if any(not 0 <= x <= 255 for x in color):
             c.fail("color", f"must be 3 integers in 0–255, got {list(color)}")
-        out.append(LabelClass(value=value, name=c.str("name"), color=color))
+        out.append(parts.LabelClass(value=value, name=c.str("name"), color=color))
     if len(out) < 2:
         f.fail("labels", "must list at least two classes")
     return tuple(out)
 
 
-def parse_template(f: FieldReader, weights: Mapping[str, WeightFile]) -> Template:
+def parse_template(f: FieldReader, weights: Mapping[str, parts.WeightFile]) -> parts.Template:
     t = f.obj("template")
     key = t.str("weights")
     if key not in weights:
         t.fail("weights", f"names {shown(key)}, which is not in 'weights'")
-    return Template(weights=key)
+    return parts.Template(weights=key)
 
 
-def parse_sequences(f: FieldReader, weights: Mapping[str, WeightFile]) -> Sequences:
+def parse_sequences(f: FieldReader, weights: Mapping[str, parts.WeightFile]) -> parts.Sequences:
     s = f.obj("sequences")
     names = s.raw("names")
     if not isinstance(names, list) or not names or any(not isinstance(n, str) or not n for n in names):
@@ -332,4 +319,4 @@ def parse_sequences(f: FieldReader, weights: Mapping[str, WeightFile]) -> Sequen
     label_channels = s.raw("label_channels") if s.has("label_channels") else False
     if not isinstance(label_channels, bool):
         s.fail("label_channels", f"must be true or false, got {shown(label_channels)}")
-    return Sequences(names=tuple(names), mode=mode, weights=key, label_channels=label_channels)
+    return parts.Sequences(names=tuple(names), mode=mode, weights=key, label_channels=label_channels)

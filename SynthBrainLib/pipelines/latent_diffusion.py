@@ -198,6 +198,17 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         (1, C, X, Y, Z) float32, with its provenance (``extra``: how it was decoded, preview, guidance)."""
         raise NotImplementedError
 
+    def _provenance(
+        self, cond: ConditionValues, seed: int, sampler: str, steps: int, output: dict[str, Any], run: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The provenance of one run: the conditions, seed, sampler and steps; ``output``, what this
+        kind records about its output; their description; and ``run``, how it ran (decode, preview,
+        guidance)."""
+        extra = {**output, "description": cond.describe(self.card.conditioning), **run}
+        return self.provenance(
+            conditions=self._conditions_record(cond), seed=seed, sampler=sampler, steps=steps, extra=extra
+        )
+
     def _conditions_record(self, cond: ConditionValues) -> dict[str, Any]:
         return {
             "real_units": cond.real,
@@ -240,16 +251,8 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
         """``image`` float32 (X, Y, Z): the decoder output clipped to the card's intensity range."""
         lo, hi = self.card.output.intensity_range
         image = self.raw_output(decoded)[0]
-        provenance = self.provenance(
-            conditions=self._conditions_record(cond),
-            seed=seed,
-            sampler=sampler,
-            steps=steps,
-            extra={
-                "postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]",
-                "description": cond.describe(self.card.conditioning),
-                **extra,
-            },
+        provenance = self._provenance(
+            cond, seed, sampler, steps, {"postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]"}, extra
         )
         return SynthesisResult(image=image, affine=self.card.output.affine.copy(), provenance=provenance)
 
@@ -295,17 +298,14 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
         pv = self.raw_output(decoded)
         labels = pv.argmax(axis=0).astype(np.uint8)
         names = self.card.label_names
-        provenance = self.provenance(
-            conditions=self._conditions_record(cond),
-            seed=seed,
-            sampler=sampler,
-            steps=steps,
-            extra={
-                "labels": {str(i): n for i, n in enumerate(names)},
-                "lesions": lesion_report(labels, names, cond.real, self.card.output.spacing),
-                "description": cond.describe(self.card.conditioning),
-                **extra,
-            },
+        lesions = lesion_report(labels, names, cond.real, self.card.output.spacing)
+        provenance = self._provenance(
+            cond,
+            seed,
+            sampler,
+            steps,
+            {"labels": {str(i): n for i, n in enumerate(names)}, "lesions": lesions},
+            extra,
         )
         return SynthesisResult(
             image=None,

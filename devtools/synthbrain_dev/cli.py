@@ -12,22 +12,20 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from SynthBrainLib._version import __version__
-from SynthBrainLib.cli.command import CommandParser, add_verbs, run_command
-from SynthBrainLib.cli.options import add_home
+from SynthBrainLib.cli.command import command_parser, run_command
 
 from .commands import bench, evaluate, train
 
+#: The developers' verbs, in the order ``--help`` lists them.
+VERBS = (train, evaluate, bench)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(
-        prog="synthbrain-dev",
-        description="SynthBrain's developer tools: train the demo models, evaluate models, benchmark synthesis.",
+    return command_parser(
+        "synthbrain-dev",
+        "SynthBrain's developer tools: train the demo models, evaluate models, benchmark synthesis.",
+        VERBS,
     )
-    parser.add_argument("--version", action="version", version=f"synthbrain-dev {__version__}")
-    add_home(parser)
-    add_verbs(parser, train, evaluate, bench)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,19 +24,17 @@ All randomness comes from ``numpy.random.Generator`` streams seeded by
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Optional
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from SynthBrainLib.outputs import measure
 
 from .contrast import SEQUENCES, render_contrast
-from .fields import smooth_random_field, smoothstep, trilinear_gather
+from .fields import smooth_random_field, trilinear_gather
 from .labels import (
     BACKGROUND,
     BRAINSTEM,
@@ -50,6 +48,8 @@ from .labels import (
     labels_from_partial_volumes,
     paint_lesion,
 )
+from .lesions import paint_tumour, paint_wmh
+from .specs import SubjectSpec, TumourSpec
 from .template import (
     T_BG,
     T_BS,
@@ -86,91 +86,6 @@ SULCAL_AGE0 = 38.0
 
 # streams of the per-subject random generator
 _S_AFFINE, _S_WARP, _S_VENT, _S_ATROPHY, _S_WMH, _S_TUMOUR, _S_IMAGE = range(1, 8)
-
-
-@dataclass(frozen=True)
-class TumourSpec:
-    """A tumour: solid part (enhancing rim + necrotic core) and surrounding edema.
-
-    Attributes:
-        centre_mm: tumour centre in MNI152 template coordinates (mm, RAS); it moves with the
-            subject's anatomy (head size, deformation). ``PhantomPopulation.tumour_candidates_mm``
-            lists deep white-matter positions.
-        radius_mm: outer radius of the solid tumour in subject mm.
-        necrotic_fraction: radius of the non-enhancing/necrotic core ("tumour" label) relative to
-            ``radius_mm``; the shell outside it is enhancing tumour ("gdtumour").
-        enhancing: False for a non-enhancing tumour: the whole solid part is "tumour".
-        edema_mm: how far the edema extends beyond the solid tumour (mm); it only replaces white
-            matter (and WMH), so it spreads along the white matter. 0 = no edema.
-        irregularity: relative amplitude of the smooth random modulation of the tumour radius.
-        mass_effect: fraction of the tumour radius that displaces (rather than replaces) tissue:
-            a sphere of radius ``mass_effect * radius_mm`` pushes the surroundings away.
-    """
-
-    centre_mm: tuple = (28.0, -10.0, 25.0)
-    radius_mm: float = 15.0
-    necrotic_fraction: float = 0.5
-    enhancing: bool = True
-    edema_mm: float = 12.0
-    irregularity: float = 0.2
-    mass_effect: float = 0.7
-
-
-@dataclass(frozen=True)
-class SubjectSpec:
-    """Everything that defines one phantom subject (``PhantomPopulation.make`` is a pure function
-    of it and of the population grid).
-
-    Attributes:
-        age: years (the population samples 45-82; other values extrapolate the age model).
-        sex: "female" or "male" (males: 3 % larger linear head size).
-        wmh_load: target white-matter-hyperintensity volume as a fraction of the brain volume
-            (see :attr:`PhantomSubject.lesion_fractions`); 0 = none. Realised to within ~1 %.
-        tumour: a :class:`TumourSpec`, or None.
-        deformation_seed: seeds every random choice of the subject (affine, smooth deformation,
-            ventricle asymmetry, regional atrophy, lesion shapes, bias fields, noise).
-        head_scale: individual linear head-size factor on top of sex (population: log-normal,
-            sd 3 %).
-        ventricle_z: individual deviation of the ventricular volume from the age median, in
-            standard deviations of log volume (population: N(0, 1)).
-        atrophy_z: individual deviation of cortical (sulcal) atrophy, in sd (population: N(0, 1)).
-        painted_lesions: extra lesions painted last, as ``((mask, label), ...)`` with ``mask`` a
-            bool or [0, 1] float array of the output grid shape and ``label`` a lesion name/index
-            (see :func:`.labels.paint_lesion`). Not part of equality/hash.
-    """
-
-    age: float = 60.0
-    sex: str = "female"
-    wmh_load: float = 0.0
-    tumour: Optional[TumourSpec] = None
-    deformation_seed: int = 0
-    head_scale: float = 1.0
-    ventricle_z: float = 0.0
-    atrophy_z: float = 0.0
-    painted_lesions: tuple = field(default=(), compare=False, repr=False)
-
-    def __post_init__(self):
-        if self.sex not in ("female", "male"):
-            raise ValueError(f"sex must be 'female' or 'male', got {self.sex!r}")
-        if not 0.0 <= self.wmh_load < 0.5:
-            raise ValueError("wmh_load must be a fraction in [0, 0.5)")
-
-    def to_dict(self) -> dict:
-        """JSON-friendly dict (painted lesions are omitted)."""
-        d = dataclasses.asdict(self)
-        d.pop("painted_lesions")
-        if self.tumour is not None:
-            d["tumour"]["centre_mm"] = list(map(float, self.tumour.centre_mm))
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SubjectSpec":
-        d = dict(d)
-        if d.get("tumour") is not None:
-            t = dict(d["tumour"])
-            t["centre_mm"] = tuple(t["centre_mm"])
-            d["tumour"] = TumourSpec(**t)
-        return cls(**d)
 
 
 @dataclass(eq=False)
@@ -501,9 +416,9 @@ class PhantomPopulation:
 
         # --- lesions
         if tum is not None:
-            _paint_tumour(ch, tum, self._rng(spec, _S_TUMOUR), Q2.reshape((3,) + shape), s, h)
+            paint_tumour(ch, tum, self._rng(spec, _S_TUMOUR), Q2.reshape((3,) + shape), s, h)
         if spec.wmh_load > 0:
-            _paint_wmh(ch, spec, self._rng(spec, _S_WMH), P.reshape((3,) + shape), Q2.reshape((3,) + shape), h)
+            paint_wmh(ch, spec, self._rng(spec, _S_WMH), P.reshape((3,) + shape), Q2.reshape((3,) + shape), h)
 
         pv = np.stack(
             [
@@ -533,96 +448,3 @@ class PhantomPopulation:
         return PhantomSubject(
             spec=spec, affine=affine, partial_volumes=pv, labels=labels, images=images, ventricle_pv=vent_pv
         )
-
-
-# ---------------------------------------------------------------------------------------------
-def _paint_wmh(ch: dict, spec: SubjectSpec, rng: np.random.Generator, P: np.ndarray, Q2: np.ndarray, h: float):
-    """White-matter hyperintensities: periventricular caps/rims + deep blobs, volume ~ wmh_load x brain."""
-    shape = ch["wm"].shape
-    vent = ch["csf_vent"] >= 0.4
-    if not vent.any():
-        vent = ch["csf_vent"] >= ch["csf_vent"].max() * 0.5
-    d_v = ndi.distance_transform_edt(~vent).astype(np.float32) * h
-    y = P[1]
-    vy = y[vent]
-    y_front, y_back = float(vy.max()), float(vy.min())
-    caps = np.exp(-(((y - (y_front - 6.0)) / 12.0) ** 2)) + 0.8 * np.exp(-(((y - (y_back + 8.0)) / 14.0) ** 2))
-    peri = np.exp(-d_v / 5.0) * (0.5 + caps)
-    noise = np.exp(0.45 * smooth_random_field(rng, shape, h, 15.0, 1)[0])
-    wm = ch["wm"]
-    # deep blobs in cerebral white matter (template z > -15 mm)
-    deep = np.zeros(shape, np.float32)
-    cand = np.argwhere((wm > 0.8) & (d_v > 7.0) & (d_v < 35.0) & (Q2[2] > -15.0))
-    n_blobs = int(3 + rng.poisson(200.0 * spec.wmh_load))
-    if len(cand):
-        picks = cand[rng.integers(0, len(cand), n_blobs)]
-        radii = rng.uniform(2.0, 6.0, n_blobs)
-        amps = rng.uniform(0.3, 0.9, n_blobs)
-        grid = np.indices(shape, dtype=np.float32)
-        for (i, j, k), r, a in zip(picks, radii, amps):
-            rr = int(math.ceil(3 * r / h))
-            sl = tuple(slice(max(c - rr, 0), min(c + rr + 1, s)) for c, s in zip((i, j, k), shape))
-            d2 = ((grid[0][sl] - i) ** 2 + (grid[1][sl] - j) ** 2 + (grid[2][sl] - k) ** 2) * h * h
-            deep[sl] += a * np.exp(-d2 / (2 * r * r))
-    score = (peri + deep) * noise
-    score = np.where((wm > 0.15) & (Q2[2] > -25.0), score, 0.0).astype(np.float32)
-    brain = sum(ch[k] for k in ("gm", "wm", "dgm", "bs", "wmh", "tumour", "edema", "gd"))
-    target = spec.wmh_load * float(brain.sum(dtype=np.float64))
-    cand_idx = np.flatnonzero(score > 0)
-    sc = np.log(score.ravel()[cand_idx] + 1e-9)
-    wmv = wm.ravel()[cand_idx]
-    if wmv.sum() <= target:
-        frac_c = np.ones_like(sc)
-    else:
-        lo_t, hi_t = float(sc.min()) - 1.0, float(sc.max()) + 1.0
-        for _ in range(40):
-            mid = 0.5 * (lo_t + hi_t)
-            vol = float((wmv * smoothstep((sc - mid) / 0.5 + 0.5)).sum(dtype=np.float64))
-            if vol > target:
-                lo_t = mid
-            else:
-                hi_t = mid
-        frac_c = smoothstep((sc - 0.5 * (lo_t + hi_t)) / 0.5 + 0.5)
-    frac = np.zeros(wm.size, np.float32)
-    frac[cand_idx] = frac_c
-    take = wm * frac.reshape(shape)
-    ch["wm"] = wm - take
-    ch["wmh"] = ch["wmh"] + take
-
-
-def _paint_tumour(ch: dict, tum: TumourSpec, rng: np.random.Generator, Q2: np.ndarray, s: float, h: float):
-    """Tumour: necrotic core ("tumour"), enhancing rim ("gdtumour"), edema in white matter."""
-    shape = ch["wm"].shape
-    c = np.asarray(tum.centre_mm, np.float32).reshape(3, 1, 1, 1)
-    r = np.sqrt(((Q2 - c) ** 2).sum(0)) * s  # subject mm
-    n1, n2 = smooth_random_field(rng, shape, h, 14.0, 2)
-    # centre the shape noise on the tumour so that irregularity changes the shape, not the size
-    near = r < 1.2 * tum.radius_mm
-    if near.any():
-        n1 = n1 - float(n1[near].mean())
-    near_e = r < tum.radius_mm + tum.edema_mm
-    if near_e.any():
-        n2 = n2 - float(n2[near_e].mean())
-    r_eff = r / np.clip(1.0 + tum.irregularity * n1, 0.5, 1.6)
-    solid = smoothstep((tum.radius_mm - r_eff) / h + 0.5)
-    if tum.enhancing:
-        core = smoothstep((tum.necrotic_fraction * tum.radius_mm - r_eff) / h + 0.5)
-    else:
-        core = solid
-    # the solid tumour fills its volume (it has pushed the surroundings away, see the mass effect)
-    replaced = ("gm", "wm", "dgm", "bs", "wmh", "csf_ext", "csf_vent")
-    moved = np.zeros(shape, np.float32)
-    for k in replaced:
-        take = ch[k] * solid
-        ch[k] = ch[k] - take
-        moved += take
-    core_share = np.where(solid > 1e-6, np.minimum(core / np.maximum(solid, 1e-6), 1.0), 0.0)
-    ch["tumour"] = ch["tumour"] + moved * core_share
-    ch["gd"] = ch["gd"] + moved * (1.0 - core_share)
-    if tum.edema_mm > 0:
-        r_e = r / np.clip(1.0 + 0.5 * n2, 0.4, 2.0)
-        ed = smoothstep((tum.radius_mm + tum.edema_mm - r_e) / (2 * h) + 0.5) * (1.0 - solid)
-        for k in ("wm", "wmh"):
-            take = ch[k] * ed
-            ch[k] = ch[k] - take
-            ch["edema"] = ch["edema"] + take

@@ -21,11 +21,10 @@ from .data import PhantomTrainingData
 from .demo_cards import ADVERSARIAL_WEIGHT, AE_PATCH, DECODER_STEPS
 from .trainers import (
     FitConfig,
+    Log,
     finetune_decoder_adversarial,
     train_image_autoencoder,
 )
-
-Log = Callable[[str], None]
 
 
 @dataclass

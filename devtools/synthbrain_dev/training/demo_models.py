@@ -13,7 +13,6 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -27,10 +26,9 @@ from .data import load_training_data
 from .demo_cards import DEMO_IDS
 from .model_folders import storage_check, write_model_folder
 from .recipes import RECIPES
+from .trainers import Log
 
 __all__ = ["DEMO_IDS", "train_demo", "write_model_folder"]
-
-Log = Callable[[str], None]
 
 
 def train_demo(

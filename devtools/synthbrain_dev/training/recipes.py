@@ -3,8 +3,6 @@ writes (:data:`RECIPES`, by demo id)."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -37,6 +35,8 @@ from .demo_cards import (
     rounded_range,
 )
 from .trainers import (
+    FitReport,
+    Log,
     encode_means,
     style_statistics,
     train_label_autoencoder,
@@ -44,7 +44,26 @@ from .trainers import (
     train_spade,
 )
 
-Log = Callable[[str], None]
+
+def conditional_unet(
+    ae_kwargs: dict, latents: np.ndarray, cond: np.ndarray, schedule: dict, seed: int, budget: Budget, log: Log
+) -> tuple[dict, torch.nn.Module, FitReport]:
+    """The latent diffusion UNet of a latent demo, trained on scaled ``latents`` with the conditions
+    ``cond`` (N, K) concatenated and as cross-attention context, with condition dropout (for
+    classifier-free guidance) and averaged weights. Returns (its kwargs, the UNet, its training report)."""
+    kwargs = latent_unet_kwargs(ae_kwargs["latent_channels"], cond.shape[1], concat=True)
+    unet, report = train_latent_diffusion(
+        NetworkSpec("diffusion", "DiffusionModelUNet", kwargs, "diffusion"),
+        latents,
+        cond,
+        schedule,
+        ("concat", "crossattn"),
+        budget.config(UNET_STEPS, batch=8, lr=3e-4, seed=seed, ema=UNET_EMA),
+        condition_dropout=CONDITION_DROPOUT,
+        null_value=NULL_CONDITION,
+        log=log,
+    )
+    return kwargs, unet, report
 
 
 def train_brain_ldm_demo(
@@ -109,19 +128,7 @@ def train_brain_ldm_demo(
         ],
         axis=1,
     ).astype(np.float32)
-    unet_kwargs = latent_unet_kwargs(IMAGE_AE["latent_channels"], 4, concat=True)
-    unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
-    unet, unet_report = train_latent_diffusion(
-        unet_spec,
-        latents * scale,
-        cond,
-        SCHEDULE,
-        ("concat", "crossattn"),
-        budget.config(UNET_STEPS, batch=8, lr=3e-4, seed=2, ema=UNET_EMA),
-        condition_dropout=CONDITION_DROPOUT,
-        null_value=NULL_CONDITION,
-        log=log,
-    )
+    unet_kwargs, unet, unet_report = conditional_unet(IMAGE_AE, latents * scale, cond, SCHEDULE, 2, budget, log)
 
     card = base_card(
         "brain-ldm-demo",
@@ -199,20 +206,8 @@ def train_labels_demo(
         )
         columns.append(values / hi)
     cond = np.stack(columns, axis=1).astype(np.float32)
-    unet_kwargs = latent_unet_kwargs(LABEL_AE["latent_channels"], 4, concat=True)
-    unet_spec = NetworkSpec("diffusion", "DiffusionModelUNet", unet_kwargs, "diffusion")
     schedule = dict(SCHEDULE, beta_end=0.0195)
-    unet, unet_report = train_latent_diffusion(
-        unet_spec,
-        latents * scale,
-        cond,
-        schedule,
-        ("concat", "crossattn"),
-        budget.config(UNET_STEPS, batch=8, lr=3e-4, seed=4, ema=UNET_EMA),
-        condition_dropout=CONDITION_DROPOUT,
-        null_value=NULL_CONDITION,
-        log=log,
-    )
+    unet_kwargs, unet, unet_report = conditional_unet(LABEL_AE, latents * scale, cond, schedule, 4, budget, log)
 
     card = base_card(
         "labels-demo",
