@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 from ..errors import SynthBrainError
+from ..models.schema import BRAIN_KIND, LABELS_KIND
 from .options import add_device, add_fixed_seed, add_model, add_quiet, add_sampling, add_speed
 from .running import Progress, log, open_store
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
             "makes its share)."
         ),
     )
-    add_model(p, help="model id or folder (a conditional_latent_diffusion or label_generator model)")
+    add_model(p, help=f"model id or folder (a {BRAIN_KIND} or {LABELS_KIND} model)")
     p.add_argument(
         "-n",
         "--count",
