@@ -166,7 +166,7 @@ def test_the_library_never_imports_slicer_qt_or_vtk():
                 assert name.split(".")[0] not in banned, f"{path.relative_to(REPO)} imports {name}"
 
 
-def test_errors_and_the_card_reader_import_without_torch():
+def test_errors_the_card_reader_and_the_request_check_run_without_torch():
     """In a Python where torch and monai cannot be imported (Slicer before its first-use install)."""
     script = textwrap.dedent("""
         import sys
@@ -181,8 +181,12 @@ def test_errors_and_the_card_reader_import_without_torch():
         import SynthBrainLib
         import SynthBrainLib.errors
         import SynthBrainLib.models.cards
+        from SynthBrainLib.models.requests import check_request
+        from SynthBrainLib.models.schema import BRAIN_KIND
         assert SynthBrainLib.__version__
         assert issubclass(SynthBrainLib.ConditionError, SynthBrainLib.SynthBrainError)
+        card = SynthBrainLib.models.cards.builtin_cards()["brain-ldm"]
+        assert check_request(card, kind=BRAIN_KIND, conditions={"age": 60}, seed=1).seed == 1
         print("torch" in sys.modules, "monai" in sys.modules)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
