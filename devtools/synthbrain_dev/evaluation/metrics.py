@@ -37,10 +37,10 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363)
 MS_SSIM_MIN_EDGE = 37
 
 
-def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
+def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, min_edge: int = MS_SSIM_MIN_EDGE) -> float:
     """3D MS-SSIM (MONAI's ``MultiScaleSSIMMetric``, :data:`MS_SSIM_KERNEL`, four scales) of two
-    volumes (X, Y, Z); NaN for volumes under :data:`MS_SSIM_MIN_EDGE` voxels along an axis."""
-    if min(np.shape(a)) < MS_SSIM_MIN_EDGE:
+    volumes (X, Y, Z); NaN for volumes under ``min_edge`` voxels along an axis (0: always computed)."""
+    if min(np.shape(a)) < min_edge:
         return float("nan")
     metric = MultiScaleSSIMMetric(
         spatial_dims=3, data_range=data_range, kernel_size=MS_SSIM_KERNEL, weights=MS_SSIM_WEIGHTS
@@ -57,7 +57,7 @@ def ms_ssim_pairs(volumes: list[np.ndarray], max_pairs: int = 64, seed: int = 0)
     if len(pairs) > max_pairs:
         rng = np.random.default_rng(seed)
         pairs = [pairs[i] for i in rng.choice(len(pairs), max_pairs, replace=False)]
-    values = [ms_ssim(volumes[i], volumes[j]) for i, j in pairs]
+    values = [ms_ssim(volumes[i], volumes[j], min_edge=0) for i, j in pairs]
     return float(np.mean(values)), float(np.std(values))
 
 
