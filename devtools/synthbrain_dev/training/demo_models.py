@@ -82,7 +82,7 @@ def train_demo(
     training = {
         "model": model_id,
         "command": " ".join(
-            ["synthbrain", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)]
+            ["synthbrain-dev", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)]
             + (["--scale", str(scale)] if scale != 1.0 else [])
             + (["--autoencoder-from", str(autoencoder_from)] if autoencoder_from is not None else [])
             + (["--sharpen-decoder-of", str(sharpen_decoder)] if sharpen_decoder is not None else [])
