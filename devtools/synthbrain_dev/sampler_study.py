@@ -29,12 +29,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from SynthBrainLib.errors import SynthBrainError
+from SynthBrainLib.outputs.markdown import markdown_table
 from SynthBrainLib.pipelines import load_pipeline
 from SynthBrainLib.pipelines.device import cpu_has_bf16
 
 from .bench.reference import has_reference_loop, reference_sample
 from .evaluation.metrics import label_dice, ms_ssim, pearson, psnr
-from .tables import markdown_table
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from SynthBrainLib.outputs.io import read_volume
+from SynthBrainLib.outputs.markdown import markdown_table
 
 from .machine import machine
 from .random_weights import RANDOM_WEIGHTS, random_weights_folder
-from .tables import markdown_table
 
 #: (processes, threads per process) compared by default on this 2-core machine.
 CONFIGURATIONS = ((1, 2), (2, 1))

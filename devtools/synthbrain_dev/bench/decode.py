@@ -14,12 +14,12 @@ from SynthBrainLib.errors import SynthBrainError
 from SynthBrainLib.models.checkpoints import load_weights, read_state_dict
 from SynthBrainLib.models.networks import build_network
 from SynthBrainLib.models.store import ModelStore
+from SynthBrainLib.outputs.markdown import markdown_table
 from SynthBrainLib.pipelines.decoding import TileSettings, decode, decode_full
 from SynthBrainLib.pipelines.device import Precision, resolve_device
 
 from ..random_weights import RANDOM_WEIGHTS, perturb
-from ..tables import gigabytes, markdown_table
-from .memory import PeakMemory, current_rss, peak_rss_so_far
+from .memory import PeakMemory, current_rss, gigabytes, peak_rss_so_far
 
 
 def measure_decode(

@@ -49,3 +49,8 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self.peak = max(self.peak, current_rss())
+
+
+def gigabytes(n_bytes: int | None) -> str:
+    """A memory figure's table cell: GB with two decimals, ``-`` for none."""
+    return "-" if not n_bytes else f"{n_bytes / 1e9:.2f}"

@@ -11,12 +11,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from SynthBrainLib.models.store import ModelStore
+from SynthBrainLib.outputs.markdown import markdown_table
 from SynthBrainLib.pipelines import pipeline_class
 
 from ..evaluation.metrics import compare
 from ..machine import machine
-from ..tables import gigabytes, markdown_table
 from .decode import DECODE_VARIANTS
+from .memory import gigabytes
 from .paths import PathSpec, default_paths
 from .workers import run_worker
 

@@ -18,6 +18,7 @@ import torch
 from SynthBrainLib._version import __version__
 from SynthBrainLib.errors import SynthBrainError
 from SynthBrainLib.models.schema import LESION_NAMES
+from SynthBrainLib.outputs.markdown import markdown_table
 from SynthBrainLib.outputs.preview import montage, write_png
 from SynthBrainLib.pipelines import (
     ConditionalBrainPipeline,
@@ -26,7 +27,6 @@ from SynthBrainLib.pipelines import (
     load_pipeline,
 )
 
-from ..tables import markdown_table
 from .evaluators import evaluate_conditional_brain, evaluate_label_generator, evaluate_label_to_image
 
 Log = Callable[[str], None]

@@ -38,11 +38,11 @@ from scipy import ndimage as ndi
 
 from SynthBrainLib._version import __version__
 from SynthBrainLib.insertion.registration import resample_between
+from SynthBrainLib.outputs.markdown import markdown_table
 from SynthBrainLib.outputs.preview import orthogonal_slices, write_png
 from SynthBrainLib.pipelines import load_pipeline
 
 from ..phantoms import render_contrast
-from ..tables import markdown_table
 from . import real_scans
 from .insertion_cases import POPULATION, WM, ball, oblique_grid, painted_wmh, patient, rotation, wmh_centre
 

@@ -25,8 +25,7 @@ from scipy import ndimage as ndi
 
 from SynthBrainLib.insertion.freesurfer_labels import FREESURFER_TO_SCHEMA
 from SynthBrainLib.outputs.io import read_volume
-
-from ..tables import markdown_table
+from SynthBrainLib.outputs.markdown import markdown_table
 
 #: The folder holding the checkout: this file is <there>/<checkout>/devtools/synthbrain_dev/evaluation/real_scans.py.
 BESIDE_CHECKOUT = Path(__file__).resolve().parents[4]

@@ -1,5 +1,5 @@
-"""The one Markdown table writer of the developer tools' reports (benchmarks, the sampler study,
-throughput, the evaluations)."""
+"""Markdown tables: the one writer of the tables the library and the developer tools put in docs and
+reports (FreeSurfer's label table, benchmarks, evaluations)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,3 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list
 
 def _line(cells: Sequence[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def gigabytes(n_bytes: int | None) -> str:
-    """A memory figure's cell: GB with two decimals, ``-`` for none."""
-    return "-" if not n_bytes else f"{n_bytes / 1e9:.2f}"
