@@ -105,14 +105,9 @@ def throughput(
 def format_table(report: dict[str, Any]) -> str:
     """The report as a Markdown table (one row per configuration)."""
     header = (
-        "model",
-        "weights",
-        "processes x threads",
-        "samples",
-        "wall (s)",
-        "samples / hour",
-        "max abs difference from the first configuration's volumes",
-    )
+        "model | weights | processes x threads | samples | wall (s) | samples / hour | "
+        "max abs difference from the first configuration's volumes"
+    ).split(" | ")
     rows = [
         (
             report["model"],

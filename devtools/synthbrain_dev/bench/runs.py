@@ -93,18 +93,10 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as a Markdown table (one row per model and path), with a note on what guidance costs
     for each guided path."""
     header = (
-        "model",
-        "path",
-        "sampler, steps, precision, decode",
-        "weights",
-        "step (s)",
-        "decode (s)",
-        "end to end (s)",
-        "peak RSS (GB)",
-        "CUDA max alloc (GB)",
-        "vs reference",
-        "PSNR / MS-SSIM / max abs vs reference",
-    )
+        "model | path | sampler, steps, precision, decode | weights | step (s) | decode (s) | "
+        "end to end (s) | peak RSS (GB) | CUDA max alloc (GB) | vs reference | "
+        "PSNR / MS-SSIM / max abs vs reference"
+    ).split(" | ")
     rows, notes = [], []
     for m in report["models"]:
         for e in m["paths"]:
