@@ -7,10 +7,11 @@ Quick start::
     result = pipe.generate(age=70, sex="female", seed=1)          # SynthesisResult
     result.save("brain.nii.gz")                                   # + brain.json provenance
 
-Layers (each imports only those below it): :mod:`.errors` -> :mod:`.outputs` (results, files) and
-:mod:`.models` (cards, store, weights) -> :mod:`.pipelines` (one class per model kind, sampling) ->
-:mod:`.batch` -> :mod:`.cli`; :mod:`.tools` (benchmarks, training, evaluation, phantoms) is for
-developers and never imported by the library.
+Layers (each imports only those below it): :mod:`.errors` -> :mod:`.outputs` (results, files) ->
+:mod:`.models` (cards, the request check, store, weights) -> :mod:`.insertion` -> :mod:`.pipelines`
+(one class per model kind, sampling) -> :mod:`.batch` -> :mod:`.cli`; docs/architecture.md. The
+developer tools (benchmarks, training, evaluation, phantoms) are the separate synthbrain-dev
+distribution (``devtools/``, package ``synthbrain_dev``), never imported by the library.
 
 The names below are imported on first use (PEP 562), so ``import SynthBrainLib.errors`` or the card
 reader (``SynthBrainLib.models.cards``) work without torch - which is how the Slicer module reports

@@ -197,7 +197,7 @@ def test_batch_refuses_bad_input(model_folders, tmp_path, capsys):
 
 @pytest.mark.slow  # two batch commands in subprocesses, one under torchrun (gloo, 2 CPU processes): ~15 s
 def test_throughput_tool_times_one_process_and_torchrun_on_the_same_plan(model_folders):
-    from SynthBrainLib.tools.throughput import format_table, throughput
+    from synthbrain_dev.throughput import format_table, throughput
 
     report = throughput(str(model_folders["brain"]), 3, configurations=((1, 1), (2, 1)), extra=["--steps", "2"])
     runs = report["runs"]

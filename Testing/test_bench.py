@@ -1,4 +1,4 @@
-"""'synthbrain bench' on tiny models: the reference loop, worker measurements, tables, quality study."""
+"""'synthbrain-dev bench' on tiny models: the reference loop, worker measurements, tables, quality study."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from tiny_models import guided, tiny_brain_card
 
+from synthbrain_dev import bench
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.errors import SynthBrainError
-from SynthBrainLib.tools import bench
 
 
 def test_reference_loop_equals_the_pipelines_ddim(model_folders):
@@ -108,7 +108,7 @@ def test_decode_check(model_folders):
 
 
 def test_quality_study_runs(model_folders):
-    from SynthBrainLib.tools.sampler_study import Candidate, format_quality_table, quality_study
+    from synthbrain_dev.sampler_study import Candidate, format_quality_table, quality_study
 
     report = quality_study(
         str(model_folders["labels"]),
@@ -121,12 +121,14 @@ def test_quality_study_runs(model_folders):
 
 
 def test_bench_cli_errors(capsys):
-    from SynthBrainLib.cli import main
+    from synthbrain_dev.cli import main
 
-    assert main(["bench", "brain-ldm", "--repeats", "0"]) == 2
-    assert "--repeats 0 is outside 1–1000" in capsys.readouterr().err
-    assert main(["bench", "brain-ldm", "--path", "fast"]) == 2
-    assert "path 'fast' is not NAME=SAMPLER:STEPS:PRECISION:DECODE" in capsys.readouterr().err
+    assert main(["bench", "brain-ldm", "--repeats", "0"]) == 2, "--repeats 0 exits with status 2"
+    err = capsys.readouterr().err
+    assert err.startswith("synthbrain-dev: error: --repeats 0 is outside 1–1000"), f"one line names it: {err}"
+    assert main(["bench", "brain-ldm", "--path", "fast"]) == 2, "a path without NAME= exits with status 2"
+    err = capsys.readouterr().err
+    assert "path 'fast' is not NAME=SAMPLER:STEPS:PRECISION:DECODE" in err, f"the error names the form: {err}"
 
 
 @pytest.mark.slow  # a bench worker in a subprocess

@@ -6,11 +6,11 @@ import copy
 import json
 
 import pytest
-from tiny_models import tiny_brain_card, tiny_spade_card
+from tiny_models import count_parameters, tiny_brain_card, tiny_spade_card
 
 from SynthBrainLib.errors import CardError
 from SynthBrainLib.models.cards import ModelCard, builtin_cards, load_card
-from SynthBrainLib.models.networks import build_networks, count_parameters
+from SynthBrainLib.models.networks import build_networks
 from SynthBrainLib.pipelines import pipeline_class
 
 # configs/inference.json of the MONAI model-zoo bundle brain_image_synthesis_latent_diffusion_model 1.0.0
@@ -56,18 +56,8 @@ BUNDLE_SCHEDULER = {
 def test_builtin_cards_load():
     cards = builtin_cards()
     assert {"brain-ldm", "brainspade3d-labels", "brainspade3d-image"} <= set(cards)
-    assert cards["brainspade3d-labels"].label_names == (
-        "background",
-        "csf",
-        "gm",
-        "wm",
-        "dgm",
-        "brainstem",
-        "wmh",
-        "tumour",
-        "edema",
-        "gdtumour",
-    )
+    schema = tuple("background csf gm wm dgm brainstem wmh tumour edema gdtumour".split())
+    assert cards["brainspade3d-labels"].label_names == schema, "brainSPADE3D's ten classes, in channel order"
     assert cards["brainspade3d-labels"].conditioning.names == ("wmh", "tumour", "edema", "gdtumour")
     assert cards["brainspade3d-image"].sequences.names == ("T1", "FLAIR", "T2")
 

@@ -20,7 +20,7 @@ from SynthBrainLib.outputs.digests import verify_file
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 generative = pytest.importorskip("generative.networks.nets", reason="monai-generative 0.2.3 is a test dependency")
 import monai.networks.nets as nets  # noqa: E402
-from tiny_models import perturb  # noqa: E402
+from tiny_models import TINY_NOISE, perturb  # noqa: E402
 
 TOL = 1e-5
 
@@ -33,7 +33,7 @@ def _old_kwargs(kwargs: dict) -> dict:
 
 
 def _roundtrip(old_cls, new_cls, kwargs, tmp_path):
-    old = perturb(old_cls(**_old_kwargs(kwargs)).eval(), seed=1)
+    old = perturb(old_cls(**_old_kwargs(kwargs)).eval(), seed=1, scale=TINY_NOISE)
     path = tmp_path / "old.pt"
     torch.save(old.state_dict(), path)
     new = new_cls(**kwargs).eval()
@@ -88,7 +88,7 @@ def test_monai_converter_is_wrong_for_autoencoder_attention(tmp_path):
     kw = dict(
         AE_KW, attention_levels=[False, False, True], with_encoder_nonlocal_attn=True, with_decoder_nonlocal_attn=True
     )
-    old = perturb(generative.AutoencoderKL(**_old_kwargs(kw)).eval(), seed=1)
+    old = perturb(generative.AutoencoderKL(**_old_kwargs(kw)).eval(), seed=1, scale=TINY_NOISE)
     theirs = nets.AutoencoderKL(**kw).eval()
     theirs.load_old_state_dict(dict(old.state_dict()))
     x = torch.rand(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -164,7 +164,7 @@ def test_spadenet_old_checkpoint(tmp_path):
         z_dim=8,
         spade_intermediate_channels=8,
     )
-    old = perturb(generative.SPADENet(**_old_kwargs(kw)).eval(), seed=1)
+    old = perturb(generative.SPADENet(**_old_kwargs(kw)).eval(), seed=1, scale=TINY_NOISE)
     torch.save(old.state_dict(), tmp_path / "old.pt")
     new = nets.SPADENet(**dict(kw, channels=[8, 16])).eval()
     load_weights(new, read_state_dict(tmp_path / "old.pt"), "auto")
@@ -261,7 +261,7 @@ def test_pickled_code_is_refused(tmp_path, capsys):
 def test_wrapped_state_dict_and_safetensors_load(tmp_path):
     from safetensors.torch import save_file
 
-    model = perturb(_small_ae())
+    model = perturb(_small_ae(), scale=TINY_NOISE)
     torch.save({"state_dict": model.state_dict(), "epoch": torch.tensor(3)}, tmp_path / "wrapped.pt")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
     for name in ("wrapped.pt", "m.safetensors"):

@@ -339,3 +339,38 @@ def test_a_bad_argument_is_answered_before_torch_is_imported(argv, tmp_path):
     assert torch_loaded == "False", f"torch was imported before the error: {proc.stderr.strip()}"
     assert len(proc.stderr.strip().splitlines()) == 1, f"one line: {proc.stderr}"
     assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+def verbs_of(parser) -> dict:
+    """The parsers of a command's verbs, by name."""
+    (action,) = [a for a in parser._actions if a.dest == "command"]
+    return action.choices
+
+
+def test_synthbrain_has_the_users_verbs_only():
+    from SynthBrainLib.cli import build_parser
+
+    verbs = set(verbs_of(build_parser()))
+    expected = {"generate", "labels", "image-from-labels", "insert-lesions", "batch", "models"}
+    assert verbs == expected, f"synthbrain's verbs: {sorted(verbs)}"
+
+
+def test_shared_flags_have_one_default_everywhere():
+    from SynthBrainLib.cli import build_parser
+
+    verbs = verbs_of(build_parser())
+    for name, parser in verbs.items():
+        defaults = {a.dest: a.default for a in parser._actions}
+        if "device" in defaults:
+            assert defaults["device"] == "auto", f"{name}: --device defaults to {defaults['device']!r}"
+    for name in ("generate", "labels", "image-from-labels", "insert-lesions"):
+        seed = {a.dest: a.default for a in verbs[name]._actions}["seed"]
+        assert seed is None, f"{name}: a sample seed is drawn and recorded when not given, not {seed!r}"
+    base = {a.dest: a.default for a in verbs["batch"]._actions}["seed"]
+    assert base == 0, f"batch: the base seed is fixed so that a restart derives the same seeds, not {base!r}"
+
+
+def test_a_developer_verb_is_not_a_user_verb(capsys):
+    code, _, err = run(capsys, "bench", "brain-ldm")
+    assert code == 2, f"exit status {code}: {err}"
+    assert "invalid choice: 'bench'" in err, f"synthbrain has no bench verb: {err}"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from synthbrain_dev.evaluation.evaluators import flair_search_region
+from synthbrain_dev.phantoms import PhantomPopulation, SubjectSpec, measure_ventricular_volume_ml, paint_lesion
 from SynthBrainLib import load_pipeline
 from SynthBrainLib.models.store import ModelStore, demo_models_dir
-from SynthBrainLib.tools.evaluation.evaluators import flair_search_region
-from SynthBrainLib.tools.phantoms import PhantomPopulation, SubjectSpec, measure_ventricular_volume_ml, paint_lesion
 
 # model semantics on the trained demo weights: ~90 s on 2 CPU cores in all
 pytestmark = pytest.mark.slow

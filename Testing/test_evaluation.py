@@ -1,4 +1,4 @@
-"""`synthbrain evaluate`: its metrics, its captioned figures, and the guidance table end to end."""
+"""`synthbrain-dev evaluate`: its metrics, its captioned figures, and the guidance table end to end."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import pytest
 from scipy import ndimage as ndi
 from tiny_models import _affine, guided, tiny_brain_card, tiny_labels_card, write_model_folder
 
-from SynthBrainLib import ConditionError, load_pipeline
-from SynthBrainLib.tools.evaluation import evaluate_model
-from SynthBrainLib.tools.evaluation.evaluators import evaluate_conditional_brain, label_control
-from SynthBrainLib.tools.evaluation.figures import GLYPH_HEIGHT, captioned_grid, render_text
-from SynthBrainLib.tools.evaluation.metrics import (
+from synthbrain_dev.evaluation import evaluate_model
+from synthbrain_dev.evaluation.evaluators import evaluate_conditional_brain, label_control
+from synthbrain_dev.evaluation.figures import GLYPH_HEIGHT, captioned_grid, render_text
+from synthbrain_dev.evaluation.metrics import (
     high_frequency_energy,
     is_monotonic_increasing,
     mean_gradient_magnitude,
     median_ratio,
 )
+from SynthBrainLib import ConditionError, load_pipeline
 
 
 def _evaluable(card: dict) -> dict:

@@ -32,21 +32,20 @@ def brain(model_folders):
 
 # ---- precision --------------------------------------------------------------------------------
 def test_precision_options():
-    assert Precision.for_device(CPU).name == "float32+channels_last_3d"
-    assert Precision.for_device(CPU, None, "bfloat16").name == "bfloat16-autocast+channels_last_3d"
-    assert Precision.for_device(CPU, False, "float32").short == "float32"
+    assert Precision.for_device(CPU).name == "float32+channels_last_3d", "auto on the CPU, published preset"
+    bf16 = Precision.for_device(CPU, "bfloat16").name
+    assert bf16 == "bfloat16-autocast+channels_last_3d", f"bfloat16 on the CPU: {bf16}"
+    assert Precision.for_device(CPU, "float32").short == "float32", "float32's short name"
     with pytest.raises(DeviceError, match="half precision is only available on CUDA devices"):
-        Precision.for_device(CPU, None, "float16")
+        Precision.for_device(CPU, "float16")
     with pytest.raises(DeviceError, match="precision 'fp8' is not one of auto, float32, mixed, bfloat16, float16"):
-        Precision.for_device(CPU, None, "fp8")
-    with pytest.raises(DeviceError, match="half=True contradicts precision 'bfloat16'"):
-        Precision.for_device(CPU, True, "bfloat16")
+        Precision.for_device(CPU, "fp8")
 
 
 def test_mixed_precision_runs_noisy_steps_in_float32(model_folders, brain):
     from SynthBrainLib.pipelines.sampling import make_scheduler, noise_ratio
 
-    mixed = Precision.for_device(CPU, None, "mixed")
+    mixed = Precision.for_device(CPU, "mixed")
     assert mixed.name == "mixed(float32 above sigma/alpha 2, else bfloat16-autocast)+channels_last_3d", mixed.name
     assert mixed.short == "mixed", mixed.short
     sch = make_scheduler(brain.card.scheduler, "dpm++2m", 10, CPU)

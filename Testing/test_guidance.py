@@ -114,7 +114,7 @@ def test_a_model_without_guidance_training_refuses_a_scale(model_folders):
 
 
 def test_condition_dropout_in_training_feeds_the_null_condition(monkeypatch):
-    import SynthBrainLib.tools.training.trainers as trainers
+    import synthbrain_dev.training.trainers as trainers
 
     seen = []
 

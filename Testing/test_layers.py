@@ -1,6 +1,7 @@
 """The library's structure, checked on its import graph (every import, also those inside functions):
-no cycles, each layer imports only layers below it, developer tools are never imported by the
-library, nothing imports Slicer, Qt or VTK, and the errors and the card reader import without torch."""
+no cycles, each layer imports only layers below it, the developer tools (the synthbrain-dev
+distribution, devtools/) are never imported by the library and import only the library, nothing
+imports Slicer, Qt or VTK, and the errors and the card reader import without torch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 LIB = REPO / "SynthBrainLib"
+DEV = REPO / "devtools" / "synthbrain_dev"
 
 #: rank of each part of the library: a module may import modules of its own rank or lower only.
 LAYERS = [
@@ -21,7 +23,6 @@ LAYERS = [
     ("insertion", ("SynthBrainLib.insertion",)),  # registration, tissue maps and blending for lesion insertion
     ("pipelines", ("SynthBrainLib.pipelines",)),
     ("batch", ("SynthBrainLib.batch",)),
-    ("tools", ("SynthBrainLib.tools",)),  # developer tools: above the library, below the command line that runs them
     ("faces", ("SynthBrainLib.cli",)),
 ]
 
@@ -39,7 +40,7 @@ def layer_of(module: str) -> int:
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    parts = list(path.relative_to(DEV.parent if path.is_relative_to(DEV) else REPO).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -47,23 +48,35 @@ def known_modules() -> dict[str, Path]:
     return {module_name(p): p for p in LIB.rglob("*.py")}
 
 
-def imports(path: Path, modules: dict[str, Path]) -> set[str]:
-    """SynthBrainLib modules ``path`` imports (``from . import x`` counts as importing module x)."""
+def import_targets(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(module, names imported from it) of every import in ``path``, relative ones made absolute;
+    ``import a.b`` gives (``a.b``, ())."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
+    targets = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        targets = []
         if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
+            targets += [(a.name, ()) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(parent + ([base] if base else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
-        found |= {t for t in targets if t in modules and t != name}
-    return found
+            targets.append((base, tuple(a.name for a in node.names)))
+    return targets
+
+
+def absolute_imports(path: Path) -> set[str]:
+    """Every module name ``path`` imports (``from a import b``: ``a`` and ``a.b``)."""
+    return {m for base, names in import_targets(path) for m in (base, *(f"{base}.{n}" for n in names))}
+
+
+def imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """SynthBrainLib modules ``path`` imports (``from . import x`` counts as importing module x)."""
+    found = set()
+    for base, names in import_targets(path):
+        found |= {f"{base}.{n}" if f"{base}.{n}" in modules else base for n in names} if names else {base}
+    return {t for t in found if t in modules and t != module_name(path)}
 
 
 def graph() -> dict[str, set[str]]:
@@ -116,12 +129,28 @@ def test_each_layer_imports_only_layers_below():
 
 def test_the_library_never_imports_developer_tools():
     users = sorted(
-        a
-        for a, targets in graph().items()
-        if not a.startswith(("SynthBrainLib.tools", "SynthBrainLib.cli"))
-        and any(b.startswith("SynthBrainLib.tools") for b in targets)
+        module_name(path)
+        for path in LIB.rglob("*.py")
+        if any(name.split(".")[0] == "synthbrain_dev" for name in absolute_imports(path))
     )
-    assert users == [], f"library modules importing SynthBrainLib.tools: {users}"
+    assert users == [], f"library modules importing the developer tools (synthbrain_dev): {users}"
+    assert not (LIB / "tools").exists(), "the developer tools are not a part of the library's package"
+
+
+def test_the_developer_tools_import_only_the_library():
+    """Of this repository's packages, synthbrain_dev imports SynthBrainLib (and itself) only: not the
+    Slicer module, not the tests' helpers."""
+    ours = {"SynthBrainSlicer", "SynthBrain", "slicer_app", "tiny_models", "conftest", "synthbrain_demo_models"}
+    ours |= {p.stem for p in (REPO / "Testing").glob("*.py")}
+    modules = sorted(DEV.rglob("*.py"))
+    assert len(modules) > 20, f"the developer tools are found: {len(modules)} modules"
+    wrong = sorted(
+        f"{module_name(path)} imports {name}"
+        for path in modules
+        for name in absolute_imports(path)
+        if name.split(".")[0] in ours
+    )
+    assert wrong == [], "developer tools importing other parts of the repository:\n" + "\n".join(wrong)
 
 
 def test_the_library_never_imports_slicer_qt_or_vtk():
@@ -137,7 +166,7 @@ def test_the_library_never_imports_slicer_qt_or_vtk():
                 assert name.split(".")[0] not in banned, f"{path.relative_to(REPO)} imports {name}"
 
 
-def test_errors_and_the_card_reader_import_without_torch():
+def test_errors_the_card_reader_and_the_request_check_run_without_torch():
     """In a Python where torch and monai cannot be imported (Slicer before its first-use install)."""
     script = textwrap.dedent("""
         import sys
@@ -152,8 +181,12 @@ def test_errors_and_the_card_reader_import_without_torch():
         import SynthBrainLib
         import SynthBrainLib.errors
         import SynthBrainLib.models.cards
+        from SynthBrainLib.models.requests import check_request
+        from SynthBrainLib.models.schema import BRAIN_KIND
         assert SynthBrainLib.__version__
         assert issubclass(SynthBrainLib.ConditionError, SynthBrainLib.SynthBrainError)
+        card = SynthBrainLib.models.cards.builtin_cards()["brain-ldm"]
+        assert check_request(card, kind=BRAIN_KIND, conditions={"age": 60}, seed=1).seed == 1
         print("torch" in sys.modules, "monai" in sys.modules)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from synthbrain_dev.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
 from SynthBrainLib import ConditionError, load_pipeline
 from SynthBrainLib.insertion.segmentations import FREESURFER_TO_SCHEMA
-from SynthBrainLib.tools.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
 
 pytestmark = pytest.mark.slow  # each insertion registers a template (seconds)
 
@@ -203,7 +203,7 @@ def test_cli_insert_lesions_writes_the_scan_and_mask_and_leaves_the_input(tmp_pa
 
 def test_the_insertion_evaluation_runs_end_to_end_and_writes_its_report(tmp_path):
     """The command behind docs/evaluation/lesion-insertion.md, on one case of each kind."""
-    from SynthBrainLib.tools.evaluation.insertion import evaluate
+    from synthbrain_dev.evaluation.insertion import evaluate
 
     report = evaluate(tmp_path, n=1, n_registration=1, log=lambda line: None, real=False)
     assert {p.name for p in tmp_path.iterdir()} == {
@@ -220,7 +220,7 @@ def test_the_insertion_evaluation_runs_end_to_end_and_writes_its_report(tmp_path
 
 def test_the_real_ms_patient_section_measures_inserted_and_real_lesions(realdata, pipe):
     """The evaluation's real-scan section on the real MS patient's FLAIR (the other sequences run the same code)."""
-    from SynthBrainLib.tools.evaluation import real_scans
+    from synthbrain_dev.evaluation import real_scans
 
     section = real_scans.ms_patient(pipe, realdata / "ms-patient07", log=lambda line: None, sequences=("FLAIR",))
     case = section["cases"][0]

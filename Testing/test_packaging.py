@@ -62,6 +62,28 @@ def test_the_package_list_names_every_library_package():
     assert found - listed == set(), f"packages missing from pyproject's list: {sorted(found - listed)}"
 
 
+def test_the_developer_tools_are_a_distribution_of_their_own():
+    """devtools/ is the synthbrain-dev distribution: its own package list, its own command, the
+    library's version; the user's package lists neither its packages nor its command."""
+    import tomllib
+    from setuptools import find_packages
+
+    from SynthBrainLib import __version__
+
+    user = tomllib.loads((REPO / "pyproject.toml").read_text())
+    dev = tomllib.loads((REPO / "devtools" / "pyproject.toml").read_text())
+    assert dev["project"]["name"] == "synthbrain-dev", f"distribution name: {dev['project']['name']}"
+    assert dev["project"]["version"] == __version__, f"synthbrain-dev {dev['project']['version']} vs {__version__}"
+    assert "synthbrain" in dev["project"]["dependencies"], "synthbrain-dev depends on the library"
+    assert dev["project"]["scripts"] == {"synthbrain-dev": "synthbrain_dev.cli:main"}, dev["project"]["scripts"]
+    found = set(find_packages(where=str(REPO / "devtools"), include=["synthbrain_dev*"]))
+    listed = set(dev["tool"]["setuptools"]["packages"])
+    assert found == listed, f"devtools/pyproject.toml lists {sorted(listed)}, the tree has {sorted(found)}"
+    assert user["project"]["scripts"] == {"synthbrain": "SynthBrainLib.cli:main"}, user["project"]["scripts"]
+    tools = [p for p in user["tool"]["setuptools"]["packages"] if ".tools" in p or p.startswith("synthbrain_dev")]
+    assert tools == [], f"the user's package lists developer tools: {tools}"
+
+
 @pytest.mark.slow
 def test_wheel_and_sdist_pass_twine_check(built):
     done = run([sys.executable, "-m", "twine", "check", "--strict", built["sdist"], built["wheel"]])
@@ -81,7 +103,30 @@ def test_the_wheel_holds_the_demo_models_and_licences(built):
     for model in ("brain-ldm-demo", "labels-demo", "label2image-demo"):
         assert f"synthbrain_demo_models/{model}/card.json" in names, f"{model} card shipped"
     assert any(n.endswith("dist-info/licenses/LICENSE") for n in names), "licence shipped"
+    assert "synthbrain_demo_models/NOTICE_MNI152.txt" in names, "the MNI152 notice ships with the demo models"
     assert "SynthBrainLib/models/cards/brain-ldm.json" in names, "built-in cards shipped"
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_no_developer_tools(built):
+    names = set(wheel_contents(built["wheel"]))
+    tools = sorted(n for n in names if n.startswith(("SynthBrainLib/tools/", "synthbrain_dev/")))
+    assert tools == [], f"developer tools in the synthbrain wheel: {tools[:5]}"
+    entry_points = next(n for n in names if n.endswith("dist-info/entry_points.txt"))
+    with zipfile.ZipFile(built["wheel"]) as wheel:
+        commands = wheel.read(entry_points).decode()
+    assert "synthbrain-dev" not in commands, f"the wheel installs the developers' command: {commands}"
+
+
+@pytest.mark.slow
+def test_the_developer_tools_build_as_their_own_wheel(built, tmp_path):
+    source = built["sdist"].parent.parent / "source" / "devtools"
+    run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", tmp_path, source])
+    names = set(wheel_contents(next(tmp_path.glob("synthbrain_dev-*.whl"))))
+    for module in ("cli.py", "bench/runs.py", "evaluation/metrics.py", "training/recipes.py", "phantoms/template.py"):
+        assert f"synthbrain_dev/{module}" in names, f"synthbrain_dev/{module} is in the developer wheel"
+    assert "synthbrain_dev/phantoms/NOTICE_MNI152.txt" in names, "the phantoms' MNI152 notice ships with them"
+    assert not any(n.startswith("SynthBrainLib/") for n in names), "the developer wheel does not copy the library"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests of the MNI152 phantom population (SynthBrainLib.tools.phantoms).
+"""Tests of the MNI152 phantom population (synthbrain_dev.phantoms).
 
 One population (2.5 mm, 64x80x64) is shared by all tests; the template preparation (~10 s) is done
 once per session. Whole file: ~30-45 s on 2 CPU cores.
@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SynthBrainLib.outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
-from SynthBrainLib.tools.phantoms import (
+from synthbrain_dev.phantoms import (
     INTENSITY_TABLE,
     LABEL_NAMES,
     PhantomPopulation,
@@ -25,7 +24,8 @@ from SynthBrainLib.tools.phantoms import (
     paint_lesion,
     render_contrast,
 )
-from SynthBrainLib.tools.phantoms.labels import CSF, DGM, GM, WM, WMH
+from synthbrain_dev.phantoms.labels import CSF, DGM, GM, WM, WMH
+from SynthBrainLib.outputs.measure import measure_brain_volume_ml, measure_ventricular_volume_ml
 
 SHAPE = (64, 80, 64)
 
@@ -289,7 +289,7 @@ def test_dataset_build_resume_load(tmp_path, pop):
 
 
 def test_no_gui_or_plotting_imports():
-    root = Path(__file__).resolve().parents[1] / "SynthBrainLib" / "tools" / "phantoms"
+    root = Path(__file__).resolve().parents[1] / "devtools" / "synthbrain_dev" / "phantoms"
     banned = {"slicer", "qt", "ctk", "vtk", "PyQt5", "PySide2", "matplotlib"}
     files = sorted(root.glob("*.py"))
     assert len(files) >= 5, f"the phantom modules are found ({len(files)} in {root})"

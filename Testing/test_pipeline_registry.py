@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from tiny_models import tiny_brain_card, write_model_folder
 
+from synthbrain_dev.bench import PathSpec, run_request
 from SynthBrainLib.batch import plan_batch
 from SynthBrainLib.errors import CardError
 from SynthBrainLib.models.cards import ModelCard, card_field_error
 from SynthBrainLib.pipelines import PIPELINES, ConditionalBrainPipeline, load_pipeline, pipeline_class
-from SynthBrainLib.tools.bench import PathSpec, run_request
 
 
 @pytest.fixture

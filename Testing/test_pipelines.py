@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tiny_models import CountingUNet
+from tiny_models import CountingUNet, untrained_pipeline
 
 from SynthBrainLib import (
     ConditionalBrainPipeline,
@@ -257,10 +257,10 @@ def test_wrong_pipeline_class_is_refused(model_folders):
         ConditionalBrainPipeline.from_pretrained(str(model_folders["labels"]), device="cpu")
 
 
-def test_from_card_builds_untrained_pipeline(pipes):
-    pipe = ConditionalBrainPipeline.from_card(pipes["brain"].card, device="cpu")
+def test_a_pipeline_built_without_weights_says_so(pipes):
+    pipe = untrained_pipeline(ConditionalBrainPipeline, pipes["brain"].card)
     r = pipe.generate(seed=0, steps=1)
-    assert r.provenance["weights"] == {"random_untrained": True}
+    assert r.provenance["weights"] == {"random_untrained": True}, f"provenance weights: {r.provenance['weights']}"
 
 
 def test_devices():
@@ -277,6 +277,11 @@ def test_devices():
 
 def test_half_precision_is_cuda_only(model_folders):
     with pytest.raises(DeviceError, match="half precision is only available on CUDA"):
+        load_pipeline(str(model_folders["brain"]), device="cpu", precision="float16")
+
+
+def test_the_old_half_flag_is_an_unknown_option(model_folders):
+    with pytest.raises(ConditionError, match="unknown option 'half'; load_pipeline takes preset, precision"):
         load_pipeline(str(model_folders["brain"]), device="cpu", half=True)
 
 

@@ -47,12 +47,12 @@ def test_fast_precision_is_bfloat16_only_where_the_cpu_computes_it(monkeypatch, 
     monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: native)
     fast = Precision.for_device(CPU)
     expected = torch.bfloat16 if native else torch.float32
-    assert Precision.for_device(CPU, None, None, "fast").dtype == expected, f"fast on a CPU with bf16={native}"
+    assert Precision.for_device(CPU, None, "fast").dtype == expected, f"fast on a CPU with bf16={native}"
     assert fast.dtype == torch.float32, "without a preset the library's own default stays float32"
-    assert Precision.for_device(CPU, None, None, "published").dtype == torch.float32, "published: float32"
-    assert Precision.for_device(CPU, None, "float32", "fast").dtype == torch.float32, "an explicit precision wins"
+    assert Precision.for_device(CPU, None, "published").dtype == torch.float32, "published: float32"
+    assert Precision.for_device(CPU, "float32", "fast").dtype == torch.float32, "an explicit precision wins"
     with pytest.raises(DeviceError, match="float16"):
-        Precision.for_device(CPU, None, "float16", "fast")
+        Precision.for_device(CPU, "float16", "fast")
 
 
 def test_pipeline_records_its_preset_and_runs_the_preset_sampler(model_folders, monkeypatch):

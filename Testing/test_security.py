@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,11 +17,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from hostile.fixtures import (
+    SHIPPED,
+    card_folder,
+    card_of,
+    custom_card,
+    deep_json,
+    files_under,
+    nifti_with_sform,
+    save_nii,
+    set_field,
+    takeover_card,
+)
 
 from SynthBrainLib.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "Resources" / "Models"
 
 
 def run(capsys, *argv):
@@ -33,64 +43,9 @@ def run(capsys, *argv):
     return (code, *capsys.readouterr())
 
 
-def files_under(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
-
-
-# ---- inputs ---------------------------------------------------------------------------------------------
-def nifti(path: Path, array, affine=None) -> Path:
-    """A NIfTI file; ``affine`` is written into the header's sform rows as is (nibabel would refuse
-    to write a zero or singular one, but other tools do)."""
-    nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4)), str(path))
-    if affine is not None:
-        raw = bytearray(path.read_bytes())
-        raw[280:328] = np.asarray(affine, "<f4")[:3].tobytes()  # srow_x, srow_y, srow_z
-        raw[252:254] = np.int16(0).tobytes()  # qform_code 0: the sform is the only geometry
-        path.write_bytes(bytes(raw))
-    return path
-
-
-def demo_card(name="brain-ldm-demo") -> dict:
-    return json.loads((DEMO / name / "card.json").read_text())
-
-
-def model_folder(tmp: Path, card: dict, copy_weights_from: str | None = "brain-ldm-demo") -> Path:
-    folder = tmp / f"folder-{card.get('id', 'x') if isinstance(card, dict) else 'x'}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "card.json").write_text(json.dumps(card) if not isinstance(card, str) else card)
-    if copy_weights_from:
-        for file in (DEMO / copy_weights_from).glob("*.safetensors"):
-            shutil.copy(file, folder / file.name)
-    return folder
-
-
-def takeover_card():
-    card = demo_card()
-    for weight in card["weights"].values():
-        weight.pop("sha256", None)
-    card["name"] = "not the shipped one"
-    return card
-
-
-def with_network_kwargs(**kwargs):
-    card = demo_card()
-    card["id"] = "custom"
-    card["networks"]["diffusion"]["kwargs"].update(kwargs)
-    return card
-
-
-def with_field(path: list, value):
-    card = demo_card()
-    card["id"] = "custom"
-    target = card
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    return card
-
-
-def deep_json(depth=200_000) -> str:
-    return '{"a": ' * depth + "1" + "}" * depth
+def with_field(path: str, value):
+    """The shipped brain demo's card under the id ``custom``, with field ``path`` (``a.b``) set to ``value``."""
+    return set_field(custom_card(), path, value)
 
 
 def bundle(tmp: Path, inference: str) -> Path:
@@ -108,25 +63,25 @@ ROWS = [
     # 1. a model id taken without its checksum
     (
         "takeover-shipped-id",
-        lambda t: ("models", "import", model_folder(t, takeover_card())),
+        lambda t: ("models", "import", card_folder(t, takeover_card())),
         "claims the id 'brain-ldm-demo' of a shipped model",
     ),
     (
         "import-under-builtin-id",
-        lambda t: ("models", "import", model_folder(t, dict(takeover_card(), id="mine")), "--model", "brain-ldm"),
+        lambda t: ("models", "import", card_folder(t, dict(takeover_card(), id="mine")), "--model", "brain-ldm"),
         "'brain-ldm' is the id of a built-in model",
     ),
     # 4. tracebacks that must be one line
     (
         "complex-label-map",
-        lambda t: (*IMG, nifti(t / "l.nii.gz", np.zeros((8, 8, 8), np.complex64)), "-o", t / "o" / "x.nii.gz"),
+        lambda t: (*IMG, save_nii(t / "l.nii.gz", np.zeros((8, 8, 8), np.complex64)), "-o", t / "o" / "x.nii.gz"),
         "complex64 values",
     ),
     (
         "rgb-label-map",
         lambda t: (
             *IMG,
-            nifti(t / "l.nii.gz", np.zeros((8, 8, 8), [("R", "u1"), ("G", "u1"), ("B", "u1")])),
+            save_nii(t / "l.nii.gz", np.zeros((8, 8, 8), [("R", "u1"), ("G", "u1"), ("B", "u1")])),
             "-o",
             t / "o" / "x.nii.gz",
         ),
@@ -134,15 +89,15 @@ ROWS = [
     ),
     ("inference-json-list", lambda t: ("models", "import", bundle(t, "[1, 2]")), "inference.json"),
     ("inference-json-string", lambda t: ("models", "import", bundle(t, '"text"')), "inference.json"),
-    ("card-nested-200000-deep", lambda t: ("models", "import", model_folder(t, deep_json())), "not valid JSON"),
+    ("card-nested-200000-deep", lambda t: ("models", "import", card_folder(t, deep_json())), "not valid JSON"),
     (
         "card-huge-channels",
-        lambda t: ("models", "import", model_folder(t, with_network_kwargs(channels=[32, 10**6, 64]))),
+        lambda t: ("models", "import", card_folder(t, custom_card(channels=[32, 10**6, 64]))),
         "beyond 8192",
     ),
     (
         "card-huge-latent",
-        lambda t: ("models", "import", model_folder(t, with_field(["latent", "shape"], [8, 4096, 4096, 4096]))),
+        lambda t: ("models", "import", card_folder(t, with_field("latent.shape", [8, 4096, 4096, 4096]))),
         "latent.shape",
     ),
     (
@@ -150,18 +105,18 @@ ROWS = [
         lambda t: (
             "models",
             "import",
-            model_folder(t, with_field(["scheduler", "kwargs", "num_train_timesteps"], 10**9)),
+            card_folder(t, with_field("scheduler.kwargs.num_train_timesteps", 10**9)),
         ),
         "num_train_timesteps",
     ),
     (
         "card-huge-default-steps",
-        lambda t: ("models", "import", model_folder(t, with_field(["sampling", "default_steps"], 10**9))),
+        lambda t: ("models", "import", card_folder(t, with_field("sampling.default_steps", 10**9))),
         "default_steps",
     ),
     (
         "card-norm-eps-text",
-        lambda t: ("models", "import", model_folder(t, with_network_kwargs(norm_eps="tiny"))),
+        lambda t: ("models", "import", card_folder(t, custom_card(norm_eps="tiny"))),
         "norm_eps",
     ),
     (
@@ -194,7 +149,7 @@ ROWS = [
         "label-map-zero-affine",
         lambda t: (
             *IMG,
-            nifti(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.zeros((4, 4))),
+            nifti_with_sform(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.zeros((4, 4))),
             "-o",
             t / "o" / "x.nii.gz",
         ),
@@ -204,7 +159,7 @@ ROWS = [
         "label-map-singular-affine",
         lambda t: (
             *IMG,
-            nifti(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.diag([1.0, 1.0, 0.0, 1.0])),
+            nifti_with_sform(t / "l.nii", np.zeros((8, 8, 8), np.uint8), np.diag([1.0, 1.0, 0.0, 1.0])),
             "-o",
             t / "o" / "x.nii.gz",
         ),
@@ -212,7 +167,7 @@ ROWS = [
     ),
     (
         "card-output-shape-not-decoded-shape",
-        lambda t: ("models", "import", model_folder(t, with_field(["output", "shape"], [64, 80, 72]))),
+        lambda t: ("models", "import", card_folder(t, with_field("output.shape", [64, 80, 72]))),
         "output.shape",
     ),
     (
@@ -220,7 +175,7 @@ ROWS = [
         lambda t: (
             "models",
             "import",
-            model_folder(t, with_field(["weights", "diffusion", "file"], "diffusion\x00.pt")),
+            card_folder(t, with_field("weights.diffusion.file", "diffusion\x00.pt")),
         ),
         "plain file name",
     ),
@@ -229,7 +184,7 @@ ROWS = [
         lambda t: (
             "models",
             "import",
-            model_folder(t, with_field(["weights", "diffusion", "bundle_path"], "../../etc/passwd")),
+            card_folder(t, with_field("weights.diffusion.bundle_path", "../../etc/passwd")),
         ),
         "relative path inside the bundle",
     ),
@@ -270,7 +225,7 @@ def test_takeover_folder_does_not_change_what_the_shipped_id_runs(tmp_path, caps
     runs the shipped weights, and the folder imports fine under an id of its own."""
     monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", "")
     home = tmp_path / "home"
-    folder = model_folder(tmp_path, takeover_card())
+    folder = card_folder(tmp_path, takeover_card())
     first = tmp_path / "a.nii.gz"
     assert run(capsys, "--home", home, *GEN, "-o", first)[0] == 0, "the shipped model runs"
     code, _, err = run(capsys, "--home", home, "models", "import", folder)
@@ -290,7 +245,7 @@ def test_weights_bound_to_another_card_are_refused(tmp_path, capsys, monkeypatch
     older store) is not paired with the card now known under that id."""
     monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", "")
     home = tmp_path / "home"
-    folder = model_folder(tmp_path, dict(demo_card(), id="my-brain"))
+    folder = card_folder(tmp_path, dict(card_of(), id="my-brain"))
     assert run(capsys, "--home", home, "models", "import", folder)[0] == 0, "a folder of its own id imports"
     record_path = home / "models" / "my-brain" / "install.json"
     record = json.loads(record_path.read_text())
@@ -311,7 +266,7 @@ def test_a_failing_cache_entry_never_hides_the_shipped_model(tmp_path, capsys, m
 
     monkeypatch.setenv("SYNTHBRAIN_SHIPPED_MODELS", "")
     home = tmp_path / "home"
-    assert run(capsys, "--home", home, "models", "import", DEMO / "brain-ldm-demo")[0] == 0, (
+    assert run(capsys, "--home", home, "models", "import", SHIPPED / "brain-ldm-demo")[0] == 0, (
         "the shipped folder imports"
     )
     record_path = home / "models" / "brain-ldm-demo" / "install.json"
@@ -322,7 +277,7 @@ def test_a_failing_cache_entry_never_hides_the_shipped_model(tmp_path, capsys, m
     assert code == 0, f"the shipped copy runs: {err}"
     provenance = json.loads((tmp_path / "x.json").read_text())
     assert {w["location"] for w in provenance["weights"].values()} == {"shipped"}, provenance["weights"]
-    card = demo_card()
+    card = card_of()
     reworded = ModelCard.from_dict(dict(card, description="other words", version="9.9.9"))
     assert card_digest(reworded) == card_digest(ModelCard.from_dict(card)), "prose and version are not bound"
     other_weights = dict(

@@ -13,9 +13,9 @@ import pytest
 import slicer_app
 from scipy import ndimage as ndi
 
+from synthbrain_dev.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
 from SynthBrainLib.errors import ConditionError
 from SynthBrainLib.models.store import ModelStore, demo_models_dir
-from SynthBrainLib.tools.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
 
 pytestmark = pytest.mark.slow  # each insertion registers a template (seconds)
 

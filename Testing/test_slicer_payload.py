@@ -109,13 +109,20 @@ def test_the_built_in_cards_and_every_demo_model_file_are_shipped():
 
 def test_no_developer_tool_is_shipped():
     shipped = shipped_library_files()
-    tools = sorted(f for f in shipped if f.startswith("SynthBrainLib/tools/"))
+    tools = sorted(f for f in shipped if f.startswith(("devtools/", "synthbrain_dev/")) or "/tools/" in f)
     assert tools == [], f"developer tools in the extension: {tools}"
+    assert all(f.startswith(("SynthBrainLib/", "Resources/Models/")) for f in shipped), "only the library and models"
 
 
 def test_the_module_needs_no_developer_tool():
-    tools = sorted(f for f in needed_library_files() if f.startswith("SynthBrainLib/tools/"))
-    assert tools == [], f"the Slicer module imports developer tools: {tools}"
+    imports = set()
+    for path in [MODULE_DIR / "SynthBrain.py", *(MODULE_DIR / "SynthBrainSlicer").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imports.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imports |= {a.name.split(".")[0] for a in node.names}
+    assert "synthbrain_dev" not in imports, "the Slicer module imports the developer tools"
 
 
 def test_module_scripts_and_resources_exist():

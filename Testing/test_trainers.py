@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from synthbrain_dev.training.trainers import FitConfig, fit, train_latent_diffusion
 from SynthBrainLib.models.cards import NetworkSpec
-from SynthBrainLib.tools.training.trainers import FitConfig, fit, train_latent_diffusion
 
 
 def test_ema_weights_replace_the_last_weights():
@@ -61,7 +61,7 @@ def test_v_prediction_target_follows_salimans_and_ho(monkeypatch):
     """loss = mean((0 - v)^2) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, eps recovered from x_t."""
     from monai.networks.schedulers import DDPMScheduler
 
-    import SynthBrainLib.tools.training.trainers as trainers
+    import synthbrain_dev.training.trainers as trainers
 
     recorder = _Recorder()
     monkeypatch.setattr(trainers, "build_network", lambda spec: recorder)
@@ -137,8 +137,8 @@ def test_a_non_finite_step_is_skipped_not_applied():
 
 
 def test_decoder_fine_tuning_keeps_the_encoder():
+    from synthbrain_dev.training.trainers import finetune_decoder_adversarial
     from SynthBrainLib.models.networks import build_network
-    from SynthBrainLib.tools.training.trainers import finetune_decoder_adversarial
 
     kwargs = dict(
         spatial_dims=3,

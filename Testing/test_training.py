@@ -1,4 +1,4 @@
-"""`synthbrain train` end to end on a tiny budget: the recipes write loadable, checksummed model folders."""
+"""`synthbrain-dev train` end to end on a tiny budget: the recipes write loadable, checksummed model folders."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from synthbrain_dev.cli import main
 from SynthBrainLib import load_pipeline
-from SynthBrainLib.cli import main
 from SynthBrainLib.models.store import ModelStore
 
 pytestmark = pytest.mark.slow  # trains three demo models (phantoms + networks) once per module
@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
                 str(base / "phantoms"),
             ]
         )
-        assert code == 0, f"synthbrain train {model} exited with {code}"
+        assert code == 0, f"synthbrain-dev train {model} exited with {code}"
     return base
 
 
@@ -61,7 +61,7 @@ def test_recipes_write_valid_model_folders(trained):
         assert checksums == {"verified"}, f"{model}: checksum states {checksums}"
         record = json.loads((trained / model / "training.json").read_text())
         command = record["command"]
-        assert command.startswith(f"synthbrain train {model}"), f"{model}: recorded command {command}"
+        assert command.startswith(f"synthbrain-dev train {model}"), f"{model}: recorded command {command}"
         assert record["data"]["subjects"] == 8, f"{model}: recorded subjects {record['data']['subjects']}"
         assert all(net["steps"] >= 1 for net in record["networks"].values() if isinstance(net, dict) and "steps" in net)
 
@@ -124,7 +124,7 @@ def test_same_weights_always_give_the_same_file(trained, tmp_path):
     """The sha256 in a card must identify the weights: writing them again gives the same bytes."""
     from safetensors.torch import load_file
 
-    from SynthBrainLib.tools.training.demo_models import write_model_folder
+    from synthbrain_dev.training.demo_models import write_model_folder
 
     source = trained / "labels-demo"
     card = json.loads((source / "card.json").read_text())

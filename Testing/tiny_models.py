@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthbrain_dev.random_weights import perturb
 from SynthBrainLib.models.cards import ModelCard, builtin_cards
 from SynthBrainLib.models.networks import build_networks
 
@@ -154,13 +155,9 @@ def rflow_card(model_id: str = "tiny-rflow") -> dict:
     return card
 
 
-def perturb(module: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
-    """Add noise to every parameter (MONAI zero-initialises the UNet's last conv: outputs would be 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
+#: How much noise the tiny models' random weights get (:func:`~synthbrain_dev.random_weights.perturb`):
+#: more than the benchmarks' 0.02, so that the tiny networks' outputs vary visibly with their inputs.
+TINY_NOISE = 0.05
 
 
 def write_model_folder(card_dict: dict, folder: Path, seed: int = 0, fmt: str = "pt") -> Path:
@@ -175,7 +172,7 @@ def write_model_folder(card_dict: dict, folder: Path, seed: int = 0, fmt: str = 
     torch.manual_seed(seed)
     nets = build_networks(card)
     for name, net in nets.items():
-        perturb(net, seed)
+        perturb(net, seed, scale=TINY_NOISE)
         key = card.networks[name].weights
         fname = card.weights[key].file
         if fmt == "safetensors":
@@ -221,11 +218,23 @@ def write_old_format_bundle(card_dict: dict, folder: Path, seed: int = 0) -> Pat
         config[keys[name]] = {"_target_": f"monai.networks.nets.{spec['class']}", **kwargs}
         kwargs["num_channels"] = kwargs.pop("channels")
         kwargs.pop("use_flash_attention", None)
-        net = perturb(getattr(old_nets, spec["class"])(**kwargs), seed)
+        net = perturb(getattr(old_nets, spec["class"])(**kwargs), seed, scale=TINY_NOISE)
         bundle_path = card_dict["weights"][spec["weights"]]["bundle_path"]
         torch.save(net.state_dict(), folder / bundle_path)
     (folder / "configs" / "inference.json").write_text(json.dumps(config, indent=4))
     return folder
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """How many numbers a network holds (the published model sizes are quoted in millions)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def untrained_pipeline(pipeline_class, card: ModelCard, *, device: str = "cpu", seed: int = 0, **options):
+    """A pipeline of ``pipeline_class`` with ``card``'s architecture and *random* weights (MONAI's
+    initialisation, seeded); its provenance records ``weights: {"random_untrained": true}``."""
+    torch.manual_seed(seed)
+    return pipeline_class(card, build_networks(card), device=device, **options)
 
 
 class CountingUNet(torch.nn.Module):

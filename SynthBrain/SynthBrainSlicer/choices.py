@@ -6,13 +6,11 @@ from __future__ import annotations
 import enum
 
 from SynthBrainLib.models.samplers import SAMPLERS  # plain Python: loads before the dependencies
+from SynthBrainLib.models.schema import BRAIN_KIND, IMAGE_KIND, LABELS_KIND
 
 from .i18n import _
 
-#: Model kinds (``card.kind``) the panel has a section for, and their names for the user.
-BRAIN_KIND = "conditional_latent_diffusion"
-LABELS_KIND = "label_generator"
-IMAGE_KIND = "label_to_image"
+#: Model kinds (``card.kind``) the panel has a section for (SynthBrainLib's schema), and their names for the user.
 KIND_NAMES = {BRAIN_KIND: _("conditioned brain"), LABELS_KIND: _("label generator"), IMAGE_KIND: _("label-to-image")}
 #: The condition an age sweep varies.
 AGE = "age"

@@ -9,7 +9,8 @@ import dataclasses
 import numpy as np
 
 from SynthBrainLib import errors
-from SynthBrainLib.insertion.segmentations import LESION_NAMES  # numpy only: loads before torch is installed
+from SynthBrainLib.models.requests import lesion_classes  # numpy only: loads before torch is installed
+from SynthBrainLib.models.schema import LESION_NAMES
 
 from . import scene as mrml
 from .choices import IMAGE_KIND
@@ -93,7 +94,7 @@ def lesion_labels(card, segmentationNode, scanVolumeNode) -> np.ndarray:
     model's label values on the scan's grid; tissue segments are ignored."""
     require(segmentationNode, "vtkMRMLSegmentationNode", "select the segmentation with the painted lesions")
     labels, _ = mrml.segmentation_to_labels(segmentationNode, card.labels, scanVolumeNode)
-    lesion_values = [c.value for c in card.labels if c.name in LESION_NAMES]
+    lesion_values = [c.value for c in lesion_classes(card)]
     lesions = np.where(np.isin(labels, lesion_values), labels, 0).astype(np.uint8)
     if not lesions.any():
         raise errors.ConditionError(
@@ -202,7 +203,7 @@ def insertion(
             scene,
             result.labels,
             localAffine,
-            [c for c in card.labels if c.name in LESION_NAMES],
+            lesion_classes(card),
             f"{source['scan']} inserted lesions seed {seed}",
             provenance,
             parent_transform=parent,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from SynthBrainLib import errors
-from SynthBrainLib.models.conditioning import resolve_conditions, resolve_guidance, resolve_sampler  # numpy only
+from SynthBrainLib.models.requests import check_request, resolve_seed, resolve_sequence  # numpy only
 from SynthBrainLib.outputs.interrupts import is_cancelled
 
 from . import brain_tasks, environment, image_tasks, painting, saving
@@ -304,31 +304,32 @@ class SynthBrainLogic:
 
     # ---- checks on the main thread (fast feedback, before any thread starts) --------------------
     def check(self, card, conditions: dict[str, Any], raw, settings: RunSettings) -> None:
-        """Everything about a request that the card and the machine decide, in one line on failure."""
+        """Everything about a request that the card decides (SynthBrainLib's one request check), and
+        whether this machine has the device; one line on failure."""
         from SynthBrainLib.pipelines.device import resolve_device  # torch: not at module load
 
+        check_request(
+            card,
+            conditions=conditions,
+            raw=raw,
+            sampler=settings.sampler,
+            steps=settings.steps,
+            preset=self.preset,
+            guidance=self.guidance if card.kind in (BRAIN_KIND, LABELS_KIND) else None,  # the runs that take one
+            seed=settings.seed,
+            precision=settings.precision or self.precision,
+        )
         resolve_device(settings.device or self.device)
-        resolve_conditions(card.conditioning, conditions, raw)
-        if card.sampling is not None:
-            resolve_sampler(card.sampling, card.scheduler, settings.sampler, settings.steps, self.preset)
-            if card.kind in (BRAIN_KIND, LABELS_KIND):  # the runs that take a guidance scale
-                resolve_guidance(card.id, card.sampling, self.guidance)
 
     @staticmethod
     def checkSequence(card, sequence: str) -> str:
         """The sequence's name as the card spells it (``flair`` -> ``FLAIR``), or a one-line error."""
-        names = card.sequences.names if card.sequences is not None else ()
-        for name in names:
-            if str(sequence).strip().lower() == name.lower():
-                return name
-        raise errors.ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)} (model {card.id})")
+        return resolve_sequence(card, sequence)
 
     @staticmethod
     def resolveSeed(seed: int | None) -> int:
         """``seed``, checked, or one drawn now (so that the result's provenance can repeat it)."""
-        from SynthBrainLib.pipelines.base import SynthesisPipeline
-
-        return SynthesisPipeline.resolve_seed(seed)
+        return resolve_seed(seed)
 
     @staticmethod
     def _settings(settings: RunSettings | None, keywords: dict[str, Any]) -> tuple[RunSettings, dict[str, Any]]:

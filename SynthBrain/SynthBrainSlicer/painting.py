@@ -5,7 +5,7 @@ segments added to a segmentation drawn on a scan."""
 from __future__ import annotations
 
 from SynthBrainLib import errors
-from SynthBrainLib.insertion.segmentations import LESION_NAMES
+from SynthBrainLib.models.requests import lesion_classes
 
 from . import scene as mrml
 from .choices import IMAGE_KIND, LABELS_KIND
@@ -55,4 +55,4 @@ def add_lesion_segments(logic, segmentationNode, *, model: str | None = None) ->
     """Add the empty lesion segments (in the model's colours) that ``segmentationNode`` lacks."""
     require(segmentationNode, "vtkMRMLSegmentationNode", "select a segmentation to paint lesions in")
     card = schema_card(logic, model)
-    return mrml.add_empty_segments(segmentationNode, [c for c in card.labels if c.name in LESION_NAMES])
+    return mrml.add_empty_segments(segmentationNode, lesion_classes(card))

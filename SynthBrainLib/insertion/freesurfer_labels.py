@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..outputs import markdown
+
 #: LUT version these tables were checked against (freesurfer/freesurfer distribution/FreeSurferColorLUT.txt).
 LUT_SOURCE = "FreeSurferColorLUT.txt, freesurfer/freesurfer commit 62228ba"
 
@@ -132,11 +134,9 @@ def freesurfer_lookup(label_names: tuple[str, ...]) -> np.ndarray:
 
 def markdown_table() -> str:
     """Every accepted value with its name and class (docs/freesurfer-labels.md is this text)."""
-    rows = [
-        "| value | FreeSurfer name | class | why (ambiguous structures) |",
-        "|---|---|---|---|",
-    ]
+    header = ("value", "FreeSurfer name", "class", "why (ambiguous structures)")
+    rows = []
     for label in FREESURFER_LABELS:
         value = str(label.first) if label.first == label.last else f"{label.first}–{label.last}"
-        rows.append(f"| {value} | {label.name} | {label.tissue} | {label.why} |")
-    return "\n".join(rows)
+        rows.append((value, label.name, label.tissue, label.why))
+    return "\n".join(markdown.markdown_table(header, rows))

@@ -8,10 +8,11 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ConditionError
+from ..models.requests import check_lesion_name
+from ..models.schema import LESION_NAMES, TISSUE_NAMES
 from .freesurfer_labels import FREESURFER_TO_SCHEMA, LUT_SOURCE, freesurfer_lookup
 
-#: Lesion classes a painted mask may hold (the model's label names).
-LESION_NAMES = ("wmh", "tumour", "edema", "gdtumour")
+__all__ = ["LESION_NAMES", "TISSUE_SCHEMES", "lesion_labels", "tissue_in_schema"]  # LESION_NAMES: from models.schema
 
 #: How ``tissue`` label values are read: the model's own values, or FreeSurfer aseg / SynthSeg values.
 TISSUE_SCHEMES = ("model", "freesurfer")
@@ -48,7 +49,7 @@ def tissue_in_schema(tissue: np.ndarray, label_names: tuple[str, ...], scheme: s
                 "the accepted values: docs/freesurfer-labels.md)"
             )
         out = freesurfer_lookup(label_names)[values]
-    tissue_ids = [label_names.index(n) for n in ("csf", "gm", "wm") if n in label_names]
+    tissue_ids = [label_names.index(n) for n in TISSUE_NAMES if n in label_names]
     if not np.isin(out, tissue_ids).any():
         raise ConditionError("tissue segmentation has no csf, gm or wm voxel")
     return out
@@ -72,10 +73,7 @@ def lesion_labels(
     if isinstance(lesions, Mapping):
         out = np.zeros(shape, np.uint8)
         for name, mask in lesions.items():
-            if name not in LESION_NAMES or name not in label_names:
-                raise ConditionError(
-                    f"lesion {name!r} is not one of {', '.join(n for n in LESION_NAMES if n in label_names)}"
-                )
+            check_lesion_name(name, label_names)
             mask = np.asarray(mask)
             if mask.shape != tuple(shape):
                 raise ConditionError(f"lesion mask {name!r} has shape {mask.shape}, the scan {tuple(shape)}")

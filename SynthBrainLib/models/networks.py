@@ -61,7 +61,3 @@ def load_networks(
             networks[name], state, weight.format, name=f"{card.id} {spec.weights} checkpoint ({Path(path).name})"
         )
     return networks, layouts
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

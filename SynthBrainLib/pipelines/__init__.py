@@ -14,7 +14,7 @@ from .latent_diffusion import ConditionalBrainPipeline, LabelGeneratorPipeline, 
 
 
 def load_pipeline(
-    model: str | Path, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options
+    model: str | Path, *, device: str | torch.device = "auto", store=None, **options
 ) -> SynthesisPipeline:
     """Load a model by id (installed or shipped) or by model-folder path, on ``device``.
 
@@ -34,8 +34,8 @@ def load_pipeline(
         CheckpointError: a weight file is corrupt or does not fit the card's network.
         DeviceError: the device is not available.
     """
-    installed = locate_model(model, store, device=device, half=half, options=options)
-    return pipeline_class(installed.card).from_installed(installed, device=device, half=half, **options)
+    installed = locate_model(model, store, device=device, options=options)
+    return pipeline_class(installed.card).from_installed(installed, device=device, **options)
 
 
 __all__ = [

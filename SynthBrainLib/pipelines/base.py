@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import secrets
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -14,12 +13,12 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, ModelNotFoundError
-from ..models.cards import SAMPLERS, ModelCard, card_field_error, check_network_arguments
+from ..models.cards import ModelCard, card_field_error, check_network_arguments
 from ..models.checkpoints import read_style_codes, read_template
-from ..models.conditioning import MAX_SEED, whole_number
-from ..models.networks import build_networks, load_networks
+from ..models.networks import load_networks
 from ..models.presets import DEFAULT_PRESET, check_preset
-from ..models.samplers import MIN_STEPS
+from ..models.requests import resolve_seed
+from ..models.samplers import MIN_STEPS, SAMPLERS
 from ..models.store import ModelStore
 from ..outputs.results import SynthesisResult, build_provenance
 from . import decoding
@@ -36,14 +35,14 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 PIPELINE_OPTIONS = ("preset", "precision", "decode", "tiles", "cache_size", "compile", "sdpa")
 
 
-def locate_model(model: str | Path, store: ModelStore | None, *, device, half, options: Mapping[str, Any]):
+def locate_model(model: str | Path, store: ModelStore | None, *, device, options: Mapping[str, Any]):
     """Check the load arguments (before any gigabyte is read) and find the installed model."""
     unknown = sorted(set(options) - set(PIPELINE_OPTIONS))
     if unknown:
         raise ConditionError(f"unknown option {unknown[0]!r}; load_pipeline takes {', '.join(PIPELINE_OPTIONS)}")
     if not isinstance(model, (str, Path)):
         raise ModelNotFoundError(f"model {model!r} is not a model id or a model folder path")
-    Precision.for_device(resolve_device(device), half, options.get("precision"), options.get("preset", DEFAULT_PRESET))
+    Precision.for_device(resolve_device(device), options.get("precision"), options.get("preset", DEFAULT_PRESET))
     if store is not None and not isinstance(store, ModelStore):
         raise ModelNotFoundError(f"store {store!r} is not a SynthBrainLib.ModelStore")
     return (store or ModelStore()).locate(model)
@@ -73,8 +72,6 @@ class SynthesisPipeline:
         card: the validated model card.
         networks: the card's networks by name (weights already loaded).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
-        half: fp16 autocast on CUDA (default on CUDA; refused on the CPU). Kept for compatibility;
-            ``precision`` says more.
         preset: ``fast`` (default) | ``published``: the sampler, steps and precision a request
             runs with when it names none (:mod:`SynthBrainLib.models.presets`); recorded in provenance.
         precision: ``auto`` (the preset's: ``fast`` = bfloat16 on CPUs with AVX-512 BF16/AMX, else
@@ -119,7 +116,6 @@ class SynthesisPipeline:
         networks: Mapping[str, torch.nn.Module],
         *,
         device: str | torch.device = "auto",
-        half: bool | None = None,
         preset: str = DEFAULT_PRESET,
         precision: str | None = None,
         decode: str = "auto",
@@ -142,7 +138,7 @@ class SynthesisPipeline:
         self.card = card
         self.preset = check_preset(preset).name
         self.device = resolve_device(device)
-        self.precision = Precision.for_device(self.device, half, precision, self.preset)
+        self.precision = Precision.for_device(self.device, precision, self.preset)
         self.decode_mode = check_decode_mode(decode)
         if tiles is not None and not isinstance(tiles, TileSettings):
             raise ConditionError(f"tiles {tiles!r} is not a TileSettings")
@@ -176,7 +172,7 @@ class SynthesisPipeline:
     def check_card(cls, card: ModelCard) -> None:
         """The card rules of this kind and the networks' arguments (the reader checked everything
         else); raises :class:`CardError`. Subclasses extend it."""
-        check_network_arguments(card)
+        check_network_arguments(card.id, card.networks)
         for section in cls.required_sections:
             if getattr(card, section) is None:
                 raise card_field_error(card, section, f"is required for kind {card.kind}")
@@ -201,24 +197,22 @@ class SynthesisPipeline:
     # ---- construction ------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, model: str, *, device: str | torch.device = "auto", half: bool | None = None, store=None, **options: Any
+        cls, model: str, *, device: str | torch.device = "auto", store=None, **options: Any
     ) -> "SynthesisPipeline":
         """Load an installed or shipped model by id, or a model folder (card.json + weights) by path.
 
         ``options``: ``precision``, ``decode``, ``tiles``, ``cache_size``, ``compile``, ``sdpa``
         (see the class).
         """
-        installed = locate_model(model, store, device=device, half=half, options=options)
+        installed = locate_model(model, store, device=device, options=options)
         if installed.card.kind != cls.kind:
             raise ConditionError(
                 f"model {installed.card.id} is a {installed.card.kind} model; {cls.__name__} runs {cls.kind} models"
             )
-        return cls.from_installed(installed, device=device, half=half, **options)
+        return cls.from_installed(installed, device=device, **options)
 
     @classmethod
-    def from_installed(
-        cls, installed, *, device: str | torch.device = "auto", half: bool | None = None, **options: Any
-    ) -> "SynthesisPipeline":
+    def from_installed(cls, installed, *, device: str | torch.device = "auto", **options: Any) -> "SynthesisPipeline":
         """Build the networks of an installed model (:class:`~SynthBrainLib.models.store.InstalledModel`)
         and load their weights strictly, with the style codes where the card has them."""
         card = installed.card
@@ -234,33 +228,12 @@ class SynthesisPipeline:
         for name, spec in card.networks.items():
             if spec.weights in info:
                 info[spec.weights]["layout"] = layouts.get(name)
-        return cls(card, networks, device=device, half=half, weights_info=info, tensors=tensors, **options)
-
-    @classmethod
-    def from_card(
-        cls,
-        card: ModelCard,
-        *,
-        device: str | torch.device = "auto",
-        half: bool | None = None,
-        seed: int = 0,
-        **options: Any,
-    ) -> "SynthesisPipeline":
-        """A pipeline with the card's architecture and *random* weights (tests, benchmarks).
-
-        Provenance records ``weights: {"random_untrained": true}``: outputs are noise-like.
-        ``options`` as for :meth:`from_pretrained`.
-        """
-        torch.manual_seed(seed)
-        return cls(card, build_networks(card), device=device, half=half, **options)
+        return cls(card, networks, device=device, weights_info=info, tensors=tensors, **options)
 
     # ---- helpers for subclasses --------------------------------------------------------------
-    @staticmethod
-    def resolve_seed(seed: int | None) -> int:
-        """A given seed is checked; ``None`` draws one (recorded in provenance)."""
-        if seed is None:
-            return secrets.randbelow(2**31)
-        return whole_number("seed", seed, 0, MAX_SEED)
+    #: A given seed is checked; ``None`` draws one, recorded in provenance
+    #: (:func:`~SynthBrainLib.models.requests.resolve_seed`).
+    resolve_seed = staticmethod(resolve_seed)
 
     def seeded_normal(self, shape: tuple[int, ...], seed: int) -> torch.Tensor:
         """Standard normal noise drawn on the CPU from ``seed`` then moved: the same on every device."""
@@ -410,10 +383,6 @@ class SynthesisPipeline:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return result
-
-    def clear_cache(self) -> None:
-        with self._cache_lock:
-            self._cache.clear()
 
     @staticmethod
     def report(progress: ProgressCallback | None, step: int, total: int) -> None:

@@ -82,25 +82,20 @@ class Precision:
     float32_above_noise_ratio: float | None = None
 
     @classmethod
-    def for_device(
-        cls, device: torch.device, half: bool | None = None, precision: str | None = None, preset: str = "published"
-    ) -> "Precision":
-        """Resolve the ``half`` flag (kept for compatibility) and/or a ``precision`` name for ``device``.
+    def for_device(cls, device: torch.device, precision: str | None = None, preset: str = "published") -> "Precision":
+        """Resolve a ``precision`` name for ``device``.
 
         ``auto`` is float16 on CUDA; on the CPU the ``preset``'s precision where the CPU computes it
         natively (``fast``: bfloat16 with AVX-512 BF16/AMX), else float32.
 
         Raises:
-            DeviceError: unknown name, float16 on the CPU, or ``half`` contradicting ``precision``.
+            DeviceError: unknown name, or float16 on the CPU.
         """
         name = check_precision_name(precision)
-        if half is not None and name != "auto" and bool(half) != (name == "float16"):
-            raise DeviceError(f"half={half} contradicts precision {name!r}; give one of them")
         cuda = device.type == "cuda"
         if name == "auto":
-            name = "float16" if (half if half is not None else cuda) else "float32"
-            cpu_choice = check_preset(preset).cpu_precision
-            if name == "float32" and half is None and cpu_choice == "bfloat16" and cpu_has_bf16():
+            name = "float16" if cuda else "float32"
+            if name == "float32" and check_preset(preset).cpu_precision == "bfloat16" and cpu_has_bf16():
                 name = "bfloat16"
         if name == "float16" and not cuda:
             raise DeviceError(

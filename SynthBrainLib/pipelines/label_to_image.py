@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError, Remedy, SynthBrainError
-from ..insertion.segmentations import LESION_NAMES
 from ..models.cards import ModelCard, card_field_error
-from ..models.conditioning import resolve_sampler
+from ..models.requests import check_sampling, resolve_sequence
+from ..models.schema import IMAGE_KIND, LESION_NAMES, TISSUE_NAMES
 from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import foreground_centre, one_hot, resample, same_grid
 from ..outputs.results import SynthesisResult
@@ -37,7 +37,7 @@ class LabelToImagePipeline(SynthesisPipeline):
     the image is resampled back onto the input grid, so it overlays the input voxel for voxel.
     """
 
-    kind = "label_to_image"
+    kind = IMAGE_KIND
     output_type = "image"
     input_name = "labels"
     required_sections = ("labels", "sequences")
@@ -111,23 +111,17 @@ class LabelToImagePipeline(SynthesisPipeline):
         """
         card = self.card
         check_call(progress, cancel, preview)
-        seq = self._sequence(sequence)
+        seq = resolve_sequence(card, sequence)
         if alignment not in ALIGNMENTS:
             raise ConditionError(f"alignment {alignment!r} is not one of {', '.join(ALIGNMENTS)}")
         seed = self.resolve_seed(seed)
-        if "diffusion" in self.networks:
-            if preview:
-                sampler, steps = self.preview_settings(sampler, steps)
-            sampler, steps = resolve_sampler(card.sampling, card.scheduler, sampler, steps, self.preset)
-        elif sampler is not None or steps is not None:
-            given = ", ".join(f"{k} {v!r}" for k, v in (("sampler", sampler), ("steps", steps)) if v is not None)
-            raise ConditionError(
-                f"{given}: {card.id} renders in one network pass (SPADE generator) and takes no sampler or steps"
-            )
+        if preview and card.sampling is not None:
+            sampler, steps = self.preview_settings(sampler, steps)
+        sampler, steps = check_sampling(card, sampler, steps, self.preset)
         pv_in, in_affine = self._check_labels(labels, affine)
         self._check_has_tissue(pv_in)
         key = self.cache_key(
-            kind="label_to_image",
+            kind=self.kind,
             labels=hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest(),
             labels_shape=list(np.shape(labels)),
             labels_dtype=str(np.asarray(labels).dtype),
@@ -219,13 +213,6 @@ class LabelToImagePipeline(SynthesisPipeline):
     remove = remove_lesions
 
     # ---- inputs -------------------------------------------------------------------------------
-    def _sequence(self, sequence: str) -> str:
-        names = self.card.sequences.names
-        for name in names:
-            if isinstance(sequence, str) and name.lower() == sequence.strip().lower():
-                return name
-        raise ConditionError(f"sequence {sequence!r} is not one of {', '.join(names)}")
-
     def _check_labels(self, labels: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Return (C, X, Y, Z) float32 partial volumes and the input affine."""
         card = self.card
@@ -284,7 +271,7 @@ class LabelToImagePipeline(SynthesisPipeline):
     def _check_has_tissue(self, pv: np.ndarray) -> None:
         """A whole brain is rendered from tissue classes: lesions alone would give a blob in noise."""
         names = self.card.label_names
-        tissue = [names.index(n) for n in ("csf", "gm", "wm") if n in names]
+        tissue = [names.index(n) for n in TISSUE_NAMES if n in names]
         lesion = [i for i, n in enumerate(names) if n in LESION_NAMES]
         if tissue and lesion and pv[lesion].sum() > 0 and pv[tissue].sum() == 0:
             raise ConditionError(

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from ..models.cards import ModelCard, card_field_error
-from ..models.conditioning import ConditionValues, resolve_conditions, resolve_guidance, resolve_sampler
+from ..models.conditioning import ConditionValues
+from ..models.requests import check_request, resolve_seed
+from ..models.schema import BRAIN_KIND, LABELS_KIND, LESION_NAMES
 from ..outputs.measure import measure_ventricular_volume_ml
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
@@ -109,25 +111,71 @@ class LatentDiffusionPipeline(SynthesisPipeline):
             unet_kwargs["context"] = vector
         return concat, unet_kwargs
 
-    def _resolve(
-        self, conditions: Mapping[str, Any], raw: Mapping[str, Any] | None, seed, sampler, steps, preview: bool = False
-    ):
-        cond = resolve_conditions(self.card.conditioning, conditions, raw)
+    def generate(
+        self,
+        *,
+        seed: int | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        raw: Mapping[str, float] | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelFlag = None,
+        preview: bool = False,
+        guidance: float | None = None,
+        **conditions: Any,
+    ) -> SynthesisResult:
+        """Generate one output from conditions: an image (:class:`ConditionalBrainPipeline`) or a
+        label map (:class:`LabelGeneratorPipeline`).
+
+        Args:
+            seed: noise seed; the same seed, conditions, sampler and device give the same output.
+                ``None`` draws a seed (recorded in the provenance).
+            sampler: ``ddim`` | ``ddpm`` | ``pndm`` | ``rflow`` | ``dpm++2m`` | ``dpm++3m`` | ``unipc``
+                as the card allows (default: the preset's where the card lists it, else the card's).
+            steps: number of sampling steps (default: the preset's, else the card's).
+            raw: model-unit values (usually 0–1) for variables whose real-unit mapping is unknown,
+                e.g. ``raw={"brain_volume": 0.4}``.
+            progress: ``progress(step, total)`` after each diffusion step and after decoding.
+            cancel: a ``threading.Event`` or a callable; checked before every step.
+            preview: a quick low-step result for interactive use: unless given, ``sampler`` and
+                ``steps`` are the pipeline's :attr:`preview_sampler` / :attr:`preview_steps`.
+            guidance: classifier-free guidance scale (``None``: the card's default; 1 = none). Only
+                models trained with condition dropout (card ``sampling.guidance``) take another
+                value; each step then runs the network on the conditions and on the null condition
+                (one batched call: about twice the step's work).
+            **conditions: real-unit values by the card's names; unset ones take the card's default.
+                Brain LDM: ``age=70`` (years), ``sex="female"``, ``ventricular_volume=30`` (mL),
+                ``brain_volume`` (mL). Label generator: lesion volume fractions ``wmh``, ``tumour``,
+                ``edema``, ``gdtumour`` (0 asks for no lesion of that kind).
+
+        Returns:
+            :class:`SynthesisResult` on the card's output grid and affine, as :meth:`finish` makes it:
+            ``image`` float32 (X, Y, Z) clipped to the card's intensity range (conditional brain), or
+            ``labels`` uint8 (X, Y, Z) with ``partial_volumes`` float32 (C, X, Y, Z) and ``image``
+            ``None`` (label generator).
+
+        Raises:
+            ConditionError: unknown condition, value outside the card's range, bad sampler, steps,
+                guidance or seed.
+            SynthesisCancelled: the cancel flag was set.
+        """
+        check_call(progress, cancel, preview)
         if preview:
             sampler, steps = self.preview_settings(sampler, steps)
-        sampler, steps = resolve_sampler(self.card.sampling, self.card.scheduler, sampler, steps, self.preset)
-        return cond, self.resolve_seed(seed), sampler, steps
-
-    def _generate(
-        self, kind: str, conditions, raw, seed, sampler, steps, preview, progress, cancel, finish, guidance=None
-    ) -> SynthesisResult:
-        """Resolve the request, answer it from the cache or run it, and build the result with
-        ``finish(cond, seed, sampler, steps, decoded, extra)``."""
-        check_call(progress, cancel, preview)
-        guidance = resolve_guidance(self.card.id, self.card.sampling, guidance)
-        cond, seed, sampler, steps = self._resolve(conditions, raw, seed, sampler, steps, preview)
+        request = check_request(
+            self.card,
+            conditions=conditions,
+            raw=raw,
+            sampler=sampler,
+            steps=steps,
+            preset=self.preset,
+            guidance=guidance,
+            seed=seed,
+        )
+        cond, sampler, steps, guidance = request.conditions, request.sampler, request.steps, request.guidance
+        seed = resolve_seed(request.seed)
         key = self.cache_key(
-            kind=kind,
+            kind=self.output_type,
             conditions=self._conditions_record(cond),
             seed=seed,
             sampler=sampler,
@@ -139,9 +187,27 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         def make() -> SynthesisResult:
             decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel, guidance)
             extra = {"decode": how, "preview": bool(preview), "guidance": guidance}
-            return finish(cond, seed, sampler, steps, decoded, extra)
+            return self.finish(cond, seed, sampler, steps, decoded, extra)
 
         return self.cached(key, make, progress)
+
+    def finish(
+        self, cond: ConditionValues, seed: int, sampler: str, steps: int, decoded: torch.Tensor, extra: dict[str, Any]
+    ) -> SynthesisResult:
+        """The result of one run: this kind's output made from the decoder output ``decoded``
+        (1, C, X, Y, Z) float32, with its provenance (``extra``: how it was decoded, preview, guidance)."""
+        raise NotImplementedError
+
+    def _provenance(
+        self, cond: ConditionValues, seed: int, sampler: str, steps: int, output: dict[str, Any], run: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The provenance of one run: the conditions, seed, sampler and steps; ``output``, what this
+        kind records about its output; their description; and ``run``, how it ran (decode, preview,
+        guidance)."""
+        extra = {**output, "description": cond.describe(self.card.conditioning), **run}
+        return self.provenance(
+            conditions=self._conditions_record(cond), seed=seed, sampler=sampler, steps=steps, extra=extra
+        )
 
     def _conditions_record(self, cond: ConditionValues) -> dict[str, Any]:
         return {
@@ -163,7 +229,7 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
         result.save("brain.nii.gz")
     """
 
-    kind = "conditional_latent_diffusion"
+    kind = BRAIN_KIND
     output_type = "image"
 
     def raw_output(self, decoded: torch.Tensor) -> np.ndarray:
@@ -179,68 +245,16 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
         value = conditions.get("ventricular_volume")
         return None if value is None else float(value)
 
-    def generate(
-        self,
-        *,
-        seed: int | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        raw: Mapping[str, float] | None = None,
-        progress: ProgressCallback | None = None,
-        cancel: CancelFlag = None,
-        preview: bool = False,
-        guidance: float | None = None,
-        **conditions: Any,
+    def finish(
+        self, cond: ConditionValues, seed: int, sampler: str, steps: int, decoded: torch.Tensor, extra: dict[str, Any]
     ) -> SynthesisResult:
-        """Generate one image.
-
-        Args:
-            seed: noise seed; the same seed, conditions, sampler and device give the same image.
-                ``None`` draws a seed (recorded in the provenance).
-            sampler: ``ddim`` | ``ddpm`` | ``pndm`` | ``rflow`` | ``dpm++2m`` as the card allows
-                (default: card's).
-            steps: number of sampling steps (default: card's).
-            preview: a quick low-step result for interactive use: unless given, ``sampler`` and
-                ``steps`` are the pipeline's :attr:`preview_sampler` / :attr:`preview_steps`.
-            guidance: classifier-free guidance scale (``None``: the card's default; 1 = none). Only
-                models trained with condition dropout (card ``sampling.guidance``) take another
-                value; each step then runs the network on the conditions and on the null condition
-                (one batched call: about twice the step's work).
-            raw: model-unit values (usually 0–1) for variables whose real-unit mapping is unknown,
-                e.g. ``raw={"brain_volume": 0.4}``.
-            progress: ``progress(step, total)`` after each diffusion step and after decoding.
-            cancel: a ``threading.Event`` or a callable; checked before every step.
-            **conditions: real-unit values by the card's names, e.g. ``age=70`` (years),
-                ``sex="female"``, ``ventricular_volume=30`` (mL). Unset ones take the card default.
-
-        Returns:
-            :class:`SynthesisResult` with ``image`` float32 of the card's output shape, clipped to its
-            intensity range, and the card's output affine.
-
-        Raises:
-            ConditionError: unknown condition, value outside the card's range, bad sampler or steps.
-            SynthesisCancelled: the cancel flag was set.
-        """
-
-        def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
-            lo, hi = self.card.output.intensity_range
-            image = self.raw_output(decoded)[0]
-            provenance = self.provenance(
-                conditions=self._conditions_record(cond),
-                seed=seed,
-                sampler=sampler,
-                steps=steps,
-                extra={
-                    "postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]",
-                    "description": cond.describe(self.card.conditioning),
-                    **extra,
-                },
-            )
-            return SynthesisResult(image=image, affine=self.card.output.affine.copy(), provenance=provenance)
-
-        return self._generate(
-            "image", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish, guidance
+        """``image`` float32 (X, Y, Z): the decoder output clipped to the card's intensity range."""
+        lo, hi = self.card.output.intensity_range
+        image = self.raw_output(decoded)[0]
+        provenance = self._provenance(
+            cond, seed, sampler, steps, {"postprocess": f"decoder output clipped to [{lo:g}, {hi:g}]"}, extra
         )
+        return SynthesisResult(image=image, affine=self.card.output.affine.copy(), provenance=provenance)
 
 
 class LabelGeneratorPipeline(LatentDiffusionPipeline):
@@ -250,12 +264,9 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
     label map. The result's provenance lists, per lesion condition, whether the lesion appeared.
     """
 
-    kind = "label_generator"
+    kind = LABELS_KIND
     output_type = "labels"
     required_sections = (*LatentDiffusionPipeline.required_sections, "labels")
-
-    #: Label names counted as lesions by :meth:`measured_volume_ml`.
-    lesion_names = ("wmh", "tumour", "edema", "gdtumour")
 
     @classmethod
     def check_card(cls, card: ModelCard) -> None:
@@ -275,60 +286,34 @@ class LabelGeneratorPipeline(LatentDiffusionPipeline):
     def measured_volume_ml(self, output: np.ndarray) -> float | None:
         """Total lesion volume of the label map (argmax of the partial volumes)."""
         names = self.card.label_names
-        lesion = [names.index(n) for n in self.lesion_names if n in names]
+        lesion = [names.index(n) for n in LESION_NAMES if n in names]
         voxel_ml = float(np.prod(self.card.output.spacing)) / 1000.0
         return float(np.isin(output.argmax(0), lesion).sum() * voxel_ml)
 
-    def generate(
-        self,
-        *,
-        seed: int | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        raw: Mapping[str, float] | None = None,
-        progress: ProgressCallback | None = None,
-        cancel: CancelFlag = None,
-        preview: bool = False,
-        guidance: float | None = None,
-        **conditions: Any,
+    def finish(
+        self, cond: ConditionValues, seed: int, sampler: str, steps: int, decoded: torch.Tensor, extra: dict[str, Any]
     ) -> SynthesisResult:
-        """Generate one label map; arguments as :meth:`ConditionalBrainPipeline.generate`.
-
-        Conditions are lesion volume fractions by the card's names (``wmh``, ``tumour``, ``edema``,
-        ``gdtumour``); 0 asks for no lesion of that kind.
-
-        Returns:
-            :class:`SynthesisResult` with ``labels`` uint8 (X, Y, Z), ``partial_volumes`` float32
-            (C, X, Y, Z) and ``image`` ``None``.
-        """
-
-        def finish(cond, seed, sampler, steps, decoded, extra) -> SynthesisResult:
-            pv = self.raw_output(decoded)
-            labels = pv.argmax(axis=0).astype(np.uint8)
-            names = self.card.label_names
-            provenance = self.provenance(
-                conditions=self._conditions_record(cond),
-                seed=seed,
-                sampler=sampler,
-                steps=steps,
-                extra={
-                    "labels": {str(i): n for i, n in enumerate(names)},
-                    "lesions": lesion_report(labels, names, cond.real, self.card.output.spacing),
-                    "description": cond.describe(self.card.conditioning),
-                    **extra,
-                },
-            )
-            return SynthesisResult(
-                image=None,
-                affine=self.card.output.affine.copy(),
-                provenance=provenance,
-                labels=labels,
-                partial_volumes=pv,
-                label_names=names,
-            )
-
-        return self._generate(
-            "labels", conditions, raw, seed, sampler, steps, preview, progress, cancel, finish, guidance
+        """``labels`` uint8 (X, Y, Z), the argmax of ``partial_volumes`` float32 (C, X, Y, Z), and
+        ``image`` ``None``; the provenance lists, per requested lesion, whether it appeared."""
+        pv = self.raw_output(decoded)
+        labels = pv.argmax(axis=0).astype(np.uint8)
+        names = self.card.label_names
+        lesions = lesion_report(labels, names, cond.real, self.card.output.spacing)
+        provenance = self._provenance(
+            cond,
+            seed,
+            sampler,
+            steps,
+            {"labels": {str(i): n for i, n in enumerate(names)}, "lesions": lesions},
+            extra,
+        )
+        return SynthesisResult(
+            image=None,
+            affine=self.card.output.affine.copy(),
+            provenance=provenance,
+            labels=labels,
+            partial_volumes=pv,
+            label_names=names,
         )
 
 

@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 from ..errors import ConditionError
 from ..insertion import blending
 from ..insertion.appearance import RING_MM
-from ..insertion.segmentations import LESION_NAMES
+from ..models.schema import LESION_NAMES
 from ..outputs.resample import one_hot
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline

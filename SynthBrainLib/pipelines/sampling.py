@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import ConditionError
-from ..models.cards import SAMPLER_CLASSES, Scheduler
+from ..models.cards import Scheduler
+from ..models.samplers import SAMPLER_CLASSES
 from ..outputs.interrupts import CancelFlag, check_cancel, is_cancelled  # noqa: F401  (part of this API)
 from . import schedulers as own_schedulers
 from .device import Precision

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ConditionError, SynthBrainError
 from ..insertion import blending, registration, segmentations
+from ..models.requests import resolve_sequence
 from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import one_hot
 from .sampling import check_call, check_cancel
@@ -77,7 +78,7 @@ class ScanEdit:
         """
         card = pipe.card
         check_call(progress, cancel, False)
-        seq = pipe._sequence(sequence)
+        seq = resolve_sequence(card, sequence)
         if card.template is None or card.template.weights not in pipe.tensors:
             raise ConditionError(
                 f"{card.id} has no registration template (card section 'template'), so it cannot {verb} "

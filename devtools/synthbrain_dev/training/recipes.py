@@ -1,0 +1,304 @@
+"""One recipe per demo model: the networks it trains on the phantom population and the card it
+writes (:data:`RECIPES`, by demo id)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from SynthBrainLib.errors import SynthBrainError
+from SynthBrainLib.models.cards import NetworkSpec
+from SynthBrainLib.models.schema import LESION_NAMES
+
+from ..phantoms import PhantomPopulation
+from .autoencoders import Budget, autoencoder_stage, sharpened_image_autoencoder
+from .data import PhantomTrainingData
+from .demo_cards import (
+    AE_PATCH,
+    CONDITION_DROPOUT,
+    IMAGE_AE,
+    LABEL_AE,
+    LABEL_COLOURS,
+    NULL_CONDITION,
+    SCHEDULE,
+    SPADE,
+    UNET_EMA,
+    UNET_STEPS,
+    age_typical_defaults,
+    base_card,
+    continuous_variable,
+    latent_diffusion_sections,
+    latent_scale_factor,
+    latent_unet_kwargs,
+    network_section,
+    output_section,
+    rounded_range,
+)
+from .trainers import (
+    FitReport,
+    Log,
+    encode_means,
+    style_statistics,
+    train_label_autoencoder,
+    train_latent_diffusion,
+    train_spade,
+)
+
+
+def conditional_unet(
+    ae_kwargs: dict, latents: np.ndarray, cond: np.ndarray, schedule: dict, seed: int, budget: Budget, log: Log
+) -> tuple[dict, torch.nn.Module, FitReport]:
+    """The latent diffusion UNet of a latent demo, trained on scaled ``latents`` with the conditions
+    ``cond`` (N, K) concatenated and as cross-attention context, with condition dropout (for
+    classifier-free guidance) and averaged weights. Returns (its kwargs, the UNet, its training report)."""
+    kwargs = latent_unet_kwargs(ae_kwargs["latent_channels"], cond.shape[1], concat=True)
+    unet, report = train_latent_diffusion(
+        NetworkSpec("diffusion", "DiffusionModelUNet", kwargs, "diffusion"),
+        latents,
+        cond,
+        schedule,
+        ("concat", "crossattn"),
+        budget.config(UNET_STEPS, batch=8, lr=3e-4, seed=seed, ema=UNET_EMA),
+        condition_dropout=CONDITION_DROPOUT,
+        null_value=NULL_CONDITION,
+        log=log,
+    )
+    return kwargs, unet, report
+
+
+def train_brain_ldm_demo(
+    data: PhantomTrainingData, budget: Budget, log: Log
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+    """T1 autoencoder + conditional latent diffusion (sex, age, ventricular and brain volume)."""
+    ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", IMAGE_AE, "autoencoder")
+    ae, ae_record = autoencoder_stage(
+        ae_spec,
+        budget,
+        "brain-ldm-demo",
+        log,
+        lambda: sharpened_image_autoencoder(ae_spec, data, budget, log),
+    )
+    latents = encode_means(ae, data.images[:, :1])
+    scale = latent_scale_factor(latents)
+
+    vent_lo, vent_hi = rounded_range(data.ventricular_ml, 5.0)
+    brain_lo, brain_hi = rounded_range(data.brain_ml, 50.0)
+    variables = [
+        {
+            "name": "sex",
+            "label": "Sex",
+            "kind": "categorical",
+            "choices": {"female": 0.0, "male": 1.0},
+            "default": "female",
+            "normalisation": "defined",
+            "note": "0 = female, 1 = male, as the phantoms were made.",
+        },
+        continuous_variable(
+            "age", "Age", "years", 45.0, 82.0, 65.0, "Linear map of 45-82 years to 0-1 (the phantoms' age range)."
+        ),
+        continuous_variable(
+            "ventricular_volume",
+            "Ventricular volume",
+            "mL",
+            vent_lo,
+            vent_hi,
+            float(np.round(np.median(data.ventricular_ml))),
+            f"Linear map of {vent_lo:g}-{vent_hi:g} mL to 0-1; volumes measured on each phantom's T1 with "
+            "SynthBrainLib.outputs.measure (lateral + third ventricles).",
+        ),
+        continuous_variable(
+            "brain_volume",
+            "Brain volume",
+            "mL",
+            brain_lo,
+            brain_hi,
+            float(np.round(np.median(data.brain_ml))),
+            f"Linear map of {brain_lo:g}-{brain_hi:g} mL to 0-1; tissue volume measured on each phantom's T1 "
+            "(not head-size normalised).",
+        ),
+    ]
+    for v, typical in zip(variables[2:], age_typical_defaults(data).values()):
+        v["default_from"] = typical
+    cond = np.stack(
+        [
+            data.sex.astype(np.float32),
+            (data.age - 45.0) / 37.0,
+            (data.ventricular_ml - vent_lo) / (vent_hi - vent_lo),
+            (data.brain_ml - brain_lo) / (brain_hi - brain_lo),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    unet_kwargs, unet, unet_report = conditional_unet(IMAGE_AE, latents * scale, cond, SCHEDULE, 2, budget, log)
+
+    card = base_card(
+        "brain-ldm-demo",
+        "Brain LDM demo (MNI152 phantoms)",
+        "conditional_latent_diffusion",
+        "Small conditional latent diffusion model with Brain LDM's interface (sex, age, ventricular volume, "
+        "brain volume; conditions concatenated and as cross-attention context) trained on this repository's "
+        "MNI152 phantom population at 2.5 mm.",
+        data,
+    )
+    card.update(
+        latent_diffusion_sections(IMAGE_AE, unet_kwargs, SCHEDULE, latents, scale, variables),
+        output=output_section(data, "T1w"),
+    )
+    states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
+    log_record = {"autoencoder": ae_record, "diffusion": unet_report.as_json(), "latent_std": float(latents.std())}
+    return card, states, log_record
+
+
+def rare_class_weights(partial_volumes: np.ndarray) -> np.ndarray:
+    """(C,) loss weights: sqrt of inverse class frequency relative to the mean foreground class,
+    clipped to 1-10 (background 1), so that small lesions count."""
+    freq = partial_volumes.mean(axis=(0, 2, 3, 4))
+    weights = np.clip((freq[1:].mean() / np.maximum(freq, 1e-6)) ** 0.5, 1.0, 10.0).astype(np.float32)
+    weights[0] = 1.0
+    return weights
+
+
+def train_labels_demo(
+    data: PhantomTrainingData, budget: Budget, log: Log
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+    """Label autoencoder (10-class partial volumes) + latent diffusion conditioned on lesion fractions."""
+    pv = data.partial_volumes
+    class_weights = rare_class_weights(pv)
+    ae_spec = NetworkSpec("autoencoder", "AutoencoderKL", LABEL_AE, "autoencoder")
+    ae, ae_record = autoencoder_stage(
+        ae_spec,
+        budget,
+        "labels-demo",
+        log,
+        lambda: train_label_autoencoder(
+            ae_spec,
+            pv,
+            budget.config(4000, batch=4, lr=1e-3, bf16=True, channels_last=True, seed=3),
+            class_weights=class_weights,
+            patch=AE_PATCH,
+            log=log,
+        ),
+    )
+    latents = encode_means(ae, pv)
+    scale = latent_scale_factor(latents)
+
+    names = LESION_NAMES
+    labels = {
+        "wmh": "White-matter hyperintensities",
+        "tumour": "Tumour (non-enhancing core)",
+        "edema": "Edema",
+        "gdtumour": "Enhancing tumour",
+    }
+    variables, columns = [], []
+    for j, name in enumerate(names):
+        values = data.lesion_fractions[:, j]
+        hi = float(np.ceil(values.max() * 1.1 * 1000) / 1000) or 0.01
+        variables.append(
+            continuous_variable(
+                name,
+                labels[name],
+                "fraction",
+                0.0,
+                hi,
+                0.0,
+                f"Lesion volume / brain volume (voxels labelled {name} over non-background voxels); 0 asks "
+                f"for none. Linear map of 0-{hi:g} to 0-1.",
+            )
+        )
+        columns.append(values / hi)
+    cond = np.stack(columns, axis=1).astype(np.float32)
+    schedule = dict(SCHEDULE, beta_end=0.0195)
+    unet_kwargs, unet, unet_report = conditional_unet(LABEL_AE, latents * scale, cond, schedule, 4, budget, log)
+
+    card = base_card(
+        "labels-demo",
+        "Label generator demo (MNI152 phantoms)",
+        "label_generator",
+        "brainSPADE3D-style label generator: latent diffusion over 10-class partial-volume label maps "
+        "(background, csf, gm, wm, dgm, brainstem, wmh, tumour, edema, gdtumour) conditioned on the four "
+        "lesion volume fractions, trained on this repository's MNI152 phantoms at 2.5 mm. Unlike "
+        "brainSPADE3D (cross-attention only), conditions also enter as concatenated channels.",
+        data,
+    )
+    card.update(
+        latent_diffusion_sections(LABEL_AE, unet_kwargs, schedule, latents, scale, variables),
+        output=output_section(data, "labels"),
+        labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
+    )
+    for v in card["conditioning"]["variables"]:
+        v["model_range"] = [0.0, 1.0]
+    states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
+    return (
+        card,
+        states,
+        {
+            "autoencoder": ae_record,
+            "diffusion": unet_report.as_json(),
+            "class_weights": class_weights.round(3).tolist(),
+            "latent_std": float(latents.std()),
+        },
+    )
+
+
+def train_label2image_demo(
+    data: PhantomTrainingData, budget: Budget, log: Log
+) -> tuple[dict, dict[str, dict[str, torch.Tensor]], dict]:
+    """SPADENet from partial volumes to T1 / FLAIR / T2; the sequence is a style code."""
+    n_seq = len(data.sequences)
+    kwargs = dict(SPADE, input_shape=list(data.shape), label_nc=SPADE["label_nc"] + n_seq)
+    spec = NetworkSpec("generator", "SPADENet", kwargs, "generator")
+    model, report, style_codes = train_spade(
+        spec,
+        data.partial_volumes,
+        data.images,
+        budget.config(5000, batch=2, lr=3e-4, bf16=True, channels_last=True, seed=5),
+        log=log,
+        sequence_channels=True,
+        class_weights=rare_class_weights(data.partial_volumes),
+    )
+    codes = style_statistics(style_codes, data.sequences)
+    template = template_state(data)
+    card = base_card(
+        "label2image-demo",
+        "Label-to-image demo (MNI152 phantoms)",
+        "label_to_image",
+        "SPADE generator (MONAI SPADENet's SPADE decoder, the brainSPADE design) rendering 10-class label "
+        "maps as T1, FLAIR or T2 at 2.5 mm; the sequence is a fixed style code per sequence and one-hot "
+        "channels appended to the label map (the VAE style encoder is not trained: see "
+        "synthbrain_dev.training.trainers.train_spade). Trained on this repository's MNI152 phantoms.",
+        data,
+    )
+    card.update(
+        weights={
+            "generator": {"file": "generator.safetensors", "format": "safetensors"},
+            "style": {"file": "style_codes.safetensors", "format": "safetensors"},
+            "template": {"file": "template.safetensors", "format": "safetensors"},
+        },
+        template={"weights": "template"},
+        networks={"generator": network_section("SPADENet", "generator", kwargs)},
+        conditioning={"inputs": [], "variables": []},
+        output=output_section(data, "MR"),
+        labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
+        sequences={"names": list(data.sequences), "mode": "style_codes", "weights": "style", "label_channels": True},
+    )
+    states = {"generator": model.state_dict(), "style": codes, "template": template}
+    return card, states, {"generator": report.as_json()}
+
+
+def template_state(data: PhantomTrainingData) -> dict[str, torch.Tensor]:
+    """The undeformed phantom template's labels on the training grid (the card's ``template``), which
+    lesion insertion registers to patients' scans."""
+    spacing = float(np.linalg.norm(data.affine[:3, 0]))
+    population = PhantomPopulation(seed=0, spacing_mm=spacing, shape=tuple(data.images.shape[2:]))
+    if not np.allclose(population.affine, data.affine, atol=1e-6):
+        raise SynthBrainError("the phantom population's grid is not the training data's grid")
+    return {"labels": torch.from_numpy(population.template_labels())}
+
+
+RECIPES = {
+    "brain-ldm-demo": train_brain_ldm_demo,
+    "labels-demo": train_labels_demo,
+    "label2image-demo": train_label2image_demo,
+}
+
+
+# ----------------------------------------------------------------------------------------------
