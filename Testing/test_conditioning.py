@@ -91,3 +91,25 @@ def test_default_from_other_variables():
         Exception, match="default_from.coefficients.height' must name a variable that has a plain default"
     ):
         ModelCard.from_dict(data)
+
+
+def test_a_log_reference_puts_the_typical_value_mid_range_and_round_trips():
+    import copy
+    import math
+
+    from SynthBrainLib.models.cards import ModelCard
+
+    data = copy.deepcopy(builtin_cards()["brainspade3d-labels"].to_dict())
+    for v in data["conditioning"]["variables"]:
+        v["range"], v["log_reference"], v["model_range"] = [0.0, 0.06], 0.005, [0.0, 1.0]
+        v.pop("typical_range", None)
+    card = ModelCard.from_dict(data)
+    c = resolve_conditions(card.conditioning, {"wmh": 0.005, "tumour": 0.06})
+    assert c.model["wmh"] == pytest.approx(math.log(2) / math.log(13)), "ln(1 + r/r) / ln(1 + hi/r)"
+    assert c.model["tumour"] == pytest.approx(1.0), "the top of the range is 1"
+    assert c.model["edema"] == 0.0, "none asked is 0"
+    raw = resolve_conditions(card.conditioning, raw={"wmh": c.model["wmh"]})
+    assert raw.real["wmh"] == pytest.approx(0.005), "a raw model value maps back to its real units"
+    data["conditioning"]["variables"][0]["log_reference"] = 0.0
+    with pytest.raises(Exception, match="log_reference"):
+        ModelCard.from_dict(data)

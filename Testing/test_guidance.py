@@ -151,3 +151,53 @@ def test_condition_dropout_in_training_feeds_the_null_condition(monkeypatch):
     seen.clear()
     trainers.train_latent_diffusion(spec, latents, copy.deepcopy(conditions), schedule, ("crossattn",), config)
     assert not bool((torch.cat(seen) == -1.0).any()), "without dropout the null condition never appears"
+
+
+def test_single_condition_dropout_nulls_conditions_one_by_one(monkeypatch):
+    import synthbrain_dev.training.trainers as trainers
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, timesteps, context=None):
+            seen.append(context.detach().clone())
+            return torch.zeros_like(x[:, :2]) + self.bias
+
+    monkeypatch.setattr(trainers, "build_network", lambda spec: Recorder())
+    monkeypatch.setattr(
+        trainers,
+        "fit",
+        lambda model, loss_fn, n, config, log, name: [
+            loss_fn(model, np.arange(256), torch.Generator().manual_seed(s)) for s in range(2)
+        ],
+    )
+    conditions = np.random.default_rng(1).uniform(0, 1, size=(256, 4)).astype(np.float32)
+    schedule = {"num_train_timesteps": 100, "schedule": "linear_beta", "prediction_type": "epsilon"}
+    spec = NetworkSpec("diffusion", "DiffusionModelUNet", {}, None)
+    config = trainers.FitConfig(steps=1, batch=256)
+    trainers.train_latent_diffusion(
+        spec, np.zeros((256, 2, 4, 4, 4), np.float32), conditions, schedule, ("crossattn",), config,
+        single_condition_dropout=0.3,
+    )  # fmt: skip
+    rows = torch.cat(seen).view(-1, 4)
+    nulled = rows == -1.0
+    partly = nulled.any(dim=1) & ~nulled.all(dim=1)
+    assert float(partly.float().mean()) > 0.5, f"most rows have some but not all conditions nulled: {partly.mean()}"
+    assert 0.2 < float(nulled.float().mean()) < 0.4, f"each condition is nulled about 30 % of the time: {nulled.mean()}"
+
+
+def test_requested_null_replaces_only_what_the_request_asks_for(model_folders):
+    labels = copy.deepcopy(ModelCard.from_dict(__import__("tiny_models").tiny_labels_card()).to_dict())
+    with pytest.raises(CardError, match="single_condition_dropout"):
+        ModelCard.from_dict(with_guidance(copy.deepcopy(labels), null="requested"))
+    card = ModelCard.from_dict(with_guidance(labels, null="requested", single_condition_dropout=0.15))
+    pipe = load_pipeline(str(model_folders["labels"]), device="cpu")
+    pipe.card = card
+    values = [0.4, 0.0, 0.0, 0.7]
+    assert pipe.null_vector(values) == [-1.0, 0.0, 0.0, -1.0], "requested lesions nulled, 'none' kept"
+    pipe.card = ModelCard.from_dict(with_guidance(copy.deepcopy(labels)))
+    assert pipe.null_vector(values) == [-1.0] * 4, "the default null replaces every condition"

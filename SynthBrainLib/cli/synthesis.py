@@ -1,6 +1,7 @@
 """The verbs that synthesise one result: ``generate`` (a brain from conditions), ``labels`` (a label
 map from lesion volumes), ``image-from-labels`` (an image that matches a label map) and
-``insert-lesions`` (lesions painted on a patient's scan, synthesised into it). Each verb's flags are
+``insert-lesions`` (lesions painted on a patient's scan, synthesised into it) and ``remove-lesions``
+(lesions of a patient's scan replaced by synthetic white matter). Each verb's flags are
 registered beside its handler; the flags they share are :mod:`.options`, the running
 and writing :mod:`.running`.
 """
@@ -67,35 +68,19 @@ def register(sub) -> None:
         help="insert synthetic lesions into a real scan",
         description=(
             "Insert lesions painted on a patient's scan (T1, FLAIR or T2; any grid) into that scan: the model's "
-            "template is registered to the scan, the lesions are synthesised in the scan's sequence and blended in; "
-            "every voxel farther than the margin from the mask keeps its value. Writes the new scan (marked "
-            "SYNTHETIC) and the lesion mask on the scan's grid."
+            "template is registered to the scan, the lesions are synthesised in the scan's sequence with a real "
+            "lesion's appearance and blended in; every voxel farther than the margin from the mask keeps its value. "
+            "Writes the new scan (marked SYNTHETIC) and the lesion mask on the scan's grid."
         ),
     )
-    p.add_argument("scan", metavar="SCAN", help="the patient's scan (.nii.gz, .nii, .nrrd, .mha)")
+    _add_scan_edit(p, "painted on the scan")
     p.add_argument(
-        "--lesions",
-        required=True,
-        metavar="MASK",
-        help=(
-            "lesion label map painted on the scan, with the model's lesion values "
-            "(brainSPADE: wmh 6, tumour 7, edema 8, gdtumour 9)"
-        ),
-    )
-    p.add_argument("--sequence", required=True, help="the scan's sequence: T1 | FLAIR | T2 (as the model allows)")
-    p.add_argument(
-        "--tissue",
+        "--existing-lesions",
         default=None,
-        metavar="SEG",
-        help="the patient's own tissue segmentation on the scan's grid, instead of the registered template's",
+        metavar="MASK",
+        help="a mask of the patient's own lesions (nonzero = lesion, any grid): inserted white-matter lesions take "
+        "their contrast, penumbra and texture (default: published values for the sequence)",
     )
-    p.add_argument(
-        "--tissue-labels",
-        default="model",
-        choices=("model", "freesurfer"),
-        help="values of --tissue: the model's labels, or FreeSurfer aseg / SynthSeg labels (mapped; default model)",
-    )
-    p.add_argument("--margin", type=float, default=3.0, metavar="MM", help="feathered blend margin in mm (default 3)")
     p.add_argument(
         "--lesions-out",
         default=None,
@@ -104,6 +89,20 @@ def register(sub) -> None:
     )
     add_synthesis(p, sampling=False)
     p.set_defaults(handler=insert_lesions)
+
+    p = sub.add_parser(
+        "remove-lesions",
+        help="remove lesions from a real scan (lesion filling)",
+        description=(
+            "Remove the lesions of a mask from a patient's scan (T1, FLAIR or T2; any grid): they are replaced by "
+            "synthetic normal-appearing white matter rendered by the model, at the scan's own level and noise around "
+            "them; every voxel farther than the margin from the mask keeps its value. Writes the new scan (marked "
+            "SYNTHETIC)."
+        ),
+    )
+    _add_scan_edit(p, "to remove, on the scan")
+    add_synthesis(p, sampling=False)
+    p.set_defaults(handler=remove_lesions)
 
     p = sub.add_parser(
         "image-from-labels",
@@ -122,6 +121,32 @@ def register(sub) -> None:
     )
     add_synthesis(p)
     p.set_defaults(handler=image_from_labels)
+
+
+def _add_scan_edit(p, what: str) -> None:
+    """The flags every edit of a patient's scan takes (insert-lesions, remove-lesions)."""
+    p.add_argument("scan", metavar="SCAN", help="the patient's scan (.nii.gz, .nii, .nrrd, .mha, .mgz)")
+    p.add_argument(
+        "--lesions",
+        required=True,
+        metavar="MASK",
+        help=f"lesion label map {what}, with the model's lesion values (brainSPADE: wmh 6, tumour 7, edema 8, "
+        "gdtumour 9)",
+    )
+    p.add_argument("--sequence", required=True, help="the scan's sequence: T1 | FLAIR | T2 (as the model allows)")
+    p.add_argument(
+        "--tissue",
+        default=None,
+        metavar="SEG",
+        help="the patient's own tissue segmentation (any grid), instead of the registered template's",
+    )
+    p.add_argument(
+        "--tissue-labels",
+        default="model",
+        choices=("model", "freesurfer"),
+        help="values of --tissue: the model's labels, or FreeSurfer aseg / SynthSeg labels (mapped; default model)",
+    )
+    p.add_argument("--margin", type=float, default=3.0, metavar="MM", help="feathered blend margin in mm (default 3)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,29 +236,44 @@ def _lesion_mask_path(args) -> str:
     return out[: len(out) - len(suffix)] + "-lesions" + suffix
 
 
+def _scan_edit_inputs(args) -> dict:
+    """The scan, its lesions and the optional tissue, read (a bad file is one line, before torch)."""
+    from ..outputs.io import read_volume
+
+    scan, affine = read_volume(args.scan)
+    lesions, lesions_affine = read_volume(args.lesions)
+    tissue, tissue_affine = read_volume(args.tissue) if args.tissue else (None, None)
+    return dict(
+        scan=scan,
+        affine=affine,
+        lesions=lesions,
+        lesions_affine=lesions_affine,
+        sequence=args.sequence,
+        tissue=tissue,
+        tissue_affine=tissue_affine,
+        tissue_scheme=args.tissue_labels,
+        margin_mm=args.margin,
+        seed=args.seed,
+    )
+
+
 def insert_lesions(args) -> int:
     from ..outputs.io import read_volume
 
     mask_path = _lesion_mask_path(args)
     planned_outputs(args, labels=mask_path)
-    scan, affine = read_volume(args.scan)
-    lesions, lesions_affine = read_volume(args.lesions)
-    tissue, tissue_affine = read_volume(args.tissue) if args.tissue else (None, None)
+    inputs = _scan_edit_inputs(args)
+    existing, existing_affine = read_volume(args.existing_lesions) if args.existing_lesions else (None, None)
     _, result = run_pipeline(
         args,
         IMAGE_KIND,
-        lambda p, prog: p.insert(
-            scan,
-            affine,
-            lesions,
-            lesions_affine=lesions_affine,
-            sequence=args.sequence,
-            tissue=tissue,
-            tissue_affine=tissue_affine,
-            tissue_scheme=args.tissue_labels,
-            margin_mm=args.margin,
-            seed=args.seed,
-            progress=prog,
-        ),
+        lambda p, prog: p.insert(**inputs, existing_lesions=existing, existing_affine=existing_affine, progress=prog),
     )
     return write_outputs(args, result, labels=mask_path)
+
+
+def remove_lesions(args) -> int:
+    planned_outputs(args)
+    inputs = _scan_edit_inputs(args)
+    _, result = run_pipeline(args, IMAGE_KIND, lambda p, prog: p.remove(**inputs, progress=prog))
+    return write_outputs(args, result)

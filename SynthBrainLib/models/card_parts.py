@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -52,7 +53,10 @@ class ConditionVariable:
     """One conditioning variable.
 
     A continuous variable maps real units linearly: ``model = model_lo + (real - lo) / (hi - lo) *
-    (model_hi - model_lo)``. A categorical one maps each choice to a model value. ``normalisation``
+    (model_hi - model_lo)``, or, with ``log_reference`` r, logarithmically: ``model = model_lo +
+    ln(1 + (real - lo) / r) / ln(1 + (hi - lo) / r) * (model_hi - model_lo)`` (a lesion volume
+    fraction: a value typical for the class, r, lands in the middle of the model's range however
+    small the class is). A categorical one maps each choice to a model value. ``normalisation``
     says whether that mapping is ``published`` by the model's authors, ``assumed`` by us (the card's
     ``note`` says what is unknown), or ``defined`` by whoever trained the model (known exactly).
     """
@@ -69,6 +73,26 @@ class ConditionVariable:
     choices: Mapping[str, float] | None = None
     typical_range: tuple[float, float] | None = None
     default_from: Mapping[str, Any] | None = None
+    log_reference: float | None = None
+
+    def to_model(self, real: float) -> float:
+        """A continuous variable's model value for a real-unit value in its range."""
+        lo, hi = self.range
+        mlo, mhi = self.model_range
+        if self.log_reference is None:
+            share = (real - lo) / (hi - lo)
+        else:
+            share = math.log1p((real - lo) / self.log_reference) / math.log1p((hi - lo) / self.log_reference)
+        return mlo + share * (mhi - mlo)
+
+    def to_real(self, model: float) -> float:
+        """The inverse of :meth:`to_model`."""
+        lo, hi = self.range
+        mlo, mhi = self.model_range
+        share = (model - mlo) / (mhi - mlo)
+        if self.log_reference is None:
+            return lo + share * (hi - lo)
+        return lo + self.log_reference * math.expm1(share * math.log1p((hi - lo) / self.log_reference))
 
     def typical_default(self, values: Mapping[str, float]) -> float | None:
         """The default given other variables, when the card has a ``default_from`` model.
@@ -120,9 +144,16 @@ class Scheduler:
 class Guidance:
     """Classifier-free guidance (Ho & Salimans 2022) of a model trained with condition dropout.
 
-    At each step the network sees the conditions and the **null condition** (every conditioning
-    value replaced by ``null_value``, what training fed with probability ``condition_dropout``);
-    the prediction is ``uncond + scale * (cond - uncond)``. ``scale`` 1 is plain conditional sampling.
+    At each step the network sees the conditions and the **null condition**; the prediction is
+    ``uncond + scale * (cond - uncond)``. ``scale`` 1 is plain conditional sampling. ``null``:
+
+    * ``all``: every conditioning value replaced by ``null_value`` (what training fed with
+      probability ``condition_dropout``);
+    * ``requested``: only the conditions the request asks for (a value above the variable's lowest
+      model value) are replaced; the others - "none of this lesion" - stay as they are in both
+      predictions, so guidance pushes towards what was asked and never towards lesions in general.
+      It needs a model trained with each condition also dropped on its own
+      (``single_condition_dropout``).
     """
 
     default: float
@@ -130,6 +161,8 @@ class Guidance:
     maximum: float
     null_value: float
     condition_dropout: float
+    null: str = "all"
+    single_condition_dropout: float = 0.0
 
 
 @dataclass(frozen=True)

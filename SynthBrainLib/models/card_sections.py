@@ -143,6 +143,10 @@ def parse_sampling(f: FieldReader, scheduler: parts.Scheduler | None) -> parts.S
     )
 
 
+#: How a guided model's null condition is made (see :class:`~.card_parts.Guidance`).
+GUIDANCE_NULLS = ("all", "requested")
+
+
 def parse_guidance(g: FieldReader) -> parts.Guidance:
     lo, hi = g.number("minimum"), g.number("maximum")
     if not 1.0 <= lo <= hi <= 100.0:
@@ -153,7 +157,13 @@ def parse_guidance(g: FieldReader) -> parts.Guidance:
     dropout = g.number("condition_dropout")
     if not 0.0 < dropout < 1.0:
         g.fail("condition_dropout", f"must be between 0 and 1 (exclusive), got {dropout:g}")
-    return parts.Guidance(default, lo, hi, g.number("null_value"), dropout)
+    null = g.str("null", required=False, default="all", choices=GUIDANCE_NULLS)
+    single = g.number("single_condition_dropout", required=False, default=0.0)
+    if not 0.0 <= single < 1.0:
+        g.fail("single_condition_dropout", f"must be between 0 and 1, got {single:g}")
+    if null == "requested" and single == 0.0:
+        g.fail("null", "'requested' needs a model trained with single_condition_dropout > 0")
+    return parts.Guidance(default, lo, hi, g.number("null_value"), dropout, null, single)
 
 
 def parse_latent(f: FieldReader) -> parts.Latent:
@@ -196,6 +206,7 @@ def parse_conditioning(f: FieldReader) -> parts.Conditioning:
             typical = v.numbers("typical_range", length=2, required=False)
             if typical is not None and not lo <= typical[0] <= typical[1] <= hi:
                 v.fail("typical_range", f"must lie inside range {lo:g}–{hi:g}, got {list(typical)}")
+            log_reference = v.number("log_reference", required=False, positive=True)
             default_from = v.obj("default_from", required=False)
             if default_from is not None:
                 default_from.number("intercept")
@@ -212,6 +223,7 @@ def parse_conditioning(f: FieldReader) -> parts.Conditioning:
                     default=default,
                     typical_range=typical,
                     default_from=default_from,
+                    log_reference=log_reference,
                 )
             )
         else:

@@ -90,17 +90,14 @@ def real_to_model(v: ConditionVariable, value: Any) -> tuple[float | str, float]
     lo, hi = v.range
     if not lo <= number <= hi:
         raise ConditionError(f"{v.name} {number:g} is outside {_fmt_range(v)}")
-    mlo, mhi = v.model_range
-    return number, mlo + (number - lo) / (hi - lo) * (mhi - mlo)
+    return number, v.to_model(number)
 
 
 def model_to_real(v: ConditionVariable, model_value: float) -> float | str:
     """Inverse mapping (for reporting a raw value in real units)."""
-    mlo, mhi = v.model_range
     if v.kind == "categorical":
         return min(v.choices, key=lambda k: abs(v.choices[k] - model_value))
-    lo, hi = v.range
-    return lo + (model_value - mlo) / (mhi - mlo) * (hi - lo)
+    return v.to_real(model_value)
 
 
 def resolve_conditions(

@@ -79,12 +79,12 @@ class LatentDiffusionPipeline(SynthesisPipeline):
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Run diffusion and decoding; return the decoder output (1, C, X, Y, Z) float32 on the CPU
         and how it was decoded. ``guidance`` != 1: classifier-free guidance against the card's null
-        condition (every value replaced by ``sampling.guidance.null_value``)."""
+        condition (:meth:`null_vector`)."""
         values = cond.vector()
         concat, unet_kwargs = self._network_conditions(values)
         null = {}
         if guidance != 1.0:
-            null_concat, null_kwargs = self._network_conditions([self.card.sampling.guidance.null_value] * len(values))
+            null_concat, null_kwargs = self._network_conditions(self.null_vector(values))
             null = {"guidance": guidance, "null_concat": null_concat, "null_unet_kwargs": null_kwargs}
         return self.diffuse_and_decode(
             seed=seed,
@@ -96,6 +96,16 @@ class LatentDiffusionPipeline(SynthesisPipeline):
             cancel=cancel,
             **null,
         )
+
+    def null_vector(self, values) -> list[float]:
+        """The null condition of classifier-free guidance for model-unit ``values`` (card
+        ``sampling.guidance.null``): every value replaced by the null value, or only the requested
+        ones (above their variable's lowest model value)."""
+        spec = self.card.sampling.guidance
+        if spec.null == "all":
+            return [spec.null_value] * len(values)
+        lows = [v.model_range[0] for v in self.card.conditioning.variables]
+        return [spec.null_value if value > low else value for value, low in zip(values, lows)]
 
     def _network_conditions(self, values) -> tuple[torch.Tensor | None, dict[str, Any]]:
         """Model-unit condition values as the UNet takes them: constant channels (1, K, x, y, z) to

@@ -1,11 +1,20 @@
-"""Lesion insertion on real scans that nobody on this project made (``../shared/realdata``).
+"""Lesion insertion and removal on real scans that nobody on this project made (``../shared/realdata``).
 
 * **A real MS patient** (Ljubljana 3D MS database, Lesjak et al., Neuroinformatics 2017,
   doi:10.1007/s12021-017-9348-7, CC-BY; ``ms-patient07``: FLAIR, T1, T2 registered to MNI152, an
-  expert consensus lesion mask). The patient's largest real lesion is mirrored across the midline
-  into normal-appearing tissue and inserted there, in each sequence; the inserted lesion is compared
-  with the patient's own lesion of the same shape and with all the patient's lesions, by measures
-  written without looking at the model's output (:func:`lesion_measures`).
+  expert consensus lesion mask).
+  - *Insertion*: the patient's largest real lesion that has a mirror image in normal-appearing tissue
+    is mirrored across the midline and inserted there, in each sequence, twice: with the published
+    appearance (the default; the patient is not among its sources) and matched to the patient's
+    OTHER lesions (leave-one-out: the compared lesion is not in the reference). Contrast, penumbra
+    and CV are :func:`SynthBrainLib.insertion.appearance.measure`; the edge (mean gradient on the
+    border) is not a target of the insertion, so it checks it independently.
+  - *Removal*: all the patient's lesions removed; the filled voxels against normal-appearing white
+    matter fixed in advance and independent of the method (the white-matter class of a 3-class
+    k-means of the patient's T1 in the brain, eroded by one voxel, more than 3 mm from any lesion):
+    mean ratio and Kolmogorov-Smirnov distance; and how much of the removed volume a detector still
+    finds - a threshold on the scan, tuned on the patient's real lesions before removal (best Dice
+    over NAWM and lesions), then fixed.
 * **A real FreeSurfer subject** (niivue demo images; ``norm.mgz`` + ``aparc.a2009s+aseg.mgz``, read
   straight from ``.mgz``): insertion with the subject's own segmentation as the tissue map
   (``tissue_scheme="freesurfer"``); every value of the segmentation must map to a class.
@@ -22,7 +31,9 @@ from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy import stats
 
+from SynthBrainLib.insertion.appearance import measure, spacing_of
 from SynthBrainLib.insertion.freesurfer_labels import FREESURFER_TO_SCHEMA
 from SynthBrainLib.outputs.io import read_volume
 from SynthBrainLib.outputs.markdown import markdown_table
@@ -34,49 +45,14 @@ REALDATA = Path(os.environ.get("SYNTHBRAIN_REALDATA", BESIDE_CHECKOUT / "shared"
 MS_PATIENT = "ms-patient07"
 FREESURFER_SUBJECT = "freesurfer-subject"
 SEQUENCES = ("FLAIR", "T2", "T1")
-RING_MM = (2.0, 6.0)  # normal-appearing tissue around a lesion, as the issue defines the contrast
 MARGIN_MM = 3.0
-
-
-def spacing_of(affine: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+#: ms-patient07's lesions are hyperintense on FLAIR and T2, hypointense on T1.
+BRIGHTER = {"FLAIR": True, "T2": True, "T1": False}
 
 
 def brain_of(image: np.ndarray) -> np.ndarray:
     """The brain of a skull-stripped scan: above 5 % of its 99th percentile, holes filled."""
     return ndi.binary_fill_holes(image > 0.05 * np.percentile(image[image > 0], 99))
-
-
-def lesion_measures(
-    image: np.ndarray, lesion: np.ndarray, avoid: np.ndarray, affine: np.ndarray, brain: np.ndarray
-) -> dict[str, float]:
-    """How a lesion looks against the normal-appearing tissue around it.
-
-    * ``contrast``: mean inside the lesion / mean of the brain voxels 2-6 mm from it that lie more than
-      2 mm from any lesion in ``avoid``;
-    * ``cv``: standard deviation / mean inside the lesion (texture);
-    * ``edge``: mean gradient magnitude (per mm) on the voxels within one voxel of the lesion's border,
-      over the same ring mean (how sharp the edge is, scale-free).
-    """
-    spacing = spacing_of(affine)
-    lesion = lesion.astype(bool)
-    distance = ndi.distance_transform_edt(~lesion, sampling=spacing)
-    others = avoid.astype(bool) & ~lesion
-    near_others = (
-        ndi.distance_transform_edt(~others, sampling=spacing) <= 2.0 if others.any() else np.zeros_like(lesion)
-    )
-    ring = (distance > RING_MM[0]) & (distance <= RING_MM[1]) & brain & ~near_others
-    values = image.astype(np.float64)
-    inside, around = values[lesion], values[ring]
-    gradient = np.linalg.norm(np.stack(np.gradient(values, *spacing)), axis=0)
-    border = ndi.binary_dilation(lesion) & ~ndi.binary_erosion(lesion)
-    return {
-        "contrast": float(inside.mean() / around.mean()),
-        "cv": float(inside.std() / inside.mean()),
-        "edge": float(gradient[border].mean() / around.mean()),
-        "ring_voxels": int(ring.sum()),
-        "lesion_ml": float(lesion.sum() * np.prod(spacing) / 1000.0),
-    }
 
 
 def mirrored(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -98,7 +74,7 @@ def largest_mirrorable_lesion(
     mirror image)."""
     components, count = ndi.label(lesions > 0)
     sizes = ndi.sum(lesions > 0, components, range(1, count + 1))
-    near_lesions = ndi.distance_transform_edt(lesions == 0, sampling=spacing_of(affine)) <= RING_MM[1]
+    near_lesions = ndi.distance_transform_edt(lesions == 0, sampling=spacing_of(affine)) <= 6.0
     for index in np.argsort(sizes)[::-1]:
         lesion = components == index + 1
         mirror = mirrored(lesion, affine)
@@ -107,39 +83,105 @@ def largest_mirrorable_lesion(
     raise ValueError("no real lesion has a mirror image in normal-appearing tissue")
 
 
+def white_matter(t1: np.ndarray, brain: np.ndarray, lesions: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Normal-appearing white matter, independent of any SynthBrain method: the brightest class of a
+    3-class k-means of the T1 in the brain, eroded by a voxel, more than 3 mm from any lesion."""
+    values = t1[brain].astype(np.float64)
+    centres = np.percentile(values, [20, 50, 85])
+    for _ in range(50):
+        nearest = np.abs(values[:, None] - centres[None]).argmin(axis=1)
+        centres = np.array([values[nearest == k].mean() for k in range(3)])
+    classes = np.zeros(t1.shape, np.int8)
+    classes[brain] = np.abs(values[:, None] - centres[None]).argmin(axis=1)
+    wm = ndi.binary_erosion(classes == int(np.argmax(centres)))
+    return wm & (ndi.distance_transform_edt(~lesions, sampling=spacing_of(affine)) > 3.0)
+
+
+def detector(image: np.ndarray, lesions: np.ndarray, nawm: np.ndarray, brighter: bool) -> float:
+    """The threshold that best separates the patient's real lesions from NAWM (Dice), fixed afterwards."""
+    region = lesions | nawm
+    best, threshold = -1.0, 0.0
+    for t in np.percentile(image[region], np.arange(50.0, 99.9, 0.25) if brighter else np.arange(0.1, 50.0, 0.25)):
+        found = region & ((image > t) if brighter else (image < t))
+        score = 2.0 * (found & lesions).sum() / (found.sum() + lesions.sum())
+        if score > best:
+            best, threshold = score, float(t)
+    return threshold
+
+
 def ms_patient(
     pipe, folder: Path, log: Callable[[str], None], seed: int = 1, sequences: tuple[str, ...] = SEQUENCES
 ) -> dict[str, Any]:
-    """The patient's largest real lesion, mirrored and inserted in each sequence (see the module docstring)."""
+    """Insertion (published and patient-matched) and removal on the real MS patient (module docstring)."""
     lesions, affine = read_volume(folder / "GOLD_STANDARD_lesion.nii.gz")
-    rows = []
+    lesions = lesions > 0
+    t1, _ = read_volume(folder / "T1.nii.gz")
+    rows, figure = [], {}
     for sequence in sequences:
         scan, scan_affine = read_volume(folder / f"{sequence}.nii.gz")
         brain = brain_of(scan)
         real, target = largest_mirrorable_lesion(lesions, affine, brain)
-        start = time.perf_counter()
-        result = pipe.insert(scan, scan_affine, {"wmh": target}, sequence=sequence, seed=seed, margin_mm=MARGIN_MM)
-        seconds = time.perf_counter() - start
         far = ndi.distance_transform_edt(~target, sampling=spacing_of(affine)) > MARGIN_MM
-        all_lesions = lesions > 0
-        row = {
-            "sequence": sequence,
-            "inserted": lesion_measures(result.image, target, all_lesions | target, affine, brain),
-            "real_same_lesion": lesion_measures(scan, real, all_lesions, affine, brain),
-            "real_all_lesions": lesion_measures(scan, all_lesions, all_lesions, affine, brain),
-            "untouched_voxels": int(far.sum()),
-            "untouched_voxels_changed": int(np.count_nonzero(result.image[far] != scan[far])),
-            "similarity": result.provenance["insertion"]["registration"]["similarity_pearson_r"],
-            "intensity_fit_slope": result.provenance["insertion"]["intensity_fit"]["slope"],
-            "seconds": round(seconds, 2),
-        }
+        row = {"sequence": sequence, "real_same_lesion": measure(scan, real, affine, brain, lesions).record()}
+        row["real_all_lesions"] = measure(scan, lesions, affine, brain, lesions).record()
+        for mode, existing in (("published", None), ("patient", lesions & ~real)):
+            start = time.perf_counter()
+            result = pipe.insert(
+                scan, scan_affine, {"wmh": target}, sequence=sequence, seed=seed, margin_mm=MARGIN_MM,
+                existing_lesions=existing,
+            )  # fmt: skip
+            row[mode] = {
+                **measure(result.image, target, affine, brain, lesions | target).record(),
+                "untouched_voxels_changed": int(np.count_nonzero(result.image[far] != scan[far])),
+                "untouched_voxels": int(far.sum()),
+                "similarity": result.provenance["insertion"]["registration"]["similarity_pearson_r"],
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+            if sequence == "FLAIR" and mode == "published":
+                figure["inserted"] = (scan, result.image, target)
+        row["removal"] = removal(pipe, scan, scan_affine, lesions, t1, brain, affine, sequence, seed)
+        if sequence == "FLAIR":
+            figure["removed"] = (scan, row["removal"].pop("image"), lesions)
+        else:
+            row["removal"].pop("image")
         rows.append(row)
+        p, r, same = row["published"], row["removal"], row["real_same_lesion"]
         log(
-            f"  {MS_PATIENT} {sequence}: contrast inserted {row['inserted']['contrast']:.3f}, real (same lesion) "
-            f"{row['real_same_lesion']['contrast']:.3f}, real (all) {row['real_all_lesions']['contrast']:.3f}; "
-            f"{seconds:.1f} s"
+            f"  {MS_PATIENT} {sequence}: inserted contrast {p['contrast']:.3f} (real {same['contrast']:.3f}), "
+            f"removed lesions at {r['filled_over_nawm']:.3f} of NAWM, detector finds {r['detected_fraction']:.1%}"
         )
-    return {"lesion_ml": rows[0]["inserted"]["lesion_ml"], "cases": rows}
+    return {"lesion_ml": rows[0]["published"]["lesion_ml"], "cases": rows, "figure": figure}
+
+
+def removal(pipe, scan, scan_affine, lesions, t1, brain, affine, sequence, seed) -> dict[str, Any]:
+    """All the patient's lesions removed (module docstring for the measures)."""
+    nawm = white_matter(t1, brain, lesions, affine)
+    brighter = BRIGHTER[sequence]
+    threshold = detector(scan, lesions, nawm, brighter)
+    start = time.perf_counter()
+    result = pipe.remove(scan, scan_affine, {"wmh": lesions}, sequence=sequence, seed=seed, margin_mm=MARGIN_MM)
+    seconds = time.perf_counter() - start
+    far = ndi.distance_transform_edt(~lesions, sampling=spacing_of(affine)) > MARGIN_MM
+    filled, before, reference = result.image[lesions], scan[lesions], scan[nawm]
+
+    def found(values):
+        return float(np.mean(values > threshold) if brighter else np.mean(values < threshold))
+
+    return {
+        "filled_over_nawm": float(filled.mean() / reference.mean()),
+        "lesions_over_nawm_before": float(before.mean() / reference.mean()),
+        "ks_filled_vs_nawm": float(stats.ks_2samp(filled, reference).statistic),
+        "ks_lesions_vs_nawm_before": float(stats.ks_2samp(before, reference).statistic),
+        "detector_threshold": threshold,
+        "detected_fraction_before": found(before),
+        "detected_fraction": found(filled),
+        "nawm_false_positive_fraction": found(reference),
+        "untouched_voxels_changed": int(np.count_nonzero(result.image[far] != scan[far])),
+        "untouched_voxels": int(far.sum()),
+        "lesion_ml": float(lesions.sum() * np.prod(spacing_of(affine)) / 1000.0),
+        "seconds": round(seconds, 2),
+        "image": result.image,
+    }
 
 
 def freesurfer_subject(pipe, folder: Path, log: Callable[[str], None], seed: int = 1) -> dict[str, Any]:
@@ -169,7 +211,7 @@ def freesurfer_subject(pipe, folder: Path, log: Callable[[str], None], seed: int
     row = {
         "values": len(values),
         "values_unmapped": [v for v in values if v not in FREESURFER_TO_SCHEMA],
-        "inserted": lesion_measures(result.image, mask, mask, affine, brain),
+        "inserted": measure(result.image, mask, affine, brain, mask).record(),
         "untouched_voxels_changed": int(np.count_nonzero(result.image[far] != scan[far])),
         "similarity": result.provenance["insertion"]["registration"]["similarity_pearson_r"],
         "seconds": round(seconds, 2),
@@ -200,32 +242,62 @@ def render(section: dict[str, Any]) -> list[str]:
         return lines + [f"Skipped: {section['skipped']}.", ""]
     ms, fs = section["ms_patient"], section["freesurfer_subject"]
     lines += [
-        f"**{MS_PATIENT}** (Ljubljana 3D MS database, Lesjak et al. 2017, CC-BY): the patient's largest real lesion "
-        f"({ms['lesion_ml']:.2f} mL) mirrored across the midline into normal-appearing tissue and inserted there. "
+        f"**{MS_PATIENT}** (Ljubljana 3D MS database, Lesjak et al. 2017, CC-BY). *Insertion*: the patient's largest "
+        f"mirrorable real lesion ({ms['lesion_ml']:.2f} mL) mirrored across the midline into normal-appearing tissue "
+        "and inserted there with the published appearance (default) and matched to the patient's other lesions. "
         "Contrast = mean in the lesion / mean of normal-appearing tissue 2–6 mm around it (away from other "
-        "lesions); CV = sd / mean in the lesion; edge = mean gradient on the lesion border / that ring mean.",
+        "lesions); CV = sd / mean in the lesion; edge = mean gradient on the lesion border / that ring mean (not a "
+        "target of the insertion). Targets on FLAIR: contrast within 15 % of the real lesion's, CV and edge within "
+        "30 %.",
         "",
     ]
-    header = ("sequence", "contrast: inserted", "real, same lesion", "real, all lesions", "CV: inserted", "real")
-    header += ("edge: inserted", "real", "untouched voxels changed", "similarity", "time")
+    header = ("sequence", "lesion", "contrast", "CV", "edge", "penumbra", "untouched voxels changed", "time")
     rows = []
     for c in ms["cases"]:
-        i, same, every = c["inserted"], c["real_same_lesion"], c["real_all_lesions"]
+        same = c["real_same_lesion"]
+        for label, m in (
+            ("real, same lesion", same),
+            ("real, all lesions", c["real_all_lesions"]),
+            ("inserted, published", c["published"]),
+            ("inserted, patient-matched", c["patient"]),
+        ):
+
+            def rel(key, m=m):
+                return "" if m is same else f" ({m[key] / same[key] - 1:+.0%})"
+
+            changed = f"{m['untouched_voxels_changed']} of {m['untouched_voxels']:,}" if "seconds" in m else ""
+            rows.append(
+                (
+                    c["sequence"], label, f"{m['contrast']:.3f}{rel('contrast')}", f"{m['cv']:.3f}{rel('cv')}",
+                    f"{m['edge']:.3f}{rel('edge')}", f"{m['penumbra']:.2f}", changed,
+                    f"{m['seconds']:.1f} s" if "seconds" in m else "",
+                )
+            )  # fmt: skip
+    lines += markdown_table(header, rows)
+    lines += [
+        "",
+        f"*Removal*: all {ms['cases'][0]['removal']['lesion_ml']:.2f} mL of the patient's lesions removed. NAWM: the "
+        "white-matter class of a 3-class k-means of the patient's T1 in the brain (eroded by a voxel, > 3 mm from any "
+        "lesion), fixed before removal. The detector: a threshold tuned on the patient's real lesions before removal "
+        "(best Dice over NAWM and lesions), then fixed. Targets: filled mean within 5 % of NAWM, the detector finds "
+        "< 10 % of the removed volume, every voxel beyond the margin bit-identical.",
+        "",
+    ]
+    header = ("sequence", "filled / NAWM mean", "before", "KS distance filled vs NAWM", "before", "detector finds",
+              "before", "NAWM voxels it flags", "untouched voxels changed", "time")  # fmt: skip
+    rows = []
+    for c in ms["cases"]:
+        r = c["removal"]
         rows.append(
             (
-                c["sequence"],
-                f"{i['contrast']:.3f}",
-                f"{same['contrast']:.3f}",
-                f"{every['contrast']:.3f}",
-                f"{i['cv']:.3f}",
-                f"{same['cv']:.3f}",
-                f"{i['edge']:.4f}",
-                f"{same['edge']:.4f}",
-                f"{c['untouched_voxels_changed']} of {c['untouched_voxels']:,}",
-                f"{c['similarity']:.3f}",
-                f"{c['seconds']:.1f} s",
+                c["sequence"], f"{r['filled_over_nawm']:.3f}", f"{r['lesions_over_nawm_before']:.3f}",
+                f"{r['ks_filled_vs_nawm']:.3f}", f"{r['ks_lesions_vs_nawm_before']:.3f}",
+                f"{r['detected_fraction']:.1%}", f"{r['detected_fraction_before']:.1%}",
+                f"{r['nawm_false_positive_fraction']:.1%}",
+                f"{r['untouched_voxels_changed']} of {r['untouched_voxels']:,}",
+                f"{r['seconds']:.1f} s",
             )
-        )
+        )  # fmt: skip
     lines += markdown_table(header, rows)
     lines += [
         "",

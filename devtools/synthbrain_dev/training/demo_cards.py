@@ -43,6 +43,11 @@ UNET_STEPS = 3500
 #: was chosen from the guidance table of docs/evaluation (see docs/demo-models.md).
 CONDITION_DROPOUT = 0.15
 NULL_CONDITION = -1.0
+#: The label demo also drops each lesion condition on its own (p below) and guides with the null of
+#: only the requested conditions (card ``sampling.guidance.null: requested``): with every condition
+#: nulled together, guidance pushed "more lesion" of every kind, and a WMH request brought tumours
+#: (docs/evaluation/labels-demo.md).
+SINGLE_CONDITION_DROPOUT = 0.15
 GUIDANCE = {"default": 3.0, "minimum": 1.0, "maximum": 8.0}
 #: Adversarial fine-tuning of the image decoder (trainers.finetune_decoder_adversarial): steps and
 #: the weight of the adversarial term beside L1 + edge L1. Measured on held-out phantoms in
@@ -169,7 +174,13 @@ DEMO_SAMPLING = {"default_sampler": "ddim", "default_steps": 50}
 
 
 def latent_diffusion_sections(
-    ae_kwargs: dict, unet_kwargs: dict, schedule: dict, latents: np.ndarray, scale: float, variables: list[dict]
+    ae_kwargs: dict,
+    unet_kwargs: dict,
+    schedule: dict,
+    latents: np.ndarray,
+    scale: float,
+    variables: list[dict],
+    guidance_null: str = "all",
 ) -> dict:
     """Card sections shared by the two latent-diffusion demos (weights, networks, sampling, latent)."""
     return {
@@ -191,7 +202,16 @@ def latent_diffusion_sections(
             "samplers": ["ddim", "ddpm", "dpm++2m", "dpm++3m", "unipc"]
             + (["pndm"] if schedule.get("prediction_type", "epsilon") == "epsilon" else []),
             "max_steps": 1000,
-            "guidance": {**GUIDANCE, "null_value": NULL_CONDITION, "condition_dropout": CONDITION_DROPOUT},
+            "guidance": {
+                **GUIDANCE,
+                "null_value": NULL_CONDITION,
+                "condition_dropout": CONDITION_DROPOUT,
+                **(
+                    {"null": "requested", "single_condition_dropout": SINGLE_CONDITION_DROPOUT}
+                    if guidance_null == "requested"
+                    else {}
+                ),
+            },
         },
         "latent": {"shape": [latents.shape[1], *latents.shape[2:]], "scale_factor": scale},
         "conditioning": {"inputs": ["concat", "crossattn"], "variables": variables},

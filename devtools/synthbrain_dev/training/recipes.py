@@ -11,6 +11,7 @@ from SynthBrainLib.models.cards import NetworkSpec
 from SynthBrainLib.models.schema import LESION_NAMES
 
 from ..phantoms import PhantomPopulation
+from ..phantoms.labels import LABEL_NAMES
 from .autoencoders import Budget, autoencoder_stage, sharpened_image_autoencoder
 from .data import PhantomTrainingData
 from .demo_cards import (
@@ -21,6 +22,7 @@ from .demo_cards import (
     LABEL_COLOURS,
     NULL_CONDITION,
     SCHEDULE,
+    SINGLE_CONDITION_DROPOUT,
     SPADE,
     UNET_EMA,
     UNET_STEPS,
@@ -37,6 +39,7 @@ from .demo_cards import (
 from .trainers import (
     FitReport,
     Log,
+    decoded_lesion_fractions,
     encode_means,
     style_statistics,
     train_label_autoencoder,
@@ -46,11 +49,19 @@ from .trainers import (
 
 
 def conditional_unet(
-    ae_kwargs: dict, latents: np.ndarray, cond: np.ndarray, schedule: dict, seed: int, budget: Budget, log: Log
+    ae_kwargs: dict,
+    latents: np.ndarray,
+    cond: np.ndarray,
+    schedule: dict,
+    seed: int,
+    budget: Budget,
+    log: Log,
+    single_condition_dropout: float = 0.0,
 ) -> tuple[dict, torch.nn.Module, FitReport]:
     """The latent diffusion UNet of a latent demo, trained on scaled ``latents`` with the conditions
     ``cond`` (N, K) concatenated and as cross-attention context, with condition dropout (for
-    classifier-free guidance) and averaged weights. Returns (its kwargs, the UNet, its training report)."""
+    classifier-free guidance; each condition also on its own with ``single_condition_dropout``) and
+    averaged weights. Returns (its kwargs, the UNet, its training report)."""
     kwargs = latent_unet_kwargs(ae_kwargs["latent_channels"], cond.shape[1], concat=True)
     unet, report = train_latent_diffusion(
         NetworkSpec("diffusion", "DiffusionModelUNet", kwargs, "diffusion"),
@@ -61,6 +72,7 @@ def conditional_unet(
         budget.config(UNET_STEPS, batch=8, lr=3e-4, seed=seed, ema=UNET_EMA),
         condition_dropout=CONDITION_DROPOUT,
         null_value=NULL_CONDITION,
+        single_condition_dropout=single_condition_dropout,
         log=log,
     )
     return kwargs, unet, report
@@ -188,26 +200,34 @@ def train_labels_demo(
         "edema": "Edema",
         "gdtumour": "Enhancing tumour",
     }
+    # Conditions: the lesion fractions the autoencoder gives back (what a request is measured
+    # against after decoding), mapped logarithmically around each class's typical value so that a
+    # small class (WMH, 0.5 %) is not squeezed next to 0 while a large one (edema) fills the range.
+    fractions = decoded_lesion_fractions(ae, latents, [LABEL_NAMES.index(n) for n in names])
     variables, columns = [], []
     for j, name in enumerate(names):
-        values = data.lesion_fractions[:, j]
+        values = fractions[:, j]
         hi = float(np.ceil(values.max() * 1.1 * 1000) / 1000) or 0.01
-        variables.append(
-            continuous_variable(
-                name,
-                labels[name],
-                "fraction",
-                0.0,
-                hi,
-                0.0,
-                f"Lesion volume / brain volume (voxels labelled {name} over non-background voxels); 0 asks "
-                f"for none. Linear map of 0-{hi:g} to 0-1.",
-            )
+        reference = float(np.median(values[values > 0])) if (values > 0).any() else hi / 2
+        variable = continuous_variable(
+            name,
+            labels[name],
+            "fraction",
+            0.0,
+            hi,
+            0.0,
+            f"Lesion volume / brain volume (voxels labelled {name} over non-background voxels, as the generated "
+            f"label map has them); 0 asks for none. Logarithmic map of 0-{hi:g} to 0-1 around {reference:.4f}, the "
+            "training median.",
         )
-        columns.append(values / hi)
+        variable["log_reference"] = reference
+        variables.append(variable)
+        columns.append(np.log1p(values / reference) / np.log1p(hi / reference))
     cond = np.stack(columns, axis=1).astype(np.float32)
     schedule = dict(SCHEDULE, beta_end=0.0195)
-    unet_kwargs, unet, unet_report = conditional_unet(LABEL_AE, latents * scale, cond, schedule, 4, budget, log)
+    unet_kwargs, unet, unet_report = conditional_unet(
+        LABEL_AE, latents * scale, cond, schedule, 4, budget, log, single_condition_dropout=SINGLE_CONDITION_DROPOUT
+    )
 
     card = base_card(
         "labels-demo",
@@ -220,7 +240,9 @@ def train_labels_demo(
         data,
     )
     card.update(
-        latent_diffusion_sections(LABEL_AE, unet_kwargs, schedule, latents, scale, variables),
+        latent_diffusion_sections(
+            LABEL_AE, unet_kwargs, schedule, latents, scale, variables, guidance_null="requested"
+        ),
         output=output_section(data, "labels"),
         labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
     )
