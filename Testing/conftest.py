@@ -136,3 +136,23 @@ def realdata():
     if not REALDATA.is_dir():
         pytest.skip(f"real scans are not at {REALDATA} (../shared/realdata beside the checkout)")
     return REALDATA
+
+
+@pytest.fixture
+def demo_store(model_folders, tmp_path):
+    """A ModelStore with the tiny models and the shipped demo models (label2image-demo has a
+    template; brain-ldm-demo an age condition), and an empty user cache in tmp_path."""
+    from SynthBrainLib.models.store import ModelStore, demo_models_dir
+
+    return ModelStore(home=tmp_path / "home", shipped=[model_folders["brain"].parent, demo_models_dir()])
+
+
+@pytest.fixture
+def demo_panel(monkeypatch, mrml_app, demo_store):
+    """The module's panel on :func:`demo_store`, opened under Slicer's own parameterNodeWrapper."""
+    import slicer_app
+
+    if not slicer_app.REFERENCE_WRAPPER.is_dir():
+        pytest.skip(slicer_app.REFERENCE_MISSING)
+    with slicer_app.opened_panel(monkeypatch, mrml_app, demo_store) as panel:
+        yield panel

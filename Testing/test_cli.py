@@ -351,7 +351,7 @@ def test_synthbrain_has_the_users_verbs_only():
     from SynthBrainLib.cli import build_parser
 
     verbs = set(verbs_of(build_parser()))
-    expected = {"generate", "labels", "image-from-labels", "insert-lesions", "remove-lesions", "batch", "models"}
+    expected = {"generate", "labels", "image-from-labels", "insert-lesions", "remove-lesions", "age", "batch", "models"}
     assert verbs == expected, f"synthbrain's verbs: {sorted(verbs)}"
 
 
@@ -363,7 +363,7 @@ def test_shared_flags_have_one_default_everywhere():
         defaults = {a.dest: a.default for a in parser._actions}
         if "device" in defaults:
             assert defaults["device"] == "auto", f"{name}: --device defaults to {defaults['device']!r}"
-    for name in ("generate", "labels", "image-from-labels", "insert-lesions", "remove-lesions"):
+    for name in ("generate", "labels", "image-from-labels", "insert-lesions", "remove-lesions", "age"):
         seed = {a.dest: a.default for a in verbs[name]._actions}["seed"]
         assert seed is None, f"{name}: a sample seed is drawn and recorded when not given, not {seed!r}"
     base = {a.dest: a.default for a in verbs["batch"]._actions}["seed"]

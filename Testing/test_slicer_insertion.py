@@ -10,24 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import slicer_app
 from scipy import ndimage as ndi
 
 from synthbrain_dev.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
 from SynthBrainLib.errors import ConditionError
-from SynthBrainLib.models.store import ModelStore, demo_models_dir
 
 pytestmark = pytest.mark.slow  # each insertion registers a template (seconds)
 
 MODULE_DIR = Path(__file__).resolve().parent.parent / "SynthBrain"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
-
-
-@pytest.fixture
-def demo_store(model_folders, tmp_path):
-    """The tiny models and the shipped demo models (label2image-demo has a template)."""
-    return ModelStore(home=tmp_path / "home", shipped=[model_folders["brain"].parent, demo_models_dir()])
 
 
 @pytest.fixture
@@ -105,40 +97,32 @@ def test_a_segmentation_without_painted_lesions_is_refused_and_adds_nothing(logi
     assert scene.GetNumberOfNodes() == count, "nothing was added to the scene"
 
 
-@pytest.fixture
-def opened(monkeypatch, mrml_app, demo_store):
-    if not slicer_app.REFERENCE_WRAPPER.is_dir():
-        pytest.skip(slicer_app.REFERENCE_MISSING)
-    with slicer_app.opened_panel(monkeypatch, mrml_app, demo_store) as panel:
-        yield panel
-
-
-def test_the_panels_insert_button_shows_the_result_beside_the_scan(opened, mrml_app):
+def test_the_panels_insert_button_shows_the_result_beside_the_scan(demo_panel, mrml_app):
     from SynthBrainSlicer import scene as mrml
 
     scene = mrml_app.scene
     for view in ("Red", "Yellow"):  # what the application's layout creates
         scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
-    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, opened.widget.logic)
+    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, demo_panel.widget.logic)
     before = mrml.volume_array(scan)
-    p = opened.parameters
+    p = demo_panel.parameters
     p.imageModel = "label2image-demo"
     from SynthBrainSlicer.choices import MRSequence
 
     p.painting.reference, p.painting.segmentation = scan, segmentation
     p.painting.sequence = MRSequence.FLAIR
-    opened.ui.insertMarginSlider.value = 2.0
+    demo_panel.ui.insertMarginSlider.value = 2.0
     assert p.painting.margin == 2.0, "the margin slider is bound to the parameter node"
-    opened.ui.addLesionSegmentsButton.click()
-    assert opened.ui.statusLabel.text == "Added segments: none missing.", opened.ui.statusLabel.text
+    demo_panel.ui.addLesionSegmentsButton.click()
+    assert demo_panel.ui.statusLabel.text == "Added segments: none missing.", demo_panel.ui.statusLabel.text
     volumes_before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
 
-    opened.ui.insertButton.click()
-    while opened.widget.runs.running:
-        opened.widget.runs.run.wait(300)
-        opened.widget._pollRun()
+    demo_panel.ui.insertButton.click()
+    while demo_panel.widget.runs.running:
+        demo_panel.widget.runs.run.wait(300)
+        demo_panel.widget._pollRun()
 
-    assert opened.gui.dialogs == [], f"no error: {opened.gui.dialogs}"
+    assert demo_panel.gui.dialogs == [], f"no error: {demo_panel.gui.dialogs}"
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes_before + 1, "one new volume"
     new = scene.GetNthNodeByClass(volumes_before, "vtkMRMLScalarVolumeNode")
     assert np.array_equal(mrml.volume_array(scan), before), "the scan is unchanged"

@@ -70,6 +70,8 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "synthesizeButton",
         "insertButton",
         "removeButton",
+        "ageScanButton",
+        "ageScanSweepButton",
         "downloadButton",
     )
 
@@ -117,6 +119,8 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (ui.synthesizeButton, self._synthesisTask, self._showVolume),
             (ui.insertButton, self._insertionTask, self._showInsertion),
             (ui.removeButton, self._removalTask, self._showRemoval),
+            (ui.ageScanButton, self._ageingTask, self._showAgeing),
+            (ui.ageScanSweepButton, self._ageingSweepTask, self._showSweep),
             (ui.downloadButton, self._downloadTask, lambda installed: self._refreshModels(force=True)),
         ):
             button.clicked.connect(lambda checked=False, b=button, t=task, d=done: self._start(b, t, d))
@@ -354,6 +358,17 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.reference, p.segmentation, settings, sequence=p.sequence.value, margin=p.margin
         )
 
+    def _removalTask(self):
+        p = self._parameterNode.painting
+        settings = panel.painting_settings(self._parameterNode)
+        return self.logic.removalTask(p.reference, p.segmentation, settings, sequence=p.sequence.value, margin=p.margin)
+
+    def _ageingTask(self):
+        return self.logic.ageingTask(**panel.ageing_request(self._parameterNode))
+
+    def _ageingSweepTask(self):
+        return self.logic.ageingSweepTask(**panel.ageing_request(self._parameterNode, sweep=True))
+
     def _downloadTask(self):
         return self.logic.downloadTask(panel.selected_data(self.ui.modelSelector))
 
@@ -383,6 +398,11 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showRemoval(self, volume) -> None:
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         views.show_beside(slicer.mrmlScene, self._parameterNode.painting.reference, volume)
+
+    def _showAgeing(self, nodes) -> None:
+        aged, atrophy = nodes
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        views.show_ageing(slicer.mrmlScene, self._parameterNode.ageing.scan, aged, atrophy)
 
     def onAddLesionSegments(self) -> None:
         p = self._parameterNode

@@ -8,6 +8,7 @@ Console example (inside Slicer)::
     labels = logic.generateLabels(wmh=0.03, seed=4)                      # segmentation node
     flair = logic.synthesizeFromSegmentation(labels, sequence="FLAIR")   # volume node
     sweep = logic.ageSweep(50, 80, 7, sex="male", seed=3)                # sequence node
+    aged, atrophy = logic.ageScan(t1, age=55, sex="female", toAge=75)    # a loaded scan, older
 
 Every call takes ``progress(step, total)`` and ``cancel`` (a ``threading.Event`` or a callable).
 Each ``generate...`` call is a :class:`~SynthBrainSlicer.tasks.Task` run in the calling thread, or
@@ -35,6 +36,7 @@ from SynthBrainLib.outputs.interrupts import is_cancelled
 from . import brain_tasks, environment, image_tasks, painting, saving
 from .choices import BRAIN_KIND, KIND_NAMES, LABELS_KIND
 from .dependencies import DependencyInstaller, InstallOutcome
+from .scan_calls import PatientScanCalls
 from .settings import RunSettings
 from .tasks import BackgroundRun, ProgressCallback, Task
 
@@ -66,7 +68,7 @@ class ModelStatus:
 RESULT_CACHE_SIZE = 8
 
 
-class SynthBrainLogic:
+class SynthBrainLogic(PatientScanCalls):
     """Synthesis into a MRML scene.
 
     Args:
@@ -381,18 +383,6 @@ class SynthBrainLogic:
         settings, rest = self._settings(settings, keywords)
         return image_tasks.synthesis(self, segmentationNode, settings, **rest)
 
-    def insertionTask(self, scanVolumeNode, segmentationNode, settings: RunSettings | None = None, **keywords) -> Task:
-        """Painted lesions inserted into a copy of a scan (:func:`~SynthBrainSlicer.image_tasks.insertion`):
-        ``sequence``, ``margin``, ``tissueNode``, ``tissueLabels``, run settings."""
-        settings, rest = self._settings(settings, keywords)
-        return image_tasks.insertion(self, scanVolumeNode, segmentationNode, settings, **rest)
-
-    def removalTask(self, scanVolumeNode, segmentationNode, settings: RunSettings | None = None, **keywords) -> Task:
-        """Painted lesions removed from a copy of a scan (:func:`~SynthBrainSlicer.image_tasks.removal`):
-        ``sequence``, ``margin``, ``tissueNode``, ``tissueLabels``, run settings."""
-        settings, rest = self._settings(settings, keywords)
-        return image_tasks.removal(self, scanVolumeNode, segmentationNode, settings, **rest)
-
     def downloadTask(self, model: str) -> Task:
         """Download a model's public weights into the model cache (resumable; checked against the
         card's checksums; ``compute`` reports bytes as progress and stops at ``cancel``, keeping the
@@ -512,42 +502,6 @@ class SynthBrainLogic:
         :meth:`generateBrain`. Segments are matched to the model's classes by name.
         """
         return self._run(self.synthesisTask(segmentationNode, **kwargs), progress, cancel, background)
-
-    def insertLesions(
-        self,
-        scanVolumeNode,
-        segmentationNode,
-        *,
-        progress: ProgressCallback | None = None,
-        cancel=None,
-        background: bool = False,
-        **kwargs: Any,
-    ):
-        """Insert the lesions painted in ``segmentationNode`` into a copy of ``scanVolumeNode``, e.g.
-        ``insertLesions(scan, seg, sequence="FLAIR")``; returns ``(newVolume, lesionSegmentation)``.
-
-        Keyword arguments: ``sequence`` (the scan's: T1 | FLAIR | T2), ``model``, ``margin`` (mm),
-        ``seed``, ``device``, ``tissueNode``, ``tissueLabels``, ``existingLesionsNode`` (the patient's
-        own lesions, whose look inserted ones take) (see :meth:`insertionTask`);
-        ``progress``, ``cancel`` and ``background`` as for :meth:`generateBrain`.
-        """
-        return self._run(self.insertionTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
-
-    def removeLesions(
-        self,
-        scanVolumeNode,
-        segmentationNode,
-        *,
-        progress: ProgressCallback | None = None,
-        cancel=None,
-        background: bool = False,
-        **kwargs: Any,
-    ):
-        """Remove the lesions painted in ``segmentationNode`` from a copy of ``scanVolumeNode``, e.g.
-        ``removeLesions(scan, seg, sequence="T1")``; returns the new volume node. Keyword arguments:
-        ``sequence``, ``model``, ``margin`` (mm), ``seed``, ``device``, ``tissueNode``, ``tissueLabels``
-        (see :meth:`removalTask`); ``progress``, ``cancel`` and ``background`` as for :meth:`generateBrain`."""
-        return self._run(self.removalTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
 
     def ageSweep(
         self,

@@ -194,13 +194,15 @@ def apply_brain_card(ui, parameters, card, setDefaults: bool) -> None:
         ui.sexSelector.toolTip = variable.note
         if setDefaults and variable.default in [s.value for s in Sex]:
             conditions.sex = Sex(variable.default)
-    ui.sweepCollapsibleButton.enabled = AGE in names
+    ui.sweepCollapsibleButton.enabled = ui.ageingCollapsibleButton.enabled = AGE in names
     if AGE in names:
         settings = slider_settings(card.conditioning.variable(AGE))
         for field, end in (("ageFrom", settings.minimum), ("ageTo", settings.maximum)):
             configure_slider(getattr(ui, "sweep" + field[0].upper() + field[1:] + "Slider"), settings, AGE_BOUNDS)
             if setDefaults:
                 setattr(parameters.sweep, field, end)
+        for slider in (ui.ageingAgeSlider, ui.ageingToAgeSlider):
+            configure_slider(slider, settings, AGE_BOUNDS)
     if card.sampling is not None:
         ui.stepsSpinBox.maximum = card.sampling.max_steps
         if setDefaults:
@@ -254,6 +256,15 @@ def sweep_request(parameters, card) -> dict[str, Any]:
         raw=raw,
         **sweep_conditions(card, conditions, sweep.typicalVolumes),
     )
+
+
+def ageing_request(parameters, sweep: bool = False) -> dict[str, Any]:
+    """Keyword arguments of ``logic.ageingTask`` (or, with ``sweep``, ``logic.ageingSweepTask``: the
+    ages from the age at the scan to the target age) for the panel's state."""
+    pack = parameters.ageing
+    settings = run_settings(parameters, parameters.brainModel, parameters.run.seed, sampling=False)
+    ages = dict(ageTo=pack.toAge, count=pack.count) if sweep else dict(toAge=pack.toAge)
+    return dict(scanVolumeNode=pack.scan, settings=settings, age=pack.age, sex=pack.sex.value, **ages)
 
 
 def compare_request(pinned: tuple[dict, dict], parameters, card) -> dict[str, Any]:

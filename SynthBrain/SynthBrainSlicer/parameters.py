@@ -53,6 +53,17 @@ class AgeSweep:
 
 
 @parameterPack
+class ScanAgeing:
+    """A patient's own scan at another age (one target, or a sweep of ``count`` ages up to it)."""
+
+    scan: Optional[slicer.vtkMRMLScalarVolumeNode]
+    age: Annotated[float, WithinRange(*AGE_BOUNDS)] = 60.0
+    sex: Sex = Sex.FEMALE
+    toAge: Annotated[float, WithinRange(*AGE_BOUNDS)] = 80.0
+    count: Annotated[int, WithinRange(2, 50)] = 5
+
+
+@parameterPack
 class LesionPainting:
     """Label generation, painting on a template or a scan, and lesion insertion."""
 
@@ -79,4 +90,5 @@ class SynthBrainParameterNode:
     conditions: BrainConditions
     run: RunOptions
     sweep: AgeSweep
+    ageing: ScanAgeing
     painting: LesionPainting

@@ -104,3 +104,20 @@ def show_beside(scene, original, result, segmentation=None) -> list:
     if segmentation is not None and segmentation.GetDisplayNode() is not None:
         segmentation.GetDisplayNode().SetVisibility2DFill(False)
     return changed
+
+
+#: Opacity of the atrophy map over an aged scan: the anatomy stays readable beneath it.
+ATROPHY_OPACITY = 0.4
+
+
+def show_ageing(scene, original, aged, atrophy) -> list:
+    """The original scan in the left view and the aged one in the right, views linked; the atrophy map
+    (log-Jacobian) over both in a diverging colour map (blue: tissue lost, red: space grown), at
+    :data:`ATROPHY_OPACITY`. Returns the slice composite nodes it changed."""
+    display = atrophy.GetDisplayNode()
+    if display is not None and scene.GetNodeByID(DIFFERENCE_COLORS) is not None:
+        display.SetAndObserveColorNodeID(DIFFERENCE_COLORS)
+    changed = _side_by_side(scene, original, aged, atrophy)
+    for composite in changed:
+        composite.SetForegroundOpacity(ATROPHY_OPACITY)
+    return changed

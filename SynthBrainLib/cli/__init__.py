@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from . import batch, models, synthesis
+from . import ageing, batch, models, synthesis
 from .command import command_parser, run_command
 
 #: The user's verb groups, in the order ``--help`` lists them.
-VERBS = (synthesis, batch, models)
+VERBS = (synthesis, ageing, batch, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -185,7 +185,7 @@ def write_volume(
 
     Args:
         path: ``.nii``, ``.nii.gz`` or ``.nrrd``.
-        array: (X, Y, Z) or (C, X, Y, Z). Images are stored as float32, labels as uint8.
+        array: (X, Y, Z) or (C, X, Y, Z). Images are stored as float32 (integer ones keep their type), labels as uint8.
         affine: 4x4 voxel-to-RAS mm.
         provenance: JSON-ready record; stored in the header and in ``<name>.json``.
         overwrite: replace existing files.
@@ -205,7 +205,12 @@ def write_volume(
         json.dumps(provenance)
     except (TypeError, ValueError) as exc:
         raise OutputError(f"provenance cannot be written as JSON: {exc}") from None
-    array = array.astype(np.uint8) if is_label else array.astype(np.float32)
+    if is_label:
+        array = array.astype(np.uint8)
+    elif not np.issubdtype(array.dtype, np.integer):
+        # an integer image is a patient's own scan, edited (lesions inserted or removed, aged): it
+        # keeps the scanner's type, so that the edited file reads as the original does
+        array = array.astype(np.float32)
     model_id = provenance.get("model", {}).get("id", "?")
     description = f"SYNTHETIC {model_id} seed={provenance.get('seed')} (SynthBrain)"
     tmp_data = tmp_side = placed = None

@@ -14,6 +14,7 @@ from ..models.schema import BRAIN_KIND, LABELS_KIND, LESION_NAMES
 from ..outputs.measure import measure_ventricular_volume_ml
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
+from .brain_ageing import age_scan
 from .sampling import CancelFlag, ProgressCallback, check_call
 
 
@@ -241,6 +242,9 @@ class ConditionalBrainPipeline(LatentDiffusionPipeline):
 
     kind = BRAIN_KIND
     output_type = "image"
+    #: The patient's own scan at another age: see :func:`~SynthBrainLib.pipelines.brain_ageing.age_scan`
+    #: (``pipe.age(scan, affine, age=55, sex="female", to_age=80)``).
+    age = age_scan
 
     def raw_output(self, decoded: torch.Tensor) -> np.ndarray:
         """Clipped to the card's intensity range."""
