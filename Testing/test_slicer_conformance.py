@@ -79,7 +79,7 @@ def test_the_parameter_node_is_grouped_in_packs(node_class):
     packs = {
         name for name in node_class.allParameters if "." not in name and name.islower() and not name.endswith("Model")
     }
-    assert packs == {"conditions", "run", "sweep", "painting"}, f"the sections' parameter packs: {packs}"
+    assert packs == {"conditions", "run", "sweep", "painting", "ageing"}, f"the sections' parameter packs: {packs}"
 
 
 def test_slicers_own_lookup_finds_a_connector_for_every_field(module, gui, node_class):
