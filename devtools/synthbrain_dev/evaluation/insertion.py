@@ -175,6 +175,12 @@ def figure_rows(before: np.ndarray, after: np.ndarray, mask: np.ndarray, zoom: i
     return [np.pad(r, ((0, 2), (0, width - r.shape[1]))) for r in rows]
 
 
+def stacked(rows: list[np.ndarray]) -> np.ndarray:
+    """Figure rows of different widths one under the other (padded on the right)."""
+    width = max(r.shape[1] for r in rows)
+    return np.vstack([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows])
+
+
 def mni152(pipe, log: Callable[[str], None]) -> dict[str, Any]:
     from nilearn import datasets
 
@@ -224,8 +230,11 @@ def evaluate(
     flair_mask = painted_wmh(flair_labels, flair_affine, radius_mm=6.0)
     flair = pipe.insert(flair_scan, flair_affine, {"wmh": flair_mask}, sequence="FLAIR", seed=1).image
     rows = mni.pop("figure") + figure_rows(flair_scan, flair, flair_mask, zoom=3)
-    width = max(r.shape[1] for r in rows)
-    write_png(out / "lesion-insertion.png", np.vstack([np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows]))
+    write_png(out / "lesion-insertion.png", stacked(rows))
+    if "ms_patient" in real_section:  # the real patient's FLAIR: a lesion inserted, then all lesions removed
+        shown = real_section["ms_patient"].pop("figure")
+        real_rows = [row for volumes in shown.values() for row in figure_rows(*volumes, zoom=2)]
+        write_png(out / "lesion-insertion-real.png", stacked(real_rows))
     report = {
         "model": pipe.card.id,
         "command": f"python -m synthbrain_dev.evaluation.insertion --out {out} --cases {n}",

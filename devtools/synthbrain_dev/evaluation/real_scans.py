@@ -250,6 +250,11 @@ def render(section: dict[str, Any]) -> list[str]:
         "target of the insertion). Targets on FLAIR: contrast within 15 % of the real lesion's, CV and edge within "
         "30 %.",
         "",
+        "![ms-patient07 FLAIR: a lesion inserted, all lesions removed](lesion-insertion-real.png)",
+        "",
+        "Rows: the FLAIR and the mirrored lesion inserted (slices through it); the FLAIR and all its lesions "
+        "removed (slices through their centre).",
+        "",
     ]
     header = ("sequence", "lesion", "contrast", "CV", "edge", "penumbra", "untouched voxels changed", "time")
     rows = []
