@@ -113,7 +113,9 @@ def test_a_model_without_guidance_training_refuses_a_scale(model_folders):
     assert pipe.generate(seed=1, steps=2).provenance["guidance"] == 1.0, "unguided by default"
 
 
-def test_condition_dropout_in_training_feeds_the_null_condition(monkeypatch):
+def recording_trainer(monkeypatch, batch: int):
+    """The trainers module with a network that records the conditions it is fed and a ``fit`` that
+    runs the loss twice on a batch of ``batch`` samples; returns (trainers, the recorded contexts)."""
     import synthbrain_dev.training.trainers as trainers
 
     seen = []
@@ -132,9 +134,14 @@ def test_condition_dropout_in_training_feeds_the_null_condition(monkeypatch):
         trainers,
         "fit",
         lambda model, loss_fn, n, config, log, name: [
-            loss_fn(model, np.arange(64), torch.Generator().manual_seed(s)) for s in range(2)
+            loss_fn(model, np.arange(batch), torch.Generator().manual_seed(s)) for s in range(2)
         ],
     )
+    return trainers, seen
+
+
+def test_condition_dropout_in_training_feeds_the_null_condition(monkeypatch):
+    trainers, seen = recording_trainer(monkeypatch, 64)
     conditions = np.random.default_rng(0).uniform(0, 1, size=(64, 3)).astype(np.float32)
     schedule = {"num_train_timesteps": 100, "schedule": "linear_beta", "prediction_type": "epsilon"}
     latents = np.zeros((64, 2, 4, 4, 4), np.float32)
@@ -154,27 +161,7 @@ def test_condition_dropout_in_training_feeds_the_null_condition(monkeypatch):
 
 
 def test_single_condition_dropout_nulls_conditions_one_by_one(monkeypatch):
-    import synthbrain_dev.training.trainers as trainers
-
-    seen = []
-
-    class Recorder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.bias = torch.nn.Parameter(torch.zeros(()))
-
-        def forward(self, x, timesteps, context=None):
-            seen.append(context.detach().clone())
-            return torch.zeros_like(x[:, :2]) + self.bias
-
-    monkeypatch.setattr(trainers, "build_network", lambda spec: Recorder())
-    monkeypatch.setattr(
-        trainers,
-        "fit",
-        lambda model, loss_fn, n, config, log, name: [
-            loss_fn(model, np.arange(256), torch.Generator().manual_seed(s)) for s in range(2)
-        ],
-    )
+    trainers, seen = recording_trainer(monkeypatch, 256)
     conditions = np.random.default_rng(1).uniform(0, 1, size=(256, 4)).astype(np.float32)
     schedule = {"num_train_timesteps": 100, "schedule": "linear_beta", "prediction_type": "epsilon"}
     spec = NetworkSpec("diffusion", "DiffusionModelUNet", {}, None)
