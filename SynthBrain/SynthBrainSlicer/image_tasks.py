@@ -139,6 +139,52 @@ def existing_of(existingLesionsNode, scanVolumeNode):
     )
 
 
+@dataclasses.dataclass
+class ScanEditInputs:
+    """What an edit of a patient's scan (insertion, removal) reads from the scene before it runs:
+    the scan's array and geometry, the image model, the painted lesions and the tissue map."""
+
+    scanVolumeNode: object
+    scan: np.ndarray
+    affine: np.ndarray
+    settings: RunSettings
+    card: object
+    sequence: str
+    lesions: np.ndarray
+    tissue: tuple
+    parent: object
+    localAffine: np.ndarray
+    source: dict
+
+    @classmethod
+    def read(cls, logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, verb):
+        scan, affine = scan_of(scanVolumeNode)
+        settings, card, sequence = _image_model(logic, settings, sequence)
+        if card.template is None:
+            raise errors.ConditionError(f"model {card.id} has no registration template; it cannot {verb}")
+        return cls(
+            scanVolumeNode, scan, affine, settings, card, sequence,
+            lesions=lesion_labels(card, segmentationNode, scanVolumeNode),
+            tissue=tissue_of(card, tissueNode, tissueLabels, scanVolumeNode),
+            parent=scanVolumeNode.GetParentTransformNode(),
+            localAffine=mrml.volume_affine(scanVolumeNode),
+            source={"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()},
+        )  # fmt: skip
+
+    def arguments(self) -> tuple[tuple, dict]:
+        """The arguments ``insert`` and ``remove`` share: (scan, affine, lesions) and the sequence and
+        tissue keywords."""
+        tissue, tissueAffine, tissueScheme = self.tissue
+        keywords = dict(sequence=self.sequence, tissue=tissue, tissue_affine=tissueAffine, tissue_scheme=tissueScheme)
+        return (self.scan, self.affine, self.lesions), keywords
+
+    def add_copy(self, scene, image, provenance, what: str):
+        """The edited image as a new volume beside the scan (:func:`add_scan_copy`)."""
+        return add_scan_copy(
+            scene, self.scanVolumeNode, image, self.localAffine, self.parent, provenance, what, self.settings.seed
+        )
+
+
 def insertion(
     logic,
     scanVolumeNode,
@@ -162,51 +208,33 @@ def insertion(
     ``existingLesionsNode``: the patient's own lesions (a segmentation, all its segments, or a label
     map): inserted white-matter lesions then take their appearance instead of the published one.
     """
-    scan, affine = scan_of(scanVolumeNode)
-    settings, card, sequence = _image_model(logic, settings, sequence)
-    if card.template is None:
-        raise errors.ConditionError(f"model {card.id} has no registration template; it cannot insert lesions")
-    lesions = lesion_labels(card, segmentationNode, scanVolumeNode)
-    tissue, tissueAffine, tissueScheme = tissue_of(card, tissueNode, tissueLabels, scanVolumeNode)
+    edit = ScanEditInputs.read(
+        logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, "insert lesions"
+    )
     existing, existingAffine = existing_of(existingLesionsNode, scanVolumeNode)
-    parent = scanVolumeNode.GetParentTransformNode()
-    localAffine = mrml.volume_affine(scanVolumeNode)
-    source = {"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()}
     if existingLesionsNode is not None:
-        source["existing_lesions"] = existingLesionsNode.GetName()
-    scene, seed = logic.scene, settings.seed
+        edit.source["existing_lesions"] = existingLesionsNode.GetName()
+    card, scene, seed = edit.card, logic.scene, edit.settings.seed
 
     def compute(progress, cancel):
-        pipe = logic.pipeline(card.id, settings.device, settings.precision)
+        pipe = logic.pipeline(card.id, edit.settings.device, edit.settings.precision)
+        args, shared = edit.arguments()
         return pipe.insert(
-            scan,
-            affine,
-            lesions,
-            sequence=sequence,
-            tissue=tissue,
-            tissue_affine=tissueAffine,
-            tissue_scheme=tissueScheme,
-            existing_lesions=existing,
-            existing_affine=existingAffine,
-            margin_mm=margin,
-            seed=seed,
-            progress=progress,
-            cancel=cancel,
-        )
+            *args, **shared, existing_lesions=existing, existing_affine=existingAffine, margin_mm=margin,
+            seed=seed, progress=progress, cancel=cancel,
+        )  # fmt: skip
 
     def apply(result):
-        provenance = dict(result.provenance, slicer=source)
-        volume = add_scan_copy(
-            scene, scanVolumeNode, result.image, localAffine, parent, provenance, "with synthetic lesions", seed
-        )
+        provenance = dict(result.provenance, slicer=edit.source)
+        volume = edit.add_copy(scene, result.image, provenance, "with synthetic lesions")
         truth = mrml.labels_to_segmentation(
             scene,
             result.labels,
-            localAffine,
+            edit.localAffine,
             lesion_classes(card),
-            f"{source['scan']} inserted lesions seed {seed}",
+            f"{edit.source['scan']} inserted lesions seed {seed}",
             provenance,
-            parent_transform=parent,
+            parent_transform=edit.parent,
         )
         return logic.kept(volume), logic.kept(truth)
 
@@ -229,39 +257,19 @@ def removal(
     ``LabelToImagePipeline.remove``). ``apply`` adds the new volume (the scan's type and grid, every
     voxel beyond ``margin`` mm of the lesions unchanged, marked synthetic) and returns it; the scan and
     the segmentation are not modified."""
-    scan, affine = scan_of(scanVolumeNode)
-    settings, card, sequence = _image_model(logic, settings, sequence)
-    if card.template is None:
-        raise errors.ConditionError(f"model {card.id} has no registration template; it cannot remove lesions")
-    lesions = lesion_labels(card, segmentationNode, scanVolumeNode)
-    tissue, tissueAffine, tissueScheme = tissue_of(card, tissueNode, tissueLabels, scanVolumeNode)
-    parent = scanVolumeNode.GetParentTransformNode()
-    localAffine = mrml.volume_affine(scanVolumeNode)
-    source = {"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()}
-    scene, seed = logic.scene, settings.seed
+    edit = ScanEditInputs.read(
+        logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, "remove lesions"
+    )
+    card, scene, seed = edit.card, logic.scene, edit.settings.seed
 
     def compute(progress, cancel):
-        pipe = logic.pipeline(card.id, settings.device, settings.precision)
-        return pipe.remove(
-            scan,
-            affine,
-            lesions,
-            sequence=sequence,
-            tissue=tissue,
-            tissue_affine=tissueAffine,
-            tissue_scheme=tissueScheme,
-            margin_mm=margin,
-            seed=seed,
-            progress=progress,
-            cancel=cancel,
-        )
+        pipe = logic.pipeline(card.id, edit.settings.device, edit.settings.precision)
+        args, shared = edit.arguments()
+        return pipe.remove(*args, **shared, margin_mm=margin, seed=seed, progress=progress, cancel=cancel)
 
     def apply(result):
-        provenance = dict(result.provenance, slicer=source)
-        image = result.image
-        return logic.kept(
-            add_scan_copy(scene, scanVolumeNode, image, localAffine, parent, provenance, "lesions removed", seed)
-        )
+        provenance = dict(result.provenance, slicer=edit.source)
+        return logic.kept(edit.add_copy(scene, result.image, provenance, "lesions removed"))
 
     return Task(f"{card.id} lesion removal", compute, apply, scene=scene)
 
