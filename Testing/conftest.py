@@ -114,16 +114,21 @@ def tiny_store(model_folders, tmp_path):
     return ModelStore(home=tmp_path / "synthbrain-home", shipped=[base])
 
 
-@pytest.fixture
-def slicer_logic(mrml_app, tiny_store):
-    """The module's SynthBrainLogic on the test scene, with the tiny models, on the CPU."""
+def logic_on(mrml_app, store):
+    """The module's SynthBrainLogic on the test scene with ``store``'s models, on the CPU."""
     if str(MODULE_DIR) not in sys.path:
         sys.path.insert(0, str(MODULE_DIR))
     from SynthBrainSlicer.logic import SynthBrainLogic
 
-    logic = SynthBrainLogic(scene=mrml_app.scene, store=tiny_store, sequencesLogic=mrml_app.sequences)
+    logic = SynthBrainLogic(scene=mrml_app.scene, store=store, sequencesLogic=mrml_app.sequences)
     logic.device = "cpu"
     return logic
+
+
+@pytest.fixture
+def slicer_logic(mrml_app, tiny_store):
+    """The module's SynthBrainLogic on the test scene, with the tiny models, on the CPU."""
+    return logic_on(mrml_app, tiny_store)
 
 
 # ---- Real scans (../shared/realdata: a real MS patient, a real FreeSurfer subject) --------------
@@ -145,6 +150,12 @@ def demo_store(model_folders, tmp_path):
     from SynthBrainLib.models.store import ModelStore, demo_models_dir
 
     return ModelStore(home=tmp_path / "home", shipped=[model_folders["brain"].parent, demo_models_dir()])
+
+
+@pytest.fixture
+def demo_logic(mrml_app, demo_store):
+    """A console SynthBrainLogic on :func:`demo_store` in the MRML scene of :func:`mrml_app`, on the CPU."""
+    return logic_on(mrml_app, demo_store)
 
 
 @pytest.fixture

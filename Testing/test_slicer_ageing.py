@@ -22,15 +22,6 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 
-@pytest.fixture
-def logic(mrml_app, demo_store):
-    from SynthBrainSlicer.logic import SynthBrainLogic
-
-    logic = SynthBrainLogic(scene=mrml_app.scene, store=demo_store, sequencesLogic=mrml_app.sequences)
-    logic.device = "cpu"
-    return logic
-
-
 def patient_t1(scene):
     """A held-out phantom's T1 at 60 as an int16 volume node (a scanner's scale), and its sex."""
     from SynthBrainSlicer import scene as mrml
@@ -43,12 +34,12 @@ def patient_t1(scene):
     return node, spec.sex
 
 
-def test_console_ageing_adds_the_aged_scan_and_its_atrophy_map(logic, mrml_app):
+def test_console_ageing_adds_the_aged_scan_and_its_atrophy_map(demo_logic, mrml_app):
     from SynthBrainSlicer import scene as mrml
 
     scan, sex = patient_t1(mrml_app.scene)
     before = mrml.volume_array(scan)
-    aged, atrophy = logic.ageScan(scan, age=60, sex=sex, toAge=80, seed=1)
+    aged, atrophy = demo_logic.ageScan(scan, age=60, sex=sex, toAge=80, seed=1)
     assert np.array_equal(mrml.volume_array(scan), before), "the scan is unchanged"
     result = mrml.volume_array(aged)
     assert result.dtype == before.dtype, f"the scan's type is kept: {result.dtype}"
@@ -64,22 +55,22 @@ def test_console_ageing_adds_the_aged_scan_and_its_atrophy_map(logic, mrml_app):
     assert atrophy.GetAttribute("SynthBrain.Synthetic") == "true", "the atrophy map is marked synthetic"
 
 
-def test_console_sweep_gives_a_sequence_from_the_scans_age(logic, mrml_app):
+def test_console_sweep_gives_a_sequence_from_the_scans_age(demo_logic, mrml_app):
     from SynthBrainSlicer import scene as mrml
 
     scan, sex = patient_t1(mrml_app.scene)
-    sequence = logic.ageScanSweep(scan, age=60, sex=sex, ageTo=76, count=3, seed=1)
+    sequence = demo_logic.ageScanSweep(scan, age=60, sex=sex, ageTo=76, count=3, seed=1)
     values = [sequence.GetNthIndexValue(i) for i in range(sequence.GetNumberOfDataNodes())]
     assert values == ["60", "68", "76"], f"one frame per age: {values}"
     first = mrml.volume_array(sequence.GetNthDataNode(0))
     assert np.array_equal(first, mrml.volume_array(scan).astype(first.dtype)), "the first frame is the scan itself"
 
 
-def test_a_target_outside_the_models_range_is_refused_and_adds_nothing(logic, mrml_app):
+def test_a_target_outside_the_models_range_is_refused_and_adds_nothing(demo_logic, mrml_app):
     scan, sex = patient_t1(mrml_app.scene)
     count = mrml_app.scene.GetNumberOfNodes()
     with pytest.raises(ConditionError, match="age 99 is outside 45–82 years"):
-        logic.ageScan(scan, age=60, sex=sex, toAge=99)
+        demo_logic.ageScan(scan, age=60, sex=sex, toAge=99)
     assert mrml_app.scene.GetNumberOfNodes() == count, "nothing was added to the scene"
 
 

@@ -22,16 +22,7 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 
-@pytest.fixture
-def logic(mrml_app, demo_store):
-    from SynthBrainSlicer.logic import SynthBrainLogic
-
-    logic = SynthBrainLogic(scene=mrml_app.scene, store=demo_store, sequencesLogic=mrml_app.sequences)
-    logic.device = "cpu"
-    return logic
-
-
-def scan_and_lesion(scene, logic):
+def scan_and_lesion(scene, demo_logic):
     """A FLAIR 'patient' on an oblique 1 x 1 x 3 mm grid as an int16 volume node, and a segmentation
     on it with the lesion segments added and a white-matter ball painted as wmh."""
     from SynthBrainSlicer import scene as mrml
@@ -43,7 +34,7 @@ def scan_and_lesion(scene, logic):
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
     segmentation.CreateDefaultDisplayNodes()
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(scan)
-    added = logic.addLesionSegments(segmentation, model="label2image-demo")
+    added = demo_logic.addLesionSegments(segmentation, model="label2image-demo")
     mask = painted_wmh(labels, affine, radius_mm=6.0)
     import slicer
 
@@ -57,19 +48,19 @@ def scan_and_lesion(scene, logic):
     return scan, segmentation, mask, affine, added
 
 
-def test_console_insertion_adds_a_new_volume_and_lesion_segmentation_and_changes_nothing(logic, mrml_app):
+def test_console_insertion_adds_a_new_volume_and_lesion_segmentation_and_changes_nothing(demo_logic, mrml_app):
     from SynthBrainSlicer import scene as mrml
 
-    scan, segmentation, mask, affine, added = scan_and_lesion(mrml_app.scene, logic)
+    scan, segmentation, mask, affine, added = scan_and_lesion(mrml_app.scene, demo_logic)
     assert added == ["wmh", "tumour", "edema", "gdtumour"], f"lesion segments added: {added}"
     before = mrml.volume_array(scan)
-    painted_before, _ = mrml.segmentation_to_labels(segmentation, logic.card("label2image-demo").labels, scan)
+    painted_before, _ = mrml.segmentation_to_labels(segmentation, demo_logic.card("label2image-demo").labels, scan)
 
-    volume, lesions = logic.insertLesions(scan, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
+    volume, lesions = demo_logic.insertLesions(scan, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
 
     assert volume.GetID() != scan.GetID(), "a new volume, not the scan"
     assert np.array_equal(mrml.volume_array(scan), before), "the scan is unchanged"
-    painted_after, _ = mrml.segmentation_to_labels(segmentation, logic.card("label2image-demo").labels, scan)
+    painted_after, _ = mrml.segmentation_to_labels(segmentation, demo_logic.card("label2image-demo").labels, scan)
     assert np.array_equal(painted_after, painted_before), "the painted segmentation is unchanged"
     result = mrml.volume_array(volume)
     assert result.dtype == before.dtype, f"the scan's type is kept: {result.dtype}"
@@ -81,19 +72,19 @@ def test_console_insertion_adds_a_new_volume_and_lesion_segmentation_and_changes
     assert volume.GetAttribute("SynthBrain.Synthetic") == "true", "the new volume is marked synthetic"
     provenance = json.loads(volume.GetAttribute("SynthBrain.Provenance"))
     assert provenance["slicer"]["scan"] == "patient FLAIR", "provenance names the scan"
-    truth, _ = mrml.segmentation_to_labels(lesions, logic.card("label2image-demo").labels, scan)
+    truth, _ = mrml.segmentation_to_labels(lesions, demo_logic.card("label2image-demo").labels, scan)
     assert np.array_equal(truth > 0, mask), "the lesion segmentation is the painted mask on the scan grid"
 
 
-def test_a_segmentation_without_painted_lesions_is_refused_and_adds_nothing(logic, mrml_app):
+def test_a_segmentation_without_painted_lesions_is_refused_and_adds_nothing(demo_logic, mrml_app):
     scene = mrml_app.scene
-    scan, segmentation, mask, affine, added = scan_and_lesion(scene, logic)
+    scan, segmentation, mask, affine, added = scan_and_lesion(scene, demo_logic)
     empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing painted")
     empty.SetReferenceImageGeometryParameterFromVolumeNode(scan)
-    logic.addLesionSegments(empty, model="label2image-demo")
+    demo_logic.addLesionSegments(empty, model="label2image-demo")
     count = scene.GetNumberOfNodes()
     with pytest.raises(ConditionError, match="has no painted lesion on patient FLAIR; paint a segment named wmh"):
-        logic.insertLesions(scan, empty, sequence="FLAIR", model="label2image-demo")
+        demo_logic.insertLesions(scan, empty, sequence="FLAIR", model="label2image-demo")
     assert scene.GetNumberOfNodes() == count, "nothing was added to the scene"
 
 
@@ -133,9 +124,9 @@ def test_the_panels_insert_button_shows_the_result_beside_the_scan(demo_panel, m
     assert views["Red"].GetLinkedControl() and views["Yellow"].GetLinkedControl(), "the views are linked"
 
 
-def test_a_freesurfer_label_map_on_its_own_grid_is_the_tissue_map(logic, mrml_app, realdata):
+def test_a_freesurfer_label_map_on_its_own_grid_is_the_tissue_map(demo_logic, mrml_app, realdata):
     """A real FreeSurfer aparc.a2009s+aseg as Slicer loads an .mgz (a label map on FreeSurfer's 256^3 LIA
-    grid) with a scan on another, oblique 1 x 1 x 3 mm grid: the logic hands the pipeline both grids.
+    grid) with a scan on another, oblique 1 x 1 x 3 mm grid: the demo_logic hands the pipeline both grids.
     (slicer-core has no MGH reader; Slicer's application reads .mgz itself - here nibabel fills the nodes.)"""
     import nibabel as nib
     import slicer
@@ -163,14 +154,14 @@ def test_a_freesurfer_label_map_on_its_own_grid_is_the_tissue_map(logic, mrml_ap
     mask = (np.linalg.norm(offsets, axis=0) <= 5) & white
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted")
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(scan)
-    logic.addLesionSegments(segmentation, model="label2image-demo")
+    demo_logic.addLesionSegments(segmentation, model="label2image-demo")
     slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         mrml.oriented_image(mask.astype(np.uint8), grid),
         segmentation,
         segmentation.GetSegmentation().GetSegmentIdBySegmentName("wmh"),
         slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE,
     )
-    volume, _ = logic.insertLesions(
+    volume, _ = demo_logic.insertLesions(
         scan,
         segmentation,
         sequence="T1",
@@ -186,15 +177,15 @@ def test_a_freesurfer_label_map_on_its_own_grid_is_the_tissue_map(logic, mrml_ap
     assert np.array_equal(result[far], mrml.volume_array(scan)[far]), "every voxel beyond the margin is the scan's own"
 
 
-def test_console_removal_fills_the_painted_lesion_and_changes_nothing_else(logic, mrml_app):
+def test_console_removal_fills_the_painted_lesion_and_changes_nothing_else(demo_logic, mrml_app):
     """The phantom patient's painted WMH is first inserted, then removed from that result: the filled
     voxels come back to the white matter's level; the scan and the segmentation stay as they were."""
     from SynthBrainSlicer import scene as mrml
 
-    scan, segmentation, mask, affine, _ = scan_and_lesion(mrml_app.scene, logic)
-    lesioned, _ = logic.insertLesions(scan, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
+    scan, segmentation, mask, affine, _ = scan_and_lesion(mrml_app.scene, demo_logic)
+    lesioned, _ = demo_logic.insertLesions(scan, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
     before = mrml.volume_array(lesioned)
-    removed = logic.removeLesions(lesioned, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
+    removed = demo_logic.removeLesions(lesioned, segmentation, sequence="FLAIR", model="label2image-demo", seed=2)
     result = mrml.volume_array(removed)
     assert removed.GetID() != lesioned.GetID(), "a new volume"
     assert np.array_equal(mrml.volume_array(lesioned), before), "the scan it worked on is unchanged"
@@ -209,11 +200,11 @@ def test_console_removal_fills_the_painted_lesion_and_changes_nothing_else(logic
     assert removed.GetAttribute("SynthBrain.Synthetic") == "true", "marked synthetic"
 
 
-def test_existing_lesions_give_the_inserted_one_their_look(logic, mrml_app):
+def test_existing_lesions_give_the_inserted_one_their_look(demo_logic, mrml_app):
     from SynthBrainSlicer import scene as mrml
 
     scene = mrml_app.scene
-    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, logic)
+    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, demo_logic)
     shifted = np.roll(mask, 12, axis=0)  # "the patient's own lesion": a hyperintense ball elsewhere in the brain
     image = mrml.volume_array(scan).astype(np.float64)
     image[shifted] *= 1.25
@@ -221,7 +212,7 @@ def test_existing_lesions_give_the_inserted_one_their_look(logic, mrml_app):
     mrml.fill_volume(patient, np.round(image).astype(np.int16), affine)
     existing = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "existing lesions")
     mrml.fill_volume(existing, shifted.astype(np.uint8), affine)
-    volume, _ = logic.insertLesions(
+    volume, _ = demo_logic.insertLesions(
         patient, segmentation, sequence="FLAIR", model="label2image-demo", seed=2, existingLesionsNode=existing
     )
     look = json.loads(volume.GetAttribute("SynthBrain.Provenance"))["insertion"]["appearance"]
