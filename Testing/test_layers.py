@@ -21,6 +21,7 @@ LAYERS = [
     ("outputs", ("SynthBrainLib.outputs",)),
     ("models", ("SynthBrainLib.models",)),
     ("insertion", ("SynthBrainLib.insertion",)),  # registration, tissue maps and blending for lesion insertion
+    ("extraction", ("SynthBrainLib.extraction",)),  # brain masks of scans with skull (deepbet), bias field
     ("pipelines", ("SynthBrainLib.pipelines",)),
     ("batch", ("SynthBrainLib.batch",)),
     ("faces", ("SynthBrainLib.cli",)),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from synthbrain_dev.evaluation.insertion_cases import oblique_grid, painted_wmh, patient
+from synthbrain_dev.evaluation.insertion_cases import oblique_grid, painted_wmh, patient, patient_with_head
 from SynthBrainLib.errors import ConditionError
 
 pytestmark = pytest.mark.slow  # each insertion registers a template (seconds)
@@ -22,12 +22,13 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 
-def scan_and_lesion(scene, demo_logic):
-    """A FLAIR 'patient' on an oblique 1 x 1 x 3 mm grid as an int16 volume node, and a segmentation
-    on it with the lesion segments added and a white-matter ball painted as wmh."""
+def scan_and_lesion(scene, demo_logic, made=None):
+    """A FLAIR 'patient' on an oblique 1 x 1 x 3 mm grid as an int16 volume node (or the (image, affine,
+    labels) of ``made``), and a segmentation on it with the lesion segments added and a white-matter
+    ball painted as wmh."""
     from SynthBrainSlicer import scene as mrml
 
-    image, affine, labels = patient(1003, "FLAIR", grid=oblique_grid())
+    image, affine, labels = made if made is not None else patient(1003, "FLAIR", grid=oblique_grid())
     scan = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "patient FLAIR")
     mrml.fill_volume(scan, np.round(image).astype(np.int16), affine)
     scan.CreateDefaultDisplayNodes()
@@ -220,3 +221,54 @@ def test_existing_lesions_give_the_inserted_one_their_look(demo_logic, mrml_app)
         f"the patient's lesions were the reference: {look}"
     )
     assert abs(look["achieved"]["contrast"] - look["target"]["contrast"]) < 0.02, f"their contrast was given: {look}"
+
+
+def test_the_panel_inserts_into_a_scan_with_skull_using_the_patients_lesions_and_shows_the_brain_mask(
+    demo_panel, mrml_app
+):
+    """A whole-head thick-slice phantom: the panel's skull choice and its patient's-lesions selector
+    both reach the insertion; the brain mask that guided it comes as a segmentation beside the scan."""
+    from SynthBrainSlicer import scene as mrml
+    from SynthBrainSlicer.choices import MRSequence, SkullStripped
+
+    scene = mrml_app.scene
+    made = patient_with_head(1002, "FLAIR")
+    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, demo_panel.widget.logic, made)
+    before = mrml.volume_array(scan)
+    existing = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "existing lesions")
+    mrml.fill_volume(existing, np.roll(mask, 10, axis=0).astype(np.uint8), affine)
+    p = demo_panel.parameters
+    p.imageModel = "label2image-demo"
+    p.painting.reference, p.painting.segmentation = scan, segmentation
+    p.painting.sequence = MRSequence.FLAIR
+    p.painting.existingLesions = existing
+    demo_panel.ui.skullStrippedSelector.currentIndex = 2
+    assert p.painting.skullStripped is SkullStripped.NO, "the skull selector is bound to the parameter node"
+    segmentations_before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+
+    demo_panel.ui.insertButton.click()
+    while demo_panel.widget.runs.running:
+        demo_panel.widget.runs.run.wait(300)
+        demo_panel.widget._pollRun()
+
+    assert demo_panel.gui.dialogs == [], f"no error: {demo_panel.gui.dialogs}"
+    volumes = [
+        scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+    ]
+    new = [v for v in volumes if v.GetAttribute("SynthBrain.Provenance")][-1]
+    insertion = json.loads(new.GetAttribute("SynthBrain.Provenance"))["insertion"]
+    assert insertion["brain_extraction"]["method"] == "deepbet 1.0.2", f"the brain was extracted: {insertion}"
+    assert insertion["appearance"]["target"]["source"].startswith("this patient's lesions"), "existing lesions used"
+    far = ndi.distance_transform_edt(~mask, sampling=np.linalg.norm(affine[:3, :3], axis=0)) > 3.0
+    assert np.array_equal(mrml.volume_array(new)[far], before[far]), "skull, neck and all beyond the margin kept"
+    assert np.array_equal(mrml.volume_array(scan), before), "the scan is unchanged"
+    added = [
+        scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        for i in range(segmentations_before, scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))
+    ]
+    brain = [n for n in added if n.GetAttribute("SynthBrain.BrainExtraction")]
+    assert len(brain) == 1, f"one brain-mask segmentation: {[n.GetName() for n in added]}"
+    record = json.loads(brain[0].GetAttribute("SynthBrain.BrainExtraction"))
+    assert 900 < record["brain_volume_ml"] < 2000, f"its volume is a brain's: {record}"
+    assert brain[0].GetAttribute("SynthBrain.Synthetic") is None, "the mask is the patient's, not synthetic"

@@ -9,11 +9,12 @@ from typing import Sequence
 import numpy as np
 
 from SynthBrainLib import errors
+from SynthBrainLib.models.requests import check_skull_stripped
 
 from . import scene as mrml
 from .brain_tasks import AGE, _resolved, sweep_ages
 from .choices import BRAIN_KIND
-from .image_tasks import add_scan_copy, scan_of
+from .image_tasks import add_brain_mask, add_scan_copy, scan_of
 from .settings import RunSettings
 from .tasks import Task
 
@@ -31,7 +32,7 @@ def _check(logic, card, scanVolumeNode, age: float, sex: str | None, targets: Se
     return conditions
 
 
-def _age(logic, card, settings, scan, affine, conditions, to_age, progress, cancel):
+def _age(logic, card, settings, scan, affine, conditions, to_age, skullStripped, progress, cancel):
     pipe = logic.pipeline(card.id, settings.device, settings.precision)
     return pipe.age(
         scan,
@@ -40,19 +41,31 @@ def _age(logic, card, settings, scan, affine, conditions, to_age, progress, canc
         sex=conditions.get("sex"),
         to_age=to_age,
         seed=settings.seed,
+        skull_stripped=skullStripped,
         progress=progress,
         cancel=cancel,
         **({"steps": settings.steps} if settings.steps is not None else {}),
     )
 
 
-def ageing(logic, scanVolumeNode, settings: RunSettings, *, age: float, toAge: float, sex: str | None = None) -> Task:
+def ageing(
+    logic,
+    scanVolumeNode,
+    settings: RunSettings,
+    *,
+    age: float,
+    toAge: float,
+    sex: str | None = None,
+    skullStripped: str = "auto",
+) -> Task:
     """The scan as it would look at ``toAge`` (the patient is ``age`` at the scan).
 
     ``apply`` adds the aged scan (the scan's type and grid, marked synthetic) and its atrophy map (the
     deformation's log-Jacobian, float32, diverging colours: negative where tissue shrinks) and returns
-    ``(aged volume, log-Jacobian volume)``.
+    ``(aged volume, log-Jacobian volume)``; for a scan with its skull (``skullStripped`` ``auto`` or
+    ``no``) also the brain mask that guided the registration, as a segmentation.
     """
+    skullStripped = check_skull_stripped(skullStripped)
     settings, card = _resolved(logic, BRAIN_KIND, settings)
     scan, affine = scan_of(scanVolumeNode)
     conditions = _check(logic, card, scanVolumeNode, age, sex, (toAge,), settings)
@@ -61,10 +74,11 @@ def ageing(logic, scanVolumeNode, settings: RunSettings, *, age: float, toAge: f
     scene, seed, name = logic.scene, settings.seed, scanVolumeNode.GetName()
 
     def compute(progress, cancel):
-        return _age(logic, card, settings, scan, affine, conditions, float(toAge), progress, cancel)
+        return _age(logic, card, settings, scan, affine, conditions, float(toAge), skullStripped, progress, cancel)
 
     def apply(result):
         provenance = dict(result.provenance, slicer={"scan": name})
+        add_brain_mask(scene, scanVolumeNode, result.brain_mask, localAffine, parent, provenance)
         aged = add_scan_copy(
             scene, scanVolumeNode, result.image, localAffine, parent, provenance, f"at age {float(toAge):g}", seed
         )
@@ -83,11 +97,21 @@ def ageing(logic, scanVolumeNode, settings: RunSettings, *, age: float, toAge: f
 
 
 def ageing_sweep(
-    logic, scanVolumeNode, settings: RunSettings, *, age: float, ageTo: float, count: int, sex: str | None = None
+    logic,
+    scanVolumeNode,
+    settings: RunSettings,
+    *,
+    age: float,
+    ageTo: float,
+    count: int,
+    sex: str | None = None,
+    skullStripped: str = "auto",
 ) -> Task:
     """The scan at ``count`` ages from ``age`` (the patient's, first frame: the scan itself) to
     ``ageTo``, from one inversion. ``apply`` gives a sequence node indexed by age, with a browser to
-    scrub through it (its ID is the sequence's ``SynthBrain.SequenceBrowser`` attribute)."""
+    scrub through it (its ID is the sequence's ``SynthBrain.SequenceBrowser`` attribute).
+    ``skullStripped`` as for :func:`ageing`."""
+    skullStripped = check_skull_stripped(skullStripped)
     settings, card = _resolved(logic, BRAIN_KIND, settings)
     scan, affine = scan_of(scanVolumeNode)
     ages = sweep_ages(age, ageTo, count)
@@ -97,7 +121,7 @@ def ageing_sweep(
     world = mrml.to_world(scanVolumeNode, mrml.volume_affine(scanVolumeNode))
 
     def compute(progress, cancel):
-        return _age(logic, card, settings, scan, affine, conditions, ages, progress, cancel)
+        return _age(logic, card, settings, scan, affine, conditions, ages, skullStripped, progress, cancel)
 
     def apply(results):
         title = f"{name} aged {ages[0]:g}-{ages[-1]:g} {unit} seed {seed}"

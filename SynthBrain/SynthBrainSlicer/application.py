@@ -355,13 +355,22 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode.painting
         settings = panel.painting_settings(self._parameterNode)
         return self.logic.insertionTask(
-            p.reference, p.segmentation, settings, sequence=p.sequence.value, margin=p.margin
+            p.reference,
+            p.segmentation,
+            settings,
+            sequence=p.sequence.value,
+            margin=p.margin,
+            existingLesionsNode=p.existingLesions,
+            skullStripped=p.skullStripped.value,
         )
 
     def _removalTask(self):
         p = self._parameterNode.painting
         settings = panel.painting_settings(self._parameterNode)
-        return self.logic.removalTask(p.reference, p.segmentation, settings, sequence=p.sequence.value, margin=p.margin)
+        return self.logic.removalTask(
+            p.reference, p.segmentation, settings, sequence=p.sequence.value, margin=p.margin,
+            skullStripped=p.skullStripped.value,
+        )  # fmt: skip
 
     def _ageingTask(self):
         return self.logic.ageingTask(**panel.ageing_request(self._parameterNode))

@@ -39,6 +39,20 @@ class MRSequence(enum.Enum):
         return self.value
 
 
+class SkullStripped(enum.Enum):
+    """Whether a patient's scan is brain only (SynthBrainLib's ``skull_stripped``): three states, so a
+    combo box rather than a check box - "detect it" is the default and must stay expressible."""
+
+    AUTO, YES, NO = "auto", "yes", "no"
+
+    def label(self) -> str:
+        return {
+            "auto": _("Detect (extract the brain if the scan has a skull)"),
+            "yes": _("Skull-stripped (brain only)"),
+            "no": _("With skull (always extract the brain)"),
+        }[self.value]
+
+
 class _SamplerChoice(enum.Enum):
     """The panel's sampler choice: the card's default, or one of SynthBrainLib's samplers."""
 

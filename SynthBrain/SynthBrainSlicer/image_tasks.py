@@ -5,11 +5,16 @@ runs the pipeline (any thread); ``apply`` adds new nodes and never modifies the 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 
 from SynthBrainLib import errors
-from SynthBrainLib.models.requests import lesion_classes  # numpy only: loads before torch is installed
+from SynthBrainLib.models.card_parts import LabelClass
+from SynthBrainLib.models.requests import (  # numpy only: loads before torch is installed
+    check_skull_stripped,
+    lesion_classes,
+)
 from SynthBrainLib.models.schema import LESION_NAMES
 
 from . import scene as mrml
@@ -155,9 +160,13 @@ class ScanEditInputs:
     parent: object
     localAffine: np.ndarray
     source: dict
+    skullStripped: str = "auto"
 
     @classmethod
-    def read(cls, logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, verb):
+    def read(
+        cls, logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, verb, skullStripped
+    ):
+        skullStripped = check_skull_stripped(skullStripped)
         scan, affine = scan_of(scanVolumeNode)
         settings, card, sequence = _image_model(logic, settings, sequence)
         if card.template is None:
@@ -169,19 +178,35 @@ class ScanEditInputs:
             parent=scanVolumeNode.GetParentTransformNode(),
             localAffine=mrml.volume_affine(scanVolumeNode),
             source={"scan": scanVolumeNode.GetName(), "segmentation": segmentationNode.GetName()},
+            skullStripped=skullStripped,
         )  # fmt: skip
 
     def arguments(self) -> tuple[tuple, dict]:
         """The arguments ``insert`` and ``remove`` share: (scan, affine, lesions) and the sequence and
         tissue keywords."""
         tissue, tissueAffine, tissueScheme = self.tissue
-        keywords = dict(sequence=self.sequence, tissue=tissue, tissue_affine=tissueAffine, tissue_scheme=tissueScheme)
+        keywords = dict(
+            sequence=self.sequence,
+            tissue=tissue,
+            tissue_affine=tissueAffine,
+            tissue_scheme=tissueScheme,
+            skull_stripped=self.skullStripped,
+        )
         return (self.scan, self.affine, self.lesions), keywords
 
-    def add_copy(self, scene, image, provenance, what: str):
-        """The edited image as a new volume beside the scan (:func:`add_scan_copy`)."""
+    def add_copy(self, scene, result, provenance, what: str):
+        """The edited image as a new volume beside the scan (:func:`add_scan_copy`), and the brain mask
+        the edit used when the scan had its skull (:func:`add_brain_mask`)."""
+        add_brain_mask(scene, self.scanVolumeNode, result.brain_mask, self.localAffine, self.parent, provenance)
         return add_scan_copy(
-            scene, self.scanVolumeNode, image, self.localAffine, self.parent, provenance, what, self.settings.seed
+            scene,
+            self.scanVolumeNode,
+            result.image,
+            self.localAffine,
+            self.parent,
+            provenance,
+            what,
+            self.settings.seed,
         )
 
 
@@ -196,6 +221,7 @@ def insertion(
     tissueNode=None,
     tissueLabels: str = "model",
     existingLesionsNode=None,
+    skullStripped: str = "auto",
 ) -> Task:
     """Lesions painted on a patient's scan, inserted into a copy of that scan.
 
@@ -207,10 +233,13 @@ def insertion(
     (``tissueLabels`` ``model`` or ``freesurfer``) instead of the registered template's.
     ``existingLesionsNode``: the patient's own lesions (a segmentation, all its segments, or a label
     map): inserted white-matter lesions then take their appearance instead of the published one.
+    ``skullStripped``: ``auto`` (a scan with skull and neck is brain-extracted for the registration;
+    the mask is added as a segmentation), ``yes`` or ``no``.
     """
     edit = ScanEditInputs.read(
-        logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, "insert lesions"
-    )
+        logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, "insert lesions",
+        skullStripped,
+    )  # fmt: skip
     existing, existingAffine = existing_of(existingLesionsNode, scanVolumeNode)
     if existingLesionsNode is not None:
         edit.source["existing_lesions"] = existingLesionsNode.GetName()
@@ -226,7 +255,7 @@ def insertion(
 
     def apply(result):
         provenance = dict(result.provenance, slicer=edit.source)
-        volume = edit.add_copy(scene, result.image, provenance, "with synthetic lesions")
+        volume = edit.add_copy(scene, result, provenance, "with synthetic lesions")
         truth = mrml.labels_to_segmentation(
             scene,
             result.labels,
@@ -251,15 +280,17 @@ def removal(
     margin: float = 3.0,
     tissueNode=None,
     tissueLabels: str = "model",
+    skullStripped: str = "auto",
 ) -> Task:
     """The lesions painted in ``segmentationNode`` (its lesion segments) removed from a copy of the scan:
     replaced by synthetic normal-appearing white matter at the scan's own level and noise (see
     ``LabelToImagePipeline.remove``). ``apply`` adds the new volume (the scan's type and grid, every
     voxel beyond ``margin`` mm of the lesions unchanged, marked synthetic) and returns it; the scan and
-    the segmentation are not modified."""
+    the segmentation are not modified. ``skullStripped`` as for :func:`insertion`."""
     edit = ScanEditInputs.read(
-        logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, "remove lesions"
-    )
+        logic, scanVolumeNode, segmentationNode, settings, sequence, tissueNode, tissueLabels, "remove lesions",
+        skullStripped,
+    )  # fmt: skip
     card, scene, seed = edit.card, logic.scene, edit.settings.seed
 
     def compute(progress, cancel):
@@ -269,9 +300,35 @@ def removal(
 
     def apply(result):
         provenance = dict(result.provenance, slicer=edit.source)
-        return logic.kept(edit.add_copy(scene, result.image, provenance, "lesions removed"))
+        return logic.kept(edit.add_copy(scene, result, provenance, "lesions removed"))
 
     return Task(f"{card.id} lesion removal", compute, apply, scene=scene)
+
+
+#: Node attribute of a brain mask: how it was extracted (method, weights' sha256, volume), as JSON.
+BRAIN_EXTRACTION_ATTRIBUTE = "SynthBrain.BrainExtraction"
+#: The extracted brain's segment: its name and colour (Slicer's "brain" colour of its generic anatomy table).
+BRAIN_SEGMENT = LabelClass(1, "brain (extracted)", (250, 250, 225))
+
+
+def add_brain_mask(scene, scanVolumeNode, mask, localAffine, parent, provenance):
+    """The brain mask a run used on a scan with its skull, as a segmentation beside the scan (None when
+    there was none): it only guided the registration, the fit and the checks."""
+    if mask is None:
+        return None
+    # not synthetic: the patient's own brain, as the extractor found it; the attribute says how
+    node = mrml.labels_to_segmentation(
+        scene,
+        np.asarray(mask, np.uint8),
+        localAffine,
+        [BRAIN_SEGMENT],
+        f"{scanVolumeNode.GetName()} brain mask",
+        None,
+        parent_transform=parent,
+    )
+    found = [v["brain_extraction"] for v in provenance.values() if isinstance(v, dict) and "brain_extraction" in v]
+    node.SetAttribute(BRAIN_EXTRACTION_ATTRIBUTE, json.dumps(found[0] if found else {}, sort_keys=True))
+    return node
 
 
 def add_scan_copy(scene, scanVolumeNode, image, localAffine, parent, provenance, what: str, seed):

@@ -264,7 +264,14 @@ def ageing_request(parameters, sweep: bool = False) -> dict[str, Any]:
     pack = parameters.ageing
     settings = run_settings(parameters, parameters.brainModel, parameters.run.seed, sampling=False)
     ages = dict(ageTo=pack.toAge, count=pack.count) if sweep else dict(toAge=pack.toAge)
-    return dict(scanVolumeNode=pack.scan, settings=settings, age=pack.age, sex=pack.sex.value, **ages)
+    return dict(
+        scanVolumeNode=pack.scan,
+        settings=settings,
+        age=pack.age,
+        sex=pack.sex.value,
+        skullStripped=pack.skullStripped.value,
+        **ages,
+    )
 
 
 def compare_request(pinned: tuple[dict, dict], parameters, card) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional, Union
 import slicer
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper, parameterPack
 
-from .choices import Device, MRSequence, Precision, Sampler, Sex
+from .choices import Device, MRSequence, Precision, Sampler, Sex, SkullStripped
 from .panel import AGE_BOUNDS, FRACTION_BOUNDS, VOLUME_BOUNDS
 
 MAX_SEED = 2**31 - 1  # a QSpinBox holds a C int
@@ -61,6 +61,7 @@ class ScanAgeing:
     sex: Sex = Sex.FEMALE
     toAge: Annotated[float, WithinRange(*AGE_BOUNDS)] = 80.0
     count: Annotated[int, WithinRange(2, 50)] = 5
+    skullStripped: SkullStripped = SkullStripped.AUTO
 
 
 @parameterPack
@@ -78,6 +79,7 @@ class LesionPainting:
     margin: Annotated[float, WithinRange(0.0, 20.0)] = 3.0
     sequence: MRSequence = MRSequence.T1
     existingLesions: Optional[Union[slicer.vtkMRMLSegmentationNode, slicer.vtkMRMLLabelMapVolumeNode]]
+    skullStripped: SkullStripped = SkullStripped.AUTO
 
 
 @parameterNodeWrapper

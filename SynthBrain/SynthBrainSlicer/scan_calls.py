@@ -53,7 +53,9 @@ class PatientScanCalls:
 
         Keyword arguments: ``sequence`` (the scan's: T1 | FLAIR | T2), ``model``, ``margin`` (mm),
         ``seed``, ``device``, ``tissueNode``, ``tissueLabels``, ``existingLesionsNode`` (the patient's
-        own lesions, whose look inserted ones take) (see :meth:`insertionTask`);
+        own lesions, whose look inserted ones take), ``skullStripped`` (``"auto"``: a scan with skull and
+        neck is brain-extracted for the registration only, the mask added as a segmentation; ``"yes"``,
+        ``"no"``) (see :meth:`insertionTask`);
         ``progress``, ``cancel`` and ``background`` as for :meth:`generateBrain`.
         """
         return self._run(self.insertionTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
@@ -70,8 +72,9 @@ class PatientScanCalls:
     ):
         """Remove the lesions painted in ``segmentationNode`` from a copy of ``scanVolumeNode``, e.g.
         ``removeLesions(scan, seg, sequence="T1")``; returns the new volume node. Keyword arguments:
-        ``sequence``, ``model``, ``margin`` (mm), ``seed``, ``device``, ``tissueNode``, ``tissueLabels``
-        (see :meth:`removalTask`); ``progress``, ``cancel`` and ``background`` as for :meth:`generateBrain`."""
+        ``sequence``, ``model``, ``margin`` (mm), ``seed``, ``device``, ``tissueNode``, ``tissueLabels``,
+        ``skullStripped`` (see :meth:`removalTask`); ``progress``, ``cancel`` and ``background`` as for
+        :meth:`generateBrain`."""
         return self._run(self.removalTask(scanVolumeNode, segmentationNode, **kwargs), progress, cancel, background)
 
     def ageScan(
@@ -87,7 +90,8 @@ class PatientScanCalls:
         ``ageScan(scan, age=55, sex="female", toAge=80, background=True)``; returns ``(aged volume,
         atrophy map)`` (the deformation's log-Jacobian: negative where tissue shrinks). The scan is not
         modified. Keyword arguments: ``age`` (the patient's, at the scan), ``toAge``, ``sex``,
-        ``model``, ``seed``, ``steps``, ``device``, ``precision``; ``progress``, ``cancel`` and
+        ``skullStripped`` (as for :meth:`insertLesions`), ``model``, ``seed``, ``steps``, ``device``,
+        ``precision``; ``progress``, ``cancel`` and
         ``background`` as for :meth:`generateBrain`."""
         return self._run(self.ageingTask(scanVolumeNode, **kwargs), progress, cancel, background)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import OutputError, SynthBrainError
 from ..models.schema import BRAIN_KIND
-from .options import add_synthesis
+from .options import add_skull_stripped, add_synthesis
 from .running import check_args, planned_outputs, run_pipeline, write_outputs
 
 #: Most target ages one sweep may ask for.
@@ -19,13 +19,15 @@ def register(sub) -> None:
         "age",
         help='age a patient\'s own scan ("this brain at 80")',
         description=(
-            "Make a patient's skull-stripped T1 older or younger: the model's brain is registered to the scan, the "
+            "Make a patient's T1 older or younger: the model's brain is registered to the scan, the "
             "scan is inverted under its own conditions and regenerated at the target age, and the difference becomes a "
             "smooth deformation of the patient's own scan (identity, detail and contrast stay the patient's). Writes "
             "the aged scan (marked SYNTHETIC) and, with --jacobian, the deformation's log-Jacobian (atrophy map)."
         ),
     )
-    p.add_argument("scan", metavar="SCAN", help="the patient's skull-stripped T1 (.nii.gz, .nii, .nrrd, .mha, .mgz)")
+    p.add_argument(
+        "scan", metavar="SCAN", help="the patient's T1, skull-stripped or whole-head (.nii.gz, .nii, .nrrd, .mha, .mgz)"
+    )
     p.add_argument("--age", type=float, required=True, metavar="YEARS", help="the patient's age at the scan")
     p.add_argument("--sex", default=None, help="female | male (default: the model's)")
     target = p.add_mutually_exclusive_group(required=True)
@@ -50,6 +52,7 @@ def register(sub) -> None:
     p.add_argument(
         "--jacobian", default=None, metavar="FILE", help="also write the log-Jacobian (atrophy map) on the scan's grid"
     )
+    add_skull_stripped(p)
     add_synthesis(p, sampling=False)
     p.set_defaults(handler=age)
 
@@ -103,6 +106,7 @@ def age(args) -> int:
         ventricular_volume=args.ventricular_volume,
         brain_volume=args.brain_volume,
         seed=args.seed,
+        skull_stripped=args.skull_stripped,
         **({"steps": args.steps} if args.steps is not None else {}),
         **({"guidance": args.guidance} if args.guidance is not None else {}),
     )

@@ -41,7 +41,11 @@ def register(sub) -> None:
         help="accept weights whose checksum differs from the published one (your own weights); recorded in provenance",
     )
     m.set_defaults(handler=import_model)
-    m = msub.add_parser("download", help="download a model's weights (checksum verified, resumable)")
+    m = msub.add_parser(
+        "download",
+        help="download a model's weights (checksum verified, resumable); 'brain-extraction' fetches the brain "
+        "extractor (deepbet 1.0.2, MIT) used for scans with skull",
+    )
     m.add_argument("model", metavar="ID")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(handler=download)
@@ -110,12 +114,29 @@ def download(args) -> int:
         bar.update(done - bar.n)
 
     try:
+        if args.model == BRAIN_EXTRACTION:
+            return _download_extractor(args, progress)
         installed = open_store(args).download(args.model, progress=progress)
     finally:
         for bar in bars.values():
             bar.close()
     for key, rec in installed.weights.items():
         print(f"{installed.card.id} {key}: {rec.path} ({rec.checksum})")
+    return 0
+
+
+#: ``models download`` of this name fetches the brain extractor's weights, not a model's.
+BRAIN_EXTRACTION = "brain-extraction"
+
+
+def _download_extractor(args, progress) -> int:
+    from ..extraction.weights import DEEPBET, install_weights, weights_home
+    from ..outputs.digests import file_sha256
+
+    print(f"{DEEPBET.name} {DEEPBET.version}: licence {DEEPBET.licence}; cite {DEEPBET.citation}", file=sys.stderr)
+    with weights_home(args.home):
+        path = install_weights(DEEPBET, progress=lambda done, total: progress(DEEPBET.name, done, total))
+    print(f"{BRAIN_EXTRACTION}: {path} (sha256 {file_sha256(path)})")
     return 0
 
 

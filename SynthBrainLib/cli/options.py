@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Sequence
 
+from ..models.requests import SKULL_STRIPPED_CHOICES
 from ..models.samplers import SAMPLERS
 
 MODEL_HELP = "model id (see 'synthbrain models list') or a model folder"
@@ -177,4 +178,15 @@ def add_conditions(p: argparse.ArgumentParser, flags: Sequence[tuple[str, str, C
         help=(
             "give a condition in the model's own units (usually 0-1) instead of real units, e.g. --raw brain_volume=0.4"
         ),
+    )
+
+
+def add_skull_stripped(p) -> None:
+    """``--skull-stripped auto|yes|no`` (scan edits and ageing)."""
+    p.add_argument(
+        "--skull-stripped",
+        default="auto",
+        choices=SKULL_STRIPPED_CHOICES,
+        help="is the scan brain only? auto (default) detects skull and neck and extracts the brain (deepbet) "
+        "for registration only: skull and neck keep their values",
     )

@@ -113,8 +113,11 @@ def run_pipeline(
             )
         pipe.preview_steps = args.preview_steps
     progress = Progress(not args.quiet, card.id)
+    from ..extraction.weights import weights_home
+
     try:
-        result = call(pipe, progress)
+        with weights_home(args.home):  # --home holds the brain extractor's weights too
+            result = call(pipe, progress)
     finally:
         progress.close()
     return pipe, result

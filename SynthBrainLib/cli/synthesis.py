@@ -14,7 +14,7 @@ from typing import Sequence
 
 from ..errors import SynthBrainError
 from ..models.schema import BRAIN_KIND, IMAGE_KIND, LABELS_KIND, LESION_NAMES
-from .options import add_conditions, add_synthesis
+from .options import add_conditions, add_skull_stripped, add_synthesis
 from .running import planned_outputs, run_pipeline, write_outputs
 
 #: ``generate``'s condition flags: (flag, help, type); the flag names the card's variable.
@@ -147,6 +147,7 @@ def _add_scan_edit(p, what: str) -> None:
         help="values of --tissue: the model's labels, or FreeSurfer aseg / SynthSeg labels (mapped; default model)",
     )
     p.add_argument("--margin", type=float, default=3.0, metavar="MM", help="feathered blend margin in mm (default 3)")
+    add_skull_stripped(p)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,6 +255,7 @@ def _scan_edit_inputs(args) -> dict:
         tissue_scheme=args.tissue_labels,
         margin_mm=args.margin,
         seed=args.seed,
+        skull_stripped=args.skull_stripped,
     )
 
 

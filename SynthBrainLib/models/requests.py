@@ -158,3 +158,21 @@ def check_lesion_name(name: Any, label_names: tuple[str, ...]) -> str:
     if name not in LESION_NAMES or name not in label_names:
         raise ConditionError(f"lesion {name!r} is not one of {', '.join(n for n in LESION_NAMES if n in label_names)}")
     return name
+
+
+#: What ``skull_stripped`` may say: the scan is brain only ("yes"), holds skull and neck ("no"), or
+#: let the scan tell (:func:`SynthBrainLib.extraction.brain_mask.has_skull`).
+SKULL_STRIPPED_CHOICES = ("auto", "yes", "no")
+
+
+def check_skull_stripped(value) -> str:
+    """``value`` as one of :data:`SKULL_STRIPPED_CHOICES` (``True``/``False`` read as yes/no).
+
+    Raises:
+        ConditionError: any other value.
+    """
+    if value is True or value is False:
+        return "yes" if value else "no"
+    if isinstance(value, str) and value.lower() in SKULL_STRIPPED_CHOICES:
+        return value.lower()
+    raise ConditionError(f"skull_stripped {value!r} is not one of {', '.join(SKULL_STRIPPED_CHOICES)}")

@@ -27,6 +27,8 @@ class SynthesisResult:
         labels: uint8 (X, Y, Z) label map (argmax of ``partial_volumes``) when the model makes labels.
         partial_volumes: float32 (C, X, Y, Z) class probabilities summing to 1 per voxel.
         label_names: class name of each label value / channel.
+        brain_mask: bool (X, Y, Z) on the scan's grid: the brain extracted from a patient's scan that had
+            its skull (edits and ageing of such a scan; None otherwise). It guided the registration only.
     """
 
     image: np.ndarray | None
@@ -35,6 +37,7 @@ class SynthesisResult:
     labels: np.ndarray | None = None
     partial_volumes: np.ndarray | None = None
     label_names: tuple[str, ...] = field(default_factory=tuple)
+    brain_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # A damaged checkpoint or an overflow in low precision gives NaN; clamping keeps NaN and an

@@ -35,8 +35,9 @@ import torch
 from scipy import ndimage as ndi
 
 from ..errors import ConditionError
+from ..extraction.brain_mask import brain_of_scan, brain_only, extraction_record
 from ..insertion import blending, registration
-from ..models.requests import check_request, resolve_seed
+from ..models.requests import check_request, check_skull_stripped, resolve_seed
 from ..outputs.measure import brain_mask_from_image, measure_t1, tissue_means
 from ..outputs.results import SynthesisResult
 from . import decoding
@@ -99,6 +100,7 @@ def age_scan(
     strength: float = DEFAULT_STRENGTH,
     guidance: float = DEFAULT_GUIDANCE,
     seed: int | None = None,
+    skull_stripped: str | bool = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelFlag = None,
 ) -> AgeingResult | list[AgeingResult]:
@@ -118,6 +120,9 @@ def age_scan(
         guidance: how many times the model's change between the subject's conditions and the
             target ones is followed (1-10, :data:`DEFAULT_GUIDANCE`; :func:`_regenerate`).
         seed: seed of the generated brain the registration starts from.
+        skull_stripped: ``"auto"`` (a scan with skull and neck is brain-extracted first), ``"yes"``,
+            ``"no"``: the brain mask and a bias-corrected copy guide the registration and the
+            measurements; the deformation moves the scan's own voxels.
         progress / cancel: as for ``generate``.
 
     Returns:
@@ -137,6 +142,7 @@ def age_scan(
     ):
         raise ConditionError(f"to_age {to_age!r} is not an age in years or a list of them")
     scan, affine = check_scan(scan, affine)
+    skull_stripped = check_skull_stripped(skull_stripped)
     card = pipe.card
     if "age" not in card.conditioning.names:
         raise ConditionError(f"model {card.id} has no age condition (it takes {', '.join(card.conditioning.names)})")
@@ -159,12 +165,16 @@ def age_scan(
     reference = pipe.generate(seed=seed, **given).image
     counter.add(1)
     check_cancel(cancel)
+    # a scan with its skull is registered and measured as its brain alone (bias-corrected copy)
+    extraction = brain_of_scan(scan, affine, skull_stripped)
+    view = brain_only(scan, affine, extraction)
+    taper = None if extraction is None else _taper(extraction.mask, affine)
     brain_labels = brain_mask_from_image(reference).astype(np.uint8)
-    reg = registration.register(reference, card.output.affine, scan, affine, brain_labels, seed=seed)
+    reg = registration.register(reference, card.output.affine, view, affine, brain_labels, seed=seed)
     counter.add(1)
     check_cancel(cancel)
     on_template = registration.moved_affine(affine, reg.scan_to_template, into="template")
-    carried = registration.resample_between(scan.astype(np.float32), on_template, card.output.shape, card.output.affine)
+    carried = registration.resample_between(view.astype(np.float32), on_template, card.output.shape, card.output.affine)
     brain = ndi.binary_dilation(brain_labels > 0, iterations=2)
     fit = blending.fit_intensities(reference, carried, brain)
     subject = np.clip((carried - fit.intercept) / fit.slope, *card.output.intensity_range) * brain
@@ -172,7 +182,7 @@ def age_scan(
     # 2. the subject's conditions (volumes measured unless given), encoded and inverted. Measured on
     # the scan's own grid in the model's intensity scale: at a coarse model grid (the demo's 2.5 mm)
     # the estimator can miss small ventricles that the scan shows (measured: 0 vs 14.6 mL, truth 12.2)
-    volumes = _measured_on_scan(scan, affine, fit, card.output.intensity_range)
+    volumes = _measured_on_scan(view, affine, fit, card.output.intensity_range)
     given_volumes = {"ventricular_volume": ventricular_volume, "brain_volume": brain_volume}
     own = _own_volumes(card, given_volumes, volumes)
     cond_a = check_request(card, conditions={**given, **own}).conditions
@@ -207,7 +217,7 @@ def age_scan(
             aged = _regenerate(pipe, noise, cond_b, steps, strength, counter, cancel, guidance, cond_a)
         # 4. the deformation, applied to the scan
         field = _deformation(recon, aged, card.output.affine, brain)
-        image, log_jacobian, record = _apply(scan, affine, field, card.output.affine, reg.scan_to_template)
+        image, log_jacobian, record = _apply(scan, affine, field, card.output.affine, reg.scan_to_template, taper)
         counter.add(1)
         provenance = pipe.provenance(
             conditions={"from": cond_a.real, "to": cond_b.real},
@@ -226,6 +236,7 @@ def age_scan(
                     "guidance": guidance,
                     "strength": float(strength),
                     "registration": reg.record(),
+                    "brain_extraction": extraction_record(skull_stripped, extraction),
                     "intensity_fit": fit.record(),
                     "deformation": record,
                     "seconds": round(time.perf_counter() - start, 2),
@@ -233,7 +244,13 @@ def age_scan(
             },
         )
         results.append(
-            AgeingResult(image=image, affine=affine.copy(), provenance=provenance, log_jacobian=log_jacobian)
+            AgeingResult(
+                image=image,
+                affine=affine.copy(),
+                provenance=provenance,
+                log_jacobian=log_jacobian,
+                brain_mask=None if extraction is None else extraction.mask,
+            )
         )
     counter.finish()
     return results[0] if len(targets) == 1 and not isinstance(to_age, (list, tuple)) else results
@@ -399,9 +416,23 @@ def _deformation(recon: np.ndarray, aged: np.ndarray, model_affine: np.ndarray, 
     return (array * weight).astype(np.float32)
 
 
-def _apply(scan, affine, field, model_affine, scan_to_template) -> tuple[np.ndarray, np.ndarray, dict]:
+#: With skull and neck in the scan, the deformation fades out over this distance beyond the brain mask
+#: (mm): the CSF around the brain follows it, skull, scalp and neck keep their values (measured on phantom
+#: heads without it: voxels 8-14 mm outside the brain were resampled).
+AGEING_REACH_MM = 4.0
+
+
+def _taper(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) float32 on the scan's grid: 1 in the brain, falling to 0 at :data:`AGEING_REACH_MM` beyond."""
+    spacing = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    outside = ndi.distance_transform_edt(~brain, sampling=spacing)
+    return np.clip(1.0 - outside / AGEING_REACH_MM, 0.0, 1.0).astype(np.float32)
+
+
+def _apply(scan, affine, field, model_affine, scan_to_template, taper=None) -> tuple[np.ndarray, np.ndarray, dict]:
     """The scan resampled through the deformation (model space, carried by the registration), and the
-    log-Jacobian of the deformation on the scan's grid.
+    log-Jacobian of the deformation on the scan's grid. ``taper`` (scan grid, 0-1): the share of the
+    deformation each voxel takes (a scan with its skull: :func:`_taper`).
 
     Only the scan's box around the deformation's support is computed: beyond it the field is zero, so
     every voxel keeps its value and the log-Jacobian is 0 (a whole-head 1 mm scan has several times
@@ -413,7 +444,7 @@ def _apply(scan, affine, field, model_affine, scan_to_template) -> tuple[np.ndar
     largest, count = 0.0, 0
     support = np.argwhere(np.any(field != 0, axis=0))
     if len(support):
-        box, moved, jacobian, largest, count = _apply_in_box(scan, field, support, to_model_vox, to_template)
+        box, moved, jacobian, largest, count = _apply_in_box(scan, field, support, to_model_vox, to_template, taper)
         out[box], log_jacobian[box] = moved, jacobian
     record = {
         "method": "SimpleITK diffeomorphic demons on soft CSF maps, reconstruction -> aged brain (model "
@@ -427,7 +458,7 @@ def _apply(scan, affine, field, model_affine, scan_to_template) -> tuple[np.ndar
     return out, log_jacobian, record
 
 
-def _apply_in_box(scan, field, support, to_model_vox, to_template):
+def _apply_in_box(scan, field, support, to_model_vox, to_template, taper=None):
     """For the scan's box that holds the field's support (``support``: its model voxels) with a margin:
     (box, the scan resampled in it, the log-Jacobian in it, the largest shift in mm, voxels moved)."""
     shape = np.array(scan.shape)
@@ -441,6 +472,8 @@ def _apply_in_box(scan, field, support, to_model_vox, to_template):
     model_vox = (to_model_vox @ np.vstack([ijk, np.ones(ijk.shape[1])]))[:3]
     displacement = np.stack([ndi.map_coordinates(f, model_vox, order=1, mode="constant") for f in field])
     scan_vox = (np.linalg.inv(to_model_vox) @ np.vstack([model_vox + displacement, np.ones(ijk.shape[1])]))[:3]
+    if taper is not None:
+        scan_vox = ijk + (scan_vox - ijk) * taper[box].reshape(-1)
     shift_mm = np.linalg.norm(to_template[:3, :3] @ (scan_vox - ijk), axis=0)
     moving = shift_mm > STILL_MM
     moved = scan[box].copy()
@@ -466,4 +499,6 @@ def _apply_in_box(scan, field, support, to_model_vox, to_template):
     # new volume, so minus its log is the log of the volume change (negative: tissue lost)
     log_jacobian_model = -np.log(np.clip(jacobian, 1e-3, None)).astype(np.float32)
     jac = ndi.map_coordinates(log_jacobian_model, model_vox, order=1, mode="constant").reshape(moved.shape)
+    if taper is not None:
+        jac = jac * taper[box]
     return box, moved, jac.astype(np.float32), float(shift_mm.max()), int(moving.sum())

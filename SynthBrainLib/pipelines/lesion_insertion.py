@@ -47,6 +47,7 @@ def insert_lesions(
     existing_affine: np.ndarray | None = None,
     margin_mm: float = DEFAULT_MARGIN_MM,
     seed: int | None = None,
+    skull_stripped: str | bool = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelFlag = None,
 ) -> SynthesisResult:
@@ -72,6 +73,9 @@ def insert_lesions(
             penumbra and texture instead of the published values.
         margin_mm: width of the feathered blend around the mask (0-20 mm).
         seed: style / noise seed of the synthesis (``None`` draws one).
+        skull_stripped: ``"auto"`` (default: a scan holding more than a brain is brain-extracted first),
+            ``"yes"`` or ``"no"``. The brain mask (deepbet, :mod:`SynthBrainLib.extraction`) only guides
+            the registration, the fit and the refusals: skull and neck keep their values bit for bit.
         progress / cancel: as for ``generate``.
 
     Returns:
@@ -96,6 +100,7 @@ def insert_lesions(
         tissue_scheme=tissue_scheme,
         margin_mm=margin_mm,
         seed=seed,
+        skull_stripped=skull_stripped,
         progress=progress,
         cancel=cancel,
         stages=STAGES,
@@ -140,7 +145,12 @@ def insert_lesions(
     provenance = edit.provenance("insertion", f"{edit.sequence} scan with synthetic lesions inserted", weights, record)
     pipe.report(progress, STAGES, STAGES)
     return SynthesisResult(
-        image=image, affine=edit.affine.copy(), provenance=provenance, labels=lesion_map, label_names=names
+        image=image,
+        affine=edit.affine.copy(),
+        provenance=provenance,
+        labels=lesion_map,
+        label_names=names,
+        brain_mask=edit.brain_mask,
     )
 
 

@@ -51,6 +51,7 @@ def remove_lesions(
     tissue_scheme: str = "model",
     margin_mm: float = DEFAULT_MARGIN_MM,
     seed: int | None = None,
+    skull_stripped: str | bool = "auto",
     progress: ProgressCallback | None = None,
     cancel: CancelFlag = None,
 ) -> SynthesisResult:
@@ -63,8 +64,8 @@ def remove_lesions(
         affine: the scan's 4x4 voxel-to-RAS matrix.
         lesions: the lesions to remove, as for insertion: a label map with the model's lesion values
             (every one of them is removed) or masks by lesion name.
-        sequence, lesions_affine, tissue, tissue_affine, tissue_scheme, margin_mm, seed, progress,
-            cancel: as for :func:`~SynthBrainLib.pipelines.lesion_insertion.insert_lesions`.
+        sequence, lesions_affine, tissue, tissue_affine, tissue_scheme, margin_mm, seed, skull_stripped,
+            progress, cancel: as for :func:`~SynthBrainLib.pipelines.lesion_insertion.insert_lesions`.
 
     Returns:
         :class:`SynthesisResult`: ``image`` the scan without the lesions (its dtype and grid),
@@ -86,6 +87,7 @@ def remove_lesions(
         tissue_scheme=tissue_scheme,
         margin_mm=margin_mm,
         seed=seed,
+        skull_stripped=skull_stripped,
         progress=progress,
         cancel=cancel,
         stages=STAGES,
@@ -116,6 +118,7 @@ def remove_lesions(
         provenance=provenance,
         labels=edit.lesion_map,
         label_names=pipe.card.label_names,
+        brain_mask=edit.brain_mask,
     )
 
 

@@ -13,8 +13,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import ConditionError, SynthBrainError
+from ..extraction.brain_mask import BrainMask, brain_of_scan, brain_only, extraction_record
 from ..insertion import blending, registration, segmentations
-from ..models.requests import resolve_sequence
+from ..models.requests import check_skull_stripped, resolve_sequence
 from ..outputs.io import check_affine, check_real_array
 from ..outputs.resample import one_hot
 from .sampling import check_call, check_cancel
@@ -35,6 +36,8 @@ class ScanEdit:
         user_tissue: the user's segmentation in the model's labels on the scan's grid, or None.
         reg: the template-to-scan :class:`~SynthBrainLib.insertion.registration.Registration`.
         template_image: the template rendered in the scan's sequence (model space).
+        extraction: the brain mask of a scan that has its skull (None for a skull-stripped scan): it
+            guides the registration, the fit and the refusals; the scan's own voxels are never changed by it.
     """
 
     pipe: Any
@@ -49,6 +52,10 @@ class ScanEdit:
     reg: Any = None
     template_labels: np.ndarray = None
     template_image: np.ndarray = None
+    skull_stripped: str = "auto"
+    extraction: BrainMask | None = None
+    sequence_fit: dict = field(default_factory=dict)
+    _brain_only: np.ndarray | None = field(default=None, repr=False)
     start: float = field(default_factory=time.perf_counter)
 
     @classmethod
@@ -66,6 +73,7 @@ class ScanEdit:
         tissue_scheme: str = "model",
         margin_mm: float = DEFAULT_MARGIN_MM,
         seed: int | None = None,
+        skull_stripped="auto",
         progress=None,
         cancel=None,
         stages: int,
@@ -86,6 +94,7 @@ class ScanEdit:
             )
         scan, affine = check_scan(scan, affine)
         check_margin(margin_mm)
+        skull_stripped = check_skull_stripped(skull_stripped)
         names = card.label_names
         lesion_map = segmentations.lesion_labels(
             on_scan_grid(lesions, lesions_affine, scan.shape, affine, what="lesion mask"), names, scan.shape
@@ -106,6 +115,7 @@ class ScanEdit:
             lesion_map,
             user_tissue,
             tissue_scheme if tissue is not None else None,
+            skull_stripped=skull_stripped,
         )
         edit._register(progress, cancel, stages)
         return edit
@@ -115,20 +125,66 @@ class ScanEdit:
         self.template_labels = pipe.tensors[card.template.weights]["labels"].cpu().numpy()
         # the template rendered in the scan's sequence is the moving image
         self.template_image = pipe.generate(self.template_labels, sequence=self.sequence, seed=self.seed).image
+        # a scan with its skull is registered (and checked) as its brain alone: the template has no skull
+        self.extraction = brain_of_scan(self.scan, self.affine, self.skull_stripped)
         pipe.report(progress, 1, stages)
         check_cancel(cancel)
         self.reg = registration.register(
-            self.template_image, card.output.affine, self.scan, self.affine, self.template_labels, seed=self.seed
+            self.template_image,
+            card.output.affine,
+            self.brain_only(),
+            self.affine,
+            self.template_labels,
+            seed=self.seed,
         )
+        self._check_sequence()
         pipe.report(progress, 2, stages)
         check_cancel(cancel)
         check_inside_brain(self.lesion_map, self.reg.brain_on_scan, self.affine)
 
+    def _check_sequence(self) -> None:
+        """Refuse a scan that another of the model's sequences explains clearly better inside the brain
+        (:func:`~SynthBrainLib.insertion.registration.interior_similarity`, by more than
+        :data:`~SynthBrainLib.insertion.registration.SEQUENCE_MARGIN`): a T1 given as FLAIR registers well -
+        the brain's outline decides that - but its interior is a T1's."""
+        pipe, card = self.pipe, self.pipe.card
+        images = {self.sequence: self.template_image}
+        for name in card.sequences.names:
+            if name != self.sequence:
+                images[name] = pipe.generate(self.template_labels, sequence=name, seed=self.seed).image
+        if len(images) < 2:
+            return
+        brain = self.brain
+        self.sequence_fit = registration.interior_similarity(
+            images, card.output.affine, self.brain_only(), self.affine, brain, self.reg.scan_to_template
+        )
+        best = max(self.sequence_fit, key=self.sequence_fit.get)
+        if self.sequence_fit[best] - self.sequence_fit[self.sequence] > registration.SEQUENCE_MARGIN:
+            raise ConditionError(
+                f"inside the brain the scan looks like a {best} (r = {self.sequence_fit[best]:.2f}), not a "
+                f"{self.sequence} (r = {self.sequence_fit[self.sequence]:.2f}): is it a {self.sequence}?"
+            )
+
     # ---- between the scan and the model's space ----------------------------------------------------
     @property
     def brain(self) -> np.ndarray:
-        """(X, Y, Z) bool on the scan's grid: the registered template's brain."""
-        return self.reg.brain_on_scan
+        """(X, Y, Z) bool on the scan's grid: the registered template's brain (inside the extracted
+        brain when the scan has its skull)."""
+        if self.extraction is None:
+            return self.reg.brain_on_scan
+        return self.reg.brain_on_scan & self.extraction.mask
+
+    @property
+    def brain_mask(self) -> np.ndarray | None:
+        """The extracted brain (bool, scan grid) of a scan that had its skull, else None."""
+        return None if self.extraction is None else self.extraction.mask
+
+    def brain_only(self) -> np.ndarray:
+        """The scan, or for a scan with its skull a float copy that is 0 outside the brain (for registration
+        and measuring only; the output is made from the scan itself)."""
+        if self._brain_only is None:
+            self._brain_only = brain_only(self.scan, self.affine, self.extraction)
+        return self._brain_only
 
     def to_model(self, volume: np.ndarray, linear: bool = True) -> np.ndarray:
         """A volume on the scan's grid carried into the model's space (output grid)."""
@@ -169,6 +225,9 @@ class ScanEdit:
             ConditionError: the intensities do not follow the sequence (wrong sequence?).
         """
         ring = (distance > self.margin_mm) & (distance <= self.margin_mm + blending.FIT_RING_MM) & self.brain
+        # On the scan itself, not its bias-corrected copy: the ring is a few mm wide, where the bias field
+        # is nearly constant, so the fitted slope carries the local bias and the change lands in the
+        # scan's own (uncorrected) scale.
         fit = blending.fit_intensities(synthetic_on_scan, self.scan, ring)
         if fit.slope <= 0:
             raise ConditionError(
@@ -187,8 +246,12 @@ class ScanEdit:
         section = {
             "lesion_volumes_ml": volumes,
             "margin_mm": self.margin_mm,
-            "registration": self.reg.record(),
+            "registration": {
+                **self.reg.record(),
+                "sequence_fit_pearson_r": {k: round(v, 4) for k, v in self.sequence_fit.items()},
+            },
             "tissue": "registered template" if scheme is None else f"user segmentation ({scheme})",
+            "brain_extraction": extraction_record(self.skull_stripped, self.extraction),
             **record,
             "voxels_changed_at_most": int(np.count_nonzero(weights > 0)),
             "voxels_untouched": int(weights.size - np.count_nonzero(weights > 0)),

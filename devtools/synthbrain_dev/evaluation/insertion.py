@@ -331,6 +331,14 @@ def render(r: dict[str, Any]) -> str:
     )
     lines.append("")
     lines += real_scans.render(r["real_scans"])
+    lines += [
+        "## Clinical scans",
+        "",
+        "Scans as they leave the scanner (skull, neck, 3-4 mm slices, bias field; a real clinical MS scan and "
+        "phantom heads with a known truth), the brain extraction that makes them work and how it was chosen: "
+        "[clinical-scans.md](clinical-scans.md), [brain-extraction.md](brain-extraction.md).",
+        "",
+    ]
     return "\n".join(lines)
 
 

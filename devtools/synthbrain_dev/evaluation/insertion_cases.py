@@ -90,3 +90,38 @@ def painted_wmh(labels: np.ndarray, affine: np.ndarray, radius_mm: float = 5.0, 
     """A ball of ``radius_mm`` (mm, on any grid) at a deep white-matter point, clipped to white matter."""
     centre = wmh_centre(labels, affine, radius_mm, which)
     return ball(labels.shape, affine, centre, radius_mm) & (labels == WM)
+
+
+#: Intensity of the tissue around the brain, relative to the white matter, per sequence (roughly as on the
+#: clinical scans of ms-patient12-clinical): the CSF rim, the skull (cortical bone: no signal) and the scalp
+#: fat and neck muscle.
+HEAD_TISSUE = {
+    "T1": {"csf": 0.3, "skull": 0.08, "scalp": 1.3},
+    "FLAIR": {"csf": 0.25, "skull": 0.08, "scalp": 0.9},
+    "T2": {"csf": 1.6, "skull": 0.08, "scalp": 1.1},
+}
+
+
+def patient_with_head(index: int, sequence: str, *, spacing=(0.9, 0.9, 4.0), noise: float = 0.02):
+    """A held-out phantom as a clinical scan: thick slices (``spacing``, slightly oblique), a CSF rim,
+    skull, scalp and neck around the brain, and background noise everywhere, as a scanner writes it
+    (no exact zeros). Returns (scan, affine, true labels on the scan grid; 0 outside the brain)."""
+    grid = oblique_grid(spacing=spacing, angles=(4.0, -3.0, 6.0), fov_mm=(220.0, 240.0, 200.0))
+    scan, affine, labels = patient(index, sequence, grid=grid)
+    spacing_mm = np.linalg.norm(affine[:3, :3], axis=0)
+    brain = labels > 0
+    outside = ndi.distance_transform_edt(~brain, sampling=spacing_mm)
+    world = np.tensordot(affine[:3, :3], np.indices(scan.shape, dtype=np.float32), axes=1)
+    world += affine[:3, 3, None, None, None]
+    centre = np.array([w[brain].mean() for w in world])
+    neck = (world[2] < world[2][brain].min() + 20.0) & (np.hypot(world[0] - centre[0], world[1] - centre[1] - 10) < 45)
+    white = float(np.median(scan[labels == WM]))
+    look = HEAD_TISSUE[sequence]
+    head = scan.astype(np.float64)
+    head[(outside > 0) & (outside <= 2.5)] = white * look["csf"]
+    skull = (outside > 2.5) & (outside <= 8.0)
+    head[skull] = white * look["skull"]
+    head[((outside > 8.0) & (outside <= 14.0)) | (neck & (outside > 8.0))] = white * look["scalp"]
+    rng = np.random.default_rng(index)
+    head = ndi.gaussian_filter(head, 0.6) + rng.normal(0.0, noise * white, scan.shape)
+    return np.clip(head, 0.0, None).astype(np.float32), affine, labels
