@@ -232,11 +232,13 @@ def test_the_panel_inserts_into_a_scan_with_skull_using_the_patients_lesions_and
     from SynthBrainSlicer.choices import MRSequence, SkullStripped
 
     scene = mrml_app.scene
-    made = patient_with_head(1002, "FLAIR")
-    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, demo_panel.widget.logic, made)
+    image, affine, labels = patient_with_head(1002, "FLAIR")
+    own = np.roll(painted_wmh(labels, affine, radius_mm=6.0), 10, axis=0)  # "the patient's own lesion"
+    image[own] *= 1.3
+    scan, segmentation, mask, affine, _ = scan_and_lesion(scene, demo_panel.widget.logic, (image, affine, labels))
     before = mrml.volume_array(scan)
     existing = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "existing lesions")
-    mrml.fill_volume(existing, np.roll(mask, 10, axis=0).astype(np.uint8), affine)
+    mrml.fill_volume(existing, own.astype(np.uint8), affine)
     p = demo_panel.parameters
     p.imageModel = "label2image-demo"
     p.painting.reference, p.painting.segmentation = scan, segmentation
