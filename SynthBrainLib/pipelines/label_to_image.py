@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -204,6 +205,23 @@ class LabelToImagePipeline(SynthesisPipeline):
         return SynthesisResult(
             image=image.astype(np.float32), affine=np.asarray(in_affine, dtype=np.float64).copy(), provenance=provenance
         )
+
+    #: How many renders of the registration template (one per sequence and seed) a pipeline keeps.
+    TEMPLATE_RENDERS_KEPT = 6
+
+    def template_image(self, sequence: str, seed: int) -> np.ndarray:
+        """(X, Y, Z) float32: the card's template labels rendered in ``sequence`` with ``seed`` (model
+        space), kept for the next call: every scan edit registers this image and checks the sequence
+        against the other sequences' renders, and the same (sequence, seed) gives the same image."""
+        memo = self.__dict__.setdefault("_template_renders", OrderedDict())
+        key = (sequence, int(seed), self.precision.name)
+        if key not in memo:
+            labels = self.tensors[self.card.template.weights]["labels"].cpu().numpy()
+            memo[key] = self.generate(labels, sequence=sequence, seed=seed).image
+            while len(memo) > self.TEMPLATE_RENDERS_KEPT:
+                memo.popitem(last=False)
+        memo.move_to_end(key)
+        return memo[key].copy()
 
     #: Insert synthetic lesions into a real scan: see :func:`~SynthBrainLib.pipelines.lesion_insertion.insert_lesions`
     #: (``pipe.insert(scan, affine, lesions, sequence="FLAIR")``).

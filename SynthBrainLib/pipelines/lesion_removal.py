@@ -190,7 +190,7 @@ def _fill(edit: ScanEdit, synthetic: np.ndarray, mask: np.ndarray, distance: np.
         raise ConditionError(
             "the lesion has no normal-appearing white matter 2-6 mm around it to match the scan's level"
         )
-    level = float(np.median(white))
+    level = _centred_level(scan[ring], float(np.median(white)), wm, levels)
     sigma = 2.0 / spacing  # the model's texture: what a 2 mm smoothing removes
     fill = level * (1.0 + (synthetic - ndi.gaussian_filter(synthetic, sigma)) / levels[wm])
     margin = (distance > 0) & (distance <= edit.margin_mm) & edit.brain
@@ -214,6 +214,23 @@ def _fill(edit: ScanEdit, synthetic: np.ndarray, mask: np.ndarray, distance: np.
         "lesion_ml": round(float(mask.sum() * np.prod(spacing) / 1000.0), 4),
     }
     return fill, where, record
+
+
+def _centred_level(values: np.ndarray, start: float, wm: int, levels: dict) -> float:
+    """The white matter's level in ``values``: the median of the values within half the distance to the
+    nearest other class's level, on both sides, around the level found so far (a few rounds from
+    ``start``). Classing each voxel by its nearest level cuts white matter's distribution on one side
+    only when a neighbouring class is close (on T2 grey matter lies just above white matter, and nothing
+    below it), which biases a plain median of the voxels classed white."""
+    others = [abs(v - levels[wm]) for c, v in levels.items() if c != wm]
+    half = 0.5 * min(others) if others else np.inf
+    level = start
+    for _ in range(5):
+        near = values[np.abs(values - level) <= half]
+        if near.size < 10:
+            break
+        level = float(np.median(near))
+    return level
 
 
 def _detail(values: np.ndarray, region: np.ndarray) -> float:

@@ -124,7 +124,7 @@ class ScanEdit:
         pipe, card = self.pipe, self.pipe.card
         self.template_labels = pipe.tensors[card.template.weights]["labels"].cpu().numpy()
         # the template rendered in the scan's sequence is the moving image
-        self.template_image = pipe.generate(self.template_labels, sequence=self.sequence, seed=self.seed).image
+        self.template_image = pipe.template_image(self.sequence, self.seed)
         # a scan with its skull is registered (and checked) as its brain alone: the template has no skull
         self.extraction = brain_of_scan(self.scan, self.affine, self.skull_stripped)
         pipe.report(progress, 1, stages)
@@ -151,7 +151,7 @@ class ScanEdit:
         images = {self.sequence: self.template_image}
         for name in card.sequences.names:
             if name != self.sequence:
-                images[name] = pipe.generate(self.template_labels, sequence=name, seed=self.seed).image
+                images[name] = pipe.template_image(name, self.seed)
         if len(images) < 2:
             return
         brain = self.brain

@@ -253,6 +253,30 @@ def evaluate(
     return report
 
 
+def update_real_scans(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Rerun only the real-scan section of an existing report (``--real-only``): the phantom and MNI152
+    sections are kept as they were, and the report says when the real section was rerun."""
+    path = out / "lesion-insertion.json"
+    report = json.loads(path.read_text())
+    pipe = load_pipeline("label2image-demo", device="cpu", preset="published")
+    start = time.time()
+    section = real_scans.real_scans(pipe, log)
+    if "ms_patient" in section:
+        shown = section["ms_patient"].pop("figure")
+        real_rows = [row for volumes in shown.values() for row in figure_rows(*volumes, zoom=2)]
+        write_png(out / "lesion-insertion-real.png", stacked(real_rows))
+    report["real_scans"] = section
+    report["real_scans_rerun"] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "synthbrain": __version__,
+        "command": f"python -m synthbrain_dev.evaluation.insertion --out {out} --real-only",
+        "seconds": round(time.time() - start, 1),
+    }
+    path.write_text(json.dumps(report, indent=2))
+    (out / "lesion-insertion.md").write_text(render(report))
+    return report
+
+
 def render(r: dict[str, Any]) -> str:
     s = r["phantoms"]["summary"]
     reg, mni = r["registration"], r["mni152_t1"]["cases"]
@@ -330,6 +354,13 @@ def render(r: dict[str, Any]) -> str:
         ],
     )
     lines.append("")
+    if "real_scans_rerun" in r:
+        rerun = r["real_scans_rerun"]
+        lines += [
+            f"The real-scan section below was rerun on {rerun['date']} (`{rerun['command']}`, "
+            f"{rerun['seconds']:.0f} s) after a change to removal; the sections above are unchanged.",
+            "",
+        ]
     lines += real_scans.render(r["real_scans"])
     lines += [
         "## Clinical scans",
@@ -347,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/evaluation", type=Path)
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--registration-cases", type=int, default=9)
+    parser.add_argument("--real-only", action="store_true", help="rerun only the real-scan section of the report")
     args = parser.parse_args(argv)
+    if args.real_only:
+        update_real_scans(args.out)
+        return 0
     evaluate(args.out, args.cases, args.registration_cases)
     return 0
 
