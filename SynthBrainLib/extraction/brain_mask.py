@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from ..errors import ConditionError
+from ..errors import CheckpointError, ConditionError
 from ..models.requests import check_skull_stripped
 from .bias_field import bias_corrected
 from .linknet import LinkNet3d
@@ -106,8 +106,6 @@ class BrainExtractor:
                 net = LinkNet3d().eval()
                 missing, unexpected = net.load_state_dict(state, strict=False)
                 if missing or unexpected:
-                    from ..errors import CheckpointError
-
                     raise CheckpointError(
                         f"{release.file_name} network {name!r} does not fit: missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]}"
