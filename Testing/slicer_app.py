@@ -871,6 +871,18 @@ def module_panel_parent():
     return parent
 
 
+def finish(widget, timeout: float = 120.0) -> None:
+    """What the panel's timer does until the run has ended."""
+    while widget.runs.running:
+        widget.runs.run.wait(timeout)
+        widget._pollRun()
+
+
+def nodes(scene, class_name: str) -> list:
+    """The scene's nodes of ``class_name``, in the order they were added."""
+    return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]
+
+
 @contextlib.contextmanager
 def opened_panel(monkeypatch, mrml_app, store, release: str = "5.12.3"):
     """SynthBrain.py's widget set up on the test scene with ``store``'s models, as Slicer does it: made

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import slicer_app
 
 from synthbrain_dev.evaluation.insertion_cases import POPULATION
 from SynthBrainLib.errors import ConditionError
@@ -91,9 +92,7 @@ def test_the_panels_age_button_shows_the_aged_scan_beside_the_scan_with_the_atro
     volumes_before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
 
     demo_panel.ui.ageScanButton.click()
-    while demo_panel.widget.runs.running:
-        demo_panel.widget.runs.run.wait(300)
-        demo_panel.widget._pollRun()
+    slicer_app.finish(demo_panel.widget, timeout=300)
 
     assert demo_panel.gui.dialogs == [], f"no error: {demo_panel.gui.dialogs}"
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes_before + 2, "aged scan + atrophy map"
@@ -120,8 +119,6 @@ def test_cancel_from_the_panel_stops_the_ageing_and_adds_nothing(demo_panel, mrm
     count = scene.GetNumberOfNodes()
     demo_panel.ui.ageScanButton.click()
     demo_panel.ui.ageScanButton.click()  # the running button cancels
-    while demo_panel.widget.runs.running:
-        demo_panel.widget.runs.run.wait(300)
-        demo_panel.widget._pollRun()
+    slicer_app.finish(demo_panel.widget, timeout=300)
     assert scene.GetNumberOfNodes() == count, "a cancelled run adds nothing"
     assert "cancel" in demo_panel.ui.statusLabel.text.lower(), f"the panel says so: {demo_panel.ui.statusLabel.text!r}"

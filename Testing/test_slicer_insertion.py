@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import slicer_app
 from scipy import ndimage as ndi
 
 from synthbrain_dev.evaluation.insertion_cases import oblique_grid, painted_wmh, patient, patient_with_head
@@ -110,9 +111,7 @@ def test_the_panels_insert_button_shows_the_result_beside_the_scan(demo_panel, m
     volumes_before = scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
 
     demo_panel.ui.insertButton.click()
-    while demo_panel.widget.runs.running:
-        demo_panel.widget.runs.run.wait(300)
-        demo_panel.widget._pollRun()
+    slicer_app.finish(demo_panel.widget, timeout=300)
 
     assert demo_panel.gui.dialogs == [], f"no error: {demo_panel.gui.dialogs}"
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes_before + 1, "one new volume"
@@ -249,26 +248,17 @@ def test_the_panel_inserts_into_a_scan_with_skull_using_the_patients_lesions_and
     segmentations_before = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
 
     demo_panel.ui.insertButton.click()
-    while demo_panel.widget.runs.running:
-        demo_panel.widget.runs.run.wait(300)
-        demo_panel.widget._pollRun()
+    slicer_app.finish(demo_panel.widget, timeout=300)
 
     assert demo_panel.gui.dialogs == [], f"no error: {demo_panel.gui.dialogs}"
-    volumes = [
-        scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
-    ]
-    new = [v for v in volumes if v.GetAttribute("SynthBrain.Provenance")][-1]
+    new = [v for v in slicer_app.nodes(scene, "vtkMRMLScalarVolumeNode") if v.GetAttribute("SynthBrain.Provenance")][-1]
     insertion = json.loads(new.GetAttribute("SynthBrain.Provenance"))["insertion"]
     assert insertion["brain_extraction"]["method"] == "deepbet 1.0.2", f"the brain was extracted: {insertion}"
     assert insertion["appearance"]["target"]["source"].startswith("this patient's lesions"), "existing lesions used"
     far = ndi.distance_transform_edt(~mask, sampling=np.linalg.norm(affine[:3, :3], axis=0)) > 3.0
     assert np.array_equal(mrml.volume_array(new)[far], before[far]), "skull, neck and all beyond the margin kept"
     assert np.array_equal(mrml.volume_array(scan), before), "the scan is unchanged"
-    added = [
-        scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
-        for i in range(segmentations_before, scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))
-    ]
+    added = slicer_app.nodes(scene, "vtkMRMLSegmentationNode")[segmentations_before:]
     brain = [n for n in added if n.GetAttribute("SynthBrain.BrainExtraction")]
     assert len(brain) == 1, f"one brain-mask segmentation: {[n.GetName() for n in added]}"
     record = json.loads(brain[0].GetAttribute("SynthBrain.BrainExtraction"))

@@ -22,18 +22,8 @@ def opened(monkeypatch, mrml_app, tiny_store):
         yield panel
 
 
-def finish(widget, timeout: float = 120.0) -> None:
-    """What the panel's timer does until the run has ended."""
-    while widget.runs.running:
-        widget.runs.run.wait(timeout)
-        widget._pollRun()
-
-
 def volumes(scene) -> list:
-    return [
-        scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
-    ]
+    return slicer_app.nodes(scene, "vtkMRMLScalarVolumeNode")
 
 
 def test_the_panel_opens_without_an_error_and_chooses_an_installed_model(opened):
@@ -64,7 +54,7 @@ def test_generate_adds_a_synthetic_volume_and_shows_the_measured_volumes(opened)
     opened.parameters.run.seed = 3
     opened.ui.generateButton.click()
     assert opened.ui.generateButton.text == "Cancel", "while it runs, the button cancels"
-    finish(opened.widget)
+    slicer_app.finish(opened.widget)
     added = [v for v in volumes(opened.scene)][before:]
     assert len(added) == 1, f"one volume added, got {len(added)}"
     assert added[0].GetAttribute("SynthBrain.Synthetic") == "true", "the result is marked synthetic"
@@ -78,7 +68,7 @@ def test_cancel_adds_nothing(opened):
     before = [n.GetID() for n in volumes(opened.scene)]
     opened.ui.generateButton.click()
     opened.ui.generateButton.click()  # now "Cancel"
-    finish(opened.widget)
+    slicer_app.finish(opened.widget)
     assert [n.GetID() for n in volumes(opened.scene)] == before, "a cancelled run leaves the scene as it was"
     assert opened.ui.statusLabel.text.startswith("Cancelled"), opened.ui.statusLabel.text
     assert opened.ui.generateButton.text == "Generate brain", "the button reads Generate again"
@@ -91,7 +81,7 @@ def test_quick_preview_and_precision_apply_to_sweeps(opened):
     opened.parameters.run.precision = Precision.BFLOAT16
     opened.parameters.sweep.steps = 2
     opened.ui.sweepButton.click()
-    finish(opened.widget)
+    slicer_app.finish(opened.widget)
     sequences = [
         opened.scene.GetNthNodeByClass(i, "vtkMRMLSequenceNode")
         for i in range(opened.scene.GetNumberOfNodesByClass("vtkMRMLSequenceNode"))
@@ -112,7 +102,7 @@ def test_compare_shows_a_and_b_side_by_side_with_their_difference(opened):
     opened.parameters.conditions.age = 80.0
     before = len(volumes(opened.scene))
     opened.ui.compareButton.click()
-    finish(opened.widget)
+    slicer_app.finish(opened.widget)
     a, b, difference = volumes(opened.scene)[before:]
     left = [
         c
@@ -148,7 +138,7 @@ def test_raw_model_values_replace_an_assumed_mapping(opened):
     opened.parameters.conditions.ventricularVolume = 0.7
     opened.parameters.conditions.measureVolumes = False
     opened.ui.generateButton.click()
-    finish(opened.widget)
+    slicer_app.finish(opened.widget)
     provenance = json.loads(volumes(opened.scene)[-1].GetAttribute("SynthBrain.Provenance"))
     assert provenance["conditions"]["model_units"]["ventricular_volume"] == pytest.approx(0.7), provenance["conditions"]
     assert provenance["conditions"]["given_as"]["ventricular_volume"] == "raw", "recorded as a raw model value"
@@ -212,7 +202,7 @@ def test_generate_label_template_gives_a_segmentation_and_a_volume_to_paint_on(o
     opened.parameters.labelModel = "tiny-labels"
     opened.parameters.painting.wmh = 0.0
     opened.ui.generateLabelsButton.click()
-    finish(opened.widget)
+    slicer_app.finish(opened.widget)
     segmentation, reference = opened.parameters.painting.segmentation, opened.parameters.painting.reference
     assert segmentation is not None, f"a template to paint ({opened.gui.dialogs})"
     assert segmentation.IsA("vtkMRMLSegmentationNode"), segmentation.GetClassName()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from ..errors import CheckpointError, ConditionError
+from ..insertion.blending import voxel_spacing
 from ..models.requests import check_skull_stripped
 from .bias_field import bias_corrected
 from .linknet import LinkNet3d
@@ -63,7 +64,7 @@ class BrainMask:
 
 
 def voxel_ml(affine: np.ndarray) -> float:
-    return float(np.prod(np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0))) / 1000.0
+    return float(np.prod(voxel_spacing(affine))) / 1000.0
 
 
 def foreground_ml(scan: np.ndarray, affine: np.ndarray) -> float:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage as ndi
 
 from ..errors import ConditionError
+from .blending import distance_mm
 
 #: RAS <-> LPS (an involution)
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -194,14 +194,18 @@ def similarity(template, template_affine, scan, scan_affine, brain_on_scan, scan
     """Pearson r between the scan and the template image carried onto the scan grid, over the
     template's brain (``brain_on_scan``, bool on the scan grid) dilated by :data:`CHECK_DILATION_MM`
     (0 when that region is nearly empty)."""
-    carried = brain_on_scan
-    spacing = np.linalg.norm(np.asarray(scan_affine, np.float64)[:3, :3], axis=0)
-    region = ndi.distance_transform_edt(~carried, sampling=spacing) <= CHECK_DILATION_MM
+    region = distance_mm(brain_on_scan, scan_affine) <= CHECK_DILATION_MM
+    moved = moved_affine(template_affine, scan_to_template, into="scan")
+    return _correlation(scan, scan_affine, template, moved, region)
+
+
+def _correlation(scan, scan_affine, image, image_affine, region) -> float:
+    """Pearson r between ``scan`` and ``image`` resampled onto its grid, over ``region`` (0 when the
+    region has under 100 voxels or either side is constant there)."""
     if region.sum() < 100:
         return 0.0
-    moved = moved_affine(template_affine, scan_to_template, into="scan")
-    warped = resample_between(template, moved, scan.shape, scan_affine)
-    a, b = scan[region].astype(np.float64), warped[region].astype(np.float64)
+    a = scan[region].astype(np.float64)
+    b = resample_between(image, image_affine, scan.shape, scan_affine)[region].astype(np.float64)
     if a.std() == 0 or b.std() == 0:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
@@ -228,15 +232,9 @@ def interior_similarity(images, template_affine, scan, scan_affine, brain_on_sca
     than white on T1, brighter on FLAIR and T2), so the right sequence explains it best
     (:data:`SEQUENCE_MARGIN`).
     """
-    spacing = np.linalg.norm(np.asarray(scan_affine, np.float64)[:3, :3], axis=0)
-    inner = ndi.distance_transform_edt(brain_on_scan, sampling=spacing) > INTERIOR_MM
+    inner = distance_mm(~brain_on_scan, scan_affine) > INTERIOR_MM
     moved = moved_affine(template_affine, scan_to_template, into="scan")
-    a = scan[inner].astype(np.float64)
-    fits = {}
-    for name, image in images.items():
-        b = resample_between(image, moved, scan.shape, scan_affine)[inner].astype(np.float64)
-        fits[name] = 0.0 if a.size < 100 or a.std() == 0 or b.std() == 0 else float(np.corrcoef(a, b)[0, 1])
-    return fits
+    return {name: _correlation(scan, scan_affine, image, moved, inner) for name, image in images.items()}
 
 
 def labels_on_scan(labels, template_affine, scan_shape, scan_affine, scan_to_template) -> np.ndarray:

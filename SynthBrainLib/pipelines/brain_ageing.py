@@ -424,9 +424,7 @@ AGEING_REACH_MM = 4.0
 
 def _taper(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """(X, Y, Z) float32 on the scan's grid: 1 in the brain, falling to 0 at :data:`AGEING_REACH_MM` beyond."""
-    spacing = np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
-    outside = ndi.distance_transform_edt(~brain, sampling=spacing)
-    return np.clip(1.0 - outside / AGEING_REACH_MM, 0.0, 1.0).astype(np.float32)
+    return np.clip(1.0 - blending.distance_mm(brain, affine) / AGEING_REACH_MM, 0.0, 1.0).astype(np.float32)
 
 
 def _apply(scan, affine, field, model_affine, scan_to_template, taper=None) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -56,7 +56,7 @@ def deep_white_matter_ball(pipe, scan, affine, sequence: str, seed: int = 1) -> 
     scan (as the insertion registers it), clipped to that white matter: where a user would paint a WMH."""
     card = pipe.card
     labels = pipe.tensors[card.template.weights]["labels"].cpu().numpy()
-    template = pipe.generate(labels, sequence=sequence, seed=seed).image
+    template = pipe.template_image(sequence, seed)
     view = brain_only(scan, affine, brain_of_scan(scan, affine))
     reg = registration.register(template, card.output.affine, view, affine, labels, seed=seed)
     on_scan = registration.labels_on_scan(labels, card.output.affine, scan.shape, affine, reg.scan_to_template)
@@ -119,8 +119,9 @@ def slices_showing(image, before, lesion, affine, brain, brighter: bool) -> tupl
     return len(painted), int(showing)
 
 
-def edit_case(pipe, scan, affine, sequence: str, lesion: np.ndarray, seed: int = 1) -> dict[str, Any]:
-    """Insert a WMH at ``lesion``, then remove it again; the measures of the module docstring."""
+def edit_case(pipe, scan, affine, sequence: str, lesion: np.ndarray, seed: int = 1, truth=None) -> dict[str, Any]:
+    """Insert a WMH at ``lesion``, then remove it again; the measures of the module docstring (with
+    ``truth``, the true brain of a phantom, also the extracted brain's Dice with it)."""
     far = ndi.distance_transform_edt(~lesion, sampling=spacing_of(affine)) > MARGIN_MM
     start = time.perf_counter()
     inserted = pipe.insert(scan, affine, {"wmh": lesion}, sequence=sequence, seed=seed, margin_mm=MARGIN_MM)
@@ -133,7 +134,11 @@ def edit_case(pipe, scan, affine, sequence: str, lesion: np.ndarray, seed: int =
     removed = pipe.remove(inserted.image, affine, {"wmh": lesion}, sequence=sequence, seed=seed, margin_mm=MARGIN_MM)
     removal_seconds = time.perf_counter() - start
     original = scan[lesion].astype(np.float64).mean()
+    if truth is not None:
+        extracted = inserted.brain_mask
+        dice = float(2 * (extracted & truth).sum() / (extracted.sum() + truth.sum()))
     return {
+        **({"brain_dice": dice} if truth is not None else {}),
         "lesion_ml": float(lesion.sum() * np.prod(spacing_of(affine)) / 1000.0),
         "brain_extraction": section["brain_extraction"],
         "similarity": section["registration"]["similarity_pearson_r"],
@@ -214,11 +219,9 @@ def phantom_heads(pipe, n: int, log: Callable[[str], None]) -> dict[str, Any]:
         scan, affine, labels = patient_with_head(index, sequence)
         truth = labels > 0
         lesion = deep_white_matter_ball(pipe, scan, affine, sequence) & (labels == WM)
-        case = edit_case(pipe, scan, affine, sequence, lesion)
+        case = edit_case(pipe, scan, affine, sequence, lesion, truth=truth)
         case.pop("figure")
         case.pop("mask_figure")
-        extraction = brain_of_scan(scan, affine)
-        case["brain_dice"] = float(2 * (extraction.mask & truth).sum() / (extraction.mask.sum() + truth.sum()))
         case["true_brain_ml"] = float(truth.sum() * np.prod(spacing_of(affine)) / 1000.0)
         case.update(phantom=index, sequence=sequence)
         rows.append(case)
