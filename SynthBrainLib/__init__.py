@@ -41,6 +41,7 @@ _LAZY = {
     "ConditionalBrainPipeline": ".pipelines",
     "LabelGeneratorPipeline": ".pipelines",
     "LabelToImagePipeline": ".pipelines",
+    "ModalityImagePipeline": ".pipelines",
     "SynthesisPipeline": ".pipelines",
     "SynthesisResult": ".outputs.results",
     "ModelCard": ".models.cards",

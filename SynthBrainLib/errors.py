@@ -47,6 +47,7 @@ REMEDIES = {
     "new_model_id": lambda r: "import it under an id of its own: model='NEW_ID'",
     "other_home": lambda r: "choose another folder: ModelStore(home=...) or SYNTHBRAIN_HOME",
     "insert_lesions": lambda r: "to put lesions into a scan, use pipe.insert(scan, affine, lesions, sequence=...)",
+    "accept_licence": lambda r: f"read it, then ModelStore().download({r.model!r}, accept_licence=True)",
 }
 
 

@@ -15,8 +15,10 @@ from tiny_models import (  # noqa: E402
     rflow_card,
     tiny_brain_card,
     tiny_labels_card,
+    tiny_modality_card,
     tiny_spade_card,
     tiny_spade_ldm_card,
+    write_modality_model,
     write_model_folder,
 )
 
@@ -42,6 +44,7 @@ def model_folders(tmp_path_factory):
         "spade": write_model_folder(tiny_spade_card(), base / "tiny-spade"),
         "spade_ldm": write_model_folder(tiny_spade_ldm_card(), base / "tiny-spade-ldm"),
         "rflow": write_model_folder(rflow_card(), base / "tiny-rflow"),
+        "modality": write_modality_model(tiny_modality_card(), base / "tiny-nv-generate"),
     }
 
 

@@ -255,7 +255,7 @@ def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, model_f
         ),
         (
             ["generate", "--model", "{labels}", "-o", "{tmp}/x.nii.gz"],
-            "is a label_generator model; 'generate' needs a conditional_latent_diffusion model",
+            "is a label_generator model; 'generate' needs a conditional_latent_diffusion or modality_image model",
         ),
         (
             ["labels", "--model", "{labels}", "--wmh", "0.5", "-o", "{tmp}/x.nii.gz"],

@@ -66,11 +66,12 @@ def bound_widgets(root) -> dict:
 
 
 def test_every_field_is_bound_by_slicer_or_synced_by_the_panel(module, node_class):
-    """Model ids (str) cannot go through connectGui on Slicer >= 5.8 (see the module docstring):
-    exactly those are synced by the panel itself (SynthBrainSlicer.panel.ModelSelectors)."""
+    """Model ids and a card's modality names (str, listed at run time) cannot go through connectGui on
+    Slicer >= 5.8 (see the module docstring): exactly those are synced by the panel itself
+    (SynthBrainSlicer.panel.ModelSelectors, SynthBrainSlicer.modality_panel.ChoiceSelector)."""
     fields = leaf_names(node_class)
     widgets = set(bound_widgets(slicer_app.load_ui()))
-    synced = set(module.SynthBrainWidget.MODEL_SELECTORS)
+    synced = set(module.SynthBrainWidget.MODEL_SELECTORS) | set(module.SynthBrainWidget.CHOICE_SELECTORS)
     assert fields - widgets == synced, "parameter-node fields neither bound by connectGui nor synced by the panel"
     assert widgets - fields == set(), "widgets bound to a parameter the node does not have"
 
@@ -79,7 +80,9 @@ def test_the_parameter_node_is_grouped_in_packs(node_class):
     packs = {
         name for name in node_class.allParameters if "." not in name and name.islower() and not name.endswith("Model")
     }
-    assert packs == {"conditions", "run", "sweep", "painting", "ageing"}, f"the sections' parameter packs: {packs}"
+    assert packs == {"conditions", "run", "sweep", "painting", "ageing", "modality"}, (
+        f"the sections' parameter packs: {packs}"
+    )
 
 
 def test_slicers_own_lookup_finds_a_connector_for_every_field(module, gui, node_class):
@@ -96,6 +99,9 @@ def test_slicers_own_lookup_finds_a_connector_for_every_field(module, gui, node_
     assert age == "QDoubleSpinBoxCtkSliderWidgetToFloatIntConnector", f"age binds through {age}"
     assert sex == "QComboBoxToEnumConnector", f"sex binds through {sex}"
     assert segmentation == "qMRMLNodeComboBoxToNodeConnector", f"the painted segmentation binds through {segmentation}"
+    size, spacing = chosen["modality.sizeX"], chosen["modality.spacingX"]
+    assert size == "QSliderOrSpinBoxToIntConnector", f"an image's size binds through {size}"
+    assert spacing == "QDoubleSpinBoxCtkSliderWidgetToFloatIntConnector", f"its spacing binds through {spacing}"
 
 
 def test_connect_gui_binds_the_whole_panel(parameters):

@@ -223,7 +223,8 @@ def test_icon_is_a_real_128_pixel_picture():
 
 def test_every_console_call_in_the_docs_exists():
     methods = set()
-    for part in ("logic.py", "scan_calls.py"):  # SynthBrainLogic and the calls on a patient's scan it inherits
+    # SynthBrainLogic and the calls it inherits: on a patient's scan, and of the modality-image models
+    for part in ("logic.py", "scan_calls.py", "modality_calls.py"):
         tree = ast.parse((MODULE_DIR / "SynthBrainSlicer" / part).read_text(encoding="utf-8"))
         methods |= {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
     for doc in (REPO / "docs" / "slicer.md", REPO / "README.md"):

@@ -86,7 +86,14 @@ def test_model_statuses_and_defaults(slicer_logic, model_folders):
     statuses = slicer_logic.listModels()
     ids = [s.id for s in statuses]
     installed = [s.id for s in statuses if s.installed]
-    assert set(installed) == {"tiny-brain-ldm", "tiny-labels", "tiny-spade", "tiny-spade-ldm", "tiny-rflow"}
+    assert set(installed) == {
+        "tiny-brain-ldm",
+        "tiny-labels",
+        "tiny-spade",
+        "tiny-spade-ldm",
+        "tiny-rflow",
+        "tiny-nv-generate",
+    }, f"installed tiny models: {installed}"
     assert ids[: len(installed)] == sorted(installed)  # installed first
     brain = slicer_logic.modelStatus("brain-ldm")
     assert not brain.installed, "brain-ldm is not installed in the test store"

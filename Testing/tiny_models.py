@@ -155,6 +155,71 @@ def rflow_card(model_id: str = "tiny-rflow") -> dict:
     return card
 
 
+def tiny_modality_card(model_id: str = "tiny-nv-generate") -> dict:
+    """NV-Generate-MR-Brain's card (modalities, geometry rules, rectified flow, guidance) with small
+    MAISI networks and a 32 x 64 x 32 default grid at 2 mm."""
+    card = copy.deepcopy(builtin_cards()["nv-generate-mr-brain"].to_dict())
+    card["id"] = model_id
+    card["name"] = "Tiny NV-Generate (tests)"
+    for w in card["weights"].values():
+        w.pop("url", None)
+        w.pop("sha256", None)
+    card["source"]["licence_acceptance"] = False
+    card["networks"]["autoencoder"]["kwargs"].update(
+        num_channels=[8, 8, 8], num_res_blocks=[1, 1, 1], norm_num_groups=4
+    )
+    card["networks"]["diffusion"]["kwargs"].update(
+        num_channels=[8, 8, 16, 16], num_head_channels=[0, 0, 8, 8], num_res_blocks=1, norm_num_groups=4
+    )
+    card["geometry"].update(max_size=[96, 96, 64], default_size=[32, 64, 32], default_spacing=[2.0, 2.0, 2.0])
+    card["output"].update(shape=[32, 64, 32], spacing=[2.0, 2.0, 2.0], affine=np.diag([2.0, 2.0, 2.0, 1.0]).tolist())
+    card["sampling"]["default_steps"] = 3
+    return card
+
+
+def write_upstream_models(
+    card_dict: dict, folder: Path, seed: int = 0, scale_factor: float = 0.9696779847145081, noise: float = 0.02
+) -> dict[str, Path]:
+    """The card's two networks with perturbed random weights, saved as NV-Generate's download script
+    leaves them: ``folder/autoencoder_v1.pt`` (a bare state dict) and
+    ``folder/diff_unet_3d_rflow-mr-brain_v1.pt`` (``{"unet_state_dict": ..., "scale_factor": tensor,
+    "epoch": ..., "loss": ...}``, the training script's layout). Returns the paths by weight key."""
+    card = ModelCard.from_dict(card_dict)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    nets = build_networks(card)
+    paths = {}
+    for name, net in nets.items():
+        perturb(net, seed, scale=noise)
+        key = card.networks[name].weights
+        path = folder / card.weights[key].file
+        if name == "diffusion":
+            payload = {
+                "unet_state_dict": net.state_dict(),
+                "scale_factor": torch.tensor(scale_factor),
+                "epoch": 100,
+                "loss": 0.1,
+                "num_train_timesteps": 1000,
+            }
+        else:
+            payload = net.state_dict()
+        torch.save(payload, path)
+        paths[key] = path
+    return paths
+
+
+def write_modality_model(card_dict: dict, folder: Path, seed: int = 0) -> Path:
+    """A model folder (card.json + upstream-layout weights, their sha256 in the card)."""
+    from SynthBrainLib.outputs.digests import file_sha256
+
+    card_dict = copy.deepcopy(card_dict)
+    paths = write_upstream_models(card_dict, folder, seed, noise=TINY_NOISE)
+    for key, path in paths.items():
+        card_dict["weights"][key]["sha256"] = file_sha256(path)
+    (folder / "card.json").write_text(json.dumps(card_dict, indent=2))
+    return folder
+
+
 #: How much noise the tiny models' random weights get (:func:`~synthbrain_dev.random_weights.perturb`):
 #: more than the benchmarks' 0.02, so that the tiny networks' outputs vary visibly with their inputs.
 TINY_NOISE = 0.05

@@ -15,10 +15,10 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic, ScriptedL
 from slicer.util import VTKObservationMixin
 
 from . import logic as core
-from . import panel, views
+from . import modality_panel, panel, views
 from . import scene as mrml
 from .brain_tasks import measured_volumes
-from .choices import BRAIN_KIND, IMAGE_KIND, LABELS_KIND, Sampler
+from .choices import BRAIN_KIND, IMAGE_KIND, LABELS_KIND, MODALITY_KIND, Sampler
 from .dependencies import ensure_installed
 from .parameters import MAX_SEED, SynthBrainParameterNode
 from .runs import PanelRuns
@@ -61,7 +61,10 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "brainModel": "brainModelSelector",
         "labelModel": "labelModelSelector",
         "imageModel": "imageModelSelector",
+        "modalityModel": "modalityModelSelector",
     }
+    #: Pack members whose combo box a card fills at run time, synced by modality_panel.ChoiceSelector.
+    CHOICE_SELECTORS = {"modality.modality": "modalitySelector"}
     RUN_BUTTONS = (
         "generateButton",
         "sweepButton",
@@ -72,14 +75,17 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "removeButton",
         "ageScanButton",
         "ageScanSweepButton",
+        "generateModalityButton",
+        "modalityCompareButton",
         "downloadButton",
     )
 
     def __init__(self, parent=None) -> None:
         # Set before the base class's __init__: without a parent it calls setup() at once.
         self.logic = None  # set before setup() to inject one (tests)
-        self._parameterNode = self._parameterNodeGuiTag = self._pinned = None
-        self._updatingCards = self._downloadable = False
+        self._parameterNode = self._parameterNodeGuiTag = self._pinned = self._pinnedModality = None
+        self._updatingCards = self._downloadable = self._modalityReady = False
+        self._licenceModel = None
         VTKObservationMixin.__init__(self)
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
@@ -91,6 +97,8 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = self.logic or SynthBrainLogic()
         self.selectors = panel.ModelSelectors({f: getattr(self.ui, name) for f, name in self.MODEL_SELECTORS.items()})
+        path, name = next(iter(self.CHOICE_SELECTORS.items()))
+        self.modalityChoice = modality_panel.ChoiceSelector(getattr(self.ui, name), path)
         buttons = {name: getattr(self.ui, name) for name in self.RUN_BUTTONS}
         self.runs = PanelRuns(buttons, self.ui.progressBar, self.ui.statusLabel, self._showError)
         self._timer = qt.QTimer()
@@ -121,6 +129,8 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             (ui.removeButton, self._removalTask, self._showRemoval),
             (ui.ageScanButton, self._ageingTask, self._showAgeing),
             (ui.ageScanSweepButton, self._ageingSweepTask, self._showSweep),
+            (ui.generateModalityButton, self._modalityTask, self._showVolume),
+            (ui.modalityCompareButton, self._modalityComparisonTask, self._showModalityComparison),
             (ui.downloadButton, self._downloadTask, lambda installed: self._refreshModels(force=True)),
         ):
             button.clicked.connect(lambda checked=False, b=button, t=task, d=done: self._start(b, t, d))
@@ -128,7 +138,11 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.randomizeLesionSeedButton.clicked.connect(
             lambda: setattr(self._parameterNode.painting, "seed", _randomSeed())
         )
+        ui.randomizeModalitySeedButton.clicked.connect(
+            lambda: setattr(self._parameterNode.modality, "seed", _randomSeed())
+        )
         ui.pinButton.clicked.connect(self.onPin)
+        ui.modalityPinButton.clicked.connect(self.onPinModality)
         ui.useTemplateButton.clicked.connect(self.onUseTemplate)
         ui.addLesionSegmentsButton.clicked.connect(self.onAddLesionSegments)
         ui.refreshModelsButton.clicked.connect(lambda: self._refreshModels(force=True))
@@ -138,6 +152,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # only then do the sliders take the new card's defaults.
         ui.brainModelSelector.activated.connect(lambda index: self._applyCard(BRAIN_KIND, setDefaults=True))
         ui.labelModelSelector.activated.connect(lambda index: self._applyCard(LABELS_KIND, setDefaults=True))
+        ui.modalityModelSelector.activated.connect(lambda index: self._applyCard(MODALITY_KIND, setDefaults=True))
 
     def cleanup(self) -> None:
         self.runs.cancel()
@@ -184,11 +199,13 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.selectors.disconnect()
+            self.modalityChoice.disconnect()
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.selectors.connect(self._parameterNode)
+            self.modalityChoice.connect(self._parameterNode)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
 
@@ -196,6 +213,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is None or self._updatingCards:
             return
         self.selectors.update()
+        self.modalityChoice.update()
         painting = self._parameterNode.painting
         views.sync_segment_editor(self.ui.segmentEditorWidget, painting.segmentation, painting.reference)
         self._updateButtons()
@@ -224,6 +242,7 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._applyCard(kind, setDefaults=True)  # a new scene: an installed model and its card's defaults
         self._applyCard(BRAIN_KIND, setDefaults=False)
         self._applyCard(LABELS_KIND, setDefaults=False)
+        self._applyCard(MODALITY_KIND, setDefaults=False)
         self._updateModelStatus()
 
     def _updateModelStatus(self, index=None) -> None:
@@ -237,9 +256,18 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"{card.description}\n\n{_('Licence')}: {card.licence}\n\n{_('Citation')}: {card.citation}"
         )
         self._downloadable = not status.installed and bool(card.weights_public)
+        # A licence the card asks to accept: the box shows it, and is ticked anew for each model.
+        needsLicence, box = bool(card.source.get("licence_acceptance")), self.ui.licenceCheckBox
+        box.setVisible(needsLicence)
+        box.enabled = needsLicence and not status.installed
+        box.toolTip = _("Licence of {model}: {licence}").format(model=card.id, licence=card.licence)
+        if modelId != self._licenceModel:
+            box.checked, self._licenceModel = False, modelId
         self._updateButtons()
 
     def _applyCard(self, kind: str, setDefaults: bool) -> None:
+        if kind == MODALITY_KIND:
+            return self._applyModalityCard(self._card("modalityModel"), setDefaults)
         card = self._card("brainModel" if kind == BRAIN_KIND else "labelModel")
         if card is None or kind == IMAGE_KIND:
             return
@@ -252,6 +280,19 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 panel.apply_conditions(self.ui, painting, card, panel.LESION_CONDITIONS, setDefaults)
         finally:
             self._updatingCards = False
+
+    def _applyModalityCard(self, card, setDefaults: bool) -> None:
+        """The modality section takes the chosen card's names and ranges, or is disabled without one."""
+        self._modalityReady = card is not None and card.kind == MODALITY_KIND
+        for name in modality_panel.MODALITY_WIDGETS:
+            getattr(self.ui, name).enabled = self._modalityReady
+        if self._modalityReady:
+            self._updatingCards = True
+            try:
+                modality_panel.apply_modality_card(self.ui, self._parameterNode, card, setDefaults, self.modalityChoice)
+            finally:
+                self._updatingCards = False
+        self._updateButtons()
 
     def _card(self, field):
         return self.logic.knownCard(getattr(self._parameterNode, field))
@@ -317,10 +358,16 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def _updateButtons(self) -> None:
-        self.runs.allowed = {"compareButton": self._pinned is not None, "downloadButton": self._downloadable}
+        self.runs.allowed = {
+            "compareButton": self._pinned is not None,
+            "downloadButton": self._downloadable,
+            "generateModalityButton": self._modalityReady,
+            "modalityCompareButton": self._modalityReady and self._pinnedModality is not None,
+        }
         self.runs.updateButtons()
         for name in ("importButton", "refreshModelsButton", "useTemplateButton", "pinButton"):
             getattr(self.ui, name).enabled = not self.runs.running
+        self.ui.modalityPinButton.enabled = self._modalityReady and not self.runs.running
         if self._parameterNode is not None:  # 'Model default' takes the preset's steps
             self.ui.stepsSpinBox.enabled = self._parameterNode.run.sampler is not Sampler.DEFAULT
 
@@ -379,7 +426,22 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self.logic.ageingSweepTask(**panel.ageing_request(self._parameterNode, sweep=True))
 
     def _downloadTask(self):
-        return self.logic.downloadTask(panel.selected_data(self.ui.modelSelector))
+        modelId = panel.selected_data(self.ui.modelSelector)
+        return self.logic.downloadTask(modelId, acceptLicence=self.ui.licenceCheckBox.checked)
+
+    def _modalityTask(self):
+        return self.logic.modalityTask(**modality_panel.modality_request(self._parameterNode))
+
+    def onPinModality(self) -> None:
+        self._pinnedModality = modality_panel.modality_choice(self._parameterNode)
+        self.ui.modalityCompareLabel.text = _("A: {modality}").format(
+            modality=modality_panel.describe_modality(self._pinnedModality)
+        )
+        self._updateButtons()
+
+    def _modalityComparisonTask(self):
+        request = modality_panel.modality_compare_request(self._pinnedModality, self._parameterNode)
+        return self.logic.modalityComparisonTask(**request)
 
     # ---- showing results ---------------------------------------------------------------------------
     def _showVolume(self, volumeNode) -> None:
@@ -398,6 +460,10 @@ class SynthBrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showComparison(self, nodes) -> None:
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         views.show_side_by_side(slicer.mrmlScene, *nodes)
+
+    def _showModalityComparison(self, nodes) -> None:
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        views.show_beside(slicer.mrmlScene, *nodes)
 
     def _showInsertion(self, nodes) -> None:
         volume, lesions = nodes

@@ -6,16 +6,26 @@ from __future__ import annotations
 import enum
 
 from SynthBrainLib.models.samplers import SAMPLERS  # plain Python: loads before the dependencies
-from SynthBrainLib.models.schema import BRAIN_KIND, IMAGE_KIND, LABELS_KIND
+from SynthBrainLib.models.schema import BRAIN_KIND, IMAGE_KIND, LABELS_KIND, MODALITY_KIND
 
 from .i18n import _
 
 #: Model kinds (``card.kind``) the panel has a section for (SynthBrainLib's schema), and their names for the user.
-KIND_NAMES = {BRAIN_KIND: _("conditioned brain"), LABELS_KIND: _("label generator"), IMAGE_KIND: _("label-to-image")}
+KIND_NAMES = {
+    BRAIN_KIND: _("conditioned brain"),
+    LABELS_KIND: _("label generator"),
+    IMAGE_KIND: _("label-to-image"),
+    MODALITY_KIND: _("modality image"),
+}
 #: The condition an age sweep varies.
 AGE = "age"
 #: parameter-node field holding the model id of each kind
-MODEL_FIELDS = {"brainModel": BRAIN_KIND, "labelModel": LABELS_KIND, "imageModel": IMAGE_KIND}
+MODEL_FIELDS = {
+    "brainModel": BRAIN_KIND,
+    "labelModel": LABELS_KIND,
+    "imageModel": IMAGE_KIND,
+    "modalityModel": MODALITY_KIND,
+}
 
 
 class Device(enum.Enum):

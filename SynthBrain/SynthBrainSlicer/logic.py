@@ -9,6 +9,7 @@ Console example (inside Slicer)::
     flair = logic.synthesizeFromSegmentation(labels, sequence="FLAIR")   # volume node
     sweep = logic.ageSweep(50, 80, 7, sex="male", seed=3)                # sequence node
     aged, atrophy = logic.ageScan(t1, age=55, sex="female", toAge=75)    # a loaded scan, older
+    t2 = logic.generateModalityImage(modality="T2w", skullStripped=True)  # a modality-image model
 
 Every call takes ``progress(step, total)`` and ``cancel`` (a ``threading.Event`` or a callable).
 Each ``generate...`` call is a :class:`~SynthBrainSlicer.tasks.Task` run in the calling thread, or
@@ -31,11 +32,13 @@ from typing import Any, Callable
 
 from SynthBrainLib import errors
 from SynthBrainLib.models.requests import check_request, resolve_seed, resolve_sequence  # numpy only
+from SynthBrainLib.models.store_writing import check_licence_accepted  # torch-free
 from SynthBrainLib.outputs.interrupts import is_cancelled
 
 from . import brain_tasks, environment, image_tasks, painting, saving
-from .choices import BRAIN_KIND, KIND_NAMES, LABELS_KIND
+from .choices import BRAIN_KIND, KIND_NAMES, LABELS_KIND, MODALITY_KIND  # noqa: F401 (MODALITY_KIND: for scripts)
 from .dependencies import DependencyInstaller, InstallOutcome
+from .modality_calls import ModalityCalls
 from .scan_calls import PatientScanCalls
 from .settings import RunSettings
 from .tasks import BackgroundRun, ProgressCallback, Task
@@ -68,7 +71,7 @@ class ModelStatus:
 RESULT_CACHE_SIZE = 8
 
 
-class SynthBrainLogic(PatientScanCalls):
+class SynthBrainLogic(PatientScanCalls, ModalityCalls):
     """Synthesis into a MRML scene.
 
     Args:
@@ -305,23 +308,31 @@ class SynthBrainLogic(PatientScanCalls):
                 torch.cuda.empty_cache()
 
     # ---- checks on the main thread (fast feedback, before any thread starts) --------------------
-    def check(self, card, conditions: dict[str, Any], raw, settings: RunSettings) -> None:
+    def check(self, card, conditions: dict[str, Any], raw, settings: RunSettings, guidance=None, **image: Any):
         """Everything about a request that the card decides (SynthBrainLib's one request check), and
-        whether this machine has the device; one line on failure."""
+        whether this machine has the device; one line on failure. Returns the library's checked request.
+
+        ``guidance``: the run's own scale (modality images); brain and label runs take the logic's
+        :attr:`guidance`. ``image``: ``modality``, ``skull_stripped``, ``size``, ``spacing`` of a
+        modality-image request."""
         from SynthBrainLib.pipelines.device import resolve_device  # torch: not at module load
 
-        check_request(
+        if guidance is None and card.kind in (BRAIN_KIND, LABELS_KIND):  # the runs that take the logic's
+            guidance = self.guidance
+        request = check_request(
             card,
             conditions=conditions,
             raw=raw,
             sampler=settings.sampler,
             steps=settings.steps,
             preset=self.preset,
-            guidance=self.guidance if card.kind in (BRAIN_KIND, LABELS_KIND) else None,  # the runs that take one
+            guidance=guidance,
             seed=settings.seed,
             precision=settings.precision or self.precision,
+            **image,
         )
         resolve_device(settings.device or self.device)
+        return request
 
     @staticmethod
     def checkSequence(card, sequence: str) -> str:
@@ -383,11 +394,14 @@ class SynthBrainLogic(PatientScanCalls):
         settings, rest = self._settings(settings, keywords)
         return image_tasks.synthesis(self, segmentationNode, settings, **rest)
 
-    def downloadTask(self, model: str) -> Task:
+    def downloadTask(self, model: str, acceptLicence: bool = False) -> Task:
         """Download a model's public weights into the model cache (resumable; checked against the
         card's checksums; ``compute`` reports bytes as progress and stops at ``cancel``, keeping the
-        partial file for the next attempt). ``apply`` gives the installed model."""
+        partial file for the next attempt). ``apply`` gives the installed model. ``acceptLicence``:
+        the user has read the card's licence and accepts it (required by cards that ask for it, e.g.
+        NV-Generate-MR-Brain; without it the store refuses before fetching anything)."""
         card = self.card(model)
+        check_licence_accepted(card, acceptLicence)  # refused here, on the main thread, before a worker starts
 
         def compute(progress, cancel):
             def bytes_done(name, done, total):
@@ -398,7 +412,7 @@ class SynthBrainLogic(PatientScanCalls):
                 if progress is not None:
                     progress(int(done), int(total or 0))
 
-            return self.store.download(card.id, progress=bytes_done)
+            return self.store.download(card.id, progress=bytes_done, accept_licence=acceptLicence)
 
         def apply(installed):
             self.refreshModels()
@@ -543,7 +557,15 @@ class SynthBrainLogic(PatientScanCalls):
         return self._run(self.compareTask(conditionsA, conditionsB, **kwargs), progress, cancel, background)
 
     def downloadModel(
-        self, model: str, *, progress: ProgressCallback | None = None, cancel=None, background: bool = False
+        self,
+        model: str,
+        *,
+        acceptLicence: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel=None,
+        background: bool = False,
     ):
-        """Download a model's public weights (e.g. ``"brain-ldm"``), checked against the card's sha256."""
-        return self._run(self.downloadTask(model), progress, cancel, background)
+        """Download a model's public weights (e.g. ``"brain-ldm"``), checked against the card's sha256.
+        ``acceptLicence=True``: you have read the model's licence (``logic.card(model).licence``) and
+        accept it; models whose card asks for that (``nv-generate-mr-brain``) are refused without it."""
+        return self._run(self.downloadTask(model, acceptLicence=acceptLicence), progress, cancel, background)

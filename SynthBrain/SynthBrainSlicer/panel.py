@@ -23,6 +23,8 @@ from .i18n import _
 AGE_BOUNDS = (0.0, 150.0)
 VOLUME_BOUNDS = (0.0, 10000.0)
 FRACTION_BOUNDS = (0.0, 1.0)
+SIZE_BOUNDS = (1, 4096)
+SPACING_BOUNDS = (0.01, 100.0)
 
 #: parameter field -> (card condition, slider, label) for the conditioned-brain model.
 BRAIN_CONDITIONS = {
@@ -302,27 +304,28 @@ def describe_conditions(conditions: Mapping[str, Any], raw: Mapping[str, float] 
 
 
 # ---- model selectors ---------------------------------------------------------------------------------
-def fill_combo(combo, items: Iterable[tuple[str, Any]], current: str | None) -> None:
+def fill_combo(combo, items: Iterable[tuple[str, Any]], current: str | None, missing: str | None = None) -> None:
     """Replace a combo box's (text, data) items without emitting signals and select ``current``.
 
     An unknown ``current`` (a model saved in the scene, not installed here) stays listed as
-    "(not installed)"; an empty one selects nothing.
+    "(not installed)" (or ``missing``); an empty one selects nothing.
     """
     wasBlocked = combo.blockSignals(True)
     try:
         combo.clear()
         for text, data in items:
             combo.addItem(text, data)
-        select_data(combo, current)
+        select_data(combo, current, missing)
     finally:
         combo.blockSignals(wasBlocked)
 
 
-def select_data(combo, value: str | None) -> None:
-    """Select the item whose data is ``value`` (adding a "(not installed)" item if it is unknown)."""
+def select_data(combo, value: str | None, missing: str | None = None) -> None:
+    """Select the item whose data is ``value`` (adding a "(not installed)" item, or ``missing``
+    formatted with ``model``, if it is unknown)."""
     index = combo.findData(value) if value else -1
     if value and index < 0:
-        combo.addItem(_("{model} (not installed)").format(model=value), value)
+        combo.addItem((missing or _("{model} (not installed)")).format(model=value), value)
         index = combo.count - 1
     if combo.currentIndex != index:
         combo.currentIndex = index
@@ -439,6 +442,7 @@ REMEDY_WORDS = {
     "new_model_id": lambda r: _("import it under an id of its own (console: logic.importModel(path, model='new-id'))"),
     "other_home": lambda r: _("set SYNTHBRAIN_HOME to a folder you can write to, then restart Slicer"),
     "insert_lesions": lambda r: _("to put lesions into a loaded scan, use Insert lesions into this scan"),
+    "accept_licence": lambda r: _("read the licence, then tick 'I accept the model's licence' and download again"),
 }
 
 

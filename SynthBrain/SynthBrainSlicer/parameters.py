@@ -2,7 +2,9 @@
 section, so that the widget, the panel rules and a saved scene share one typed description.
 
 Widgets bind by their ``SlicerParameterName`` (``conditions.age``, ``run.seed``, ...) in the .ui
-file. The model selectors are not bound (see :class:`~SynthBrainSlicer.panel.ModelSelectors`).
+file. The model selectors and the modality selector, whose items come from the cards at run time,
+are not bound (see :class:`~SynthBrainSlicer.panel.ModelSelectors` and
+:class:`~SynthBrainSlicer.modality_panel.ChoiceSelector`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import slicer
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper, parameterPack
 
 from .choices import Device, MRSequence, Precision, Sampler, Sex, SkullStripped
-from .panel import AGE_BOUNDS, FRACTION_BOUNDS, VOLUME_BOUNDS
+from .panel import AGE_BOUNDS, FRACTION_BOUNDS, SIZE_BOUNDS, SPACING_BOUNDS, VOLUME_BOUNDS
 
 MAX_SEED = 2**31 - 1  # a QSpinBox holds a C int
 
@@ -82,6 +84,23 @@ class LesionPainting:
     skullStripped: SkullStripped = SkullStripped.AUTO
 
 
+@parameterPack
+class ModalityImage:
+    """An MR image of a chosen modality on a chosen grid (a ``modality_image`` model; the spin boxes'
+    ranges and steps, the modality names and the defaults come from the chosen model's card)."""
+
+    # Synced by panel.ChoiceSelector (the card's modality names are known at run time only).
+    modality: str = ""
+    skullStripped: bool = False
+    sizeX: Annotated[int, WithinRange(*SIZE_BOUNDS)] = 256
+    sizeY: Annotated[int, WithinRange(*SIZE_BOUNDS)] = 256
+    sizeZ: Annotated[int, WithinRange(*SIZE_BOUNDS)] = 128
+    spacingX: Annotated[float, WithinRange(*SPACING_BOUNDS)] = 0.94
+    spacingY: Annotated[float, WithinRange(*SPACING_BOUNDS)] = 0.94
+    spacingZ: Annotated[float, WithinRange(*SPACING_BOUNDS)] = 1.36
+    seed: Annotated[int, WithinRange(0, MAX_SEED)] = 1
+
+
 @parameterNodeWrapper
 class SynthBrainParameterNode:
     # Model ids, synced by panel.ModelSelectors: connectGui cannot bind a combo box to a str
@@ -89,8 +108,10 @@ class SynthBrainParameterNode:
     brainModel: str = ""
     labelModel: str = ""
     imageModel: str = ""
+    modalityModel: str = ""
     conditions: BrainConditions
     run: RunOptions
     sweep: AgeSweep
     ageing: ScanAgeing
     painting: LesionPainting
+    modality: ModalityImage

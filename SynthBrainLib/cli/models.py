@@ -48,6 +48,12 @@ def register(sub) -> None:
     )
     m.add_argument("model", metavar="ID")
     m.add_argument("--quiet", action="store_true")
+    m.add_argument(
+        "--accept-licence",
+        action="store_true",
+        help="accept the model's licence (shown before the download; required where the card says so, e.g. "
+        "nv-generate-mr-brain: NVIDIA Open Model License)",
+    )
     m.set_defaults(handler=download)
     m = msub.add_parser("verify", help="re-hash installed weight files")
     m.add_argument("model", metavar="ID", nargs="?", default=None)
@@ -116,7 +122,12 @@ def download(args) -> int:
     try:
         if args.model == BRAIN_EXTRACTION:
             return _download_extractor(args, progress)
-        installed = open_store(args).download(args.model, progress=progress)
+        store = open_store(args)
+        card = store.card(args.model)
+        if card.weights_public:  # what the user is about to fetch comes under this licence
+            print(f"{card.id}: licence: {card.licence}", file=sys.stderr)
+            print(f"{card.id}: cite: {card.citation}", file=sys.stderr)
+        installed = store.download(args.model, progress=progress, accept_licence=args.accept_licence)
     finally:
         for bar in bars.values():
             bar.close()

@@ -114,9 +114,10 @@ def add_speed(p: argparse.ArgumentParser, preview: bool = True) -> None:
         default="auto",
         metavar="MODE",
         help=(
-            "auto | full | slab | tiled: slab decoding runs the decoder's high-resolution levels slab by slab "
-            "(Brain LDM: 2 GB instead of 5-9 GB, same time); auto: slabs when a full decode would need over "
-            "1 GB on the CPU; tiled is the older, slower windowed decode"
+            "auto | full | slab | tiled | windows: slab decoding runs the decoder's high-resolution levels slab by "
+            "slab (Brain LDM: 2 GB instead of 5-9 GB, same time); auto: slabs when a full decode would need over "
+            "1 GB on the CPU; tiled is the older, slower windowed decode; windows: MAISI's overlapping latent "
+            "windows, for decoders that cannot run in slabs (NV-Generate; auto above 6 GB on the CPU)"
         ),
     )
     if not preview:  # a batch is for keeping: no quick-preview option
@@ -190,3 +191,20 @@ def add_skull_stripped(p) -> None:
         help="is the scan brain only? auto (default) detects skull and neck and extracts the brain (deepbet) "
         "for registration only: skull and neck keep their values",
     )
+
+
+def add_image_request(p) -> None:
+    """``--modality``, ``--skull-stripped`` / ``--whole-head``, ``--size`` and ``--spacing``: the image
+    a model of a chosen modality and grid makes (NV-Generate-MR-Brain); checked against its card."""
+    p.add_argument(
+        "--modality", default=None, metavar="NAME", help="T1w | T2w | FLAIR | SWI | MRA, as the model lists them"
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--skull-stripped", dest="skull_stripped", action="store_const", const=True, default=None, help="brain only"
+    )
+    group.add_argument(
+        "--whole-head", dest="skull_stripped", action="store_const", const=False, help="the whole head (default)"
+    )
+    p.add_argument("--size", default=None, metavar="X,Y,Z", help="output voxels, multiples of 32 (default 256,256,128)")
+    p.add_argument("--spacing", default=None, metavar="X,Y,Z", help="voxel size in mm, 0.4-5 (default 0.94,0.94,1.36)")

@@ -24,6 +24,7 @@ WORDS = {
     "new_model_id": lambda r: "import it under an id of its own: --model NEW_ID",
     "other_home": lambda r: "choose another folder with --home or SYNTHBRAIN_HOME",
     "insert_lesions": lambda r: "to put lesions into a scan, run: synthbrain insert-lesions SCAN --lesions MASK ...",
+    "accept_licence": lambda r: f"read it, then run: synthbrain models download {r.model} --accept-licence",
 }
 
 

@@ -59,16 +59,26 @@ def planned_outputs(args, partial_volumes: str | None = None, labels: str | None
     ensure_writable(paths, args.overwrite)
 
 
-def check_args(args, kind: str, values: Mapping[str, Any] | None = None, raw: Mapping[str, Any] | None = None):
+def check_args(
+    args,
+    kind,
+    values: Mapping[str, Any] | None = None,
+    raw: Mapping[str, Any] | None = None,
+    image: Mapping[str, Any] | None = None,
+):
     """Every check that needs only the model's card, before torch is imported (seconds): the option
     names, the model exists and is complete, of the verb's kind; conditions, sampler, steps, guidance,
-    seed and sequence fit it (:func:`~SynthBrainLib.models.requests.check_request`). Returns the card."""
+    seed and sequence fit it, and the modality and grid of a model that takes them (``image``)
+    (:func:`~SynthBrainLib.models.requests.check_request`). Returns the card."""
     from ..models.requests import check_device_options, check_request
 
     check_device_options(args.device, args.precision, args.decode)
     if args.preview_steps is not None and args.preview_steps < 1:
         raise SynthBrainError(f"--preview-steps {args.preview_steps} must be at least 1")
-    card = open_store(args).locate(args.model).card
+    store = open_store(args)
+    # The request is checked against the card before the weights are looked for: a wrong value is
+    # answered as such whether or not the model is installed yet.
+    card = store.locate(args.model, require_complete=False).card
     check_request(
         card,
         kind=kind,
@@ -81,20 +91,23 @@ def check_args(args, kind: str, values: Mapping[str, Any] | None = None, raw: Ma
         guidance=getattr(args, "guidance", None),
         seed=args.seed,
         sequence=getattr(args, "sequence", None),
+        **(image or {}),
     )
+    store.locate(args.model)  # installed and complete
     return card
 
 
 def run_pipeline(
     args,
-    kind: str,
+    kind,
     call: Callable[[Any, Progress], Any],
     values: Mapping[str, Any] | None = None,
     raw: Mapping[str, Any] | None = None,
+    image: Mapping[str, Any] | None = None,
 ):
     """Check the request (:func:`check_args`), load the model's pipeline and run ``call(pipe,
     progress)`` behind a progress bar; returns (pipeline, result)."""
-    card = check_args(args, kind, values, raw)
+    card = check_args(args, kind, values, raw, image)
     from ..pipelines import load_pipeline  # torch: only once the request is known to be sound
 
     pipe = load_pipeline(

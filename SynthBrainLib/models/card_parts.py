@@ -160,7 +160,8 @@ class Guidance:
     minimum: float
     maximum: float
     null_value: float
-    condition_dropout: float
+    #: ``None``: the model's publisher does not say.
+    condition_dropout: float | None
     null: str = "all"
     single_condition_dropout: float = 0.0
 

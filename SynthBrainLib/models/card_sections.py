@@ -24,7 +24,16 @@ NETWORK_CLASSES = (
     "SPADEAutoencoderKL",
     "SPADEDiffusionModelUNet",
     "SPADENet",
+    "AutoencoderKlMaisi",
+    "DiffusionModelUNetMaisi",
 )
+
+#: Where an allowed class lives when not in ``monai.networks.nets`` (MONAI 1.6 keeps MAISI's networks
+#: under ``monai.apps``).
+NETWORK_MODULES = {
+    "AutoencoderKlMaisi": "monai.apps.generation.maisi.networks.autoencoderkl_maisi",
+    "DiffusionModelUNetMaisi": "monai.apps.generation.maisi.networks.diffusion_model_unet_maisi",
+}
 
 
 CONDITIONING_INPUTS = ("concat", "crossattn")
@@ -154,8 +163,9 @@ def parse_guidance(g: FieldReader) -> parts.Guidance:
     default = g.number("default")
     if not lo <= default <= hi:
         g.fail("default", f"must be within minimum–maximum ({lo:g}–{hi:g}), got {default:g}")
-    dropout = g.number("condition_dropout")
-    if not 0.0 < dropout < 1.0:
+    # Optional: a published model may not say at what rate it dropped its conditions (NV-Generate).
+    dropout = g.number("condition_dropout", required=False)
+    if dropout is not None and not 0.0 < dropout < 1.0:
         g.fail("condition_dropout", f"must be between 0 and 1 (exclusive), got {dropout:g}")
     null = g.str("null", required=False, default="all", choices=GUIDANCE_NULLS)
     single = g.number("single_condition_dropout", required=False, default=0.0)

@@ -51,6 +51,7 @@ from .card_sections import (  # noqa: F401 - NETWORK_CLASSES: the allow-list, im
     parse_template,
     parse_weights,
 )
+from .modalities import Geometry, Modalities, parse_geometry, parse_modalities
 from .network_arguments import check_network_arguments  # noqa: F401 - run by the pipelines and the store
 
 CARD_SCHEMA_VERSION = 1
@@ -88,6 +89,9 @@ class ModelCard:
     weights_public: bool
     data: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     path: Path | None = field(default=None, compare=False)
+    #: The modalities and output grids of a ``modality_image`` model (:mod:`.modalities`).
+    modalities: Modalities | None = None
+    geometry: Geometry | None = None
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -138,6 +142,8 @@ class ModelCard:
             weights_public=f.boolean("weights_public"),
             data=json.loads(json.dumps(data)),
             path=path,
+            modalities=parse_modalities(model_id, data) if f.has("modalities") else None,
+            geometry=parse_geometry(model_id, data) if f.has("geometry") else None,
         )
         return card
 

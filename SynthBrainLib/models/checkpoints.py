@@ -19,6 +19,7 @@ the equivalence numerically against the old package for every network class we l
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import warnings
@@ -30,7 +31,7 @@ import torch
 from ..errors import CheckpointError
 
 #: Wrapper keys some training scripts put around the state dict.
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "weights")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "weights", "unet_state_dict")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,6 +100,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"{_first_line(exc)}"
             ) from None
     return _flatten(data, path.name)
+
+
+def read_checkpoint_number(path: str | Path, key: str) -> float:
+    """A number stored beside the state dict in a ``.pt`` checkpoint (e.g. MAISI's ``scale_factor``
+    beside ``unet_state_dict``), read with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: the file cannot be read, or holds no finite number under ``key``.
+    """
+    path = Path(path)
+    require_safe_torch_load()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # refused pickles and unreadable files alike: read_state_dict words them
+        read_state_dict(path)
+        raise CheckpointError(f"checkpoint {path.name} cannot be read: {_first_line(exc)}") from None
+    value = data.get(key) if isinstance(data, Mapping) else None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = float(value.reshape(()).item())
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CheckpointError(f"checkpoint {path.name} holds no number '{key}' (got {type(value).__name__})")
+    return float(value)
 
 
 def _flatten(data: object, name: str) -> dict[str, torch.Tensor]:

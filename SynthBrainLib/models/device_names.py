@@ -11,7 +11,7 @@ from ..errors import ConditionError, DeviceError
 PRECISIONS = ("auto", "float32", "mixed", "bfloat16", "float16")
 
 #: Values of the ``decode`` option (:mod:`SynthBrainLib.pipelines.decoding`).
-DECODE_MODES = ("auto", "full", "slab", "tiled")
+DECODE_MODES = ("auto", "full", "slab", "tiled", "windows")
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 

@@ -30,19 +30,38 @@ def check_network_arguments(card_id: str, networks: Mapping[str, NetworkSpec]) -
         _check_kwargs(FieldReader({"kwargs": spec.kwargs}, f"networks.{name}", card_id), spec.cls, spec.kwargs)
 
 
-def _check_kwargs(n: FieldReader, cls_name: str, kwargs: Mapping[str, Any]) -> None:
-    import monai.networks.nets as nets  # deferred: importing monai takes seconds (see check_network_arguments)
+def network_class_path(cls_name: str) -> str:
+    """Where the network class is imported from, as errors name it (``monai.networks.nets.AutoencoderKL``)."""
+    from .card_sections import NETWORK_MODULES
 
-    params = inspect.signature(getattr(nets, cls_name).__init__).parameters
+    return f"{NETWORK_MODULES.get(cls_name, 'monai.networks.nets')}.{cls_name}"
+
+
+def monai_network_class(cls_name: str) -> type:
+    """The MONAI class of an allowed network name (:data:`~.card_sections.NETWORK_CLASSES`): from
+    ``monai.networks.nets``, or the module :data:`~.card_sections.NETWORK_MODULES` names. Only names on
+    the allow-list are looked up, so a card cannot reach any other code."""
+    import importlib
+
+    from .card_sections import NETWORK_CLASSES, NETWORK_MODULES
+
+    if cls_name not in NETWORK_CLASSES:
+        raise ValueError(f"network class {cls_name!r} is not one of {', '.join(NETWORK_CLASSES)}")
+    # deferred: importing monai takes seconds (see check_network_arguments)
+    return getattr(importlib.import_module(NETWORK_MODULES.get(cls_name, "monai.networks.nets")), cls_name)
+
+
+def _check_kwargs(n: FieldReader, cls_name: str, kwargs: Mapping[str, Any]) -> None:
+    params = inspect.signature(monai_network_class(cls_name).__init__).parameters
     kw_fields = FieldReader(kwargs, f"{n.path}.kwargs", n.card_id)
     for key in kwargs:
         if key not in params or key == "self":
-            kw_fields.fail(key, f"is not an argument of monai.networks.nets.{cls_name}")
+            kw_fields.fail(key, f"is not an argument of {network_class_path(cls_name)}")
     for pname, p in params.items():
         if pname == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         if p.default is inspect.Parameter.empty and pname not in kwargs:
-            kw_fields.fail(pname, f"is required by monai.networks.nets.{cls_name}")
+            kw_fields.fail(pname, f"is required by {network_class_path(cls_name)}")
         if pname in kwargs:
             _check_kwarg_value(kw_fields, pname, kwargs[pname], p.default)
 

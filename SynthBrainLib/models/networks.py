@@ -11,22 +11,21 @@ import torch
 from ..errors import CardError
 from .cards import NETWORK_CLASSES, ModelCard, NetworkSpec
 from .checkpoints import load_weights, read_state_dict
+from .network_arguments import monai_network_class, network_class_path
 
 
 def build_network(spec: NetworkSpec, card_id: str = "?") -> torch.nn.Module:
     """Instantiate ``monai.networks.nets.<spec.cls>(**spec.kwargs)`` in eval mode (random weights)."""
-    import monai.networks.nets as nets
-
     if spec.cls not in NETWORK_CLASSES:  # cards are validated; this guards hand-made specs
         raise CardError(
             f"card {card_id}: field 'networks.{spec.name}.class' must be one of {', '.join(NETWORK_CLASSES)}"
         )
     try:
         # A deep copy: some MONAI constructors (SPADENet) modify list arguments in place.
-        net = getattr(nets, spec.cls)(**copy.deepcopy(dict(spec.kwargs)))
+        net = monai_network_class(spec.cls)(**copy.deepcopy(dict(spec.kwargs)))
     except Exception as exc:  # MONAI constructors raise many types for arguments they cannot use
         raise CardError(
-            f"card {card_id}: field 'networks.{spec.name}.kwargs' is rejected by monai.networks.nets.{spec.cls}: "
+            f"card {card_id}: field 'networks.{spec.name}.kwargs' is rejected by {network_class_path(spec.cls)}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
     return net.eval()

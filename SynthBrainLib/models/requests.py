@@ -18,6 +18,7 @@ from ..errors import ConditionError
 from .cards import LabelClass, ModelCard
 from .conditioning import MAX_SEED, ConditionValues, resolve_conditions, resolve_guidance, resolve_sampler, whole_number
 from .device_names import check_decode_mode, check_precision_name, parse_device_name
+from .modalities import ImageRequest, resolve_image_request
 from .presets import DEFAULT_PRESET
 from .schema import LESION_NAMES
 
@@ -33,12 +34,14 @@ class CheckedRequest:
     guidance: float
     seed: int | None
     sequence: str | None
+    #: The modality and output grid of a ``modality_image`` model; ``None`` for other kinds.
+    image: ImageRequest | None = None
 
 
 def check_request(
     card: ModelCard,
     *,
-    kind: str | None = None,
+    kind: str | tuple[str, ...] | None = None,
     verb: str | None = None,
     conditions: Mapping[str, Any] | None = None,
     raw: Mapping[str, Any] | None = None,
@@ -51,6 +54,10 @@ def check_request(
     device: str | None = None,
     precision: str | None = None,
     decode: str | None = None,
+    modality: str | None = None,
+    skull_stripped: bool | None = None,
+    size: Any = None,
+    spacing: Any = None,
 ) -> CheckedRequest:
     """Check one request against ``card``; every rule that needs only the card.
 
@@ -68,6 +75,8 @@ def check_request(
         sequence: one of the card's sequences, any case (label-to-image models).
         device / precision / decode: option names, spelt right (whether the machine has the device
             is checked when the pipeline loads).
+        modality / skull_stripped / size / spacing: the image a ``modality_image`` model makes
+            (:mod:`.modalities`; ``None``: the card's default); other models refuse them.
 
     Returns:
         The resolved request.
@@ -79,13 +88,29 @@ def check_request(
     check_device_options(device, precision, decode)
     seed = check_seed(seed)
     if kind is not None:
-        check_kind(card, kind, verb or kind)
+        check_kind(card, kind, verb or str(kind))
     values = resolve_conditions(card.conditioning, conditions or {}, raw) if conditions is not None or raw else None
     sampler, steps = check_sampling(card, sampler, steps, preset)
     scale = resolve_guidance(card.id, card.sampling, guidance)
     if sequence is not None and card.sequences is not None:
         sequence = resolve_sequence(card, sequence)
-    return CheckedRequest(values, sampler, steps, scale, seed, sequence)
+    image = check_image_request(card, modality, skull_stripped, size, spacing)
+    return CheckedRequest(values, sampler, steps, scale, seed, sequence, image)
+
+
+def check_image_request(card: ModelCard, modality=None, skull_stripped=None, size=None, spacing=None):
+    """The modality and grid of a ``modality_image`` model's request (defaults from its card); a
+    model without a ``modalities`` section refuses any of them and gets ``None``."""
+    if card.modalities is None or card.geometry is None:
+        given = [n for n, v in (("modality", modality), ("size", size), ("spacing", spacing)) if v is not None]
+        if skull_stripped is not None:
+            given.append("skull_stripped")
+        if given:
+            raise ConditionError(f"{card.id} makes no chosen modality or grid; it takes no {', '.join(given)}")
+        return None
+    return resolve_image_request(
+        card.modalities, card.geometry, modality=modality, skull_stripped=skull_stripped, size=size, spacing=spacing
+    )
 
 
 def check_device_options(device: str | None = None, precision: str | None = None, decode: str | None = None) -> None:
@@ -98,10 +123,11 @@ def check_device_options(device: str | None = None, precision: str | None = None
         check_decode_mode(decode)
 
 
-def check_kind(card: ModelCard, kind: str, verb: str) -> None:
-    """The model is of ``kind``; else an error naming what needs that kind (``verb``)."""
-    if card.kind != kind:
-        raise ConditionError(f"model {card.id} is a {card.kind} model; '{verb}' needs a {kind} model")
+def check_kind(card: ModelCard, kind: str | tuple[str, ...], verb: str) -> None:
+    """The model is of ``kind`` (or one of several); else an error naming what needs that kind (``verb``)."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    if card.kind not in kinds:
+        raise ConditionError(f"model {card.id} is a {card.kind} model; '{verb}' needs a {' or '.join(kinds)} model")
 
 
 def check_sampling(

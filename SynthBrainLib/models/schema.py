@@ -17,6 +17,11 @@ LABELS_KIND = "label_generator"
 #: :class:`~SynthBrainLib.pipelines.LabelToImagePipeline`, ``synthbrain image-from-labels`` and ``insert-lesions``.
 IMAGE_KIND = "label_to_image"
 
+#: ``card.kind`` of a model that makes an MR image of a chosen modality on a requested grid (size and
+#: spacing), e.g. NV-Generate-MR-Brain: :class:`~SynthBrainLib.pipelines.ModalityImagePipeline`,
+#: ``synthbrain generate --modality``.
+MODALITY_KIND = "modality_image"
+
 #: Label names that are lesions, in the label schema's order (brainSPADE3D values 6, 7, 8, 9).
 LESION_NAMES = ("wmh", "tumour", "edema", "gdtumour")
 #: Label names of the tissue a whole brain is rendered from.

@@ -47,7 +47,9 @@ class StoreWriter(StoreReader):
 
         Args:
             path: the bundle folder (``configs/inference.json`` + ``models/*.pt``), a folder with
-                ``card.json``, or a checkpoint file (``.pt``/``.pth``/``.ckpt``/``.safetensors``).
+                ``card.json``, a checkpoint file (``.pt``/``.pth``/``.ckpt``/``.safetensors``), or -
+                with ``model`` - a folder holding the card's weight files under their upstream names
+                (NV-Generate's ``models/`` as its download script leaves it, or the repository above it).
             model: card id; required for a single checkpoint, optional for a bundle (it is
                 recognised from its network definitions).
             component: which of the card's weights a single checkpoint is (e.g. ``diffusion``).
@@ -85,6 +87,9 @@ class StoreWriter(StoreReader):
                     f"{path} has a card but none of its weight files "
                     f"({', '.join(w.file for w in card.weights.values())})"
                 )
+        elif path.is_dir() and model:
+            card = self.card(model)
+            sources = self._named_files(path, card)
         elif path.is_file():
             if not model:
                 raise ModelNotFoundError(
@@ -102,7 +107,8 @@ class StoreWriter(StoreReader):
             sources = {component: path}
         else:
             raise ModelNotFoundError(
-                f"{path} is neither a MONAI bundle folder, a model folder with {CARD_FILE}, nor a checkpoint file"
+                f"{path} is neither a MONAI bundle folder, a model folder with {CARD_FILE}, a checkpoint file, "
+                "nor (with a model id) a folder of a model's weight files"
             )
         if check_card is not None:
             check_card(card)
@@ -114,6 +120,23 @@ class StoreWriter(StoreReader):
             check_load=check_load,
             copy_card=path.is_dir() and (path / CARD_FILE).is_file(),
         )
+
+    @staticmethod
+    def _named_files(folder: Path, card: ModelCard) -> dict[str, Path]:
+        """The card's weight files found in ``folder`` by their names (``file``, or ``bundle_path``
+        below the folder); symlinks out of the folder are refused."""
+        sources = {}
+        for key, weight in card.weights.items():
+            for candidate in (folder / weight.file, folder / (weight.bundle_path or weight.file)):
+                if candidate.is_file():
+                    if not candidate.resolve().is_relative_to(folder.resolve()):
+                        raise CardError(f"{candidate} leads outside the folder {folder}")
+                    sources[key] = candidate
+                    break
+        if not sources:
+            names = ", ".join(w.bundle_path or w.file for w in card.weights.values())
+            raise ModelNotFoundError(f"{folder} holds none of the weight files of {card.id} ({names})")
+        return sources
 
     def _folder_card(self, folder: Path, model: str | None) -> ModelCard:
         """The card a model folder is imported under: its own, or renamed to ``model``.
@@ -304,10 +327,22 @@ class StoreWriter(StoreReader):
             read_template(card, paths[card.template.weights])
 
     # ---- downloading -----------------------------------------------------------------------
-    def download(self, model: str, *, progress: Callable[[str, int, int | None], None] | None = None) -> InstalledModel:
-        """Download the card's weight files that are not installed yet (resuming partial ones)."""
+    def download(
+        self,
+        model: str,
+        *,
+        progress: Callable[[str, int, int | None], None] | None = None,
+        accept_licence: bool = False,
+    ) -> InstalledModel:
+        """Download the card's weight files that are not installed yet (resuming partial ones).
+
+        ``accept_licence``: the user has read the card's licence and accepts it; required for a
+        card whose ``source.licence_acceptance`` is true (NV-Generate: the NVIDIA Open Model License),
+        checked before anything is fetched.
+        """
 
         card = self.card(model)
+        check_licence_accepted(card, accept_licence)
         installed = self.locate(model, require_complete=False)
         todo = [k for k in installed.missing]
         if not todo:
@@ -338,6 +373,21 @@ class StoreWriter(StoreReader):
             }
             self._write_record(folder, card, entries)
         return self.locate(model, require_complete=False)
+
+
+def check_licence_accepted(card: ModelCard, accept_licence: bool) -> None:
+    """A card whose ``source.licence_acceptance`` is true is downloaded only when the user accepts its
+    licence (``accept_licence=True``); torch-free, so a face can refuse before it starts a download.
+
+    Raises:
+        ModelNotFoundError: naming the licence, with the ``accept_licence`` remedy.
+    """
+    if card.source.get("licence_acceptance") and accept_licence is not True:
+        raise ModelNotFoundError(
+            f"{card.id}'s weights come under the {card.source.get('licence_name') or 'licence in its card'}, "
+            "which you must accept first",
+            remedy=Remedy("accept_licence", model=card.id),
+        )
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:

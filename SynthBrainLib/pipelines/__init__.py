@@ -11,6 +11,7 @@ import torch
 from .base import PIPELINE_OPTIONS, PIPELINES, SynthesisPipeline, locate_model, pipeline_class  # noqa: F401
 from .label_to_image import LabelToImagePipeline
 from .latent_diffusion import ConditionalBrainPipeline, LabelGeneratorPipeline, LatentDiffusionPipeline
+from .modality_image import ModalityImagePipeline
 
 
 def load_pipeline(
@@ -44,6 +45,7 @@ __all__ = [
     "ConditionalBrainPipeline",
     "LabelGeneratorPipeline",
     "LabelToImagePipeline",
+    "ModalityImagePipeline",
     "PIPELINES",
     "load_pipeline",
     "pipeline_class",

@@ -274,6 +274,9 @@ class SynthesisPipeline:
         guidance: float = 1.0,
         null_concat: torch.Tensor | None = None,
         null_unet_kwargs: Mapping[str, Any] | None = None,
+        latent_shape: tuple[int, ...] | None = None,
+        output_shape: tuple[int, int, int] | None = None,
+        scale_factor: float | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Latent diffusion with the card's ``diffusion`` UNet, then the ``autoencoder`` decoder.
 
@@ -286,13 +289,16 @@ class SynthesisPipeline:
             cancel: checked before every step and before decoding.
             guidance / null_concat / null_unet_kwargs: classifier-free guidance (see
                 :func:`~SynthBrainLib.pipelines.sampling.denoise`).
+            latent_shape / output_shape / scale_factor: the latent (C, x, y, z), the decoded grid and
+                the latent scale of this request (default: the card's ``latent`` and ``output``); a
+                model whose requests choose their grid passes its own.
 
         Returns:
             Decoder output (1, C, X, Y, Z), float32, on the CPU, and how it was decoded (for provenance).
         """
         card = self.card
         check_cancel(cancel)
-        latent_shape = (1, *card.latent.shape)
+        latent_shape = (1, *(latent_shape or card.latent.shape))
         noise = self.seeded_normal(latent_shape, seed)
         scheduler = make_scheduler(
             card.scheduler, sampler, steps, self.device, sample_numel=int(np.prod(latent_shape[2:]))
@@ -317,10 +323,10 @@ class SynthesisPipeline:
         check_cancel(cancel)
         decoded, how = decoding.decode(
             self.networks["autoencoder"],
-            latent / card.latent.scale_factor,
+            latent / (card.latent.scale_factor if scale_factor is None else scale_factor),
             self.precision,
             mode=self.decode_mode,
-            output_shape=card.output.shape,
+            output_shape=output_shape or card.output.shape,
             decoder_inputs=decoder_inputs,
             settings=self.tiles,
         )

@@ -9,6 +9,11 @@ Three ways, all giving the full decode's output up to float rounding:
   :data:`SLAB_ABOVE_BYTES` on the CPU (docs/benchmarks.md).
 * ``tiled``: the older windowed decode below, kept for comparison (same memory as ``slab``, 5x
   its time).
+* ``windows``: for decoders that cannot run in slabs (MONAI's ``AutoencoderKlMaisi``):
+  :func:`decode_windows`, MAISI's own way - overlapping latent windows, each decoded whole and
+  blended with Gaussian weights. Each window normalises with its own statistics, so it is close to
+  the full decode, not equal (measured in docs/benchmarks.md); upstream NV-Generate decodes this way
+  whenever the latent exceeds 80^3.
 
 A full decode of Brain LDM's 160x224x160 output holds several 128-channel float32 tensors of the
 full grid at once (12.7 GB peak on the CPU). Most of that memory - and about 80% of the work - is in
@@ -394,6 +399,67 @@ def blend_weights(
     return w.float()[None, None]
 
 
+#: ``decode="windows"``: the overlap of neighbouring latent windows and their blending, as upstream
+#: MAISI's ``SlidingWindowInferer`` (``scripts/diff_model_infer.py``: overlap 0.4, gaussian).
+WINDOW_OVERLAP = 0.4
+#: Output voxels per window: the latent window's longest axis is halved until its decode fits (a
+#: full bfloat16 decode of NV-Generate's autoencoder peaked at 11.5 GB for 256x256x128 = 8.4 M
+#: voxels on the CPU, 1.4 kB per voxel; 4.2 M voxels keep the whole run under 8 GB).
+WINDOW_OUTPUT_VOXELS = {"float32": 2_100_000, "half": 4_200_000}
+#: ``auto`` decodes a decoder that cannot run in slabs in windows above this estimated full-decode
+#: size on the CPU (on CUDA: above :data:`AUTO_TILE_MEMORY_FRACTION` of the GPU's memory).
+WINDOWS_ABOVE_BYTES = 6 * 2**30
+
+
+def window_roi(
+    latent_shape: Sequence[int], zoom: int, max_output_voxels: int, minimum: Sequence[int] = (8, 8, 8)
+) -> tuple[int, ...]:
+    """Latent window (x, y, z): the whole latent, its longest halvable axis halved until the decoded
+    window holds at most ``max_output_voxels``, never below ``minimum`` latent voxels on an axis."""
+    roi = [int(s) for s in latent_shape]
+    while math.prod(roi) * zoom**3 > max_output_voxels:
+        halvable = [i for i in range(len(roi)) if (roi[i] + 1) // 2 >= minimum[i]]
+        if not halvable:
+            break
+        i = max(halvable, key=lambda k: roi[k])
+        roi[i] = (roi[i] + 1) // 2
+    return tuple(roi)
+
+
+def split_minimum(autoencoder: torch.nn.Module) -> tuple[int, int, int]:
+    """Smallest latent window per axis the decoder takes: 8, and along the axis MAISI splits its
+    convolutions (``num_splits`` pieces along ``dim_split``) 3 voxels per piece - thinner pieces
+    than the 3x3x3 kernel fail (measured: NV-Generate's 4 splits need 12 latent voxels)."""
+    minimum = [8, 8, 8]
+    for m in autoencoder.decoder.modules():
+        splits, axis = getattr(m, "num_splits", None), getattr(m, "dim_split", None)
+        if isinstance(splits, int) and isinstance(axis, int) and splits > 1 and 0 <= axis < 3:
+            minimum[axis] = max(minimum[axis], 3 * splits)
+    return tuple(minimum)
+
+
+def decode_windows(
+    autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, max_output_voxels: int | None = None
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Decode ``latent`` (B, C, x, y, z) in overlapping latent windows with MONAI's
+    ``SlidingWindowInferer`` (overlap :data:`WINDOW_OVERLAP`, Gaussian blending), each window with
+    ``decode_stage_2_outputs``. Returns float32 (B, C_out, X, Y, Z) and the record of how."""
+    from monai.inferers import SlidingWindowInferer
+
+    zoom = 2 ** sum(1 for m in autoencoder.decoder.modules() if "Upsample" in type(m).__name__)
+    budget = max_output_voxels or WINDOW_OUTPUT_VOXELS["half" if precision.autocasting else "float32"]
+    roi = window_roi(latent.shape[2:], zoom, budget, split_minimum(autoencoder))
+    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=1, overlap=WINDOW_OVERLAP, mode="gaussian")
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        with precision.autocast():
+            return autoencoder.decode_stage_2_outputs(precision.layout(window)).float()
+
+    with torch.inference_mode():
+        out = inferer(latent, predictor).float().contiguous()
+    return out, {"mode": "windows", "latent_window": list(roi), "overlap": WINDOW_OVERLAP, "blend": "gaussian"}
+
+
 def auto_decode_mode(
     autoencoder: torch.nn.Module, output_shape: Sequence[int] | None, precision: Precision, decoder_inputs: tuple = ()
 ) -> str:
@@ -401,10 +467,15 @@ def auto_decode_mode(
     (:func:`full_decode_bytes`) to need more than :data:`SLAB_ABOVE_BYTES` on the CPU, or more than
     :data:`AUTO_TILE_MEMORY_FRACTION` of the device's memory; else ``full``. It depends only on the
     model and the machine, so a given machine always makes the same choice (provenance records it)."""
-    if decoder_inputs or not output_shape or not can_decode_in_slabs(autoencoder):
+    if decoder_inputs or not output_shape:
         return "full"
     need = full_decode_bytes(autoencoder, output_shape, precision)
     limit = AUTO_TILE_MEMORY_FRACTION * device_memory_bytes(precision.device)
+    if not can_decode_in_slabs(autoencoder):
+        # Windows are approximate and cost overlap: only where a full decode would not fit.
+        if precision.device.type == "cpu":
+            limit = min(limit, WINDOWS_ABOVE_BYTES)
+        return "windows" if need > limit and hasattr(autoencoder, "decode_stage_2_outputs") else "full"
     if precision.device.type == "cpu":
         limit = min(limit, SLAB_ABOVE_BYTES)
     return "slab" if need > limit else "full"
@@ -435,7 +506,7 @@ def decode(
         autoencoder: the card's autoencoder.
         latent: (B, C, x, y, z) float32, already divided by the card's scale factor.
         precision: autocast dtype / memory layout.
-        mode: ``full``, ``slab``, ``tiled`` or ``auto`` (:func:`auto_decode_mode`).
+        mode: ``full``, ``slab``, ``tiled``, ``windows`` or ``auto`` (:func:`auto_decode_mode`).
         output_shape: the card's output shape (X, Y, Z), for ``auto``.
         decoder_inputs: extra decoder arguments (SPADE: the label map); only with ``full``.
         settings: window size, overlap, blending and GroupNorm statistics of a tiled decode.
@@ -455,6 +526,12 @@ def decode(
             )
         slab_settings = slab_settings or SlabSettings()
         return decode_slabs(autoencoder, latent, precision, slab_settings), {"mode": "slab", **slab_settings.record()}
+    if mode == "windows":
+        if decoder_inputs:
+            raise ConditionError(
+                "decode 'windows' is not available for SPADE decoders (they take the label map); use decode 'full'"
+            )
+        return decode_windows(autoencoder, latent, precision)
     if mode == "tiled":
         if decoder_inputs:
             raise ConditionError(

@@ -135,8 +135,10 @@ def denoise(
                 check_cancel(cancel)
                 output = step(x, t, noise_ratio(scheduler, sampler, t))
                 if sampler == "rflow":
+                    # The timestep as set (float16, not truncated), the next one as an integer:
+                    # MONAI's RFlowScheduler.step and upstream MAISI's loop do the same.
                     next_t = int(timesteps[i + 1]) if i + 1 < n else 0
-                    x, _ = scheduler.step(output, int(t), x, next_t)
+                    x, _ = scheduler.step(output, t, x, next_t)
                 elif sampler == "ddpm":
                     x, _ = scheduler.step(output, int(t), x, generator=generator)
                 else:
@@ -225,7 +227,10 @@ class _NetworkStep:
             self.current = step_precision
         xs = torch.cat([x, x], dim=0) if self.guided else x
         model_input = self.precision.layout(torch.cat([xs, self.concat], dim=1) if self.concat is not None else xs)
-        t_batch = torch.full((xs.shape[0],), int(t), device=x.device, dtype=torch.long)
+        if torch.is_tensor(t) and t.is_floating_point():  # rectified flow: continuous time, as MAISI feeds it
+            t_batch = torch.full((xs.shape[0],), float(t), device=x.device, dtype=torch.float32)
+        else:
+            t_batch = torch.full((xs.shape[0],), int(t), device=x.device, dtype=torch.long)
         output = self.unet(model_input, timesteps=t_batch, **self.kwargs).float()
         if self.guided:
             cond_out, null_out = output[: x.shape[0]], output[x.shape[0] :]

@@ -53,7 +53,7 @@ def bench(
             if card.sampling is None:  # one network pass (SPADE generator): no sampler or steps to vary
                 chosen = [replace(p, sampler=None, steps=None) for p in chosen]
             entries = []
-            ref_out = None
+            ref_out = first_out = None
             for path in chosen:
                 n = path.repeats or (reference_repeats if path.reference else repeats)
                 out_file = os.path.join(tmp.name, f"{card.id}-{path.name}.npy")
@@ -76,6 +76,11 @@ def bench(
                     lo, hi = card.output.intensity_range
                     labels_out = pipeline_class(card).output_type == "labels"  # probabilities: range 1
                     res["vs_reference"] = compare(out, ref_out, None if labels_out else hi - lo)
+                elif first_out is None:
+                    first_out = out
+                else:  # no reference loop (NV-Generate): each path against the first one, scaled to its maximum
+                    top = float(first_out.max()) or 1.0
+                    res["vs_first_path"] = compare(out / top, first_out / top, 1.0)
                 res.pop("output", None)
                 log(f"  {res['end_to_end_s_median']:.2f} s end to end, peak {res['peak_rss_bytes'] / 1e9:.2f} GB")
                 entries.append(res)

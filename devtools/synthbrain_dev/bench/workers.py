@@ -54,8 +54,9 @@ def measure(
     cuda = pipe.device.type == "cuda"
     big = int(np.prod(pipe.card.output.shape)) > 2_000_000
     if warmup:  # small models: one whole request; Brain LDM: one UNet call (a warm-up decode costs a minute)
-        if big and pipe.card.latent is not None:
-            _unet_call(pipe)
+        if big:
+            if pipe.card.latent is not None:  # a model whose request sets the grid (NV-Generate): none
+                _unet_call(pipe)
         else:
             run_request(
                 pipe,
@@ -114,7 +115,9 @@ def measure(
         "cuda_max_allocated_bytes": max((r["cuda_max_allocated_bytes"] or 0) for r in runs) if cuda else None,
         "output": output,
         # what the guided path's batched call costs against one unguided call (and two separate ones)
-        "unet_call_s": unet_call_seconds(pipe) if guided and not path.preview else None,
+        "unet_call_s": unet_call_seconds(pipe)
+        if guided and not path.preview and pipe.card.latent is not None
+        else None,
     }
 
 
