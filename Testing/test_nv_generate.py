@@ -460,3 +460,21 @@ def test_windows_cover_the_grid_and_equal_the_full_decode_when_one_window_suffic
     assert how_split["latent_window"] == [8, 12, 8], f"halved to the budget, 12 along MAISI's split axis: {how_split}"
     assert split.shape == full.shape, f"windows decode the whole grid: {tuple(split.shape)}"
     assert torch.isfinite(split).all(), "every voxel covered (no division by a zero weight)"
+
+
+def test_cli_generates_a_modality_image_with_its_provenance(tmp_path, capsys):
+    import json
+
+    from SynthBrainLib.cli import main
+
+    folder = write_modality_model(tiny_modality_card(), tmp_path / "tiny-nv")
+    out = tmp_path / "flair.nii.gz"
+    argv = ["--home", str(tmp_path / "home"), "generate", "--model", str(folder), "--modality", "flair"]
+    argv += ["--skull-stripped", "--size", "32,64,32", "--spacing", "2,1.5,2", "--steps", "2", "--seed", "1"]
+    status = main([*argv, "-o", str(out), "--quiet"])
+    assert status == 0, f"generate succeeded: {capsys.readouterr().err}"
+    img = nib.load(out)
+    assert img.shape == (32, 64, 32), f"the requested size: {img.shape}"
+    assert np.allclose(img.header.get_zooms(), (2.0, 1.5, 2.0)), f"the requested spacing: {img.header.get_zooms()}"
+    prov = json.loads((tmp_path / "flair.json").read_text())
+    assert (prov["modality"], prov["skull_stripped"], prov["seed"]) == ("FLAIR", True, 1), f"provenance: {prov}"

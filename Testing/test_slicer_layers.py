@@ -9,9 +9,20 @@ from pathlib import Path
 MODULE_DIR = Path(__file__).resolve().parent.parent / "SynthBrain"
 PACKAGE = MODULE_DIR / "SynthBrainSlicer"
 #: The panel's side: the Qt widget and its parameter node, the panel's rules and its runs.
-PANEL = {"application", "parameters", "panel", "runs"}
+PANEL = {"application", "parameters", "panel", "runs", "modality_panel"}
 #: What console scripts use: the logic and everything it builds on.
-LOGIC_SIDE = {"logic", "brain_tasks", "image_tasks", "painting", "settings", "tasks", "scene", "saving"}
+LOGIC_SIDE = {
+    "logic",
+    "brain_tasks",
+    "image_tasks",
+    "modality_tasks",
+    "modality_calls",
+    "painting",
+    "settings",
+    "tasks",
+    "scene",
+    "saving",
+}
 
 
 def sibling_imports(path: Path) -> set[str]:
