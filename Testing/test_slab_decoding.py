@@ -109,12 +109,15 @@ def test_slab_decode_in_bfloat16_is_as_close_to_float32_as_the_full_bfloat16_dec
     assert torch.equal(slab, decode_slabs(ae_bf16, latent, bf16, thin)), "the same latent decodes to the same volume"
 
 
-def test_blocks_slabs_cannot_run_are_refused_and_auto_decodes_those_whole():
+def test_blocks_slabs_cannot_run_are_refused_and_auto_decodes_those_whole_or_in_windows():
     ae = _autoencoder(attention=(True, False, False))  # attention on the highest-resolution level
     latent = torch.randn(1, 3, 4, 4, 4)
     with pytest.raises(ConditionError, match="decode 'slab' cannot run a SpatialAttentionBlock block in slabs"):
         decode_slabs(ae, latent, Precision(CPU))
-    assert decoding.auto_decode_mode(ae, (1000, 1000, 1000), Precision(CPU)) == "full", "auto falls back to full"
+    assert decoding.auto_decode_mode(ae, (16, 16, 16), Precision(CPU)) == "full", "auto falls back to full"
+    assert decoding.auto_decode_mode(ae, (1000, 1000, 1000), Precision(CPU)) == "windows", (
+        "where a full decode would not fit either, auto decodes in overlapping windows"
+    )
     with pytest.raises(ConditionError, match="decode 'slab' needs a monai AutoencoderKL decoder"):
         decode_slabs(torch.nn.Conv3d(3, 1, 1), latent, Precision(CPU))
 
