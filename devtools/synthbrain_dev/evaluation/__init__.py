@@ -277,6 +277,33 @@ def _labels_markdown(r: dict[str, Any]) -> list[str]:
         )
     )
     lines += markdown_table(MEASURE_HEADER, rows)
+    if r.get("per_request_type"):
+        lines += [
+            "",
+            "Per request type: samples whose every unrequested lesion class stays below 0.1 % of the brain "
+            "(target >= 0.95), the largest unrequested fraction seen, and each requested class's median "
+            "generated / requested fraction (target 0.67-1.5):",
+            "",
+        ]
+        lines += markdown_table(
+            (
+                "request",
+                "samples",
+                "unrequested < 0.1 % (samples)",
+                "largest unrequested",
+                "median generated / requested",
+            ),
+            [
+                (
+                    case,
+                    str(t["samples"]),
+                    _f(t["unrequested_below_0.1pct_samples"], 3),
+                    f"{t['unrequested_max_fraction']:.4f}",
+                    ", ".join(f"{k} {_f(v, 2)}" for k, v in t["median_ratio_generated_to_requested"].items()) or "—",
+                )
+                for case, t in r["per_request_type"].items()
+            ],
+        )
     if len(r.get("guidance_table", [])) > 1:
         lines += [
             "",
