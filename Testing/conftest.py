@@ -34,6 +34,18 @@ def store(tmp_path, monkeypatch):
     return ModelStore(home=home, shipped=[])
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The tiny networks gain nothing from threads, and 2 shared cores make them slower (modules that
+    want it: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def model_folders(tmp_path_factory):
     """Model folders (card.json + random weights) of every pipeline kind, built once per session."""

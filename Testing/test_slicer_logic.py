@@ -45,13 +45,7 @@ from SynthBrainSlicer.tasks import BackgroundRun, Task  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny networks gain nothing from threads, and 2 shared cores make them slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def painted_template(logic, scene):

@@ -14,7 +14,6 @@ import urllib.request
 import numpy as np
 import pytest
 import slicer_app
-import torch
 from test_slicer_scene import snapshot
 
 from SynthBrainLib import load_pipeline
@@ -26,13 +25,7 @@ MODEL = "tiny-nv-generate"
 LICENSED = "nv-generate-mr-brain"  # the built-in card: licence_acceptance true, weights not installed
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny networks gain nothing from threads, and 2 shared cores make them slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -176,9 +176,14 @@ class ModalityImagePipeline(SynthesisPipeline):
         image, sampler, steps, guidance = request.image, request.sampler, request.steps, request.guidance
         seed = resolve_seed(request.seed)
         key = self.cache_key(
-            kind=self.output_type, image=image.record(), seed=seed, sampler=sampler, steps=steps, guidance=guidance
+            kind=self.output_type,
+            image=image.record(),
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            preview=bool(preview),
+            guidance=guidance,
         )
-        key = None if key is None else f"{key}|preview={bool(preview)}"
 
         def make() -> SynthesisResult:
             decoded, how = self._sample_decoded(image, seed, sampler, steps, guidance, progress, cancel)
