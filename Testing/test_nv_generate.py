@@ -250,6 +250,16 @@ def test_a_pickle_with_code_is_refused(tmp_path):
         read_checkpoint_number(path, "scale_factor")
 
 
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_the_scale_factor_is_read_from_either_checkpoint_format(tmp_path, zip_format):
+    from SynthBrainLib.models.checkpoints import read_checkpoint_number
+
+    path = tmp_path / "unet.pt"
+    data = {"unet_state_dict": {"w": torch.ones(1000)}, "scale_factor": torch.tensor(1.25)}
+    torch.save(data, path, _use_new_zipfile_serialization=zip_format)
+    assert read_checkpoint_number(path, "scale_factor") == 1.25, f"zip format {zip_format}: the stored number"
+
+
 def test_download_refuses_without_accepting_the_licence_before_any_fetch(store, monkeypatch):
     import SynthBrainLib.models.store_writing as writing
 

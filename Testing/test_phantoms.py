@@ -137,6 +137,20 @@ def test_spec_sampler_ranges(pop):
         assert SubjectSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
 
 
+def test_even_wmh_loads_cover_the_range_a_label_generator_is_asked_for(pop):
+    even = PhantomPopulation(seed=0, wmh_load="even")
+    aged = [pop.sample_spec(i).wmh_load for i in range(400)]
+    spread = [even.sample_spec(i).wmh_load for i in range(400)]
+    assert [w > 0 for w in aged] == [w > 0 for w in spread], "the same subjects have WMH in both populations"
+    loads = np.array([w for w in spread if w > 0])
+    assert loads.min() >= 0.0005 and loads.max() <= 0.06, f"loads within 0.05-6 %: {loads.min()}-{loads.max()}"
+    above = float(np.mean(loads > 0.017))
+    assert 0.2 < above < 0.4, f"log-uniform: about 30 % of the loads above 1.7 %, got {above:.2f}"
+    assert np.mean([w > 0.017 for w in aged if w > 0]) < 0.1, "the ageing population rarely has loads that large"
+    with pytest.raises(ValueError, match="wmh_load 'linear' is not one of age, even"):
+        PhantomPopulation(seed=0, wmh_load="linear")
+
+
 def test_ageing_enlarges_ventricles_and_shrinks_brain(pop):
     vent, brain = {50: [], 80: []}, {50: [], 80: []}
     for seed in (1, 2, 3):
@@ -286,6 +300,8 @@ def test_dataset_build_resume_load(tmp_path, pop):
     assert len(x["meta"]["conditioning"]) == 4
     with pytest.raises(ValueError):
         build_dataset(PhantomPopulation(seed=5), 1, folder)
+    with pytest.raises(ValueError, match="different phantom population"):
+        build_dataset(PhantomPopulation(seed=0, wmh_load="even"), 1, folder)
 
 
 def test_no_gui_or_plotting_imports():

@@ -117,8 +117,19 @@ class ConditionVariable:
 
 @dataclass(frozen=True)
 class Conditioning:
+    """How the request enters the network: the variables (model units) and ``inputs``, a subset of
+    ``concat`` (constant channels), ``crossattn`` (a one-token context) and ``presence``.
+
+    ``presence``: which groups of variables the request asks for at all (a value above the
+    variable's lowest model value) as one class label of the UNet's class embedding, which is added
+    to the timestep embedding and so reaches every residual block: bit ``g`` for
+    ``presence_groups[g]``, ``2 ** len(groups)`` for the null condition of guidance. The amounts
+    still enter through ``concat`` / ``crossattn``.
+    """
+
     variables: tuple[ConditionVariable, ...]
     inputs: tuple[str, ...]  # subset of CONDITIONING_INPUTS
+    presence_groups: tuple[tuple[str, ...], ...] = ()
 
     def variable(self, name: str) -> ConditionVariable:
         for v in self.variables:
@@ -129,6 +140,17 @@ class Conditioning:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.variables)
+
+    @property
+    def presence_null_class(self) -> int:
+        """The class label of the null condition when ``presence`` is an input."""
+        return 2 ** len(self.presence_groups)
+
+    def presence_class(self, values) -> int:
+        """The ``presence`` class label of model-unit ``values`` (in the card's variable order):
+        bit ``g`` set when any variable of group ``g`` lies above its lowest model value."""
+        above = {v.name for v, value in zip(self.variables, values) if value > v.model_range[0]}
+        return sum(2**g for g, group in enumerate(self.presence_groups) if above.intersection(group))
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ NETWORK_MODULES = {
 }
 
 
-CONDITIONING_INPUTS = ("concat", "crossattn")
+CONDITIONING_INPUTS = ("concat", "crossattn", "presence")
 WEIGHT_FORMATS = ("auto", "monai", "generative", "safetensors")
 NORMALISATION_STATUS = ("published", "assumed", "defined")
 
@@ -264,9 +264,28 @@ def parse_conditioning(f: FieldReader) -> parts.Conditioning:
                 s.fail(
                     f"variables[{i}].default_from.coefficients.{ref}", "must name a variable that has a plain default"
                 )
-    if variables and not inputs:
+    if variables and not {"concat", "crossattn"}.intersection(inputs):
         s.fail("inputs", "must say how the variables enter the network (concat and/or crossattn)")
-    return parts.Conditioning(variables=tuple(variables), inputs=tuple(inputs))
+    return parts.Conditioning(
+        variables=tuple(variables), inputs=tuple(inputs), presence_groups=parse_presence_groups(s, inputs, names)
+    )
+
+
+def parse_presence_groups(s: FieldReader, inputs: list, names: list[str]) -> tuple[tuple[str, ...], ...]:
+    """``conditioning.presence_groups``: lists of variable names, each variable in one group at most;
+    required with the ``presence`` input, refused without it."""
+    groups = s.raw("presence_groups", None)
+    if "presence" not in inputs:
+        if groups is not None:
+            s.fail("presence_groups", "is only used with the 'presence' input")
+        return ()
+    ok = isinstance(groups, list) and groups and all(isinstance(g, list) and g for g in groups)
+    if not ok or any(n not in names for g in groups for n in g):
+        s.fail("presence_groups", f"must be non-empty lists of names from {', '.join(names)}, got {shown(groups)}")
+    flat = [n for g in groups for n in g]
+    if len(set(flat)) != len(flat):
+        s.fail("presence_groups", "names a variable in two groups")
+    return tuple(tuple(g) for g in groups)
 
 
 def parse_output(f: FieldReader) -> parts.OutputGeometry:

@@ -23,6 +23,7 @@ import math
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -114,7 +115,9 @@ def read_checkpoint_number(path: str | Path, key: str) -> float:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            # Memory-mapped where the format allows (zip checkpoints): the number is read without
+            # reading the weights beside it, which the network loader reads next anyway.
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # refused pickles and unreadable files alike: read_state_dict words them
         read_state_dict(path)
         raise CheckpointError(f"checkpoint {path.name} cannot be read: {_first_line(exc)}") from None

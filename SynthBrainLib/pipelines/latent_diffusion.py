@@ -22,7 +22,8 @@ class LatentDiffusionPipeline(SynthesisPipeline):
     """Sample a latent with the card's diffusion UNet, then decode it with the card's autoencoder.
 
     Conditions enter as the card says: broadcast to constant channels concatenated to the latent
-    (``concat``) and/or as a (B, 1, K) cross-attention context (``crossattn``), in the card's order.
+    (``concat``) and/or as a (B, 1, K) cross-attention context (``crossattn``), in the card's order;
+    ``presence``: which lesion groups are asked for at all, as the UNet's class label.
     """
 
     required_sections = ("scheduler", "sampling", "latent")
@@ -50,6 +51,20 @@ class LatentDiffusionPipeline(SynthesisPipeline):
                 "networks.diffusion.kwargs.cross_attention_dim",
                 f"must equal the number of conditioning variables ({len(card.conditioning.variables)})",
             )
+        if "presence" in card.conditioning.inputs:
+            classes = card.conditioning.presence_null_class + 1
+            if unet.get("num_class_embeds") != classes:
+                raise card_field_error(
+                    card,
+                    "networks.diffusion.kwargs.num_class_embeds",
+                    f"must be {classes} (2 ** {len(card.conditioning.presence_groups)} presence groups + the null "
+                    f"class), got {unet.get('num_class_embeds')}",
+                )
+            guidance = card.sampling.guidance
+            if guidance is not None and guidance.null != "all":
+                raise card_field_error(
+                    card, "sampling.guidance.null", "must be 'all' with the presence input (one null class)"
+                )
         # The decoder upsamples the latent by 2 per level after the first: the image it makes must
         # be the card's output grid (else the result would not fit its own affine).
         levels = len(card.networks["autoencoder"].kwargs.get("channels") or ())
@@ -120,6 +135,12 @@ class LatentDiffusionPipeline(SynthesisPipeline):
             concat = vector.view(1, k, 1, 1, 1).expand(1, k, *card.latent.shape[1:]).contiguous()
         if "crossattn" in card.conditioning.inputs:
             unet_kwargs["context"] = vector
+        if "presence" in card.conditioning.inputs:
+            null = self.card.sampling.guidance is not None and all(
+                v == self.card.sampling.guidance.null_value for v in values
+            )
+            label = card.conditioning.presence_null_class if null else card.conditioning.presence_class(values)
+            unet_kwargs["class_labels"] = torch.tensor([label], dtype=torch.long, device=self.device)
         return concat, unet_kwargs
 
     def generate(

@@ -52,6 +52,7 @@ def _population_record(pop) -> dict:
         "shape": list(pop.shape),
         "p_wmh": pop.p_wmh,
         "p_tumour": pop.p_tumour,
+        "wmh_load": pop.wmh_load,
         "affine": np.asarray(pop.affine).tolist(),
         "label_names": list(LABEL_NAMES),
         "sequences": ["T1", "FLAIR", "T2"],
@@ -105,8 +106,10 @@ _WORKER_POP = None
 
 def _worker_init(params):
     global _WORKER_POP
-    seed, spacing, shape, p_wmh, p_tumour = params
-    _WORKER_POP = PhantomPopulation(seed=seed, spacing_mm=spacing, shape=shape, p_wmh=p_wmh, p_tumour=p_tumour)
+    seed, spacing, shape, p_wmh, p_tumour, wmh_load = params
+    _WORKER_POP = PhantomPopulation(
+        seed=seed, spacing_mm=spacing, shape=shape, p_wmh=p_wmh, p_tumour=p_tumour, wmh_load=wmh_load
+    )
 
 
 def _worker_write(args):
@@ -129,7 +132,8 @@ def build_dataset(pop, n: int, path, *, start: int = 0, workers: int = 1, progre
     mpath = folder / MANIFEST
     if mpath.exists():
         old = json.loads(mpath.read_text())
-        keys = ("format_version", "seed", "spacing_mm", "shape", "p_wmh", "p_tumour")
+        keys = ("format_version", "seed", "spacing_mm", "shape", "p_wmh", "p_tumour", "wmh_load")
+        old.setdefault("wmh_load", "age")  # manifests written before the option existed
         if any(old.get(k) != record[k] for k in keys):
             raise ValueError(
                 f"{folder} holds a different phantom population ({ {k: old.get(k) for k in keys} }); use another folder"
@@ -141,7 +145,7 @@ def build_dataset(pop, n: int, path, *, start: int = 0, workers: int = 1, progre
     if workers > 1 and len(todo) > 1:
         import multiprocessing as mp
 
-        params = (pop.seed, pop.spacing_mm, pop.shape, pop.p_wmh, pop.p_tumour)
+        params = (pop.seed, pop.spacing_mm, pop.shape, pop.p_wmh, pop.p_tumour, pop.wmh_load)
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ctx.Pool(workers, initializer=_worker_init, initargs=(params,)) as pool:
             for k, (index, _) in enumerate(pool.imap_unordered(_worker_write, [(i, str(folder)) for i in todo])):

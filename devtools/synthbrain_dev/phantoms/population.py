@@ -177,6 +177,12 @@ class PhantomSubject:
         }
 
 
+#: How a subject's WMH load is drawn (:class:`PhantomPopulation`), and the loads' range (fraction of
+#: the brain).
+WMH_LOADS = ("age", "even")
+WMH_LOAD_RANGE = (0.0005, 0.06)
+
+
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
     cx, sx, cy, sy, cz, sz = math.cos(ax), math.sin(ax), math.cos(ay), math.sin(ay), math.cos(az), math.sin(az)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -200,18 +206,32 @@ class PhantomPopulation:
         shape: output grid shape (X, Y, Z); the grid centre is the brain centre, axes are R, A, S.
         p_wmh: probability of some WMH at age 45 (rises linearly to ``p_wmh + 0.35`` at 82).
         p_tumour: probability of a tumour.
+        wmh_load: how a subject's WMH load is drawn, given it has some: ``"age"`` (log-normal around
+            an age-dependent median, what ageing cohorts show; most loads are 0.1-1.7 %) or
+            ``"even"`` (log-uniform over 0.05-6 %, from the same random draw): a label generator's
+            training population, so that large WMH requests are not out of its training data.
 
     The template preparation (~5-10 s) happens on first use and is cached per process.
     """
 
     def __init__(
-        self, seed: int = 0, spacing_mm: float = 2.5, shape=(64, 80, 64), *, p_wmh: float = 0.35, p_tumour: float = 0.25
+        self,
+        seed: int = 0,
+        spacing_mm: float = 2.5,
+        shape=(64, 80, 64),
+        *,
+        p_wmh: float = 0.35,
+        p_tumour: float = 0.25,
+        wmh_load: str = "age",
     ):
+        if wmh_load not in WMH_LOADS:
+            raise ValueError(f"wmh_load {wmh_load!r} is not one of {', '.join(WMH_LOADS)}")
         self.seed = int(seed)
         self.spacing_mm = float(spacing_mm)
         self.shape = tuple(int(s) for s in shape)
         self.p_wmh = float(p_wmh)
         self.p_tumour = float(p_tumour)
+        self.wmh_load = wmh_load
         self._template: Optional[PreparedTemplate] = None
 
     # ----------------------------------------------------------------- grid
@@ -286,9 +306,13 @@ class PhantomPopulation:
         t_age = (age - AGE_RANGE[0]) / (AGE_RANGE[1] - AGE_RANGE[0])
         wmh_load = 0.0
         u_wmh, z_wmh = rng.random(), rng.normal()
-        if u_wmh < self.p_wmh + 0.35 * t_age:
+        if u_wmh < self.p_wmh + 0.35 * t_age and self.wmh_load == "even":
+            u = 0.5 * (1.0 + math.erf(z_wmh / math.sqrt(2.0)))  # the same draw, made uniform
+            lo, hi = WMH_LOAD_RANGE
+            wmh_load = float(math.exp(math.log(lo) + u * math.log(hi / lo)))
+        elif u_wmh < self.p_wmh + 0.35 * t_age:
             median = 0.0015 * math.exp(math.log(8.0) * t_age)
-            wmh_load = float(np.clip(median * math.exp(0.8 * z_wmh), 0.0005, 0.06))
+            wmh_load = float(np.clip(median * math.exp(0.8 * z_wmh), *WMH_LOAD_RANGE))
         tumour = None
         u_t = rng.random()
         tum_draws = rng.random(8)

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -52,11 +52,23 @@ class PhantomTrainingData:
     def spacing(self) -> tuple[float, float, float]:
         return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))
 
+    def subjects_by_lesions(self) -> dict[str, int]:
+        """Subjects with no lesion, WMH only, a tumour (any of its classes) only, and both."""
+        wmh = self.lesion_fractions[:, 0] > 0
+        tumour = (self.lesion_fractions[:, 1:] > 0).any(axis=1)
+        return {
+            "none": int((~wmh & ~tumour).sum()),
+            "wmh": int((wmh & ~tumour).sum()),
+            "tumour": int((~wmh & tumour).sum()),
+            "both": int((wmh & tumour).sum()),
+        }
+
     def describe(self) -> dict[str, Any]:
         """Statistics recorded in the card's source and in training.json."""
         return {
             "population": "synthbrain_dev.phantoms (MNI ICBM152 2009a)",
             "seed": self.manifest.get("seed"),
+            **{k: self.manifest[k] for k in ("p_wmh", "p_tumour", "wmh_load") if k in self.manifest},
             "subjects": len(self),
             "spacing_mm": self.spacing[0],
             "shape": list(self.shape),
@@ -68,6 +80,7 @@ class PhantomTrainingData:
                 round(float(self.ventricular_ml.max()), 1),
             ],
             "brain_volume_ml_range": [round(float(self.brain_ml.min()), 1), round(float(self.brain_ml.max()), 1)],
+            "subjects_by_lesions": self.subjects_by_lesions(),
             "subjects_with_lesion": {
                 n: int((self.lesion_fractions[:, j] > 0).sum()) for j, n in enumerate(LESION_NAMES)
             },
@@ -87,16 +100,21 @@ def load_training_data(
     cache: Path,
     spacing_mm: float = 2.5,
     shape=(64, 80, 64),
+    population: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> PhantomTrainingData:
-    """Build (resumably) and load subjects 0..n-1 of the phantom population ``seed``."""
+    """Build (resumably) and load subjects 0..n-1 of the phantom population ``seed``; ``population``:
+    :class:`PhantomPopulation` keywords other than the grid (a recipe's own population, cached in a
+    folder of its own)."""
 
-    folder = Path(cache) / f"mni152-seed{seed}-{spacing_mm:g}mm-{'x'.join(map(str, shape))}"
+    population = dict(population or {})
+    variant = "".join(f"-{k}{v}" for k, v in sorted(population.items()))
+    folder = Path(cache) / f"mni152-seed{seed}-{spacing_mm:g}mm-{'x'.join(map(str, shape))}{variant}"
     missing = [i for i in range(n) if not (folder / subject_filename(i)).exists()]
     if missing:
         log(f"building {len(missing)} phantom subjects in {folder} (resumable)")
         build_dataset(
-            PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape),
+            PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape, **population),
             n,
             folder,
             workers=min(2, os.cpu_count() or 1),

@@ -181,8 +181,10 @@ def latent_diffusion_sections(
     scale: float,
     variables: list[dict],
     guidance_null: str = "all",
+    presence_groups: list[list[str]] | None = None,
 ) -> dict:
-    """Card sections shared by the two latent-diffusion demos (weights, networks, sampling, latent)."""
+    """Card sections shared by the two latent-diffusion demos (weights, networks, sampling, latent);
+    ``presence_groups``: the variables' groups of the ``presence`` input (class labels)."""
     return {
         "weights": {
             "autoencoder": {"file": "autoencoder.safetensors", "format": "safetensors"},
@@ -214,7 +216,11 @@ def latent_diffusion_sections(
             },
         },
         "latent": {"shape": [latents.shape[1], *latents.shape[2:]], "scale_factor": scale},
-        "conditioning": {"inputs": ["concat", "crossattn"], "variables": variables},
+        "conditioning": {
+            "inputs": ["concat", "crossattn"] + (["presence"] if presence_groups else []),
+            "variables": variables,
+            **({"presence_groups": presence_groups} if presence_groups else {}),
+        },
     }
 
 

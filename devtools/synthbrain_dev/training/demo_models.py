@@ -25,7 +25,7 @@ from .autoencoders import Budget, check_sharpenable, sharpen_decoder_of
 from .data import load_training_data
 from .demo_cards import DEMO_IDS
 from .model_folders import storage_check, write_model_folder
-from .recipes import RECIPES
+from .recipes import RECIPE_POPULATIONS, RECIPES
 from .trainers import Log
 
 __all__ = ["DEMO_IDS", "train_demo", "write_model_folder"]
@@ -71,7 +71,7 @@ def train_demo(
         check_sharpenable(model_id)
     start = time.time()
     data_dir = Path(data_dir) if data_dir else default_home() / "phantoms"
-    data = load_training_data(subjects, seed=seed, cache=data_dir, log=log)
+    data = load_training_data(subjects, seed=seed, cache=data_dir, population=RECIPE_POPULATIONS.get(model_id), log=log)
     log(f"{model_id}: {len(data)} phantom subjects loaded ({time.time() - start:.0f} s)")
     reuse = Path(autoencoder_from) if autoencoder_from is not None else None
     budget = Budget(scale=scale, minutes=minutes, autoencoder_from=reuse)

@@ -22,7 +22,6 @@ from .demo_cards import (
     LABEL_COLOURS,
     NULL_CONDITION,
     SCHEDULE,
-    SINGLE_CONDITION_DROPOUT,
     SPADE,
     UNET_EMA,
     UNET_STEPS,
@@ -57,12 +56,16 @@ def conditional_unet(
     budget: Budget,
     log: Log,
     single_condition_dropout: float = 0.0,
+    presence_groups: list[list[int]] | None = None,
 ) -> tuple[dict, torch.nn.Module, FitReport]:
     """The latent diffusion UNet of a latent demo, trained on scaled ``latents`` with the conditions
     ``cond`` (N, K) concatenated and as cross-attention context, with condition dropout (for
     classifier-free guidance; each condition also on its own with ``single_condition_dropout``) and
-    averaged weights. Returns (its kwargs, the UNet, its training report)."""
+    averaged weights; ``presence_groups`` (condition columns): the presence of each group as the
+    UNet's class label too. Returns (its kwargs, the UNet, its training report)."""
     kwargs = latent_unet_kwargs(ae_kwargs["latent_channels"], cond.shape[1], concat=True)
+    if presence_groups:
+        kwargs["num_class_embeds"] = 2 ** len(presence_groups) + 1  # + the null class
     unet, report = train_latent_diffusion(
         NetworkSpec("diffusion", "DiffusionModelUNet", kwargs, "diffusion"),
         latents,
@@ -73,6 +76,7 @@ def conditional_unet(
         condition_dropout=CONDITION_DROPOUT,
         null_value=NULL_CONDITION,
         single_condition_dropout=single_condition_dropout,
+        presence_groups=presence_groups or (),
         log=log,
     )
     return kwargs, unet, report
@@ -225,8 +229,20 @@ def train_labels_demo(
         columns.append(np.log1p(values / reference) / np.log1p(hi / reference))
     cond = np.stack(columns, axis=1).astype(np.float32)
     schedule = dict(SCHEDULE, beta_end=0.0195)
+    # Which lesions are asked for at all also enters as a class label (every residual block sees
+    # it through the timestep embedding): with the amounts alone, as constant channels and a
+    # one-token context, the UNet left "no tumour" half-learnt, and requests for WMH or for a tumour
+    # brought the other lesion kind (issue 23).
+    groups = [["wmh"], ["tumour", "edema", "gdtumour"]]
     unet_kwargs, unet, unet_report = conditional_unet(
-        LABEL_AE, latents * scale, cond, schedule, 4, budget, log, single_condition_dropout=SINGLE_CONDITION_DROPOUT
+        LABEL_AE,
+        latents * scale,
+        cond,
+        schedule,
+        4,
+        budget,
+        log,
+        presence_groups=[[list(names).index(n) for n in g] for g in groups],
     )
 
     card = base_card(
@@ -236,18 +252,18 @@ def train_labels_demo(
         "brainSPADE3D-style label generator: latent diffusion over 10-class partial-volume label maps "
         "(background, csf, gm, wm, dgm, brainstem, wmh, tumour, edema, gdtumour) conditioned on the four "
         "lesion volume fractions, trained on this repository's MNI152 phantoms at 2.5 mm. Unlike "
-        "brainSPADE3D (cross-attention only), conditions also enter as concatenated channels.",
+        "brainSPADE3D (cross-attention only), conditions also enter as concatenated channels, and which "
+        "lesion kinds are asked for at all (WMH; tumour) as the UNet's class label.",
         data,
     )
     card.update(
-        latent_diffusion_sections(
-            LABEL_AE, unet_kwargs, schedule, latents, scale, variables, guidance_null="requested"
-        ),
+        latent_diffusion_sections(LABEL_AE, unet_kwargs, schedule, latents, scale, variables, presence_groups=groups),
         output=output_section(data, "labels"),
         labels=[{"value": v, "name": n, "color": c} for v, n, c in LABEL_COLOURS],
     )
     for v in card["conditioning"]["variables"]:
         v["model_range"] = [0.0, 1.0]
+    card["version"] = "1.1.0"  # 1.1: presence class, balanced population with even WMH loads (issue 23)
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
     return (
         card,
@@ -321,6 +337,13 @@ RECIPES = {
     "labels-demo": train_labels_demo,
     "label2image-demo": train_label2image_demo,
 }
+
+#: A recipe's own phantom population (PhantomPopulation keywords; the others use the default one).
+#: labels-demo: no lesion, WMH only, a tumour only and both a quarter each on average, WMH loads
+#: spread evenly (in log) over the slider's range. On the default population (52 % WMH, 27 %
+#: tumour, loads log-normal around 0.5 %: 17 of 320 subjects above 1.7 %), requests of 2 % WMH
+#: brought tumour classes: large lesion loads there were mostly tumours.
+RECIPE_POPULATIONS = {"labels-demo": {"p_wmh": 0.325, "p_tumour": 0.5, "wmh_load": "even"}}
 
 
 # ----------------------------------------------------------------------------------------------

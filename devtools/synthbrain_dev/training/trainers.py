@@ -12,7 +12,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -378,6 +378,7 @@ def train_latent_diffusion(
     log: Log | None = None,
     null_value: float = -1.0,
     single_condition_dropout: float = 0.0,
+    presence_groups: Sequence[Sequence[int]] = (),
 ) -> tuple[torch.nn.Module, FitReport]:
     """DiffusionModelUNet on scaled latents (MONAI DDPMScheduler.add_noise), objective from ``schedule``.
 
@@ -398,10 +399,15 @@ def train_latent_diffusion(
         single_condition_dropout: probability that each condition of a sample not dropped as a
             whole is replaced by ``null_value`` on its own (what guidance with ``null: requested``
             needs: the network learns what each condition adds while the others stay).
+        presence_groups: with the card's ``presence`` input, the condition columns of each group:
+            the class label is bit ``g`` for every group with a condition above 0 (model units),
+            ``2 ** len(groups)`` where the conditions were dropped as a whole.
     """
     for name, p in (("condition_dropout", condition_dropout), ("single_condition_dropout", single_condition_dropout)):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"{name} {p!r} is outside [0, 1)")
+    if presence_groups and (single_condition_dropout > 0 or condition_dropout == 0):
+        raise ValueError("presence classes need whole-condition dropout (one null class) and no single dropout")
 
     torch.manual_seed(config.seed)
     model = build_network(spec)
@@ -423,12 +429,17 @@ def train_latent_diffusion(
         if single_condition_dropout > 0:
             single = torch.rand(c.shape, generator=gen) < single_condition_dropout
             c = torch.where(single, torch.full_like(c, null_value), c)
+        kwargs = {}
+        if presence_groups:
+            present = [(c[:, list(g)] > 0).any(dim=1).long() << k for k, g in enumerate(presence_groups)]
+            labels = torch.stack(present).sum(dim=0)
+            kwargs["class_labels"] = torch.where(dropped, 2 ** len(presence_groups), labels)
         noisy = scheduler.add_noise(original_samples=z, noise=noise, timesteps=t)
         model_in = noisy
         if "concat" in inputs:
             model_in = torch.cat([noisy, c.view(len(idx), -1, 1, 1, 1).expand(-1, -1, *z.shape[2:])], dim=1)
         context = c.view(len(idx), 1, -1) if "crossattn" in inputs else None
-        pred = m(model_in, timesteps=t, context=context)
+        pred = m(model_in, timesteps=t, context=context, **kwargs)
         target = noise if objective == "epsilon" else scheduler.get_velocity(z, noise, t)
         return F.mse_loss(pred.float(), target)
 
