@@ -136,9 +136,8 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         if "crossattn" in card.conditioning.inputs:
             unet_kwargs["context"] = vector
         if "presence" in card.conditioning.inputs:
-            null = self.card.sampling.guidance is not None and all(
-                v == self.card.sampling.guidance.null_value for v in values
-            )
+            guidance = card.sampling.guidance
+            null = guidance is not None and all(v == guidance.null_value for v in values)
             label = card.conditioning.presence_null_class if null else card.conditioning.presence_class(values)
             unet_kwargs["class_labels"] = torch.tensor([label], dtype=torch.long, device=self.device)
         return concat, unet_kwargs

@@ -306,13 +306,14 @@ class PhantomPopulation:
         t_age = (age - AGE_RANGE[0]) / (AGE_RANGE[1] - AGE_RANGE[0])
         wmh_load = 0.0
         u_wmh, z_wmh = rng.random(), rng.normal()
-        if u_wmh < self.p_wmh + 0.35 * t_age and self.wmh_load == "even":
-            u = 0.5 * (1.0 + math.erf(z_wmh / math.sqrt(2.0)))  # the same draw, made uniform
-            lo, hi = WMH_LOAD_RANGE
-            wmh_load = float(math.exp(math.log(lo) + u * math.log(hi / lo)))
-        elif u_wmh < self.p_wmh + 0.35 * t_age:
-            median = 0.0015 * math.exp(math.log(8.0) * t_age)
-            wmh_load = float(np.clip(median * math.exp(0.8 * z_wmh), *WMH_LOAD_RANGE))
+        if u_wmh < self.p_wmh + 0.35 * t_age:
+            if self.wmh_load == "even":
+                u = 0.5 * (1.0 + math.erf(z_wmh / math.sqrt(2.0)))  # the same draw, made uniform
+                lo, hi = WMH_LOAD_RANGE
+                wmh_load = float(math.exp(math.log(lo) + u * math.log(hi / lo)))
+            else:
+                median = 0.0015 * math.exp(math.log(8.0) * t_age)
+                wmh_load = float(np.clip(median * math.exp(0.8 * z_wmh), *WMH_LOAD_RANGE))
         tumour = None
         u_t = rng.random()
         tum_draws = rng.random(8)

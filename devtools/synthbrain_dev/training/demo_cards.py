@@ -43,11 +43,6 @@ UNET_STEPS = 3500
 #: was chosen from the guidance table of docs/evaluation (see docs/demo-models.md).
 CONDITION_DROPOUT = 0.15
 NULL_CONDITION = -1.0
-#: The label demo also drops each lesion condition on its own (p below) and guides with the null of
-#: only the requested conditions (card ``sampling.guidance.null: requested``): with every condition
-#: nulled together, guidance pushed "more lesion" of every kind, and a WMH request brought tumours
-#: (docs/evaluation/labels-demo.md).
-SINGLE_CONDITION_DROPOUT = 0.15
 GUIDANCE = {"default": 3.0, "minimum": 1.0, "maximum": 8.0}
 #: Adversarial fine-tuning of the image decoder (trainers.finetune_decoder_adversarial): steps and
 #: the weight of the adversarial term beside L1 + edge L1. Measured on held-out phantoms in
@@ -180,7 +175,6 @@ def latent_diffusion_sections(
     latents: np.ndarray,
     scale: float,
     variables: list[dict],
-    guidance_null: str = "all",
     presence_groups: list[list[str]] | None = None,
 ) -> dict:
     """Card sections shared by the two latent-diffusion demos (weights, networks, sampling, latent);
@@ -208,11 +202,6 @@ def latent_diffusion_sections(
                 **GUIDANCE,
                 "null_value": NULL_CONDITION,
                 "condition_dropout": CONDITION_DROPOUT,
-                **(
-                    {"null": "requested", "single_condition_dropout": SINGLE_CONDITION_DROPOUT}
-                    if guidance_null == "requested"
-                    else {}
-                ),
             },
         },
         "latent": {"shape": [latents.shape[1], *latents.shape[2:]], "scale_factor": scale},

@@ -55,14 +55,12 @@ def conditional_unet(
     seed: int,
     budget: Budget,
     log: Log,
-    single_condition_dropout: float = 0.0,
     presence_groups: list[list[int]] | None = None,
 ) -> tuple[dict, torch.nn.Module, FitReport]:
     """The latent diffusion UNet of a latent demo, trained on scaled ``latents`` with the conditions
     ``cond`` (N, K) concatenated and as cross-attention context, with condition dropout (for
-    classifier-free guidance; each condition also on its own with ``single_condition_dropout``) and
-    averaged weights; ``presence_groups`` (condition columns): the presence of each group as the
-    UNet's class label too. Returns (its kwargs, the UNet, its training report)."""
+    classifier-free guidance) and averaged weights; ``presence_groups`` (condition columns): the
+    presence of each group as the UNet's class label too. Returns (its kwargs, the UNet, its training report)."""
     kwargs = latent_unet_kwargs(ae_kwargs["latent_channels"], cond.shape[1], concat=True)
     if presence_groups:
         kwargs["num_class_embeds"] = 2 ** len(presence_groups) + 1  # + the null class
@@ -75,7 +73,6 @@ def conditional_unet(
         budget.config(UNET_STEPS, batch=8, lr=3e-4, seed=seed, ema=UNET_EMA),
         condition_dropout=CONDITION_DROPOUT,
         null_value=NULL_CONDITION,
-        single_condition_dropout=single_condition_dropout,
         presence_groups=presence_groups or (),
         log=log,
     )
