@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from tiny_models import _affine, guided, tiny_brain_card, tiny_labels_card, write_model_folder
 
 from synthbrain_dev.evaluation import evaluate_model
-from synthbrain_dev.evaluation.evaluators import evaluate_conditional_brain, label_control
+from synthbrain_dev.evaluation.evaluators import evaluate_conditional_brain, label_control, per_request_type
 from synthbrain_dev.evaluation.figures import GLYPH_HEIGHT, captioned_grid, render_text
 from synthbrain_dev.evaluation.metrics import (
     high_frequency_energy,
@@ -111,3 +111,23 @@ def test_label_control_reports_fraction_ratios(tmp_path):
         assert ratios[name] == pytest.approx(expected), f"{name}: ratio over the cases that asked for it"
     assert summary["sampling"]["steps"] == 4, f"the steps used are recorded: {summary['sampling']}"
     assert len(maps) == 3 and json.dumps(summary, default=float), "one map per case; the summary is JSON"
+
+
+def test_per_request_type_counts_clean_samples_ratios_and_missing_classes():
+    def row(case, requested, fraction):
+        return {"case": case, "requested": {**dict.fromkeys(LESIONS, 0.0), **requested}, "fraction": fraction}
+
+    LESIONS = ("wmh", "tumour", "edema", "gdtumour")
+    asked = {"tumour": 0.01, "edema": 0.02, "gdtumour": 0.01}
+    rows = [
+        row("tumour", asked, {"wmh": 0.0, "tumour": 0.0005, "edema": 0.02, "gdtumour": 0.01}),
+        row("tumour", asked, {"wmh": 0.002, "tumour": 0.03, "edema": 0.01, "gdtumour": 0.01}),
+        row("wmh", {"wmh": 0.02}, {"wmh": 0.03, "tumour": 0.0, "edema": 0.0, "gdtumour": 0.0}),
+    ]
+    table = per_request_type(rows)
+    assert table["tumour"]["unrequested_below_0.1pct_samples"] == 0.5, "one of two tumour samples had WMH >= 0.1 %"
+    assert table["tumour"]["unrequested_max_fraction"] == 0.002, "the largest unrequested fraction"
+    assert table["tumour"]["requested_missing_samples"]["tumour"] == 0.5, "one core below a tenth of the request"
+    assert table["tumour"]["requested_missing_samples"]["edema"] == 0.0, "edema made every time"
+    assert table["tumour"]["median_ratio_generated_to_requested"]["tumour"] == pytest.approx(1.525), "median ratio"
+    assert table["wmh"]["unrequested_below_0.1pct_samples"] == 1.0, "the WMH sample is clean"

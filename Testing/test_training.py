@@ -174,3 +174,32 @@ def test_sharpening_a_label_model_is_refused(trained, tmp_path, capsys):
     assert code == 2, f"exit status {code}: {err}"
     assert "labels-demo has no image decoder to sharpen; only brain-ldm-demo" in err, err
     assert not (tmp_path / "y").exists(), "nothing was written"
+
+
+def test_training_continues_from_another_folders_unet(trained, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from synthbrain_dev.training.demo_models import write_model_folder
+
+    # A source whose UNet is far from any fresh start: its weights shifted by 0.5.
+    source = trained / "labels-demo"
+    card = json.loads((source / "card.json").read_text())
+    states = {key: load_file(str(source / entry["file"])) for key, entry in card["weights"].items()}
+    states["diffusion"] = {k: v.float() + 0.5 for k, v in states["diffusion"].items()}
+    start = tmp_path / "start"
+    write_model_folder(start, card, states, json.loads((source / "training.json").read_text()))
+    out = tmp_path / "continued"
+    extra = ("--autoencoder-from", str(start), "--diffusion-from", str(start))
+    assert main(_train_args("labels-demo", str(out), trained, *extra)) == 0, "continued training runs"
+    record = json.loads((out / "training.json").read_text())["networks"]["diffusion"]
+    started = json.loads((start / "card.json").read_text())["weights"]["diffusion"]["sha256"]
+    assert record["continued_from"]["sha256"] == started, "the start is recorded"
+    before, after = load_file(str(start / "diffusion.safetensors")), load_file(str(out / "diffusion.safetensors"))
+    changes = [float((after[k].float() - before[k].float()).abs().max()) for k in before]
+    assert max(changes) > 0, "the UNet trained on"
+    assert np.median(changes) < 0.1, f"from the start's weights, not fresh ones: median change {np.median(changes)}"
+    other = str(trained / "brain-ldm-demo")
+    code = main(_train_args("labels-demo", str(tmp_path / "y"), trained, "--diffusion-from", other))
+    err = capsys.readouterr().err
+    assert code == 2 and "holds 'brain-ldm-demo', not 'labels-demo'" in err, f"another model is refused: {err}"
+    assert not (tmp_path / "y" / "card.json").exists(), "nothing written"

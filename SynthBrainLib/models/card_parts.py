@@ -163,6 +163,21 @@ class Scheduler:
 
 
 @dataclass(frozen=True)
+class NegativeCondition:
+    """A condition that guided sampling steers away from whenever the request asks for none of it:
+    ``values`` (real units, by variable name) replace the request's values of those variables, and
+    every step adds ``scale * (cond - negative)`` to the guided prediction (negative prompting).
+
+    Why: a label generator asked for WMH alone made small tumours too, because guidance amplifies
+    "lesion" in general; pushing away from "the same request plus a typical tumour" removes them
+    (issue 23). Applied only when every variable in ``values`` is at its lowest value in the request,
+    so it never fights what was asked for, and the request asks for something else."""
+
+    values: Mapping[str, float]
+    scale: float
+
+
+@dataclass(frozen=True)
 class Guidance:
     """Classifier-free guidance (Ho & Salimans 2022) of a model trained with condition dropout.
 
@@ -186,6 +201,8 @@ class Guidance:
     condition_dropout: float | None
     null: str = "all"
     single_condition_dropout: float = 0.0
+    #: Conditions steered away from when not asked for (only while guiding: scale != 1).
+    negatives: tuple[NegativeCondition, ...] = ()
 
 
 @dataclass(frozen=True)

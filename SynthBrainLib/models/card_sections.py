@@ -130,7 +130,9 @@ def parse_scheduler(f: FieldReader) -> parts.Scheduler:
     return parts.Scheduler(cls=cls_name, kwargs=dict(kwargs), objective=objective)
 
 
-def parse_sampling(f: FieldReader, scheduler: parts.Scheduler | None) -> parts.Sampling:
+def parse_sampling(
+    f: FieldReader, scheduler: parts.Scheduler | None, conditioning: parts.Conditioning
+) -> parts.Sampling:
     s = f.obj("sampling")
     if scheduler is None:
         s.fail("", "needs a 'scheduler' section")
@@ -146,7 +148,7 @@ def parse_sampling(f: FieldReader, scheduler: parts.Scheduler | None) -> parts.S
     steps = s.integer("default_steps", minimum=1)
     if steps > max_steps:
         s.fail("default_steps", f"must be at most max_steps ({max_steps}), got {steps}")
-    guidance = parse_guidance(s.obj("guidance")) if s.has("guidance") else None
+    guidance = parse_guidance(s.obj("guidance"), conditioning) if s.has("guidance") else None
     return parts.Sampling(
         default_sampler=default, default_steps=steps, samplers=tuple(samplers), max_steps=max_steps, guidance=guidance
     )
@@ -156,7 +158,7 @@ def parse_sampling(f: FieldReader, scheduler: parts.Scheduler | None) -> parts.S
 GUIDANCE_NULLS = ("all", "requested")
 
 
-def parse_guidance(g: FieldReader) -> parts.Guidance:
+def parse_guidance(g: FieldReader, conditioning: parts.Conditioning) -> parts.Guidance:
     lo, hi = g.number("minimum"), g.number("maximum")
     if not 1.0 <= lo <= hi <= 100.0:
         g.fail("maximum", f"minimum and maximum must satisfy 1 <= minimum <= maximum <= 100, got {lo:g} and {hi:g}")
@@ -173,7 +175,30 @@ def parse_guidance(g: FieldReader) -> parts.Guidance:
         g.fail("single_condition_dropout", f"must be between 0 and 1, got {single:g}")
     if null == "requested" and single == 0.0:
         g.fail("null", "'requested' needs a model trained with single_condition_dropout > 0")
-    return parts.Guidance(default, lo, hi, g.number("null_value"), dropout, null, single)
+    negatives = tuple(parse_negative(n, conditioning) for n in g.objects("negatives", required=False))
+    return parts.Guidance(default, lo, hi, g.number("null_value"), dropout, null, single, negatives)
+
+
+def parse_negative(n: FieldReader, conditioning: parts.Conditioning) -> parts.NegativeCondition:
+    """One of ``sampling.guidance.negatives``: ``values``, real-unit values of continuous variables
+    inside their range and above its low end (a negative of "none" would push towards the lesion),
+    and ``scale`` > 0."""
+    values = n.mapping("values")
+    if not values:
+        n.fail("values", "must name at least one conditioning variable")
+    for name, value in values.items():
+        try:
+            variable = conditioning.variable(name)
+        except KeyError:
+            n.fail(f"values.{name}", f"must name a conditioning variable ({', '.join(conditioning.names)})")
+        if variable.kind != "continuous":
+            n.fail(f"values.{name}", "must be a continuous variable")
+        lo, hi = variable.range
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value <= hi:
+            n.fail(f"values.{name}", f"must be a number above {lo:g} and at most {hi:g}, got {shown(value)}")
+    return parts.NegativeCondition(
+        values={k: float(v) for k, v in values.items()}, scale=n.number("scale", positive=True)
+    )
 
 
 def parse_latent(f: FieldReader) -> parts.Latent:

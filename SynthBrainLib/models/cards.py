@@ -111,9 +111,9 @@ class ModelCard:
         weights = parse_weights(f)
         networks = parse_networks(f, weights)
         scheduler = parse_scheduler(f) if f.has("scheduler") else None
-        sampling = parse_sampling(f, scheduler) if f.has("sampling") else None
-        latent = parse_latent(f) if f.has("latent") else None
         conditioning = parse_conditioning(f)
+        sampling = parse_sampling(f, scheduler, conditioning) if f.has("sampling") else None
+        latent = parse_latent(f) if f.has("latent") else None
         output = parse_output(f)
         labels = parse_labels(f) if f.has("labels") else None
         sequences = parse_sequences(f, weights) if f.has("sequences") else None

@@ -7,7 +7,7 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from ..outputs.results import SynthesisResult, build_provenance
 from . import decoding
 from .decoding import TileSettings, check_decode_mode
 from .device import Precision, describe_device, resolve_device
-from .sampling import CancelFlag, ProgressCallback, check_cancel, denoise, make_scheduler
+from .sampling import CancelFlag, NegativeBranch, ProgressCallback, check_cancel, denoise, make_scheduler
 
 #: ``compile`` option values: ``torch.compile`` mode for the diffusion UNet (``reduce-overhead``
 #: adds CUDA graphs on CUDA).
@@ -274,6 +274,7 @@ class SynthesisPipeline:
         guidance: float = 1.0,
         null_concat: torch.Tensor | None = None,
         null_unet_kwargs: Mapping[str, Any] | None = None,
+        negatives: Sequence[NegativeBranch] = (),
         latent_shape: tuple[int, ...] | None = None,
         output_shape: tuple[int, int, int] | None = None,
         scale_factor: float | None = None,
@@ -287,8 +288,8 @@ class SynthesisPipeline:
             decoder_inputs: extra arguments of ``decode_stage_2_outputs`` after the latent (SPADE: seg).
             progress: called once per network evaluation and once after decoding.
             cancel: checked before every step and before decoding.
-            guidance / null_concat / null_unet_kwargs: classifier-free guidance (see
-                :func:`~SynthBrainLib.pipelines.sampling.denoise`).
+            guidance / null_concat / null_unet_kwargs / negatives: classifier-free guidance and the
+                conditions it steers away from (see :func:`~SynthBrainLib.pipelines.sampling.denoise`).
             latent_shape / output_shape / scale_factor: the latent (C, x, y, z), the decoded grid and
                 the latent scale of this request (default: the card's ``latent`` and ``output``); a
                 model whose requests choose their grid passes its own.
@@ -319,6 +320,7 @@ class SynthesisPipeline:
             guidance=guidance,
             null_concat=null_concat,
             null_unet_kwargs=null_unet_kwargs,
+            negatives=negatives,
         )
         check_cancel(cancel)
         decoded, how = decoding.decode(

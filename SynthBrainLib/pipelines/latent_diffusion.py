@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..models.card_parts import NegativeCondition
 from ..models.cards import ModelCard, card_field_error
 from ..models.conditioning import ConditionValues
 from ..models.requests import check_request, resolve_seed
@@ -15,7 +16,7 @@ from ..outputs.measure import measure_ventricular_volume_ml
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
 from .brain_ageing import age_scan
-from .sampling import CancelFlag, ProgressCallback, check_call
+from .sampling import CancelFlag, NegativeBranch, ProgressCallback, check_call
 
 
 class LatentDiffusionPipeline(SynthesisPipeline):
@@ -95,13 +96,19 @@ class LatentDiffusionPipeline(SynthesisPipeline):
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Run diffusion and decoding; return the decoder output (1, C, X, Y, Z) float32 on the CPU
         and how it was decoded. ``guidance`` != 1: classifier-free guidance against the card's null
-        condition (:meth:`null_vector`)."""
+        condition (:meth:`null_vector`), steering away from the card's negative conditions the
+        request does not ask for (:meth:`negative_vectors`)."""
         values = cond.vector()
         concat, unet_kwargs = self._network_conditions(values)
         null = {}
         if guidance != 1.0:
             null_concat, null_kwargs = self._network_conditions(self.null_vector(values))
+            negatives = [
+                NegativeBranch(negative.scale, *self._network_conditions(vector))
+                for negative, vector in self.negative_vectors(values)
+            ]
             null = {"guidance": guidance, "null_concat": null_concat, "null_unet_kwargs": null_kwargs}
+            null["negatives"] = negatives
         return self.diffuse_and_decode(
             seed=seed,
             sampler=sampler,
@@ -122,6 +129,26 @@ class LatentDiffusionPipeline(SynthesisPipeline):
             return [spec.null_value] * len(values)
         lows = [v.model_range[0] for v in self.card.conditioning.variables]
         return [spec.null_value if value > low else value for value, low in zip(values, lows)]
+
+    def negative_vectors(self, values) -> list[tuple[NegativeCondition, list[float]]]:
+        """The card's negative conditions (``sampling.guidance.negatives``) that apply to model-unit
+        ``values`` - those whose every variable the request leaves at its lowest model value, when it
+        asks for something else - each with its model-unit vector: ``values`` with the negative's
+        values set. A request for nothing gets none: guidance amplifies "lesion" in general only when
+        some lesion is asked for, and pushing a request for nothing away from every lesion kind at
+        once made stray enhancing-tumour voxels (labels-demo: 3 of 32 no-lesion requests)."""
+        spec = self.card.sampling.guidance
+        variables = self.card.conditioning.variables
+        out = []
+        asks = any(value > v.model_range[0] for value, v in zip(values, variables))
+        for negative in spec.negatives if spec is not None and asks else ():
+            where = {i: v for i, v in enumerate(variables) if v.name in negative.values}
+            if all(values[i] <= v.model_range[0] for i, v in where.items()):
+                vector = [
+                    v.to_model(negative.values[v.name]) if i in where else values[i] for i, v in enumerate(variables)
+                ]
+                out.append((negative, vector))
+        return out
 
     def _network_conditions(self, values) -> tuple[torch.Tensor | None, dict[str, Any]]:
         """Model-unit condition values as the UNet takes them: constant channels (1, K, x, y, z) to
@@ -218,6 +245,9 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         def make() -> SynthesisResult:
             decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel, guidance)
             extra = {"decode": how, "preview": bool(preview), "guidance": guidance}
+            negatives = self.negative_vectors(cond.vector()) if guidance != 1.0 else []
+            if negatives:  # provenance: what this run steered away from
+                extra["negative_conditions"] = [{"values": dict(n.values), "scale": n.scale} for n, _ in negatives]
             return self.finish(cond, seed, sampler, steps, decoded, extra)
 
         return self.cached(key, make, progress)

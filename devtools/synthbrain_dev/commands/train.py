@@ -40,6 +40,12 @@ def register(sub) -> None:
         help="reuse the autoencoder of this model folder (sha256-checked) and train only the diffusion UNet",
     )
     p.add_argument(
+        "--diffusion-from",
+        metavar="DIR",
+        default=None,
+        help="continue training the diffusion UNet of this model folder (same architecture, sha256-checked)",
+    )
+    p.add_argument(
         "--sharpen-decoder-of",
         metavar="DIR",
         default=None,
@@ -67,6 +73,7 @@ def train(args) -> int:
         data_dir=args.data,
         overwrite=args.overwrite,
         autoencoder_from=args.autoencoder_from,
+        diffusion_from=args.diffusion_from,
         sharpen_decoder=args.sharpen_decoder_of,
         log=log,
     )

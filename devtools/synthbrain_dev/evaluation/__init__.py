@@ -281,8 +281,9 @@ def _labels_markdown(r: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "Per request type: samples whose every unrequested lesion class stays below 0.1 % of the brain "
-            "(target >= 0.95), the largest unrequested fraction seen, and each requested class's median "
-            "generated / requested fraction (target 0.67-1.5):",
+            "(target >= 0.95), the largest unrequested fraction seen, each requested class's median "
+            "generated / requested fraction (target 0.67-1.5), and its share of samples that came out below a "
+            "tenth of the request (missing):",
             "",
         ]
         lines += markdown_table(
@@ -292,6 +293,7 @@ def _labels_markdown(r: dict[str, Any]) -> list[str]:
                 "unrequested < 0.1 % (samples)",
                 "largest unrequested",
                 "median generated / requested",
+                "missing (< 0.1 x request)",
             ),
             [
                 (
@@ -300,6 +302,7 @@ def _labels_markdown(r: dict[str, Any]) -> list[str]:
                     _f(t["unrequested_below_0.1pct_samples"], 3),
                     f"{t['unrequested_max_fraction']:.4f}",
                     ", ".join(f"{k} {_f(v, 2)}" for k, v in t["median_ratio_generated_to_requested"].items()) or "—",
+                    ", ".join(f"{k} {_f(v, 2)}" for k, v in t.get("requested_missing_samples", {}).items()) or "—",
                 )
                 for case, t in r["per_request_type"].items()
             ],

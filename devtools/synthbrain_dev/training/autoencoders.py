@@ -33,11 +33,14 @@ class Budget:
 
     ``autoencoder_from``: an existing model folder of the same demo whose autoencoder is reused
     (checked against its card's sha256) instead of trained again; only the diffusion UNet trains.
+    ``diffusion_from``: an existing model folder of the same demo whose diffusion UNet is the starting
+    point of this run's training (continued training; same architecture, sha256-checked).
     """
 
     scale: float = 1.0
     minutes: float | None = None
     autoencoder_from: Path | None = None
+    diffusion_from: Path | None = None
 
     def config(self, steps: int, **kwargs) -> FitConfig:
         return FitConfig(steps=max(1, int(round(steps * self.scale))), minutes=self.minutes, **kwargs)
@@ -45,20 +48,31 @@ class Budget:
 
 def reused_autoencoder(spec: NetworkSpec, folder: Path, model_id: str, log: Log) -> tuple[torch.nn.Module, dict]:
     """The autoencoder of an existing model folder of ``model_id``, sha256-checked and loaded strictly."""
+    return reused_network(spec, folder, model_id, "--autoencoder-from", log)
+
+
+def reused_network(
+    spec: NetworkSpec, folder: Path, model_id: str, option: str, log: Log
+) -> tuple[torch.nn.Module, dict]:
+    """Network ``spec.name`` of an existing model folder of ``model_id`` (given as ``option``), built
+    from ``spec`` - its card must have the same architecture -, sha256-checked and loaded strictly.
+    Returns (the network in eval mode, a record: file, sha256, that network's own training record)."""
 
     folder = Path(folder)
     card = load_card(folder / "card.json")
     if card.id != model_id:
-        raise SynthBrainError(f"--autoencoder-from {folder} holds {card.id!r}, not {model_id!r}")
-    weight = card.weights["autoencoder"]
+        raise SynthBrainError(f"{option} {folder} holds {card.id!r}, not {model_id!r}")
+    if json.loads(json.dumps(card.networks[spec.name].kwargs)) != json.loads(json.dumps(spec.kwargs)):
+        raise SynthBrainError(f"{option} {folder}: its {spec.name} network differs from the recipe's ({spec.kwargs})")
+    weight = card.weights[card.networks[spec.name].weights]
     path = folder / weight.file
-    digest = verify_file(path, weight.sha256, label=f"{model_id} autoencoder")
+    digest = verify_file(path, weight.sha256, label=f"{model_id} {spec.name}")
     model = build_network(spec, model_id)
     load_weights(model, {k: v.float() for k, v in read_state_dict(path).items()}, "safetensors", name=str(path))
     previous = {}
     if (folder / "training.json").exists():
-        previous = json.loads((folder / "training.json").read_text()).get("networks", {}).get("autoencoder", {})
-    log(f"{model_id}: autoencoder reused from {path} (sha256 {digest[:12]}...)")
+        previous = json.loads((folder / "training.json").read_text()).get("networks", {}).get(spec.name, {})
+    log(f"{model_id}: {spec.name} taken from {path} (sha256 {digest[:12]}...)")
     return model.eval(), {"reused_from": str(path), "sha256": digest, "original_training": previous}
 
 

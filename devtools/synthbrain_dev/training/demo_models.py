@@ -42,6 +42,7 @@ def train_demo(
     data_dir: str | Path | None = None,
     overwrite: bool = False,
     autoencoder_from: str | Path | None = None,
+    diffusion_from: str | Path | None = None,
     sharpen_decoder: str | Path | None = None,
     log: Log = print,
 ) -> ModelCard:
@@ -55,6 +56,7 @@ def train_demo(
         scale: multiplies every step budget (1.0 = the shipped recipe).
         minutes: wall-clock cap per network.
         autoencoder_from: reuse the autoencoder of this existing model folder (see :class:`Budget`).
+        diffusion_from: continue training the diffusion UNet of this existing model folder (see :class:`Budget`).
         sharpen_decoder: instead of training, fine-tune only the decoder of this trained model
             folder (:func:`sharpen_decoder_of`).
     """
@@ -67,6 +69,8 @@ def train_demo(
         raise SynthBrainError("label2image-demo has no autoencoder to reuse")
     if autoencoder_from is not None and sharpen_decoder is not None:
         raise SynthBrainError("--autoencoder-from and --sharpen-decoder-of exclude each other; give one")
+    if diffusion_from is not None and (model_id == "label2image-demo" or sharpen_decoder is not None):
+        raise SynthBrainError("--diffusion-from needs a latent diffusion demo (brain-ldm-demo, labels-demo) trained")
     if sharpen_decoder is not None:
         check_sharpenable(model_id)
     start = time.time()
@@ -74,7 +78,12 @@ def train_demo(
     data = load_training_data(subjects, seed=seed, cache=data_dir, population=RECIPE_POPULATIONS.get(model_id), log=log)
     log(f"{model_id}: {len(data)} phantom subjects loaded ({time.time() - start:.0f} s)")
     reuse = Path(autoencoder_from) if autoencoder_from is not None else None
-    budget = Budget(scale=scale, minutes=minutes, autoencoder_from=reuse)
+    budget = Budget(
+        scale=scale,
+        minutes=minutes,
+        autoencoder_from=reuse,
+        diffusion_from=Path(diffusion_from) if diffusion_from is not None else None,
+    )
     if sharpen_decoder is not None:
         card, states, record = sharpen_decoder_of(model_id, Path(sharpen_decoder), data, budget, log)
     else:
@@ -85,6 +94,7 @@ def train_demo(
             ["synthbrain-dev", "train", model_id, "--out", str(out), "--subjects", str(subjects), "--seed", str(seed)]
             + (["--scale", str(scale)] if scale != 1.0 else [])
             + (["--autoencoder-from", str(autoencoder_from)] if autoencoder_from is not None else [])
+            + (["--diffusion-from", str(diffusion_from)] if diffusion_from is not None else [])
             + (["--sharpen-decoder-of", str(sharpen_decoder)] if sharpen_decoder is not None else [])
         ),
         "synthbrain": __version__,

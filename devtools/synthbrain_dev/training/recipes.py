@@ -12,7 +12,7 @@ from SynthBrainLib.models.schema import LESION_NAMES
 
 from ..phantoms import PhantomPopulation
 from ..phantoms.labels import LABEL_NAMES
-from .autoencoders import Budget, autoencoder_stage, sharpened_image_autoencoder
+from .autoencoders import Budget, autoencoder_stage, reused_network, sharpened_image_autoencoder
 from .data import PhantomTrainingData
 from .demo_cards import (
     AE_PATCH,
@@ -56,16 +56,22 @@ def conditional_unet(
     budget: Budget,
     log: Log,
     presence_groups: list[list[int]] | None = None,
+    model_id: str = "",
 ) -> tuple[dict, torch.nn.Module, FitReport]:
     """The latent diffusion UNet of a latent demo, trained on scaled ``latents`` with the conditions
     ``cond`` (N, K) concatenated and as cross-attention context, with condition dropout (for
     classifier-free guidance) and averaged weights; ``presence_groups`` (condition columns): the
-    presence of each group as the UNet's class label too. Returns (its kwargs, the UNet, its training report)."""
+    presence of each group as the UNet's class label too; ``budget.diffusion_from``: training continues
+    from that folder's UNet of ``model_id``. Returns (its kwargs, the UNet, its training report)."""
     kwargs = latent_unet_kwargs(ae_kwargs["latent_channels"], cond.shape[1], concat=True)
     if presence_groups:
         kwargs["num_class_embeds"] = 2 ** len(presence_groups) + 1  # + the null class
+    spec = NetworkSpec("diffusion", "DiffusionModelUNet", kwargs, "diffusion")
+    start, origin = None, None
+    if budget.diffusion_from is not None:
+        start, origin = reused_network(spec, budget.diffusion_from, model_id, "--diffusion-from", log)
     unet, report = train_latent_diffusion(
-        NetworkSpec("diffusion", "DiffusionModelUNet", kwargs, "diffusion"),
+        spec,
         latents,
         cond,
         schedule,
@@ -75,7 +81,9 @@ def conditional_unet(
         null_value=NULL_CONDITION,
         presence_groups=presence_groups or (),
         log=log,
+        start=start,
     )
+    report.continued_from = origin
     return kwargs, unet, report
 
 
@@ -141,7 +149,9 @@ def train_brain_ldm_demo(
         ],
         axis=1,
     ).astype(np.float32)
-    unet_kwargs, unet, unet_report = conditional_unet(IMAGE_AE, latents * scale, cond, SCHEDULE, 2, budget, log)
+    unet_kwargs, unet, unet_report = conditional_unet(
+        IMAGE_AE, latents * scale, cond, SCHEDULE, 2, budget, log, model_id="brain-ldm-demo"
+    )
 
     card = base_card(
         "brain-ldm-demo",
@@ -240,6 +250,7 @@ def train_labels_demo(
         budget,
         log,
         presence_groups=[[list(names).index(n) for n in g] for g in groups],
+        model_id="labels-demo",
     )
 
     card = base_card(
@@ -260,7 +271,14 @@ def train_labels_demo(
     )
     for v in card["conditioning"]["variables"]:
         v["model_range"] = [0.0, 1.0]
-    card["version"] = "1.1.0"  # 1.1: presence class, balanced population with even WMH loads (issue 23)
+    # Guided sampling steers away from the lesion group a request leaves out, pictured at its
+    # training median (issue 23): without it, 94 % of WMH requests also got a tumour core.
+    references = {v["name"]: v["log_reference"] for v in variables}
+    card["sampling"]["guidance"]["negatives"] = [
+        {"values": {n: references[n] for n in group}, "scale": NEGATIVE_SCALES[group[0]]} for group in groups
+    ]
+    # 1.1: presence class, balanced population with even WMH loads; 1.2: negatives (same weights).
+    card["version"] = "1.2.0"
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
     return (
         card,
@@ -340,6 +358,10 @@ RECIPES = {
 #: spread evenly (in log) over the slider's range. On the default population (52 % WMH, 27 %
 #: tumour, loads log-normal around 0.5 %: 17 of 320 subjects above 1.7 %), requests of 2 % WMH
 #: brought tumour classes: large lesion loads there were mostly tumours.
+#: labels-demo's negative-condition scales by presence group (its first variable), chosen on held-out
+#: seeds (1000+; the evaluation uses 0-127): see docs/demo-models.md, "Only the lesions asked for".
+NEGATIVE_SCALES = {"wmh": 3.0, "tumour": 16.0}
+
 RECIPE_POPULATIONS = {"labels-demo": {"p_wmh": 0.325, "p_tumour": 0.5, "wmh_load": "even"}}
 
 

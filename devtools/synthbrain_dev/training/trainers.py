@@ -60,14 +60,19 @@ class FitReport:
     seconds: float
     losses: list[float] = field(default_factory=list)  # mean loss of each log interval
     skipped_steps: int = 0  # updates skipped for a non-finite loss or gradient
+    #: Continued training: the network it started from (file, sha256, that network's training record).
+    continued_from: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "steps": self.steps_done,
             "seconds": round(self.seconds, 1),
             "loss_curve": [round(x, 6) for x in self.losses],
             "skipped_steps": self.skipped_steps,
         }
+        if self.continued_from is not None:
+            out["continued_from"] = self.continued_from
+        return out
 
 
 def _to_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -379,6 +384,7 @@ def train_latent_diffusion(
     null_value: float = -1.0,
     single_condition_dropout: float = 0.0,
     presence_groups: Sequence[Sequence[int]] = (),
+    start: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, FitReport]:
     """DiffusionModelUNet on scaled latents (MONAI DDPMScheduler.add_noise), objective from ``schedule``.
 
@@ -402,6 +408,8 @@ def train_latent_diffusion(
         presence_groups: with the card's ``presence`` input, the condition columns of each group:
             the class label is bit ``g`` for every group with a condition above 0 (model units),
             ``2 ** len(groups)`` where the conditions were dropped as a whole.
+        start: a trained network of the same architecture to continue from (``--diffusion-from``);
+            ``None`` starts from fresh weights.
     """
     for name, p in (("condition_dropout", condition_dropout), ("single_condition_dropout", single_condition_dropout)):
         if not 0.0 <= p < 1.0:
@@ -411,6 +419,8 @@ def train_latent_diffusion(
 
     torch.manual_seed(config.seed)
     model = build_network(spec)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
     kwargs = {k: v for k, v in schedule.items() if k in ("num_train_timesteps", "schedule", "beta_start", "beta_end")}
     scheduler = DDPMScheduler(**kwargs)
     objective = schedule.get("prediction_type", "epsilon")
