@@ -17,14 +17,14 @@ from ..models.cards import ModelCard, card_field_error, check_network_arguments
 from ..models.checkpoints import read_style_codes, read_template
 from ..models.networks import load_networks
 from ..models.presets import DEFAULT_PRESET, check_preset
-from ..models.requests import resolve_seed
+from ..models.requests import check_request, resolve_seed
 from ..models.samplers import MIN_STEPS, SAMPLERS
 from ..models.store import ModelStore
 from ..outputs.results import SynthesisResult, build_provenance
 from . import decoding
 from .decoding import TileSettings, check_decode_mode
 from .device import Precision, describe_device, resolve_device
-from .sampling import CancelFlag, NegativeBranch, ProgressCallback, check_cancel, denoise, make_scheduler
+from .sampling import CancelFlag, NegativeBranch, ProgressCallback, check_call, check_cancel, denoise, make_scheduler
 
 #: ``compile`` option values: ``torch.compile`` mode for the diffusion UNet (``reduce-overhead``
 #: adds CUDA graphs on CUDA).
@@ -335,7 +335,27 @@ class SynthesisPipeline:
         self.report(progress, total, total)
         return decoded.cpu(), how
 
-    # ---- preview and cache ----------------------------------------------------------------------
+    # ---- requests, preview and cache -----------------------------------------------------------
+    def sampling_request(
+        self,
+        *,
+        progress: ProgressCallback | None,
+        cancel: CancelFlag,
+        preview: bool,
+        sampler: str | None,
+        steps: int | None,
+        **fields: Any,
+    ) -> tuple[Any, int]:
+        """The checked request of a sampling ``generate`` call and its seed (drawn when not given):
+        the call's own arguments first (:func:`check_call`), then the preview's sampler and steps, then
+        :func:`~SynthBrainLib.models.requests.check_request` with ``fields`` (``guidance``, ``seed``
+        and what the kind asks for: ``conditions``/``raw``, or the image request's fields)."""
+        check_call(progress, cancel, preview)
+        if preview:
+            sampler, steps = self.preview_settings(sampler, steps)
+        request = check_request(self.card, sampler=sampler, steps=steps, preset=self.preset, **fields)
+        return request, resolve_seed(request.seed)
+
     def preview_settings(self, sampler: str | None, steps: int | None) -> tuple[str | None, int | None]:
         """Sampler and steps of a preview: the given ones, else :attr:`preview_sampler` (when the card
         allows it, else the card's default) and :attr:`preview_steps`."""

@@ -10,13 +10,12 @@ import torch
 from ..models.card_parts import NegativeCondition
 from ..models.cards import ModelCard, card_field_error
 from ..models.conditioning import ConditionValues
-from ..models.requests import check_request, resolve_seed
 from ..models.schema import BRAIN_KIND, LABELS_KIND, LESION_NAMES
 from ..outputs.measure import measure_ventricular_volume_ml
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
 from .brain_ageing import age_scan
-from .sampling import CancelFlag, NegativeBranch, ProgressCallback, check_call
+from .sampling import CancelFlag, NegativeBranch, ProgressCallback
 
 
 class LatentDiffusionPipeline(SynthesisPipeline):
@@ -217,21 +216,18 @@ class LatentDiffusionPipeline(SynthesisPipeline):
                 guidance or seed.
             SynthesisCancelled: the cancel flag was set.
         """
-        check_call(progress, cancel, preview)
-        if preview:
-            sampler, steps = self.preview_settings(sampler, steps)
-        request = check_request(
-            self.card,
-            conditions=conditions,
-            raw=raw,
+        request, seed = self.sampling_request(
+            progress=progress,
+            cancel=cancel,
+            preview=preview,
             sampler=sampler,
             steps=steps,
-            preset=self.preset,
+            conditions=conditions,
+            raw=raw,
             guidance=guidance,
             seed=seed,
         )
         cond, sampler, steps, guidance = request.conditions, request.sampler, request.steps, request.guidance
-        seed = resolve_seed(request.seed)
         key = self.cache_key(
             kind=self.output_type,
             conditions=self._conditions_record(cond),

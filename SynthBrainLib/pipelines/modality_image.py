@@ -27,11 +27,10 @@ import torch
 from ..models.cards import ModelCard, card_field_error
 from ..models.checkpoints import read_checkpoint_number
 from ..models.modalities import ImageRequest
-from ..models.requests import check_request, resolve_seed
 from ..models.schema import MODALITY_KIND
 from ..outputs.results import SynthesisResult
 from .base import SynthesisPipeline
-from .sampling import CancelFlag, ProgressCallback, check_call
+from .sampling import CancelFlag, ProgressCallback
 
 #: Upstream writes MR as the decoded image x 1000 (its training intensities were scaled to 0-1).
 MR_SCALE = 1000.0
@@ -158,14 +157,12 @@ class ModalityImagePipeline(SynthesisPipeline):
                 does not allow (one line, before any work).
             SynthesisCancelled: the cancel flag was set.
         """
-        check_call(progress, cancel, preview)
-        if preview:
-            sampler, steps = self.preview_settings(sampler, steps)
-        request = check_request(
-            self.card,
+        request, seed = self.sampling_request(
+            progress=progress,
+            cancel=cancel,
+            preview=preview,
             sampler=sampler,
             steps=steps,
-            preset=self.preset,
             guidance=guidance,
             seed=seed,
             modality=modality,
@@ -174,7 +171,6 @@ class ModalityImagePipeline(SynthesisPipeline):
             spacing=spacing,
         )
         image, sampler, steps, guidance = request.image, request.sampler, request.steps, request.guidance
-        seed = resolve_seed(request.seed)
         key = self.cache_key(
             kind=self.output_type,
             image=image.record(),
