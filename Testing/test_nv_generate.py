@@ -463,13 +463,16 @@ def test_windows_cover_the_grid_and_equal_the_full_decode_when_one_window_suffic
     ae = tiny_pipe.networks["autoencoder"]
     z = torch.randn(1, 4, 16, 24, 16, generator=torch.Generator().manual_seed(0))
     full = decode_full(ae, z, tiny_pipe.precision)
-    whole, how = decode_windows(ae, z, tiny_pipe.precision, max_output_voxels=10**9)
-    split, how_split = decode_windows(ae, z, tiny_pipe.precision, max_output_voxels=32 * 32 * 32)
+    grid = tuple(full.shape[2:])
+    whole, how = decode_windows(ae, z, tiny_pipe.precision, grid, max_output_voxels=10**9)
+    split, how_split = decode_windows(ae, z, tiny_pipe.precision, grid, max_output_voxels=32 * 32 * 32)
     assert how["latent_window"] == [16, 24, 16], f"one window holds the latent: {how}"
     assert torch.allclose(whole, full, atol=1e-5), f"one window = the full decode: {(whole - full).abs().max()}"
     assert how_split["latent_window"] == [8, 12, 8], f"halved to the budget, 12 along MAISI's split axis: {how_split}"
     assert split.shape == full.shape, f"windows decode the whole grid: {tuple(split.shape)}"
     assert torch.isfinite(split).all(), "every voxel covered (no division by a zero weight)"
+    with pytest.raises(ConditionError, match=r"output grid \[64, 96, 60\] is not the latent \[16, 24, 16\] zoomed"):
+        decode_windows(ae, z, tiny_pipe.precision, (64, 96, 60))
 
 
 def test_cli_generates_a_modality_image_with_its_provenance(tmp_path, capsys):

@@ -439,14 +439,23 @@ def split_minimum(autoencoder: torch.nn.Module) -> tuple[int, int, int]:
 
 
 def decode_windows(
-    autoencoder: torch.nn.Module, latent: torch.Tensor, precision: Precision, max_output_voxels: int | None = None
+    autoencoder: torch.nn.Module,
+    latent: torch.Tensor,
+    precision: Precision,
+    output_shape: Sequence[int],
+    max_output_voxels: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Decode ``latent`` (B, C, x, y, z) in overlapping latent windows with MONAI's
-    ``SlidingWindowInferer`` (overlap :data:`WINDOW_OVERLAP`, Gaussian blending), each window with
-    ``decode_stage_2_outputs``. Returns float32 (B, C_out, X, Y, Z) and the record of how."""
+    """Decode ``latent`` (B, C, x, y, z) to ``output_shape`` (X, Y, Z) in overlapping latent windows
+    with MONAI's ``SlidingWindowInferer`` (overlap :data:`WINDOW_OVERLAP`, Gaussian blending), each
+    window with ``decode_stage_2_outputs``. Returns float32 (B, C_out, X, Y, Z) and the record of how."""
     from monai.inferers import SlidingWindowInferer
 
-    zoom = 2 ** sum(1 for m in autoencoder.decoder.modules() if "Upsample" in type(m).__name__)
+    zooms = {int(o) // int(n) for o, n in zip(output_shape, latent.shape[2:])}
+    if len(zooms) != 1 or any(int(o) % int(n) for o, n in zip(output_shape, latent.shape[2:])):
+        raise ConditionError(
+            f"output grid {list(output_shape)} is not the latent {list(latent.shape[2:])} zoomed by one whole factor"
+        )
+    zoom = zooms.pop()
     budget = max_output_voxels or WINDOW_OUTPUT_VOXELS["half" if precision.autocasting else "float32"]
     roi = window_roi(latent.shape[2:], zoom, budget, split_minimum(autoencoder))
     inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=1, overlap=WINDOW_OVERLAP, mode="gaussian")
@@ -531,7 +540,9 @@ def decode(
             raise ConditionError(
                 "decode 'windows' is not available for SPADE decoders (they take the label map); use decode 'full'"
             )
-        return decode_windows(autoencoder, latent, precision)
+        if output_shape is None:
+            raise ConditionError("decode 'windows' needs the output grid")
+        return decode_windows(autoencoder, latent, precision, output_shape)
     if mode == "tiled":
         if decoder_inputs:
             raise ConditionError(
