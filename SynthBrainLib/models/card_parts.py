@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -149,8 +149,15 @@ class Conditioning:
     def presence_class(self, values) -> int:
         """The ``presence`` class label of model-unit ``values`` (in the card's variable order):
         bit ``g`` set when any variable of group ``g`` lies above its lowest model value."""
-        above = {v.name for v, value in zip(self.variables, values) if value > v.model_range[0]}
-        return sum(2**g for g, group in enumerate(self.presence_groups) if above.intersection(group))
+        asked = [value > v.model_range[0] for v, value in zip(self.variables, values)]
+        columns = [[self.names.index(name) for name in group] for group in self.presence_groups]
+        return presence_class_of(asked, columns)
+
+
+def presence_class_of(asked: Sequence[bool], groups: Sequence[Sequence[int]]) -> int:
+    """The class label of the ``presence`` input (training and sampling share it): bit ``g`` set when
+    any column of ``groups[g]`` is ``asked`` for."""
+    return sum(2**g for g, columns in enumerate(groups) if any(asked[i] for i in columns))
 
 
 @dataclass(frozen=True)

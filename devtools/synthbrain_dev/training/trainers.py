@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
 
+from SynthBrainLib.models.card_parts import presence_class_of
 from SynthBrainLib.models.cards import NetworkSpec
 from SynthBrainLib.models.networks import build_network
 from SynthBrainLib.pipelines import label_to_image
@@ -441,8 +442,8 @@ def train_latent_diffusion(
             c = torch.where(single, torch.full_like(c, null_value), c)
         kwargs = {}
         if presence_groups:
-            present = [(c[:, list(g)] > 0).any(dim=1).long() << k for k, g in enumerate(presence_groups)]
-            labels = torch.stack(present).sum(dim=0)
+            # Model units start at 0 in the demos: a condition above 0 is asked for.
+            labels = torch.tensor([presence_class_of((row > 0).tolist(), presence_groups) for row in c])
             kwargs["class_labels"] = torch.where(dropped, 2 ** len(presence_groups), labels)
         noisy = scheduler.add_noise(original_samples=z, noise=noise, timesteps=t)
         model_in = noisy
