@@ -106,8 +106,12 @@ class LatentDiffusionPipeline(SynthesisPipeline):
                 NegativeBranch(negative.scale, *self._network_conditions(vector))
                 for negative, vector in self.negative_vectors(values)
             ]
-            null = {"guidance": guidance, "null_concat": null_concat, "null_unet_kwargs": null_kwargs}
-            null["negatives"] = negatives
+            null = {
+                "guidance": guidance,
+                "null_concat": null_concat,
+                "null_unet_kwargs": null_kwargs,
+                "negatives": negatives,
+            }
         return self.diffuse_and_decode(
             seed=seed,
             sampler=sampler,
