@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_presence import presence_card
+from test_presence import presence_card, record_class_labels
 from tiny_models import write_model_folder
 
 from SynthBrainLib import CardError, load_pipeline
@@ -110,15 +110,7 @@ def test_a_negative_applies_only_when_the_request_asks_for_none_of_it(negative_p
 
 
 def test_negatives_join_the_guided_call_with_their_presence_class_and_are_recorded(negative_pipe, monkeypatch):
-    seen = []
-    unet = negative_pipe.networks["diffusion"]
-    original = unet.forward
-
-    def recording(x, timesteps, context=None, class_labels=None, **kw):
-        seen.append(class_labels.tolist())
-        return original(x, timesteps, context=context, class_labels=class_labels, **kw)
-
-    monkeypatch.setattr(unet, "forward", recording)
+    seen = record_class_labels(negative_pipe, monkeypatch)
     a = negative_pipe.generate(seed=3, sampler="ddim", steps=2, guidance=3.0, wmh=0.02)
     assert seen and all(labels == [1, 4, 3] for labels in seen), f"request, null, request + tumour; got {seen}"
     recorded = a.provenance["negative_conditions"]

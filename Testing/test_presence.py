@@ -67,9 +67,10 @@ def test_a_request_becomes_the_class_of_the_groups_it_asks_for(presence_pipe, va
     assert kwargs["class_labels"].tolist() == [label], f"{values} -> class {label}, got {kwargs['class_labels']}"
 
 
-def test_guidance_pairs_the_request_class_with_the_null_class(presence_pipe, monkeypatch):
+def record_class_labels(pipe, monkeypatch) -> list[list[int]]:
+    """The class labels of every call of ``pipe``'s diffusion UNet from now on (one list per call)."""
     seen = []
-    unet = presence_pipe.networks["diffusion"]
+    unet = pipe.networks["diffusion"]
     original = unet.forward
 
     def recording(x, timesteps, context=None, class_labels=None, **kw):
@@ -77,6 +78,11 @@ def test_guidance_pairs_the_request_class_with_the_null_class(presence_pipe, mon
         return original(x, timesteps, context=context, class_labels=class_labels, **kw)
 
     monkeypatch.setattr(unet, "forward", recording)
+    return seen
+
+
+def test_guidance_pairs_the_request_class_with_the_null_class(presence_pipe, monkeypatch):
+    seen = record_class_labels(presence_pipe, monkeypatch)
     a = presence_pipe.generate(seed=3, sampler="ddim", steps=2, guidance=3.0, wmh=0.02)
     assert seen and all(labels == [1, 4] for labels in seen), f"every step: wmh class and null class, got {seen}"
     b = presence_pipe.generate(seed=3, sampler="ddim", steps=2, guidance=3.0, wmh=0.02)

@@ -146,12 +146,16 @@ class Conditioning:
         """The class label of the null condition when ``presence`` is an input."""
         return 2 ** len(self.presence_groups)
 
+    def asked(self, values) -> list[bool]:
+        """Which of the model-unit ``values`` (in the card's variable order) a request asks for: those
+        above their variable's lowest model value ("0 asks for none")."""
+        return [value > v.model_range[0] for v, value in zip(self.variables, values)]
+
     def presence_class(self, values) -> int:
         """The ``presence`` class label of model-unit ``values`` (in the card's variable order):
-        bit ``g`` set when any variable of group ``g`` lies above its lowest model value."""
-        asked = [value > v.model_range[0] for v, value in zip(self.variables, values)]
+        bit ``g`` set when any variable of group ``g`` is asked for (:meth:`asked`)."""
         columns = [[self.names.index(name) for name in group] for group in self.presence_groups]
-        return presence_class_of(asked, columns)
+        return presence_class_of(self.asked(values), columns)
 
 
 def presence_class_of(asked: Sequence[bool], groups: Sequence[Sequence[int]]) -> int:

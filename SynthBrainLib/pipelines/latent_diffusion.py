@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -92,25 +92,21 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         progress: ProgressCallback | None,
         cancel: CancelFlag,
         guidance: float = 1.0,
+        negatives: Sequence[tuple[NegativeCondition, list[float]]] = (),
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Run diffusion and decoding; return the decoder output (1, C, X, Y, Z) float32 on the CPU
         and how it was decoded. ``guidance`` != 1: classifier-free guidance against the card's null
-        condition (:meth:`null_vector`), steering away from the card's negative conditions the
-        request does not ask for (:meth:`negative_vectors`)."""
+        condition (:meth:`null_vector`), steering away from ``negatives`` (:meth:`negative_vectors`)."""
         values = cond.vector()
         concat, unet_kwargs = self._network_conditions(values)
         null = {}
         if guidance != 1.0:
             null_concat, null_kwargs = self._network_conditions(self.null_vector(values))
-            negatives = [
-                NegativeBranch(negative.scale, *self._network_conditions(vector))
-                for negative, vector in self.negative_vectors(values)
-            ]
             null = {
                 "guidance": guidance,
                 "null_concat": null_concat,
                 "null_unet_kwargs": null_kwargs,
-                "negatives": negatives,
+                "negatives": [NegativeBranch(n.scale, *self._network_conditions(vector)) for n, vector in negatives],
             }
         return self.diffuse_and_decode(
             seed=seed,
@@ -130,8 +126,8 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         spec = self.card.sampling.guidance
         if spec.null == "all":
             return [spec.null_value] * len(values)
-        lows = [v.model_range[0] for v in self.card.conditioning.variables]
-        return [spec.null_value if value > low else value for value, low in zip(values, lows)]
+        asked = self.card.conditioning.asked(values)
+        return [spec.null_value if a else value for value, a in zip(values, asked)]
 
     def negative_vectors(self, values) -> list[tuple[NegativeCondition, list[float]]]:
         """The card's negative conditions (``sampling.guidance.negatives``) that apply to model-unit
@@ -142,11 +138,11 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         once made stray enhancing-tumour voxels (labels-demo: 3 of 32 no-lesion requests)."""
         spec = self.card.sampling.guidance
         variables = self.card.conditioning.variables
+        asked = self.card.conditioning.asked(values)
         out = []
-        asks = any(value > v.model_range[0] for value, v in zip(values, variables))
-        for negative in spec.negatives if spec is not None and asks else ():
+        for negative in spec.negatives if spec is not None and any(asked) else ():
             where = {i: v for i, v in enumerate(variables) if v.name in negative.values}
-            if all(values[i] <= v.model_range[0] for i, v in where.items()):
+            if not any(asked[i] for i in where):
                 vector = [
                     v.to_model(negative.values[v.name]) if i in where else values[i] for i, v in enumerate(variables)
                 ]
@@ -243,9 +239,9 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         )
 
         def make() -> SynthesisResult:
-            decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel, guidance)
-            extra = {"decode": how, "preview": bool(preview), "guidance": guidance}
             negatives = self.negative_vectors(cond.vector()) if guidance != 1.0 else []
+            decoded, how = self._sample_decoded(cond, seed, sampler, steps, progress, cancel, guidance, negatives)
+            extra = {"decode": how, "preview": bool(preview), "guidance": guidance}
             if negatives:  # provenance: what this run steered away from
                 extra["negative_conditions"] = [{"values": dict(n.values), "scale": n.scale} for n, _ in negatives]
             return self.finish(cond, seed, sampler, steps, decoded, extra)
