@@ -141,10 +141,10 @@ class LatentDiffusionPipeline(SynthesisPipeline):
         asked = self.card.conditioning.asked(values)
         out = []
         for negative in spec.negatives if spec is not None and any(asked) else ():
-            where = {i: v for i, v in enumerate(variables) if v.name in negative.values}
-            if not any(asked[i] for i in where):
+            if not any(a for a, v in zip(asked, variables) if v.name in negative.values):
                 vector = [
-                    v.to_model(negative.values[v.name]) if i in where else values[i] for i, v in enumerate(variables)
+                    v.to_model(negative.values[v.name]) if v.name in negative.values else value
+                    for v, value in zip(variables, values)
                 ]
                 out.append((negative, vector))
         return out
