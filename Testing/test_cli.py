@@ -118,6 +118,12 @@ def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
     )
     assert code == 0, err
     assert {Path(p).name for p in out.split()} == {"labels.nrrd", "pv.nii.gz", "labels.json", "pv.json"}
+    from SynthBrainLib.outputs.io import read_volume
+
+    made = set(np.unique(read_volume(labels)[0]).astype(int).tolist())
+    for value, name in ((7, "tumour"), (8, "edema"), (9, "gdtumour")):
+        told = f"{name} was not requested but appeared" in err
+        assert told == (value in made), f"note for unrequested {name} (made: {sorted(made)}): {err}"
     image = tmp_path / "flair.nii.gz"
     code, out, err = run(
         capsys,
@@ -134,8 +140,6 @@ def test_labels_and_image_from_labels(tmp_path, capsys, model_folders):
         "--quiet",
     )
     assert code == 0, err
-    from SynthBrainLib.outputs.io import read_volume
-
     lab, lab_affine = read_volume(labels)
     img, img_affine = read_volume(image)
     assert img.shape == lab.shape, f"the image has the label map's shape: {img.shape} vs {lab.shape}"

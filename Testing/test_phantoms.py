@@ -147,8 +147,19 @@ def test_even_wmh_loads_cover_the_range_a_label_generator_is_asked_for(pop):
     above = float(np.mean(loads > 0.017))
     assert 0.2 < above < 0.4, f"log-uniform: about 30 % of the loads above 1.7 %, got {above:.2f}"
     assert np.mean([w > 0.017 for w in aged if w > 0]) < 0.1, "the ageing population rarely has loads that large"
-    with pytest.raises(ValueError, match="wmh_load 'linear' is not one of age, even"):
+    with pytest.raises(ValueError, match="wmh_load 'linear' is not one of age, even, heavy"):
         PhantomPopulation(seed=0, wmh_load="linear")
+
+
+def test_heavy_wmh_loads_fill_the_upper_range():
+    heavy = PhantomPopulation(seed=1, p_wmh=1.0, p_tumour=0.0, wmh_load="heavy")
+    specs = [heavy.sample_spec(i) for i in range(300)]
+    loads = np.array([s.wmh_load for s in specs])
+    assert loads.min() >= 0.01, f"every heavy load is at least 1 % of the brain, got {loads.min():.4f}"
+    assert loads.max() <= 0.06, f"no heavy load beyond 6 %, got {loads.max():.4f}"
+    above = float(np.mean(loads > 0.02))
+    assert 0.5 < above < 0.75, f"log-uniform over 1-6 %: about 61 % above 2 %, got {above:.2f}"
+    assert not any(s.tumour for s in specs), "p_tumour 0 gives no tumour"
 
 
 def test_ageing_enlarges_ventricles_and_shrinks_brain(pop):

@@ -66,6 +66,16 @@ def test_recipes_write_valid_model_folders(trained):
         assert all(net["steps"] >= 1 for net in record["networks"].values() if isinstance(net, dict) and "steps" in net)
 
 
+def test_label_demo_trains_on_both_parts_of_its_population(trained):
+    data = json.loads((trained / "labels-demo" / "training.json").read_text())["data"]
+    parts = data["parts"]
+    assert [p["subjects"] for p in parts] == [5, 3], f"8 subjects split two thirds / one third, got {parts}"
+    assert parts[1]["wmh_load"] == "heavy" and parts[1]["p_tumour"] == 0.0, f"second part: heavy WMH only, {parts}"
+    assert data["subjects"] == 8, f"both parts are stacked, got {data['subjects']} subjects"
+    by_kind = data["subjects_by_lesions"]
+    assert by_kind["wmh"] >= 3, f"the heavy part adds WMH-only subjects, got {by_kind}"
+
+
 def test_trained_models_run(trained):
     brain = load_pipeline(str(trained / "brain-ldm-demo"), device="cpu")
     variables = {v.name: v for v in brain.card.conditioning.variables}

@@ -230,6 +230,14 @@ def labels(args) -> int:
                 f"synthbrain: note: {name} was requested ({info['requested']:g}) but did not appear; try another seed",
                 file=sys.stderr,
             )
+        elif not info["requested"] and info["present"]:
+            # Why: the label generator can add a lesion kind nobody asked for (a small tumour blob
+            # beside large WMH, issue 23); a clinician should hear it rather than find it.
+            print(
+                f"synthbrain: note: {name} was not requested but appeared ({100 * info['fraction']:.2f} % of the "
+                "brain); try another seed",
+                file=sys.stderr,
+            )
     return write_outputs(args, result, args.partial_volumes)
 
 

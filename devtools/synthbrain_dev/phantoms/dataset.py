@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,9 @@ _WORKER_POP = None
 
 def _worker_init(params):
     global _WORKER_POP
+    # Forked from a CLI that turns SIGTERM into KeyboardInterrupt; the pool ends its workers with
+    # SIGTERM, which then printed a traceback per worker. Their writes are atomic either way.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     seed, spacing, shape, p_wmh, p_tumour, wmh_load = params
     _WORKER_POP = PhantomPopulation(
         seed=seed, spacing_mm=spacing, shape=shape, p_wmh=p_wmh, p_tumour=p_tumour, wmh_load=wmh_load

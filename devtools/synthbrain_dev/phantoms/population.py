@@ -179,8 +179,11 @@ class PhantomSubject:
 
 #: How a subject's WMH load is drawn (:class:`PhantomPopulation`), and the loads' range (fraction of
 #: the brain).
-WMH_LOADS = ("age", "even")
+WMH_LOADS = ("age", "even", "heavy")
 WMH_LOAD_RANGE = (0.0005, 0.06)
+#: The loads of ``wmh_load="heavy"``: the upper part of :data:`WMH_LOAD_RANGE`, where a label
+#: generator trained on ``"even"`` loads alone mistook a large WMH request for a tumour (issue 23).
+HEAVY_WMH_LOAD_RANGE = (0.01, 0.06)
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
@@ -209,7 +212,9 @@ class PhantomPopulation:
         wmh_load: how a subject's WMH load is drawn, given it has some: ``"age"`` (log-normal around
             an age-dependent median, what ageing cohorts show; most loads are 0.1-1.7 %) or
             ``"even"`` (log-uniform over 0.05-6 %, from the same random draw): a label generator's
-            training population, so that large WMH requests are not out of its training data.
+            training population, so that large WMH requests are not out of its training data;
+            ``"heavy"`` (log-uniform over 1-6 %): extra subjects for the loads that "even" leaves
+            rare (a third of its WMH subjects lie above 1 %).
 
     The template preparation (~5-10 s) happens on first use and is cached per process.
     """
@@ -307,9 +312,9 @@ class PhantomPopulation:
         wmh_load = 0.0
         u_wmh, z_wmh = rng.random(), rng.normal()
         if u_wmh < self.p_wmh + 0.35 * t_age:
-            if self.wmh_load == "even":
+            if self.wmh_load in ("even", "heavy"):
                 u = 0.5 * (1.0 + math.erf(z_wmh / math.sqrt(2.0)))  # the same draw, made uniform
-                lo, hi = WMH_LOAD_RANGE
+                lo, hi = WMH_LOAD_RANGE if self.wmh_load == "even" else HEAVY_WMH_LOAD_RANGE
                 wmh_load = float(math.exp(math.log(lo) + u * math.log(hi / lo)))
             else:
                 median = 0.0015 * math.exp(math.log(8.0) * t_age)

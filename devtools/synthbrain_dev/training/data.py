@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class PhantomTrainingData:
         return {
             "population": "synthbrain_dev.phantoms (MNI ICBM152 2009a)",
             "seed": self.manifest.get("seed"),
-            **{k: self.manifest[k] for k in ("p_wmh", "p_tumour", "wmh_load") if k in self.manifest},
+            **{k: self.manifest[k] for k in ("p_wmh", "p_tumour", "wmh_load", "parts") if k in self.manifest},
             "subjects": len(self),
             "spacing_mm": self.spacing[0],
             "shape": list(self.shape),
@@ -93,6 +93,30 @@ class PhantomTrainingData:
         }
 
 
+@dataclass(frozen=True)
+class PopulationPart:
+    """One part of a recipe's training population: ``share`` of the subjects, drawn from the
+    population ``seed + seed_offset`` with the :class:`PhantomPopulation` keywords ``params``."""
+
+    share: float
+    seed_offset: int = 0
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def part_sizes(n: int, parts: Sequence[PopulationPart]) -> list[int]:
+    """Subjects per part for ``n`` in all: each part its share, rounded, the first part the rest."""
+    if not parts or any(p.share <= 0 for p in parts):
+        raise ValueError(f"population parts need positive shares, got {[p.share for p in parts]}")
+    total = sum(p.share for p in parts)
+    rest = [int(round(n * p.share / total)) for p in parts[1:]]
+    return [n - sum(rest), *rest]
+
+
+def _part_folder(cache: Path, seed: int, spacing_mm: float, shape, params: Mapping[str, Any]) -> Path:
+    variant = "".join(f"-{k}{v}" for k, v in sorted(params.items()))
+    return Path(cache) / f"mni152-seed{seed}-{spacing_mm:g}mm-{'x'.join(map(str, shape))}{variant}"
+
+
 def load_training_data(
     n: int,
     *,
@@ -100,36 +124,47 @@ def load_training_data(
     cache: Path,
     spacing_mm: float = 2.5,
     shape=(64, 80, 64),
-    population: Mapping[str, Any] | None = None,
+    population: Mapping[str, Any] | Sequence[PopulationPart] | None = None,
     log: Callable[[str], None] = print,
 ) -> PhantomTrainingData:
-    """Build (resumably) and load subjects 0..n-1 of the phantom population ``seed``; ``population``:
-    :class:`PhantomPopulation` keywords other than the grid (a recipe's own population, cached in a
-    folder of its own)."""
+    """Build (resumably) and load ``n`` subjects of the phantom population ``seed``.
 
-    population = dict(population or {})
-    variant = "".join(f"-{k}{v}" for k, v in sorted(population.items()))
-    folder = Path(cache) / f"mni152-seed{seed}-{spacing_mm:g}mm-{'x'.join(map(str, shape))}{variant}"
-    missing = [i for i in range(n) if not (folder / subject_filename(i)).exists()]
-    if missing:
-        log(f"building {len(missing)} phantom subjects in {folder} (resumable)")
-        build_dataset(
-            PhantomPopulation(seed=seed, spacing_mm=spacing_mm, shape=shape, **population),
-            n,
-            folder,
-            workers=min(2, os.cpu_count() or 1),
-            progress=False,
-        )
+    ``population``: :class:`PhantomPopulation` keywords other than the grid (a recipe's own
+    population, cached in a folder of its own), or :class:`PopulationPart` s whose subjects are
+    stacked in order (subjects 0.. of each part's population, each part in its own folder)."""
+
+    if population is None or isinstance(population, Mapping):
+        parts: Sequence[PopulationPart] = (PopulationPart(1.0, 0, dict(population or {})),)
+    else:
+        parts = tuple(population)
+    plan = []
+    for part, count in zip(parts, part_sizes(n, parts)):
+        folder = _part_folder(cache, seed + part.seed_offset, spacing_mm, shape, part.params)
+        missing = [i for i in range(count) if not (folder / subject_filename(i)).exists()]
+        if missing:
+            log(f"building {len(missing)} phantom subjects in {folder} (resumable)")
+            build_dataset(
+                PhantomPopulation(seed=seed + part.seed_offset, spacing_mm=spacing_mm, shape=shape, **part.params),
+                count,
+                folder,
+                workers=min(2, os.cpu_count() or 1),
+                progress=False,
+            )
+        plan += [folder / subject_filename(i) for i in range(count)]
+    manifest = json.loads((Path(plan[0]).parent / "manifest.json").read_text())
+    if len(parts) > 1:
+        manifest["parts"] = [
+            {"subjects": c, "seed": seed + p.seed_offset, **dict(p.params)} for p, c in zip(parts, part_sizes(n, parts))
+        ]
     sequences = ("T1", "FLAIR", "T2")
-    manifest = json.loads((folder / "manifest.json").read_text())
     shape = tuple(manifest["shape"])
     # Filled in place, one subject at a time: stacking a list of loaded subjects would hold every
     # array twice (13 GB peak for 320 subjects instead of ~3.5 GB).
     images = np.empty((n, len(sequences), *shape), np.float32)
     partial_volumes = np.empty((n, 10, *shape), np.float16)
     metas, specs, affine = [], [], None
-    for i in range(n):
-        record = load_subject(folder / subject_filename(i))
+    for i, path in enumerate(plan):
+        record = load_subject(path)
         for j, seq in enumerate(sequences):
             images[i, j] = record["images"][seq]
         partial_volumes[i] = record["partial_volumes"]
