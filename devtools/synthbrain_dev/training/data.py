@@ -124,37 +124,36 @@ def load_training_data(
     cache: Path,
     spacing_mm: float = 2.5,
     shape=(64, 80, 64),
-    population: Mapping[str, Any] | Sequence[PopulationPart] | None = None,
+    population: Sequence[PopulationPart] | None = None,
     log: Callable[[str], None] = print,
 ) -> PhantomTrainingData:
     """Build (resumably) and load ``n`` subjects of the phantom population ``seed``.
 
-    ``population``: :class:`PhantomPopulation` keywords other than the grid (a recipe's own
-    population, cached in a folder of its own), or :class:`PopulationPart` s whose subjects are
-    stacked in order (subjects 0.. of each part's population, each part in its own folder)."""
+    ``population``: a recipe's own population as :class:`PopulationPart` s, whose subjects are
+    stacked in order (subjects 0.. of each part's population, each part cached in a folder of its
+    own); ``None``: the default population."""
 
-    if population is None or isinstance(population, Mapping):
-        parts: Sequence[PopulationPart] = (PopulationPart(1.0, 0, dict(population or {})),)
-    else:
-        parts = tuple(population)
-    plan = []
-    for part, count in zip(parts, part_sizes(n, parts)):
-        folder = _part_folder(cache, seed + part.seed_offset, spacing_mm, shape, part.params)
+    parts = tuple(population or (PopulationPart(1.0),))
+    sizes = part_sizes(n, parts)
+    plan: list[Path] = []
+    for part, count in zip(parts, sizes):
+        part_seed = seed + part.seed_offset
+        folder = _part_folder(cache, part_seed, spacing_mm, shape, part.params)
         missing = [i for i in range(count) if not (folder / subject_filename(i)).exists()]
         if missing:
             log(f"building {len(missing)} phantom subjects in {folder} (resumable)")
             build_dataset(
-                PhantomPopulation(seed=seed + part.seed_offset, spacing_mm=spacing_mm, shape=shape, **part.params),
+                PhantomPopulation(seed=part_seed, spacing_mm=spacing_mm, shape=shape, **part.params),
                 count,
                 folder,
                 workers=min(2, os.cpu_count() or 1),
                 progress=False,
             )
         plan += [folder / subject_filename(i) for i in range(count)]
-    manifest = json.loads((Path(plan[0]).parent / "manifest.json").read_text())
+    manifest = json.loads((plan[0].parent / "manifest.json").read_text())
     if len(parts) > 1:
         manifest["parts"] = [
-            {"subjects": c, "seed": seed + p.seed_offset, **dict(p.params)} for p, c in zip(parts, part_sizes(n, parts))
+            {"subjects": c, "seed": seed + p.seed_offset, **dict(p.params)} for p, c in zip(parts, sizes)
         ]
     sequences = ("T1", "FLAIR", "T2")
     shape = tuple(manifest["shape"])
