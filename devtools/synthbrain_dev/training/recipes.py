@@ -215,6 +215,12 @@ def train_labels_demo(
     # against after decoding), mapped logarithmically around each class's typical value so that a
     # small class (WMH, 0.5 %) is not squeezed next to 0 while a large one (edema) fills the range.
     fractions = decoded_lesion_fractions(ae, latents, [LABEL_NAMES.index(n) for n in names])
+    # Kept as decoded, traces included: zeroing the classes a phantom lacks (the 1.4 trial in
+    # docs/demo-models.md) taught "none asked" next to maps that still hold the decoder's traces;
+    # unguided requests were no cleaner and guided tumour requests lost their tumour more often.
+    absent = data.lesion_fractions[:, : len(names)] <= 0
+    stray = (absent & (fractions > 0)).sum(axis=0)
+    log("decoded traces of classes the phantom lacks: " + ", ".join(f"{n} {k}" for n, k in zip(names, stray)))
     variables, columns = [], []
     for j, name in enumerate(names):
         values = fractions[:, j]
