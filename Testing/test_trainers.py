@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from synthbrain_dev.training.trainers import FitConfig, fit, train_latent_diffusion
@@ -57,10 +58,10 @@ class _Recorder(torch.nn.Module):
         return torch.zeros_like(x[:, :2]) + self.bias
 
 
-def test_v_prediction_target_follows_salimans_and_ho(monkeypatch):
-    """loss = mean((0 - v)^2) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, eps recovered from x_t."""
-    from monai.networks.schedulers import DDPMScheduler
-
+@pytest.fixture
+def first_loss(monkeypatch):
+    """(the recording network, the list that receives the diffusion loss of batch [0, 1]) with the
+    trainer's network and fit loop replaced."""
     import synthbrain_dev.training.trainers as trainers
 
     recorder = _Recorder()
@@ -73,6 +74,14 @@ def test_v_prediction_target_follows_salimans_and_ho(monkeypatch):
             loss_fn(model, np.array([0, 1]), torch.Generator().manual_seed(3))
         ),
     )
+    return recorder, losses
+
+
+def test_v_prediction_target_follows_salimans_and_ho(first_loss):
+    """loss = mean((0 - v)^2) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0, eps recovered from x_t."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    recorder, losses = first_loss
     schedule = {
         "num_train_timesteps": 1000,
         "schedule": "scaled_linear_beta",
@@ -162,3 +171,42 @@ def test_decoder_fine_tuning_keeps_the_encoder():
     assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)[:5]
     assert len(extra["discriminator_loss_curve"]) >= 1, "the discriminator's losses are recorded"
     assert all(p.requires_grad for p in ae.parameters()), "every parameter is trainable again afterwards"
+
+
+def test_lesion_loss_weights_mark_the_latent_blocks_around_a_lesion():
+    """A lesion voxel marks its 4x4x4 block and the neighbouring blocks; far blocks keep weight 1."""
+    from synthbrain_dev.training.trainers import lesion_loss_weights
+
+    pv = np.zeros((2, 3, 32, 32, 32), np.float16)
+    pv[0, 2, 13, 13, 13] = 1.0  # one lesion voxel in latent block (3, 3, 3) of subject 0
+    pv[1, 1, 0, 0, 0] = 0.4  # a partial volume that stays below 0.5: no lesion
+    w = lesion_loss_weights(pv, [1, 2], (8, 8, 8))
+    share = 27 / (2 * 8**3)
+    expected = float(np.clip(share**-0.5, 1, 10))
+    assert w.shape == (2, 1, 8, 8, 8), f"shape {w.shape}"
+    assert np.isclose(w[0, 0, 3, 3, 3], expected), f"lesion block weight {w[0, 0, 3, 3, 3]} != {expected}"
+    assert np.isclose(w[0, 0, 2, 4, 2], expected), "a neighbouring block is weighted too"
+    assert w[0, 0, 5, 3, 3] == 1.0, "a block two away keeps weight 1"
+    assert (w[1] == 1.0).all(), "a partial volume below 0.5 is not a lesion"
+
+
+def test_weighted_diffusion_loss_counts_the_weighted_voxels_more(first_loss):
+    """With weights, the loss is the weighted mean of the squared error (normalised by the weights' mean)."""
+    recorder, losses = first_loss
+    schedule = {"num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "prediction_type": "epsilon"}
+    x0 = np.random.default_rng(0).normal(size=(2, 2, 4, 4, 4)).astype(np.float32)
+    weights = np.ones((2, 1, 4, 4, 4), np.float32)
+    weights[0, 0, :2] = 5.0
+    args = (NetworkSpec("diffusion", "DiffusionModelUNet", {}, None), x0, np.zeros((2, 1), np.float32), schedule)
+    train_latent_diffusion(*args, ("crossattn",), FitConfig(steps=1, batch=2), loss_weights=weights)
+    xt, t = recorder.seen
+    from monai.networks.schedulers import DDPMScheduler
+
+    abar = DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta").alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    eps = (xt - abar.sqrt() * torch.from_numpy(x0)) / (1 - abar).sqrt()
+    w = torch.from_numpy(weights)
+    expected = (eps**2 * w).mean() / w.mean()
+    assert torch.allclose(losses[0], expected, rtol=1e-4), f"loss {losses[0]} != weighted mean {expected}"
+    assert not torch.allclose(losses[0], (eps**2).mean(), rtol=1e-3), "the weights change the loss"
+    with pytest.raises(ValueError, match="loss_weights"):
+        train_latent_diffusion(*args, ("crossattn",), FitConfig(steps=1, batch=2), loss_weights=weights[:1])

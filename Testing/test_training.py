@@ -76,6 +76,12 @@ def test_label_demo_trains_on_both_parts_of_its_population(trained):
     assert by_kind["wmh"] >= 3, f"the heavy part adds WMH-only subjects, got {by_kind}"
 
 
+def test_label_demo_weights_its_diffusion_loss_on_lesions(trained):
+    networks = json.loads((trained / "labels-demo" / "training.json").read_text())["networks"]
+    weight = networks["diffusion_lesion_weight"]
+    assert 1.0 < weight <= 10.0, f"lesion latent voxels weigh more than the rest (at most 10x), got {weight}"
+
+
 def test_trained_models_run(trained):
     brain = load_pipeline(str(trained / "brain-ldm-demo"), device="cpu")
     variables = {v.name: v for v in brain.card.conditioning.variables}

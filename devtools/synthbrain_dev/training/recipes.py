@@ -40,6 +40,7 @@ from .trainers import (
     Log,
     decoded_lesion_fractions,
     encode_means,
+    lesion_loss_weights,
     style_statistics,
     train_label_autoencoder,
     train_latent_diffusion,
@@ -57,12 +58,14 @@ def conditional_unet(
     log: Log,
     presence_groups: list[list[int]] | None = None,
     model_id: str = "",
+    loss_weights: np.ndarray | None = None,
 ) -> tuple[dict, torch.nn.Module, FitReport]:
     """The latent diffusion UNet of a latent demo, trained on scaled ``latents`` with the conditions
     ``cond`` (N, K) concatenated and as cross-attention context, with condition dropout (for
     classifier-free guidance) and averaged weights; ``presence_groups`` (condition columns): the
     presence of each group as the UNet's class label too; ``budget.diffusion_from``: training continues
-    from that folder's UNet of ``model_id``. Returns (its kwargs, the UNet, its training report)."""
+    from that folder's UNet of ``model_id``; ``loss_weights``: per-latent-voxel loss weights.
+    Returns (its kwargs, the UNet, its training report)."""
     kwargs = latent_unet_kwargs(ae_kwargs["latent_channels"], cond.shape[1], concat=True)
     if presence_groups:
         kwargs["num_class_embeds"] = 2 ** len(presence_groups) + 1  # + the null class
@@ -82,6 +85,7 @@ def conditional_unet(
         presence_groups=presence_groups or (),
         log=log,
         start=start,
+        loss_weights=loss_weights,
     )
     report.continued_from = origin
     return kwargs, unet, report
@@ -247,6 +251,11 @@ def train_labels_demo(
     # one-token context, the UNet left "no tumour" half-learnt, and requests for WMH or for a tumour
     # brought the other lesion kind (issue 23).
     groups = [["wmh"], ["tumour", "edema", "gdtumour"]]
+    lesion_channels = [LABEL_NAMES.index(n) for n in names]
+    loss_weights = lesion_loss_weights(pv, lesion_channels, latents.shape[2:])
+    lesion_weight = float(loss_weights.max())
+    share = float((loss_weights > 1).mean())
+    log(f"diffusion loss: lesion latent voxels {share:.3f} of all, weight {lesion_weight:.2f}")
     unet_kwargs, unet, unet_report = conditional_unet(
         LABEL_AE,
         latents * scale,
@@ -257,6 +266,7 @@ def train_labels_demo(
         log,
         presence_groups=[[list(names).index(n) for n in g] for g in groups],
         model_id="labels-demo",
+        loss_weights=loss_weights,
     )
 
     card = base_card(
@@ -285,8 +295,9 @@ def train_labels_demo(
     ]
     card["sampling"]["guidance"]["default"] = LABELS_GUIDANCE
     # 1.1: presence class, balanced population with even WMH loads; 1.2: negatives (same weights);
-    # 1.3: UNet retrained with a third of heavy WMH-only subjects, guidance 2.
-    card["version"] = "1.3.0"
+    # 1.3: UNet retrained with a third of heavy WMH-only subjects, guidance 2; 1.5: 1.3's UNet
+    # trained on with the lesion-weighted loss (2000 steps), negatives 4 / 2 (1.4: a trial, not shipped).
+    card["version"] = "1.5.0"
     states = {"autoencoder": ae.state_dict(), "diffusion": unet.state_dict()}
     return (
         card,
@@ -295,6 +306,7 @@ def train_labels_demo(
             "autoencoder": ae_record,
             "diffusion": unet_report.as_json(),
             "class_weights": class_weights.round(3).tolist(),
+            "diffusion_lesion_weight": round(lesion_weight, 3),
             "latent_std": float(latents.std()),
         },
     )
@@ -364,7 +376,7 @@ RECIPES = {
 #: labels-demo's negative-condition scales by presence group (its first variable) and its default
 #: guidance, chosen on held-out seeds (1000+; the evaluation uses 0-127): see docs/demo-models.md,
 #: "Only the lesions asked for".
-NEGATIVE_SCALES = {"wmh": 3.0, "tumour": 10.0}
+NEGATIVE_SCALES = {"wmh": 2.0, "tumour": 4.0}
 LABELS_GUIDANCE = 2.0
 
 #: A recipe's own phantom population (the others use the default one). labels-demo: two thirds
