@@ -375,7 +375,7 @@ RECIPES = {
 
 #: labels-demo's negative-condition scales by presence group (its first variable) and its default
 #: guidance, chosen on held-out seeds (1000+; the evaluation uses 0-127): see docs/demo-models.md,
-#: "Only the lesions asked for".
+#: "Only the lesions asked for" and, for 1.5's values, "A lesion-weighted diffusion loss".
 NEGATIVE_SCALES = {"wmh": 2.0, "tumour": 4.0}
 LABELS_GUIDANCE = 2.0
 
