@@ -10,7 +10,13 @@ from scipy import ndimage as ndi
 from tiny_models import _affine, guided, tiny_brain_card, tiny_labels_card, write_model_folder
 
 from synthbrain_dev.evaluation import evaluate_model
-from synthbrain_dev.evaluation.evaluators import evaluate_conditional_brain, label_control, per_request_type
+from synthbrain_dev.evaluation.evaluators import (
+    HELD_OUT_START,
+    evaluate_conditional_brain,
+    label_control,
+    per_request_type,
+    tumour_amounts,
+)
 from synthbrain_dev.evaluation.figures import GLYPH_HEIGHT, captioned_grid, render_text
 from synthbrain_dev.evaluation.metrics import (
     high_frequency_energy,
@@ -111,6 +117,34 @@ def test_label_control_reports_fraction_ratios(tmp_path):
         assert ratios[name] == pytest.approx(expected), f"{name}: ratio over the cases that asked for it"
     assert summary["sampling"]["steps"] == 4, f"the steps used are recorded: {summary['sampling']}"
     assert len(maps) == 3 and json.dumps(summary, default=float), "one map per case; the summary is JSON"
+
+
+@pytest.mark.slow
+def test_tumour_amounts_asks_for_held_out_phantom_tumours_and_compares_in_log(tmp_path):
+    from synthbrain_dev.phantoms import PhantomPopulation
+
+    card = guided(_evaluable(tiny_labels_card("tiny-guided-labels")))
+    pipe = load_pipeline(str(write_model_folder(card, tmp_path / "labels")), device="cpu", precision="float32")
+    report = tumour_amounts(pipe, 3, steps=4, guidance=3.0, log=lambda line: None)
+    pop = PhantomPopulation(seed=0, spacing_mm=3.5, shape=(48, 48, 48), p_wmh=0.0, p_tumour=1.0)
+    names = ("tumour", "edema", "gdtumour")
+    limits = {v.name: v.range[1] for v in pipe.card.conditioning.variables}
+    for i, asked in enumerate(report["requested"]):
+        own = pop.subject(HELD_OUT_START + i).lesion_fractions
+        assert own["tumour"] + own["gdtumour"] > 0, f"held-out phantom {i} has a tumour"
+        expected = [min(own[k], limits[k]) for k in names]
+        assert asked == pytest.approx(expected), f"request {i} is its phantom's own tumour fractions"
+    req, gen = np.array(report["requested"]), np.array(report["generated"])
+    for j, k in enumerate(names):
+        c = report["classes"][k]
+        assert c["requested"] == int((req[:, j] > 0).sum()), f"{k}: samples that asked for it"
+        assert c["median_ratio_generated_to_requested"] == pytest.approx(
+            median_ratio(gen[:, j], req[:, j]), nan_ok=True
+        ), f"{k}: median ratio over the samples that asked for it"
+    assert (req[:, 0] > 0).all(), "every phantom tumour has a core (necrotic or non-enhancing)"
+    r = np.corrcoef(np.log(req[:, 0]), np.log(np.maximum(gen[:, 0], 1e-5)))[0, 1]
+    assert report["classes"]["tumour"]["log_pearson_r"] == pytest.approx(r, nan_ok=True), "core: log r"
+    assert json.dumps(report, default=float), "the report is JSON"
 
 
 def test_per_request_type_counts_clean_samples_ratios_and_missing_classes():

@@ -307,6 +307,28 @@ def _labels_markdown(r: dict[str, Any]) -> list[str]:
                 for case, t in r["per_request_type"].items()
             ],
         )
+    if r.get("tumour_amounts"):
+        a = r["tumour_amounts"]
+        lines += [
+            "",
+            f"Tumour amounts: {a['samples']} requests, each a held-out phantom tumour's own core, edema and "
+            f"enhancing fractions (guidance {a['guidance']:g}). Pearson r of log requested vs log generated "
+            "(does the generator follow the amount?) and the median generated / requested (the requests are "
+            "partial-volume fractions, which the label decoder gives back larger):",
+            "",
+        ]
+        lines += markdown_table(
+            ("class", "requested", "log r, requested vs generated", "median generated / requested"),
+            [
+                (
+                    k,
+                    str(c["requested"]),
+                    _f(c["log_pearson_r"], 2),
+                    _f(c["median_ratio_generated_to_requested"], 2),
+                )
+                for k, c in a["classes"].items()
+            ],
+        )
     if len(r.get("guidance_table", [])) > 1:
         lines += [
             "",

@@ -218,7 +218,8 @@ def train_labels_demo(
     # Conditions: the lesion fractions the autoencoder gives back (what a request is measured
     # against after decoding), mapped logarithmically around each class's typical value so that a
     # small class (WMH, 0.5 %) is not squeezed next to 0 while a large one (edema) fills the range.
-    fractions = decoded_lesion_fractions(ae, latents, [LABEL_NAMES.index(n) for n in names])
+    lesion_channels = [LABEL_NAMES.index(n) for n in names]
+    fractions = decoded_lesion_fractions(ae, latents, lesion_channels)
     # Kept as decoded, traces included: zeroing the classes a phantom lacks (the 1.4 trial in
     # docs/demo-models.md) taught "none asked" next to maps that still hold the decoder's traces;
     # unguided requests were no cleaner and guided tumour requests lost their tumour more often.
@@ -251,7 +252,6 @@ def train_labels_demo(
     # one-token context, the UNet left "no tumour" half-learnt, and requests for WMH or for a tumour
     # brought the other lesion kind (issue 23).
     groups = [["wmh"], ["tumour", "edema", "gdtumour"]]
-    lesion_channels = [LABEL_NAMES.index(n) for n in names]
     loss_weights = lesion_loss_weights(pv, lesion_channels, latents.shape[2:])
     lesion_weight = float(loss_weights.max())
     share = float((loss_weights > 1).mean())

@@ -374,7 +374,7 @@ def lesion_loss_weights(
     partial_volumes: np.ndarray, lesion_channels: list[int], latent_shape: tuple[int, int, int], batch: int = 64
 ) -> np.ndarray:
     """(N, 1, x, y, z) diffusion-loss weights at latent resolution: 1, and the rare-class weight
-    ``clip(sqrt(1 / share), 1, 10)`` (as :func:`rare_class_weights` weighs the autoencoder's classes)
+    ``clip(sqrt(1 / share), 1, 10)`` (as ``recipes.rare_class_weights`` weighs the autoencoder's classes)
     on latent voxels whose block, or a neighbouring block, holds lesion (the lesion classes' partial
     volumes summing above 0.5). ``share``: those voxels' share of all latent voxels.
 
