@@ -42,11 +42,11 @@ HELD_OUT_START = 100_000
 Log = Callable[[str], None]
 
 
-def _population(card):
-
+def _population(card, **lesion_odds: float) -> PhantomPopulation:
+    """The phantom population on the card's output grid; ``lesion_odds``: ``p_wmh`` / ``p_tumour``."""
     shape = tuple(card.output.shape)
     spacing = float(card.output.spacing[0])
-    return PhantomPopulation(seed=0, spacing_mm=spacing, shape=shape)
+    return PhantomPopulation(seed=0, spacing_mm=spacing, shape=shape, **lesion_odds)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,8 +430,7 @@ def tumour_amounts(pipe, n: int, steps: int | None, guidance: float, log: Log = 
     which the label decoder gives back about 1.0x (core), 1.3x (enhancing) and 1.8x (edema) larger
     (labels-demo's autoencoder), so r, not the ratio, is the measure of following."""
     var = {v.name: v for v in pipe.card.conditioning.variables}
-    shape, spacing = tuple(pipe.card.output.shape), float(pipe.card.output.spacing[0])
-    pop = PhantomPopulation(seed=0, spacing_mm=spacing, shape=shape, p_wmh=0.0, p_tumour=1.0)
+    pop = _population(pipe.card, p_wmh=0.0, p_tumour=1.0)
     requested, generated = [], []
     for i in range(n):
         fractions = pop.subject(HELD_OUT_START + i).lesion_fractions
